@@ -1,0 +1,3 @@
+//! Credentials Airlock checks (clients logging in to Airlock). Pure: no sockets.
+
+pub mod scram;

@@ -1,0 +1,64 @@
+//! The inspection seam: the one place every statement and every result row passes through.
+//!
+//! The PostgreSQL session hands each Query, Parse, Bind, Execute and FunctionCall to the
+//! session's [`Inspector`] before forwarding it, and each RowDescription and DataRow on the way
+//! back. Classification, approvals, masking and audit plug in here. An inspector states its
+//! [`Interest`] once per session, so with nothing plugged in the relay does no extra work
+//! beyond the framing it needs anyway.
+
+use std::net::SocketAddr;
+
+use crate::protocol::pg::frontend::FrontendMessage;
+
+/// Who is on the other end of a session, as far as Airlock knows after authentication.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Airlock's own id for the session (also the pid in its BackendKeyData).
+    pub id: i32,
+    pub user: String,
+    pub database: String,
+    pub application_name: Option<String>,
+    pub client_addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// What an inspector wants to be shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Query, Parse, Bind, Execute and FunctionCall from the client.
+    pub statements: bool,
+    /// RowDescription and DataRow from the database.
+    pub rows: bool,
+}
+
+/// A per-session observer of the traffic. Methods must not block: they run on the relay path.
+pub trait Inspector: Send {
+    fn interest(&self) -> Interest;
+
+    /// A statement-carrying message from the client, already checked to be well formed.
+    fn frontend(&mut self, _message: &FrontendMessage<'_>) {}
+
+    /// A RowDescription (`b'T'`) or DataRow (`b'D'`) body from the database.
+    fn backend(&mut self, _tag: u8, _body: &[u8]) {}
+}
+
+/// Makes one inspector per session.
+pub trait InspectorFactory: Send + Sync {
+    fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector>;
+}
+
+/// Nothing plugged in.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoInspection;
+
+impl Inspector for NoInspection {
+    fn interest(&self) -> Interest {
+        Interest::default()
+    }
+}
+
+impl InspectorFactory for NoInspection {
+    fn for_session(&self, _session: &SessionInfo) -> Box<dyn Inspector> {
+        Box::new(NoInspection)
+    }
+}

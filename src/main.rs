@@ -1,0 +1,122 @@
+//! The `airlock` command.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use airlock::auth::scram::{DEFAULT_ITERATIONS, ScramVerifier};
+use airlock::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "airlock",
+    version,
+    about = "Database access gateway for PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Make a SCRAM-SHA-256 verifier for a [[users]] entry from a password read on stdin.
+    Passwd {
+        #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
+        iterations: usize,
+    },
+    /// Write a self-signed certificate and key for local TLS (cert.pem, key.pem).
+    DevCert {
+        /// Directory to write into.
+        #[arg(long, default_value = "dev-certs")]
+        out_dir: PathBuf,
+        /// Host names and addresses the certificate is valid for.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(airlock::app::serve(config))
+        }
+        Command::CheckConfig { config } => {
+            let config = Config::load(&config)?;
+            airlock::session::pg::PgContext::new(
+                &config,
+                std::sync::Arc::new(airlock::inspect::NoInspection),
+            )?;
+            println!("config OK");
+            Ok(())
+        }
+        Command::Passwd { iterations } => {
+            let password = read_password()?;
+            println!("{}", ScramVerifier::from_password(&password, iterations));
+            Ok(())
+        }
+        Command::DevCert { out_dir, hosts } => {
+            let (cert, key) = airlock::net::tls::dev_cert(&hosts)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            let cert_path = out_dir.join("cert.pem");
+            let key_path = out_dir.join("key.pem");
+            std::fs::write(&cert_path, cert)?;
+            write_private(&key_path, key.as_bytes())?;
+            println!("wrote {} and {}", cert_path.display(), key_path.display());
+            Ok(())
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (input is echoed; pipe it in to avoid that): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "empty password: type one, or pipe it in with printf '%s' \"$PW\" | airlock passwd"
+    );
+    Ok(password)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}

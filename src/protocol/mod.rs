@@ -1,0 +1,3 @@
+//! Wire-protocol codecs. Pure: bytes in, typed values out; no sockets, no clock, no tokio.
+
+pub mod pg;

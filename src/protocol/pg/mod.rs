@@ -1,0 +1,13 @@
+//! The PostgreSQL frontend/backend protocol, version 3
+//! (<https://www.postgresql.org/docs/current/protocol.html>): frame splitting on tag and length,
+//! bounds-checked views of the frontend messages Airlock reads, and the few backend messages it
+//! writes itself. Everything else passes through as the bytes it arrived as.
+
+pub mod backend;
+pub mod error;
+pub mod frame;
+pub mod frontend;
+pub mod startup;
+
+pub use error::{PgError, SqlState};
+pub use frame::{FrameError, Header};

@@ -1,0 +1,285 @@
+//! A PostgreSQL client session, in stages: [`handshake`] (TLS negotiation, cancel requests,
+//! the startup packet), [`client_auth`] (Airlock checks the client), [`upstream`] (Airlock logs
+//! in to the database with its own credentials) and [`relay`] (traffic through the inspection
+//! seam until either side leaves).
+
+pub mod client_auth;
+pub mod handshake;
+pub mod io;
+pub mod relay;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgwire::api::auth::sasl::scram::ScramServerAuth;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::auth::scram::ScramVerifier;
+use crate::config::{ClientAuthMethod, Config, ConfigError, PostgresConfig};
+use crate::inspect::{InspectorFactory, SessionInfo};
+use crate::net::stream::Stream;
+use crate::net::tls::{ServerTls, TlsError, UpstreamTls};
+use crate::protocol::pg::PgError;
+use crate::protocol::pg::backend;
+use crate::session::cancel::CancelRegistry;
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Tell the client this, then close.
+    #[error("{0}")]
+    Client(PgError),
+    /// The peer went away or the socket failed; nothing more can be said to the client.
+    #[error("connection closed: {0}")]
+    Closed(#[from] std::io::Error),
+    /// The database refused the session with an error that was already relayed to the client.
+    #[error("the database ended the session during start-up")]
+    Relayed,
+}
+
+impl From<PgError> for SessionError {
+    fn from(e: PgError) -> Self {
+        SessionError::Client(e)
+    }
+}
+
+/// The database Airlock logs in to, and how.
+pub struct UpstreamTarget {
+    pub address: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: UpstreamTls,
+    pub connect_timeout: Duration,
+}
+
+/// A password that never appears in Debug output.
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Everything a PostgreSQL listener's sessions share.
+pub struct PgContext {
+    pub config: PostgresConfig,
+    pub users: std::collections::HashMap<String, ScramVerifier>,
+    pub server_tls: Option<ServerTls>,
+    /// SCRAM with the server certificate configured: offered as SCRAM-SHA-256-PLUS over TLS.
+    pub scram_plus: Option<ScramServerAuth>,
+    pub upstream: UpstreamTarget,
+    pub cancels: CancelRegistry,
+    pub inspectors: Arc<dyn InspectorFactory>,
+    /// Per-process key for decoy verifiers of unknown users.
+    pub decoy_key: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl PgContext {
+    /// Builds a listener's shared state from a checked config, reading secrets and certificates.
+    pub fn new(
+        config: &Config,
+        inspectors: Arc<dyn InspectorFactory>,
+    ) -> Result<PgContext, SetupError> {
+        let pg = config
+            .postgres
+            .clone()
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "postgres".into(),
+                problem: "missing".into(),
+                fix: "add a [postgres] section".into(),
+            })?;
+        let server_tls = match &config.tls {
+            Some(t) => Some(ServerTls::load(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
+        let scram_plus = server_tls.as_ref().and_then(|tls| {
+            let mut scram = ScramServerAuth::new();
+            match scram.configure_certificate(&tls.cert_pem) {
+                Ok(()) => Some(scram),
+                Err(_) => {
+                    tracing::warn!(
+                        "the certificate's signature algorithm does not support SCRAM channel binding; \
+                         SCRAM-SHA-256-PLUS will not be offered"
+                    );
+                    None
+                }
+            }
+        });
+        let up = &pg.upstream;
+        let server_name = up
+            .server_name
+            .clone()
+            .unwrap_or_else(|| up.host().to_owned());
+        let upstream = UpstreamTarget {
+            address: up.address.clone(),
+            user: up.user.clone(),
+            password: up.load_password()?.map(Secret),
+            tls: UpstreamTls::new(up.tls, up.ca_file.as_deref(), &server_name)?,
+            connect_timeout: up.connect_timeout(),
+        };
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let v = ScramVerifier::parse(&u.scram_sha_256)
+                    .expect("verifiers were checked when the config was loaded");
+                (u.name.clone(), v)
+            })
+            .collect();
+        Ok(PgContext {
+            config: pg,
+            users,
+            server_tls,
+            scram_plus,
+            upstream,
+            cancels: CancelRegistry::default(),
+            inspectors,
+            decoy_key: rand::random(),
+        })
+    }
+
+    pub fn client_auth(&self) -> ClientAuthMethod {
+        self.config.client_auth
+    }
+}
+
+/// Serves one client connection from accept to close.
+pub async fn serve(ctx: Arc<PgContext>, tcp: TcpStream, client_addr: SocketAddr) {
+    let started = Instant::now();
+    let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
+    let opened = match tokio::time::timeout(auth_timeout, open(&ctx, tcp, client_addr)).await {
+        Ok(Ok(Some(opened))) => opened,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%client_addr, error = %e, "session refused during start-up");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%client_addr, "client did not finish start-up in time; closed");
+            return;
+        }
+    };
+    let Opened {
+        client,
+        upstream,
+        info,
+        registration,
+    } = opened;
+    tracing::info!(
+        session = info.id, user = %info.user, database = %info.database, %client_addr, tls = info.tls,
+        application = info.application_name.as_deref().unwrap_or(""), "session started"
+    );
+    let inspector = ctx.inspectors.for_session(&info);
+    let limits = relay::Limits {
+        max_message_size: ctx.config.max_message_size,
+    };
+    let outcome = relay::run(client, upstream, inspector, limits).await;
+    if outcome == relay::Outcome::ClientVanished {
+        // The client left without Terminate, perhaps mid-query: stop the query so the
+        // database session ends now rather than when it next writes.
+        upstream::cancel(&ctx.upstream, &registration.upstream).await;
+    }
+    tracing::info!(
+        session = info.id,
+        ?outcome,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "session ended"
+    );
+}
+
+/// A client that is authenticated and connected through to the database.
+struct Opened {
+    client: Stream,
+    upstream: Stream,
+    info: SessionInfo,
+    registration: Registered,
+}
+
+struct Registered {
+    _registration: crate::session::cancel::Registration,
+    upstream: crate::session::cancel::UpstreamKey,
+}
+
+/// Start-up: handshake, client authentication, upstream login. `None` when the connection was a
+/// cancel request or closed before saying anything.
+async fn open(
+    ctx: &PgContext,
+    tcp: TcpStream,
+    client_addr: SocketAddr,
+) -> Result<Option<Opened>, SessionError> {
+    let (mut client, startup) = match handshake::accept(ctx, tcp).await? {
+        handshake::Accepted::Cancel { pid, secret } => {
+            if let Some(key) = ctx.cancels.lookup(pid, &secret) {
+                tracing::debug!(%client_addr, "forwarding cancel request");
+                upstream::cancel(&ctx.upstream, &key).await;
+            }
+            return Ok(None);
+        }
+        handshake::Accepted::Closed => return Ok(None),
+        handshake::Accepted::Session(client, startup) => (client, startup),
+    };
+    let mut out = BytesMut::new();
+    let result = async {
+        let user = handshake::check_startup(ctx, client.is_tls(), &startup, &mut out)?;
+        client_auth::authenticate(ctx, &mut client, &user, &mut out).await?;
+        backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
+        let database = startup.param("database").unwrap_or(&user).to_owned();
+        let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
+        let (upstream, key) = upstream::connect(&ctx.upstream, &params, &mut out).await?;
+        Ok::<_, SessionError>((user, database, upstream, key))
+    }
+    .await;
+    let (user, database, upstream, key) = match result {
+        Ok(v) => v,
+        Err(SessionError::Client(e)) => {
+            tracing::info!(%client_addr, code = e.code.0, reason = %e.message, "session refused");
+            e.encode(&mut out);
+            let _ = client.write_all(&out).await;
+            let _ = client.shutdown().await;
+            return Err(SessionError::Client(e));
+        }
+        Err(SessionError::Relayed) => {
+            let _ = client.write_all(&out).await;
+            let _ = client.shutdown().await;
+            return Err(SessionError::Relayed);
+        }
+        Err(e) => return Err(e),
+    };
+    let registration = ctx.cancels.register(key.clone());
+    // `out` ends with the database's ReadyForQuery; Airlock's key goes just before it.
+    let ready = out.split_off(out.len() - upstream::READY_FOR_QUERY_LEN);
+    backend::backend_key_data(registration.pid, registration.secret, &mut out);
+    out.unsplit(ready);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    let info = SessionInfo {
+        id: registration.pid,
+        user,
+        database,
+        application_name: startup.param("application_name").map(str::to_owned),
+        client_addr,
+        tls: client.is_tls(),
+    };
+    Ok(Some(Opened {
+        client,
+        upstream,
+        info,
+        registration: Registered {
+            _registration: registration,
+            upstream: key,
+        },
+    }))
+}

@@ -1,0 +1,303 @@
+//! Logging in to the database with Airlock's own credentials: TCP, TLS by the configured mode,
+//! StartupMessage, then whatever authentication the server asks for (SCRAM-SHA-256, md5,
+//! cleartext or trust). The client's session parameters pass through; its credentials do not.
+//! Also sends CancelRequests upstream.
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::UpstreamTlsMode;
+use crate::net::stream::Stream;
+use crate::protocol::pg::PgError;
+use crate::protocol::pg::backend::{self, auth_code, tag};
+use crate::protocol::pg::startup::StartupMessage;
+use crate::session::cancel::UpstreamKey;
+use crate::session::pg::io::{ReadError, read_message};
+use crate::session::pg::{SessionError, UpstreamTarget};
+
+/// Length of a ReadyForQuery message on the wire.
+pub const READY_FOR_QUERY_LEN: usize = 6;
+/// Start-up messages from the database are small; ParameterStatus values are capped by libpq at 30,000.
+const MAX_STARTUP_MESSAGE: usize = 1024 * 1024;
+
+/// The parameters sent upstream: the client's, with Airlock's role in place of the client's user.
+pub fn startup_params(
+    startup: &StartupMessage,
+    upstream_user: &str,
+    database: &str,
+) -> Vec<(String, String)> {
+    let mut params = vec![
+        ("user".to_owned(), upstream_user.to_owned()),
+        ("database".to_owned(), database.to_owned()),
+    ];
+    params.extend(
+        startup
+            .params
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "user" | "database" | "replication")
+                    && !k.starts_with("_pq_.")
+            })
+            .cloned(),
+    );
+    params
+}
+
+/// Opens TCP and, by the configured mode, TLS to the database.
+async fn open(target: &UpstreamTarget) -> Result<Stream, PgError> {
+    let tcp = tokio::time::timeout(
+        target.connect_timeout,
+        TcpStream::connect(target.address.as_str()),
+    )
+    .await
+    .map_err(|_| PgError::upstream_unreachable(&target.address, "timed out"))?
+    .map_err(|e| PgError::upstream_unreachable(&target.address, e))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = &target.tls.config else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    let lost = |e: std::io::Error| PgError::upstream_unreachable(&target.address, e);
+    tcp.write_all(&req).await.map_err(lost)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(lost)?;
+    match answer[0] {
+        b'S' => {
+            let tls = TlsConnector::from(config.clone())
+                .connect(target.tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| PgError::upstream_tls(&target.address, e))?;
+            Ok(Stream::Tls(Box::new(tls.into())))
+        }
+        b'N' if target.tls.mode == UpstreamTlsMode::Prefer => Ok(Stream::Plain(tcp)),
+        b'N' => Err(PgError::upstream_tls(
+            &target.address,
+            "the database does not offer TLS",
+        )),
+        other => Err(PgError::upstream_protocol(format!(
+            "answer {other:#04x} to SSLRequest"
+        ))),
+    }
+}
+
+/// Connects and logs in. Messages for the client (ParameterStatus, notices, errors, and the final
+/// ReadyForQuery) are appended to `to_client`; the database's BackendKeyData is returned instead.
+pub async fn connect(
+    target: &UpstreamTarget,
+    params: &[(String, String)],
+    to_client: &mut BytesMut,
+) -> Result<(Stream, UpstreamKey), SessionError> {
+    let mut stream = open(target).await?;
+    let lost = |e: ReadError| match e {
+        ReadError::Io(e) => SessionError::Client(PgError::upstream_unreachable(&target.address, e)),
+        ReadError::Frame(e) => SessionError::Client(PgError::upstream_protocol(e)),
+    };
+    let mut buf = BytesMut::new();
+    frontend::startup_message(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &mut buf,
+    )
+    .map_err(PgError::upstream_protocol)?;
+    write(&mut stream, &mut buf, target).await?;
+
+    let mut login = Login::new(target);
+    let mut key = None;
+    loop {
+        let m = read_message(&mut stream, MAX_STARTUP_MESSAGE)
+            .await
+            .map_err(lost)?;
+        match m.tag {
+            tag::AUTHENTICATION => {
+                login.step(&m.body, &mut buf)?;
+                if !buf.is_empty() {
+                    write(&mut stream, &mut buf, target).await?;
+                }
+            }
+            tag::ERROR_RESPONSE => {
+                let code = backend::sqlstate(&m.body).unwrap_or_default();
+                if !login.done && code.starts_with(b"28") {
+                    // The client authenticated fine; it is Airlock's own login that failed.
+                    let reason = backend::message(&m.body);
+                    tracing::error!(upstream = %target.address, %reason, "the database refused Airlock's login");
+                    return Err(PgError::upstream_login_refused(&reason).into());
+                }
+                to_client.extend_from_slice(&m.raw);
+                return Err(SessionError::Relayed);
+            }
+            tag::BACKEND_KEY_DATA => {
+                let b = &m.body;
+                if b.len() < 8 {
+                    return Err(PgError::upstream_protocol("short BackendKeyData").into());
+                }
+                key = Some(UpstreamKey {
+                    pid: i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                    secret: b[4..].to_vec(),
+                });
+            }
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE => to_client.extend_from_slice(&m.raw),
+            tag::NEGOTIATE_PROTOCOL_VERSION => {}
+            tag::READY_FOR_QUERY if login.done => {
+                to_client.extend_from_slice(&m.raw);
+                let key = key.ok_or_else(|| PgError::upstream_protocol("no BackendKeyData"))?;
+                return Ok((stream, key));
+            }
+            other => {
+                return Err(PgError::upstream_protocol(format!(
+                    "message type {:?} during start-up",
+                    other as char
+                ))
+                .into());
+            }
+        }
+    }
+}
+
+async fn write(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    target: &UpstreamTarget,
+) -> Result<(), PgError> {
+    let lost = |e| PgError::upstream_unreachable(&target.address, e);
+    stream.write_all(buf).await.map_err(lost)?;
+    stream.flush().await.map_err(lost)?;
+    buf.clear();
+    Ok(())
+}
+
+/// The client side of the authentication exchange.
+struct Login<'a> {
+    target: &'a UpstreamTarget,
+    scram: Option<ScramSha256>,
+    done: bool,
+}
+
+impl<'a> Login<'a> {
+    fn new(target: &'a UpstreamTarget) -> Self {
+        Login {
+            target,
+            scram: None,
+            done: false,
+        }
+    }
+
+    fn password(&self) -> Result<&'a str, PgError> {
+        self.target
+            .password
+            .as_ref()
+            .map(|s| s.0.as_str())
+            .ok_or_else(|| {
+                PgError::upstream_login_refused(
+                    "the database asked for a password and none is configured",
+                )
+            })
+    }
+
+    /// Handles one Authentication message; a reply, if any, is left in `out`.
+    fn step(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), PgError> {
+        let bad = |what: &str| {
+            PgError::upstream_protocol(format!("malformed authentication request: {what}"))
+        };
+        let code_bytes: [u8; 4] = body
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("too short"))?;
+        let data = &body[4..];
+        let io = |e: std::io::Error| PgError::upstream_protocol(e);
+        match i32::from_be_bytes(code_bytes) {
+            auth_code::OK => self.done = true,
+            auth_code::CLEARTEXT_PASSWORD => {
+                if !matches!(
+                    self.target.tls.mode,
+                    UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
+                ) {
+                    tracing::warn!(upstream = %self.target.address, "the database asked for a cleartext password; consider TLS upstream");
+                }
+                let mut pw = self.password()?.as_bytes().to_vec();
+                pw.push(0);
+                frontend::password_message(&pw, out).map_err(io)?;
+            }
+            auth_code::MD5_PASSWORD => {
+                let salt: [u8; 4] = data
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad("md5 salt"))?;
+                let hash = md5_hash(
+                    self.target.user.as_bytes(),
+                    self.password()?.as_bytes(),
+                    salt,
+                );
+                let mut pw = hash.into_bytes();
+                pw.push(0);
+                frontend::password_message(&pw, out).map_err(io)?;
+            }
+            auth_code::SASL => {
+                let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
+                if !offers_scram {
+                    return Err(PgError::upstream_login_refused(
+                        "the database offered no SASL mechanism Airlock supports",
+                    ));
+                }
+                // Channel binding is per TLS connection, so it cannot span Airlock; SCRAM runs on
+                // each leg. "n" says this client does not do channel binding.
+                let scram =
+                    ScramSha256::new(self.password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), out)
+                    .map_err(io)?;
+                self.scram = Some(scram);
+            }
+            auth_code::SASL_CONTINUE => {
+                let scram = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| bad("SASLContinue before SASL"))?;
+                scram.update(data).map_err(io)?;
+                frontend::sasl_response(scram.message(), out).map_err(io)?;
+            }
+            auth_code::SASL_FINAL => {
+                let scram = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| bad("SASLFinal before SASL"))?;
+                // Checks the server's signature: the database proves it knows the verifier.
+                scram.finish(data).map_err(|_| {
+                    PgError::upstream_login_refused("the database's SCRAM signature did not verify")
+                })?;
+            }
+            other => {
+                return Err(PgError::upstream_login_refused(&format!(
+                    "the database asked for authentication method {other}, which Airlock does not support"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends a CancelRequest for `key` to the database. Best effort, as cancels are in PostgreSQL.
+pub async fn cancel(target: &UpstreamTarget, key: &UpstreamKey) {
+    let result = async {
+        let mut stream = open(target).await.map_err(|e| e.message)?;
+        let mut buf = BytesMut::with_capacity(16);
+        buf.put_i32(12 + key.secret.len() as i32);
+        buf.put_u32(crate::protocol::pg::startup::CANCEL_REQUEST_CODE);
+        buf.put_i32(key.pid);
+        buf.put_slice(&key.secret);
+        stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        // The server closes the connection once it has the request.
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(target.connect_timeout, stream.read(&mut sink)).await;
+        Ok::<_, String>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(upstream = %target.address, error = %e, "could not forward a cancel request");
+    }
+}
