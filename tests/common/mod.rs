@@ -1,0 +1,227 @@
+//! Shared test harness: starts a real Airlock on 127.0.0.1:0 in front of the real PostgreSQL on
+//! 127.0.0.1:5432, makes real TLS certificates, and connects real clients.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use airlock::app::Running;
+use airlock::auth::scram::ScramVerifier;
+use airlock::config::Config;
+use airlock::inspect::{InspectorFactory, NoInspection};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+pub const PG: &str = "127.0.0.1:5432";
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-password-for-tests";
+
+static LOG: Once = Once::new();
+
+/// Sends Airlock's tracing output to the test's captured output (`AIRLOCK_LOG` to change level).
+pub fn init_logging() {
+    LOG.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A certificate authority and a server certificate for localhost/127.0.0.1 it signed.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Airlock test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        Certs {
+            dir,
+            ca_pem: ca_cert.pem(),
+        }
+    }
+
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A rustls client config that trusts this CA, for tokio-postgres.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
+    pub fn tokio_postgres_tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        tokio_postgres_rustls::MakeRustlsConnect::new(self.client_config())
+    }
+}
+
+/// How to set up the Airlock under test. Defaults: no TLS, SCRAM, upstream = local Postgres.
+pub struct Setup {
+    pub certs: Option<Certs>,
+    pub require_tls: bool,
+    pub client_auth: &'static str,
+    pub upstream_address: String,
+    /// Extra lines for [postgres.upstream].
+    pub upstream_extra: String,
+    /// Extra lines for [postgres].
+    pub postgres_extra: String,
+    pub inspectors: Arc<dyn InspectorFactory>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            certs: None,
+            require_tls: false,
+            client_auth: "scram-sha-256",
+            upstream_address: PG.to_string(),
+            upstream_extra: "tls = \"disable\"\n".to_string(),
+            postgres_extra: String::new(),
+            inspectors: Arc::new(NoInspection),
+        }
+    }
+}
+
+impl Setup {
+    pub fn config_text(&self) -> String {
+        let verifier = ScramVerifier::from_password(PASSWORD, 4096);
+        let tls = match &self.certs {
+            Some(c) => format!(
+                "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+                c.cert_file().display().to_string(),
+                c.key_file().display().to_string()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "{tls}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
+             [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
+             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\n",
+            self.require_tls, self.client_auth, self.postgres_extra, self.upstream_address, self.upstream_extra
+        )
+    }
+
+    pub async fn start(self) -> Proxy {
+        init_logging();
+        let config = Config::parse(&self.config_text()).expect("test config is valid");
+        let running = airlock::app::start_with(&config, self.inspectors.clone())
+            .await
+            .expect("Airlock starts");
+        Proxy {
+            port: running.postgres_addr.port(),
+            running,
+            certs: self.certs,
+        }
+    }
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub running: Running,
+    pub certs: Option<Certs>,
+}
+
+impl Proxy {
+    pub async fn start() -> Proxy {
+        Setup::default().start().await
+    }
+
+    /// A libpq-style connection string to Airlock.
+    pub fn conninfo(&self, extra: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=test {extra}",
+            self.port
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/test", self.port)
+    }
+
+    /// Connects tokio-postgres without TLS; the connection task runs in the background.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect_plain(&self.conninfo("")).await
+    }
+
+    pub async fn connect_tls(&self, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let tls = self.certs.as_ref().expect("TLS set up").tokio_postgres_tls();
+        let (client, conn) = tokio_postgres::connect(&self.conninfo(extra), tls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
+
+pub async fn connect_plain(conninfo: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conninfo:?}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A direct connection to the database, to observe it from the side (pg_stat_activity).
+pub async fn direct() -> tokio_postgres::Client {
+    connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await
+}
+
+/// The SQLSTATE of a tokio-postgres error, or a panic naming the error.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| panic!("not a database error: {e}"))
+}
+
+/// Polls `check` every 100 ms up to `tries` times.
+pub async fn eventually<F, Fut>(tries: u32, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A unique name for tables and channels, so tests can run in parallel.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
