@@ -16,7 +16,14 @@ async fn extended_protocol_with_binary_results() {
         .query_one(
             "select $1::int4 + 1, $2::text || '!', $3::bytea, $4::bool, $5::float8 * 2, \
              $6::int8[], null::text, 'ünïcødé'::text",
-            &[&41i32, &"hi", &vec![0u8, 1, 255], &true, &1.25f64, &vec![1i64, 2, 3]],
+            &[
+                &41i32,
+                &"hi",
+                &vec![0u8, 1, 255],
+                &true,
+                &1.25f64,
+                &vec![1i64, 2, 3],
+            ],
         )
         .await
         .unwrap();
@@ -30,12 +37,18 @@ async fn extended_protocol_with_binary_results() {
     assert_eq!(row.get::<_, &str>(7), "ünïcødé");
 
     // A named prepared statement, executed many times.
-    let stmt = client.prepare("select generate_series(1, $1::int4)").await.unwrap();
+    let stmt = client
+        .prepare("select generate_series(1, $1::int4)")
+        .await
+        .unwrap();
     for n in [0, 1, 1000] {
         assert_eq!(client.query(&stmt, &[&n]).await.unwrap().len(), n as usize);
     }
     // The simple protocol with several statements in one string.
-    let messages = client.simple_query("select 1; select 2, 3; create temp table t(x int)").await.unwrap();
+    let messages = client
+        .simple_query("select 1; select 2, 3; create temp table t(x int)")
+        .await
+        .unwrap();
     let rows = messages
         .iter()
         .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
@@ -55,9 +68,15 @@ async fn pipelined_queries_and_an_error_that_skips_to_sync() {
         let stmt = &stmt;
         async move {
             if i == 25 {
-                client.query_one("select 1 / (0 * $1::int4)", &[&i]).await.map(|_| -1)
+                client
+                    .query_one("select 1 / (0 * $1::int4)", &[&i])
+                    .await
+                    .map(|_| -1)
             } else {
-                client.query_one(stmt, &[&i]).await.map(|r| r.get::<_, i32>(0))
+                client
+                    .query_one(stmt, &[&i])
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
             }
         }
     });
@@ -73,14 +92,24 @@ async fn pipelined_queries_and_an_error_that_skips_to_sync() {
     }
     assert!(results[25].is_err());
     // The connection is still usable afterwards.
-    assert_eq!(client.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        client
+            .query_one("select 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_keep_sqlstate_and_transactions_work() {
     let proxy = Proxy::start().await;
     let mut client = proxy.connect().await;
-    let e = client.query("select * from no_such_table_anywhere", &[]).await.unwrap_err();
+    let e = client
+        .query("select * from no_such_table_anywhere", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
     let e = client.batch_execute("selec 1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42601");
@@ -91,11 +120,18 @@ async fn errors_keep_sqlstate_and_transactions_work() {
         .await
         .unwrap();
     let tx = client.transaction().await.unwrap();
-    tx.execute(&format!("insert into {table} values (1)"), &[]).await.unwrap();
+    tx.execute(&format!("insert into {table} values (1)"), &[])
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    tx.execute(&format!("insert into {table} values (2)"), &[]).await.unwrap();
-    let e = tx.execute(&format!("insert into {table} values (2)"), &[]).await.unwrap_err();
+    tx.execute(&format!("insert into {table} values (2)"), &[])
+        .await
+        .unwrap();
+    let e = tx
+        .execute(&format!("insert into {table} values (2)"), &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "23505");
     let e = tx.execute("select 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "25P02", "in failed transaction");
@@ -106,7 +142,10 @@ async fn errors_keep_sqlstate_and_transactions_work() {
         .unwrap()
         .get(0);
     assert_eq!(count, 0);
-    client.batch_execute(&format!("drop table {table}")).await.unwrap();
+    client
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +175,9 @@ async fn copy_in_and_out() {
     assert_eq!(sink.as_mut().finish().await.unwrap(), 100_000);
 
     let stream = client
-        .copy_out(&format!("copy (select * from {table} order by id) to stdout"))
+        .copy_out(&format!(
+            "copy (select * from {table} order by id) to stdout"
+        ))
         .await
         .unwrap();
     let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
@@ -144,12 +185,20 @@ async fn copy_in_and_out() {
     assert_eq!(String::from_utf8(out).unwrap(), expected);
 
     // A COPY that fails mid-way reports the database's error and the session goes on.
-    let sink = client.copy_in(&format!("copy {table} from stdin")).await.unwrap();
+    let sink = client
+        .copy_in(&format!("copy {table} from stdin"))
+        .await
+        .unwrap();
     let mut sink = std::pin::pin!(sink);
-    sink.send(bytes::Bytes::from_static(b"not-a-number\tx\n")).await.unwrap();
+    sink.send(bytes::Bytes::from_static(b"not-a-number\tx\n"))
+        .await
+        .unwrap();
     let e = sink.as_mut().finish().await.unwrap_err();
     assert_eq!(sqlstate(&e), "22P02");
-    client.batch_execute(&format!("drop table {table}")).await.unwrap();
+    client
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +215,10 @@ async fn listen_notify_and_notices_arrive_asynchronously() {
         }
     });
     let channel = unique("chan");
-    listener.batch_execute(&format!("listen {channel}")).await.unwrap();
+    listener
+        .batch_execute(&format!("listen {channel}"))
+        .await
+        .unwrap();
 
     let notifier = proxy.connect().await;
     notifier
@@ -216,7 +268,14 @@ async fn cancel_stops_the_running_query() {
         .expect("the cancel took effect")
         .unwrap();
     assert_eq!(sqlstate(&result.unwrap_err()), "57014");
-    assert_eq!(client.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 /// 40 sessions sleep; 100 cancel requests race in at once, 5 each for 20 of them. Exactly
@@ -240,7 +299,9 @@ async fn concurrent_cancels_hit_only_their_own_queries() {
         for token in tokens.iter().take(20) {
             let token = token.clone();
             let _ = round;
-            cancels.push(tokio::spawn(async move { token.cancel_query(tokio_postgres::NoTls).await }));
+            cancels.push(tokio::spawn(async move {
+                token.cancel_query(tokio_postgres::NoTls).await
+            }));
         }
     }
     assert_eq!(cancels.len(), 100);
@@ -250,9 +311,16 @@ async fn concurrent_cancels_hit_only_their_own_queries() {
     for (i, q) in queries.into_iter().enumerate() {
         let r = q.await.unwrap();
         if i < 20 {
-            assert_eq!(sqlstate(&r.unwrap_err()), "57014", "session {i} was cancelled");
+            assert_eq!(
+                sqlstate(&r.unwrap_err()),
+                "57014",
+                "session {i} was cancelled"
+            );
         } else {
-            assert!(r.is_ok(), "session {i} was not targeted and must finish: {r:?}");
+            assert!(
+                r.is_ok(),
+                "session {i} was not targeted and must finish: {r:?}"
+            );
         }
     }
 }
@@ -271,7 +339,10 @@ async fn unknown_cancel_key_does_nothing() {
         packet.extend_from_slice(&pid.to_be_bytes());
         packet.extend_from_slice(&0x1234_5678i32.to_be_bytes());
         raw.send(&packet).await;
-        assert!(raw.message().await.is_none(), "a cancel request gets no answer");
+        assert!(
+            raw.message().await.is_none(),
+            "a cancel request gets no answer"
+        );
     }
     let row = query.await.unwrap().expect("the query was not cancelled");
     assert_eq!(row.get::<_, i32>(1), 5);
@@ -294,7 +365,10 @@ async fn a_client_that_vanishes_mid_query_releases_its_database_session() {
         let observer = &observer;
         async move {
             observer
-                .query_one("select count(*) from pg_stat_activity where application_name = $1", &[&app])
+                .query_one(
+                    "select count(*) from pg_stat_activity where application_name = $1",
+                    &[&app],
+                )
                 .await
                 .unwrap()
                 .get::<_, i64>(0)

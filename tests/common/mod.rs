@@ -25,7 +25,8 @@ pub fn init_logging() {
     LOG.call_once(|| {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| "info".into()),
+                tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+                    .unwrap_or_else(|_| "info".into()),
             )
             .with_test_writer()
             .try_init();
@@ -43,11 +44,14 @@ impl Certs {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Airlock test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Airlock test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
@@ -76,11 +80,13 @@ impl Certs {
         for c in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
     }
 
     pub fn tokio_postgres_tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
@@ -130,7 +136,11 @@ impl Setup {
             "{tls}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
              [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
              [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\n",
-            self.require_tls, self.client_auth, self.postgres_extra, self.upstream_address, self.upstream_extra
+            self.require_tls,
+            self.client_auth,
+            self.postgres_extra,
+            self.upstream_address,
+            self.upstream_extra
         )
     }
 
@@ -168,7 +178,10 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/test", self.port)
+        format!(
+            "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/test",
+            self.port
+        )
     }
 
     /// Connects tokio-postgres without TLS; the connection task runs in the background.
@@ -176,8 +189,15 @@ impl Proxy {
         connect_plain(&self.conninfo("")).await
     }
 
-    pub async fn connect_tls(&self, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let tls = self.certs.as_ref().expect("TLS set up").tokio_postgres_tls();
+    pub async fn connect_tls(
+        &self,
+        extra: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let tls = self
+            .certs
+            .as_ref()
+            .expect("TLS set up")
+            .tokio_postgres_tls();
         let (client, conn) = tokio_postgres::connect(&self.conninfo(extra), tls).await?;
         tokio::spawn(conn);
         Ok(client)
@@ -204,6 +224,14 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| panic!("not a database error: {e}"))
 }
 
+/// A tokio-postgres error's full text: message and hint (its Display is only "db error").
+pub fn text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} (hint: {})", d.message(), d.hint().unwrap_or("")),
+        None => e.to_string(),
+    }
+}
+
 /// Polls `check` every 100 ms up to `tries` times.
 pub async fn eventually<F, Fut>(tries: u32, mut check: F) -> bool
 where
@@ -223,5 +251,9 @@ where
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

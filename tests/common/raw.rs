@@ -38,10 +38,13 @@ impl Raw {
                     return Some((tag, body));
                 }
             }
-            let n = tokio::time::timeout(std::time::Duration::from_secs(30), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("no answer within 30 s")
-                .unwrap_or(0);
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                self.stream.read_buf(&mut self.buf),
+            )
+            .await
+            .expect("no answer within 30 s")
+            .unwrap_or(0);
             if n == 0 {
                 return None;
             }
@@ -64,7 +67,10 @@ impl Raw {
                 return out;
             }
         }
-        panic!("connection closed before ReadyForQuery; got {:?}", tags(&out));
+        panic!(
+            "connection closed before ReadyForQuery; got {:?}",
+            tags(&out)
+        );
     }
 
     /// Sends a StartupMessage with `version` and `params`.
@@ -97,8 +103,12 @@ impl Raw {
                     match code {
                         0 => return before,
                         10 => {
-                            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).unwrap();
+                            let s = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                                .unwrap();
                             scram = Some(s);
                         }
                         11 => {
@@ -120,7 +130,8 @@ impl Raw {
     /// Connects to Airlock and logs in as the test user.
     pub async fn session(port: u16) -> Raw {
         let mut raw = Raw::tcp(port).await;
-        raw.startup(196608, &[("user", super::USER), ("database", "test")]).await;
+        raw.startup(196608, &[("user", super::USER), ("database", "test")])
+            .await;
         raw.login(super::PASSWORD).await;
         raw.until_ready().await;
         raw

@@ -122,8 +122,9 @@ pub async fn connect(
             }
             tag::ERROR_RESPONSE => {
                 let code = backend::sqlstate(&m.body).unwrap_or_default();
-                if !login.done && code.starts_with(b"28") {
-                    // The client authenticated fine; it is Airlock's own login that failed.
+                if code.starts_with(b"28") {
+                    // Class 28 during start-up (bad password, unknown role, no pg_hba entry):
+                    // the client authenticated fine; it is Airlock's own login that failed.
                     let reason = backend::message(&m.body);
                     tracing::error!(upstream = %target.address, %reason, "the database refused Airlock's login");
                     return Err(PgError::upstream_login_refused(&reason).into());
