@@ -1,0 +1,150 @@
+//! The real command-line clients through Airlock: psql (simple protocol, \copy both ways,
+//! ON_ERROR_STOP with a deliberate error) and pgbench (-i, -S, -M prepared, and the default
+//! write workload with zero failed transactions).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{PASSWORD, Proxy, USER, unique};
+
+fn run(program: &str, port: u16, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", USER)
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGDATABASE", "test")
+        .env("PGSSLMODE", "disable")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed (postgresql-client): {e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn psql(port: u16, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("psql", port, &args)
+    })
+    .await
+    .unwrap()
+}
+
+async fn pgbench(port: u16, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("pgbench", port, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_simple_protocol_copy_and_errors() {
+    let proxy = Proxy::start().await;
+    let table = unique("psql");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let output = dir.path().join("out.csv");
+    let mut csv = String::new();
+    for i in 0..2000 {
+        csv.push_str(&format!("{i},\"row, number {i}\"\n"));
+    }
+    std::fs::write(&input, &csv).unwrap();
+
+    let script = format!(
+        "create table {table} (id int, note text);\n\
+         \\copy {table} from '{}' with (format csv)\n\
+         select count(*) as n, sum(id) as s from {table};\n\
+         \\copy (select * from {table} order by id) to '{}' with (format csv)\n\
+         select 1 as one; select 2 as two;\n\
+         drop table {table};\n",
+        input.display(),
+        output.display()
+    );
+    let file = dir.path().join("script.sql");
+    std::fs::write(&file, &script).unwrap();
+    let o2 = psql(
+        proxy.port,
+        vec!["-X".into(), "-v".into(), "ON_ERROR_STOP=1".into(), "-A".into(), "-f".into(), file.display().to_string()],
+    )
+    .await;
+    assert!(o2.status.success(), "psql failed: {}", stderr(&o2));
+    let out = stdout(&o2);
+    assert!(out.contains("2000|1999000"), "{out}");
+    assert!(out.contains("one\n1"), "{out}");
+    assert!(out.contains("two\n2"), "{out}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), csv, "\\copy out returns what \\copy in sent");
+
+    // A deliberate error in a script: ON_ERROR_STOP makes psql stop there and exit with 3.
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(&bad, "select 1/0;\nselect 'not reached';\n").unwrap();
+    let o = psql(
+        proxy.port,
+        vec![
+            "-X".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-v".into(),
+            "VERBOSITY=verbose".into(),
+            "-f".into(),
+            bad.display().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("22012") && err.contains("division by zero"), "{err}");
+    assert!(!stdout(&o).contains("not reached"));
+
+    // A multi-statement simple query where the second fails: the first statement's effect
+    // commits or not exactly as PostgreSQL decides (implicit transaction: nothing commits).
+    let t2 = unique("multi");
+    let o = psql(
+        proxy.port,
+        vec!["-X".into(), "-c".into(), format!("create table {t2} (x int); insert into {t2} values (1); select 1/0")],
+    )
+    .await;
+    assert_ne!(o.status.code(), Some(0));
+    let o = psql(proxy.port, vec!["-X".into(), "-A".into(), "-t".into(), "-c".into(), format!("select to_regclass('{t2}') is null")]).await;
+    assert_eq!(stdout(&o).trim(), "t", "the implicit transaction rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_workloads_complete_without_failures() {
+    let proxy = Proxy::start().await;
+    // pgbench -i (re)creates the pgbench_* tables in database test.
+    let o = pgbench(proxy.port, &["-i", "-s", "1", "-q"]).await;
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    for args in [
+        &["-S", "-c", "4", "-j", "2", "-t", "500"][..],
+        &["-S", "-M", "prepared", "-c", "4", "-j", "2", "-t", "500"][..],
+        &["-M", "extended", "-c", "4", "-j", "2", "-t", "200"][..],
+        &["-c", "4", "-j", "2", "-t", "200"][..],
+        &["-S", "-C", "-c", "2", "-j", "1", "-t", "50"][..],
+    ] {
+        let o = pgbench(proxy.port, args).await;
+        let out = stdout(&o);
+        assert!(o.status.success(), "pgbench {args:?}: {}\n{out}", stderr(&o));
+        let processed = out
+            .lines()
+            .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+            .unwrap_or_else(|| panic!("pgbench {args:?} printed no count: {out}"));
+        let per_client: usize = args[args.len() - 1].parse().unwrap();
+        let clients: usize = args[args.iter().position(|a| *a == "-c").unwrap() + 1].parse().unwrap();
+        assert_eq!(processed, format!("{}/{}", per_client * clients, per_client * clients), "{args:?}");
+        assert!(
+            out.lines().any(|l| l == "number of failed transactions: 0 (0.000%)"),
+            "{args:?}: {out}"
+        );
+    }
+}
