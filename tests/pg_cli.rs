@@ -75,7 +75,14 @@ async fn psql_simple_protocol_copy_and_errors() {
     std::fs::write(&file, &script).unwrap();
     let o2 = psql(
         proxy.port,
-        vec!["-X".into(), "-v".into(), "ON_ERROR_STOP=1".into(), "-A".into(), "-f".into(), file.display().to_string()],
+        vec![
+            "-X".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-A".into(),
+            "-f".into(),
+            file.display().to_string(),
+        ],
     )
     .await;
     assert!(o2.status.success(), "psql failed: {}", stderr(&o2));
@@ -83,7 +90,11 @@ async fn psql_simple_protocol_copy_and_errors() {
     assert!(out.contains("2000|1999000"), "{out}");
     assert!(out.contains("one\n1"), "{out}");
     assert!(out.contains("two\n2"), "{out}");
-    assert_eq!(std::fs::read_to_string(&output).unwrap(), csv, "\\copy out returns what \\copy in sent");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        csv,
+        "\\copy out returns what \\copy in sent"
+    );
 
     // A deliberate error in a script: ON_ERROR_STOP makes psql stop there and exit with 3.
     let bad = dir.path().join("bad.sql");
@@ -103,7 +114,10 @@ async fn psql_simple_protocol_copy_and_errors() {
     .await;
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("22012") && err.contains("division by zero"), "{err}");
+    assert!(
+        err.contains("22012") && err.contains("division by zero"),
+        "{err}"
+    );
     assert!(!stdout(&o).contains("not reached"));
 
     // A multi-statement simple query where the second fails: the first statement's effect
@@ -111,12 +125,30 @@ async fn psql_simple_protocol_copy_and_errors() {
     let t2 = unique("multi");
     let o = psql(
         proxy.port,
-        vec!["-X".into(), "-c".into(), format!("create table {t2} (x int); insert into {t2} values (1); select 1/0")],
+        vec![
+            "-X".into(),
+            "-c".into(),
+            format!("create table {t2} (x int); insert into {t2} values (1); select 1/0"),
+        ],
     )
     .await;
     assert_ne!(o.status.code(), Some(0));
-    let o = psql(proxy.port, vec!["-X".into(), "-A".into(), "-t".into(), "-c".into(), format!("select to_regclass('{t2}') is null")]).await;
-    assert_eq!(stdout(&o).trim(), "t", "the implicit transaction rolled back");
+    let o = psql(
+        proxy.port,
+        vec![
+            "-X".into(),
+            "-A".into(),
+            "-t".into(),
+            "-c".into(),
+            format!("select to_regclass('{t2}') is null"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout(&o).trim(),
+        "t",
+        "the implicit transaction rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,16 +166,27 @@ async fn pgbench_workloads_complete_without_failures() {
     ] {
         let o = pgbench(proxy.port, args).await;
         let out = stdout(&o);
-        assert!(o.status.success(), "pgbench {args:?}: {}\n{out}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "pgbench {args:?}: {}\n{out}",
+            stderr(&o)
+        );
         let processed = out
             .lines()
             .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
             .unwrap_or_else(|| panic!("pgbench {args:?} printed no count: {out}"));
         let per_client: usize = args[args.len() - 1].parse().unwrap();
-        let clients: usize = args[args.iter().position(|a| *a == "-c").unwrap() + 1].parse().unwrap();
-        assert_eq!(processed, format!("{}/{}", per_client * clients, per_client * clients), "{args:?}");
+        let clients: usize = args[args.iter().position(|a| *a == "-c").unwrap() + 1]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            processed,
+            format!("{}/{}", per_client * clients, per_client * clients),
+            "{args:?}"
+        );
         assert!(
-            out.lines().any(|l| l == "number of failed transactions: 0 (0.000%)"),
+            out.lines()
+                .any(|l| l == "number of failed transactions: 0 (0.000%)"),
             "{args:?}: {out}"
         );
     }

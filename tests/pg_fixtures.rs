@@ -168,21 +168,18 @@ fn scenarios() -> Vec<(&'static str, Vec<u8>)> {
             ]
             .concat(),
         ),
-        (
-            "function_call",
-            {
-                // int4abs(-7), binary argument and result.
-                let mut b = Vec::new();
-                b.extend(1397u32.to_be_bytes());
-                b.extend(1u16.to_be_bytes());
-                b.extend(1u16.to_be_bytes());
-                b.extend(1u16.to_be_bytes());
-                b.extend(4i32.to_be_bytes());
-                b.extend((-7i32).to_be_bytes());
-                b.extend(1u16.to_be_bytes());
-                msg(b'F', &b)
-            },
-        ),
+        ("function_call", {
+            // int4abs(-7), binary argument and result.
+            let mut b = Vec::new();
+            b.extend(1397u32.to_be_bytes());
+            b.extend(1u16.to_be_bytes());
+            b.extend(1u16.to_be_bytes());
+            b.extend(1u16.to_be_bytes());
+            b.extend(4i32.to_be_bytes());
+            b.extend((-7i32).to_be_bytes());
+            b.extend(1u16.to_be_bytes());
+            msg(b'F', &b)
+        }),
     ]
 }
 
@@ -230,16 +227,25 @@ async fn recorded_exchanges_replay_byte_for_byte() {
         let server_file = dir().join(format!("{name}.server"));
         if record {
             let mut direct = Raw::tcp(5432).await;
-            direct.startup(196608, &[("user", "postgres"), ("database", "test")]).await;
+            direct
+                .startup(196608, &[("user", "postgres"), ("database", "test")])
+                .await;
             direct.login("").await;
             direct.until_ready().await;
             let answer = exchange(&mut direct, &client).await;
             std::fs::write(&client_file, &client).unwrap();
             std::fs::write(&server_file, &answer).unwrap();
         }
-        let recorded_client = std::fs::read(&client_file)
-            .unwrap_or_else(|e| panic!("{}: {e}; record with AIRLOCK_RECORD_FIXTURES=1", client_file.display()));
-        assert_eq!(recorded_client, client, "{name}: scenario changed since recording; re-record");
+        let recorded_client = std::fs::read(&client_file).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; record with AIRLOCK_RECORD_FIXTURES=1",
+                client_file.display()
+            )
+        });
+        assert_eq!(
+            recorded_client, client,
+            "{name}: scenario changed since recording; re-record"
+        );
         let expected = std::fs::read(&server_file).unwrap();
         let mut raw = Raw::session(proxy.port).await;
         let got = exchange(&mut raw, &recorded_client).await;

@@ -21,13 +21,19 @@ async fn psycopg_client() {
     let conninfo = proxy.conninfo("sslmode=disable");
     let script = root.join("tests/python/psycopg_client.py");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python).arg(&script).arg(&conninfo).output()
+        std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&conninfo)
+            .output()
     })
     .await
     .unwrap()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "psycopg checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "psycopg checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("psycopg: all checks passed"), "{stdout}");
 }

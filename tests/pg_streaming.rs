@@ -22,15 +22,20 @@ impl Drop for Airlock {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_airlock() -> Airlock {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let text = common::Setup::default()
-        .config_text()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let text = common::Setup::default().config_text().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     let config = dir.path().join("airlock.toml");
     std::fs::write(&config, text).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
@@ -41,7 +46,11 @@ fn spawn_airlock() -> Airlock {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    Airlock { child, _dir: dir, port }
+    Airlock {
+        child,
+        _dir: dir,
+        port,
+    }
 }
 
 /// A /proc/PID/status field in KiB.
@@ -79,7 +88,10 @@ async fn gigabyte_results_and_copies_stream_in_bounded_memory() {
 
     // 131,072 rows of 8,192 bytes: 1 GiB of row data.
     let rows = client
-        .query_raw("select repeat('x', 8192) from generate_series(1, 131072)", Vec::<i32>::new())
+        .query_raw(
+            "select repeat('x', 8192) from generate_series(1, 131072)",
+            Vec::<i32>::new(),
+        )
         .await
         .unwrap();
     let mut rows = std::pin::pin!(rows);
@@ -103,18 +115,30 @@ async fn gigabyte_results_and_copies_stream_in_bounded_memory() {
         copied += chunk.len();
     }
     assert_eq!(copied, 1 << 30, "8191 bytes and a newline per row");
-    client.batch_execute("create temp table sink (t text)").await.unwrap();
+    client
+        .batch_execute("create temp table sink (t text)")
+        .await
+        .unwrap();
     let sink = client.copy_in("copy sink from stdin").await.unwrap();
     let mut sink = std::pin::pin!(sink);
     let line = bytes::Bytes::from(format!("{}\n", "z".repeat(1023)));
     let chunk = bytes::Bytes::from(line.repeat(256));
     for _ in 0..2048 {
-        futures_util::SinkExt::send(&mut sink, chunk.clone()).await.unwrap();
+        futures_util::SinkExt::send(&mut sink, chunk.clone())
+            .await
+            .unwrap();
     }
     assert_eq!(sink.as_mut().finish().await.unwrap(), 2048 * 256);
 
     let peak = status_kib(pid, "VmHWM:");
     let growth_mib = peak.saturating_sub(baseline) / 1024;
-    println!("airlock RSS baseline {} MiB, peak {} MiB, growth {growth_mib} MiB", baseline / 1024, peak / 1024);
-    assert!(growth_mib < 64, "memory grew by {growth_mib} MiB relaying 1 GiB");
+    println!(
+        "airlock RSS baseline {} MiB, peak {} MiB, growth {growth_mib} MiB",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 64,
+        "memory grew by {growth_mib} MiB relaying 1 GiB"
+    );
 }

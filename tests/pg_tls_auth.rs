@@ -124,8 +124,7 @@ async fn cleartext_password_only_inside_tls() {
     let e = proxy
         .connect_tls("sslmode=require password=wrong")
         .await
-        .err()
-        .expect("wrong password");
+        .expect_err("wrong password");
     assert_eq!(sqlstate(&e), "28P01");
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use pgwire::messages::Message;
-use pgwire::messages::response::{ErrorResponse, NoticeResponse};
+use pgwire::messages::response::ErrorResponse;
 
 /// SQLSTATE codes Airlock uses (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,6 @@ impl SqlState {
     pub const INVALID_AUTHORIZATION: SqlState = SqlState("28000");
     pub const INVALID_PASSWORD: SqlState = SqlState("28P01");
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
-    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
 }
 
@@ -170,14 +169,6 @@ impl PgError {
         .hint("reconnect; if it keeps happening check the database's log")
     }
 
-    pub fn auth_timeout() -> PgError {
-        Self::fatal(SqlState::CONNECTION_FAILURE, "authentication timed out")
-    }
-
-    pub fn shutting_down() -> PgError {
-        Self::fatal(SqlState::ADMIN_SHUTDOWN, "Airlock is shutting down")
-    }
-
     fn fields(&self) -> Vec<(u8, String)> {
         let severity = match self.severity {
             Severity::Error => "ERROR",
@@ -200,16 +191,6 @@ impl PgError {
         ErrorResponse::new(self.fields())
             .encode(out)
             .expect("ErrorResponse has no size limit that these messages reach");
-    }
-
-    /// Appends this error as a NoticeResponse with severity WARNING.
-    pub fn encode_as_warning(&self, out: &mut BytesMut) {
-        let mut fields = self.fields();
-        fields[0].1 = "WARNING".into();
-        fields[1].1 = "WARNING".into();
-        NoticeResponse::new(fields)
-            .encode(out)
-            .expect("NoticeResponse has no size limit that these messages reach");
     }
 }
 

@@ -220,9 +220,8 @@ impl<'a> Login<'a> {
                 ) {
                     tracing::warn!(upstream = %self.target.address, "the database asked for a cleartext password; consider TLS upstream");
                 }
-                let mut pw = self.password()?.as_bytes().to_vec();
-                pw.push(0);
-                frontend::password_message(&pw, out).map_err(io)?;
+                // password_message writes the NUL terminator itself.
+                frontend::password_message(self.password()?.as_bytes(), out).map_err(io)?;
             }
             auth_code::MD5_PASSWORD => {
                 let salt: [u8; 4] = data
@@ -234,9 +233,7 @@ impl<'a> Login<'a> {
                     self.password()?.as_bytes(),
                     salt,
                 );
-                let mut pw = hash.into_bytes();
-                pw.push(0);
-                frontend::password_message(&pw, out).map_err(io)?;
+                frontend::password_message(hash.as_bytes(), out).map_err(io)?;
             }
             auth_code::SASL => {
                 let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
