@@ -187,9 +187,12 @@ pub async fn serve(ctx: Arc<PgContext>, tcp: TcpStream, client_addr: SocketAddr)
         max_message_size: ctx.config.max_message_size,
     };
     let outcome = relay::run(client, upstream, inspector, limits).await;
-    if outcome == relay::Outcome::ClientVanished {
-        // The client left without Terminate, perhaps mid-query: stop the query so the
-        // database session ends now rather than when it next writes.
+    if matches!(
+        outcome,
+        relay::Outcome::ClientVanished | relay::Outcome::ClientRefused
+    ) {
+        // The client left without Terminate (or was sent away), perhaps mid-query: stop the
+        // query so the database session ends now rather than when it next writes.
         upstream::cancel(&ctx.upstream, &registration.upstream).await;
     }
     tracing::info!(

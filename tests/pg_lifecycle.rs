@@ -1,0 +1,168 @@
+//! The `airlock` binary's life: `check-config` on the example, `passwd` and `dev-cert`, and a
+//! SIGTERM that stops new connections while open sessions finish their work.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+#[test]
+fn check_config_accepts_the_example_and_names_bad_keys() {
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/airlock.example.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[postgres]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen_port"), "{err}");
+}
+
+#[test]
+fn passwd_makes_a_verifier_the_config_accepts() {
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let verifier = String::from_utf8(out.stdout).unwrap();
+    let v = airlock::auth::scram::ScramVerifier::parse(verifier.trim()).expect("a verifier");
+    assert!(v.matches_password("s3cret-pass"));
+    assert!(!verifier.contains("s3cret-pass"));
+}
+
+#[test]
+fn dev_cert_writes_a_usable_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["dev-cert", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    airlock::net::tls::ServerTls::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem"))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the private key is readable by its owner only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_lets_sessions_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = common::Setup::default().config_text().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ) + "\n[server]\nshutdown_grace_secs = 20\n";
+    let config = dir.path().join("airlock.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user={} password={} dbname=test",
+        common::USER,
+        common::PASSWORD
+    );
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok((c, conn)) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = client.expect("airlock came up");
+    let running = tokio::spawn(async move {
+        let r = client
+            .query_one("select pg_sleep(1), 'finished'", &[])
+            .await;
+        (r, client)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(
+        tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "no new sessions after SIGTERM"
+    );
+    let (r, client) = running.await.unwrap();
+    assert_eq!(
+        r.unwrap().get::<_, &str>(1),
+        "finished",
+        "the open session's query completed"
+    );
+    drop(client);
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        status
+            .expect("airlock exits once its last session ends")
+            .success()
+    );
+}
