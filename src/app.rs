@@ -1,5 +1,12 @@
 //! Wiring: config in, listeners up, signals handled. The only place, with `main.rs`, that knows
 //! every layer.
+//!
+//! `airlock serve` runs one thread per CPU, each with its own single-threaded tokio runtime and
+//! its own listening socket on the same address (SO_REUSEPORT, so the kernel spreads new
+//! connections). A session lives on one thread from accept to close: no work stealing and no
+//! cross-thread wake-ups on the relay path, which is what keeps per-transaction CPU at
+//! PgBouncer's level. Embedders and tests can instead run a listener on their own runtime
+//! with [`start_with`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use crate::net::listener::{Tracker, accept_loop};
 use crate::protocol::pg::PgError;
 use crate::session::pg::{self, PgContext};
 
-/// A running Airlock: its bound addresses and the handle that stops it.
+/// A listener running on the caller's runtime: its bound address and the handle that stops it.
 pub struct Running {
     pub postgres_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -38,41 +45,23 @@ impl Running {
     }
 }
 
-/// Binds the listeners and starts serving, with no inspection plugged in.
+/// Binds the PostgreSQL listener and serves it on the current runtime, no inspection plugged in.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     start_with(config, Arc::new(NoInspection)).await
 }
 
-/// Binds the listeners and starts serving with `inspectors` on every session.
+/// Binds the PostgreSQL listener and serves it on the current runtime with `inspectors`.
 pub async fn start_with(
     config: &Config,
     inspectors: Arc<dyn InspectorFactory>,
 ) -> anyhow::Result<Running> {
     let ctx = Arc::new(PgContext::new(config, inspectors)?);
-    let listen = ctx.config.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (postgres.listen)"))?;
+    let listener = bind(ctx.config.listen, 1)?.remove(0);
     let postgres_addr = listener.local_addr()?;
+    let listener = TcpListener::from_std(listener)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let tracker = Tracker::default();
-    let max = ctx.config.max_connections;
-    let task = tokio::spawn(accept_loop(
-        listener,
-        max,
-        tracker.clone(),
-        shutdown_rx,
-        move |tcp, addr, over| {
-            let ctx = ctx.clone();
-            async move {
-                if over {
-                    refuse(tcp, PgError::too_many_connections(max)).await;
-                } else {
-                    pg::serve(ctx, tcp, addr).await;
-                }
-            }
-        },
-    ));
+    let task = tokio::spawn(serve_listener(ctx, listener, tracker.clone(), shutdown_rx));
     tracing::info!(%postgres_addr, "PostgreSQL listener ready");
     Ok(Running {
         postgres_addr,
@@ -80,6 +69,50 @@ pub async fn start_with(
         tracker,
         task,
     })
+}
+
+fn serve_listener(
+    ctx: Arc<PgContext>,
+    listener: TcpListener,
+    tracker: Tracker,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let max = ctx.config.max_connections;
+    accept_loop(listener, max, tracker, shutdown, move |tcp, addr, over| {
+        let ctx = ctx.clone();
+        async move {
+            if over {
+                refuse(tcp, PgError::too_many_connections(max)).await;
+            } else {
+                pg::serve(ctx, tcp, addr).await;
+            }
+        }
+    })
+}
+
+/// `count` non-blocking listening sockets on one address with SO_REUSEPORT. With port 0 the
+/// first socket picks the port and the others join it.
+fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket
+            .bind(&addr.into())
+            .with_context(|| format!("cannot listen on {addr} (postgres.listen)"))?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
 }
 
 async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
@@ -91,17 +124,57 @@ async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
     let _ = tcp.shutdown().await;
 }
 
-/// `airlock serve`: runs until SIGINT or SIGTERM, then drains.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions
+/// finish for up to `server.shutdown_grace_secs`.
+pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let running = start(&config).await?;
-    wait_for_signal().await?;
+    let workers = config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let ctx = Arc::new(PgContext::new(&config, Arc::new(NoInspection))?);
+    let listeners = bind(ctx.config.listen, workers)?;
+    let postgres_addr = listeners[0].local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let tracker = Tracker::default();
+
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (ctx, tracker, shutdown_rx) = (ctx.clone(), tracker.clone(), shutdown_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("airlock-worker-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    serve_listener(ctx, listener, tracker.clone(), shutdown_rx).await;
+                    // Keep driving this thread's sessions until they end or the grace is over.
+                    tracker.drain(grace).await;
+                    Ok(())
+                })
+            })?;
+        threads.push(thread);
+    }
+    tracing::info!(%postgres_addr, workers, "PostgreSQL listener ready");
+
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    signals.block_on(wait_for_signal())?;
     tracing::info!(
-        active = running.active_sessions(),
+        active = tracker.active(),
         grace_secs = grace.as_secs(),
         "shutting down"
     );
-    let left = running.shutdown(grace).await;
+    let _ = shutdown.send(true);
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+    }
+    let left = tracker.active();
     if left > 0 {
         tracing::warn!(
             sessions = left,

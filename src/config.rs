@@ -61,12 +61,16 @@ pub struct ServerConfig {
     /// Seconds to let open sessions finish after SIGTERM/SIGINT before exiting.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Threads serving sessions, each with its own listener socket (SO_REUSEPORT) and its
+    /// own single-threaded runtime, so a session never hops threads. Default: one per CPU.
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: default_shutdown_grace(),
+            workers: None,
         }
     }
 }
@@ -225,6 +229,13 @@ impl Config {
 
     /// Checks the config as a whole; the first problem found is returned.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.server.workers == Some(0) || self.server.workers.is_some_and(|w| w > 256) {
+            return Err(invalid(
+                "server.workers",
+                "must be between 1 and 256",
+                "leave it out to use one worker per CPU",
+            ));
+        }
         let Some(pg) = &self.postgres else {
             return Err(invalid(
                 "postgres",
@@ -439,6 +450,21 @@ mod tests {
     }
 
     #[test]
+    fn workers_must_be_sensible() {
+        let err = Config::parse(&(base() + "[server]\nworkers = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("server.workers"), "{err}");
+        assert_eq!(
+            Config::parse(&(base() + "[server]\nworkers = 4\n"))
+                .unwrap()
+                .server
+                .workers,
+            Some(4)
+        );
+    }
+
+    #[test]
     fn verify_full_needs_a_ca() {
         let text = base().replace(
             "user = \"postgres\"",
@@ -476,6 +502,18 @@ mod tests {
         assert!(
             pg.upstream.password_env.is_none(),
             "no secret source is assumed by the example"
+        );
+    }
+
+    #[test]
+    fn docker_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/airlock.toml");
+        let c = Config::load(&path).unwrap();
+        let up = c.postgres.unwrap().upstream;
+        assert_eq!(up.address, "postgres:5432");
+        assert_eq!(
+            up.password_env.as_deref(),
+            Some("AIRLOCK_UPSTREAM_PASSWORD")
         );
     }
 

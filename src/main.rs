@@ -57,13 +57,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(airlock::app::serve(config))
-        }
+        Command::Serve { config } => airlock::app::serve(Config::load(&config)?),
         Command::CheckConfig { config } => {
             let config = Config::load(&config)?;
             airlock::session::pg::PgContext::new(
