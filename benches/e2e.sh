@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: pgbench against PostgreSQL directly, through a plain TCP relay
+# (examples/tcp_relay.rs, the floor), through PgBouncer (session mode) and through Airlock.
+# Reports median TPS per target and the CPU each proxy spends per transaction.
+#
+#   benches/e2e.sh                      # ROUNDS=3 DURATION=10
+#   ROUNDS=1 DURATION=3 benches/e2e.sh  # quick check
+#
+# Environment:
+#   ROUNDS          rounds; each round runs every workload against every target (default 3)
+#   DURATION        seconds per pgbench run (default 10)
+#   PGHOST/PGPORT   the PostgreSQL under test (default 127.0.0.1:5432, user postgres, trust
+#                   auth, database "test" must exist)
+#   BENCH_DB        database holding the pgbench tables (default test)
+#   SCALE           pgbench scale factor (default 10); `pgbench -i` runs unless the tables
+#                   are already at this scale (FORCE_INIT=1 re-creates them regardless)
+#   PGBOUNCER_AUTH  trust (default) or scram-sha-256: how PgBouncer checks its clients.
+#                   Airlock always uses SCRAM-SHA-256, which matters for the -C workload.
+#   SKIP_BUILD=1    use the binaries already in target/release
+#   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
+#
+# Needs: cargo, psql, pgbench, python3, and pgbouncer (installed with apt-get if missing,
+# which needs root). Listens on loopback only; every process it starts is stopped on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+PG_HOST=${PGHOST:-127.0.0.1}
+PG_PORT=${PGPORT:-5432}
+PG_USER=postgres
+DB=${BENCH_DB:-test}
+BENCH_USER=bench
+BENCH_PASS=bench-pass
+PGBOUNCER_AUTH=${PGBOUNCER_AUTH:-trust}
+RUN_TIMEOUT=$((DURATION + 60))
+
+case $PGBOUNCER_AUTH in trust | scram-sha-256) ;; *)
+    echo "PGBOUNCER_AUTH must be trust or scram-sha-256" >&2
+    exit 2
+    ;;
+esac
+
+cd "$(dirname "$0")/.."
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
+# No TLS anywhere: direct, relay, PgBouncer and Airlock all run in clear on loopback.
+export PGSSLMODE=disable PGCONNECT_TIMEOUT=5
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- build and tools
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building (release)..."
+    cargo build --release --quiet --bin airlock --example tcp_relay
+fi
+AIRLOCK=$PWD/target/release/airlock
+RELAY=$PWD/target/release/examples/tcp_relay
+[[ -x $AIRLOCK && -x $RELAY ]] || { log "missing $AIRLOCK or $RELAY"; exit 1; }
+
+PGBOUNCER=$(command -v pgbouncer || true)
+[[ -z $PGBOUNCER && -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer
+if [[ -z $PGBOUNCER ]]; then
+    log "pgbouncer not found; installing it from Debian..."
+    apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null
+    PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+fi
+for tool in psql pgbench python3; do
+    command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
+done
+
+# ---------------------------------------------------------------- temp dir and cleanup
+TMP=$(mktemp -d /tmp/airlock-e2e.XXXXXX)
+chmod 755 "$TMP" # PgBouncer drops root and must still read its files
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Three free loopback ports, held open together so they are distinct.
+read -r AIRLOCK_PORT RELAY_PORT PGB_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))
+')
+
+# ---------------------------------------------------------------- Airlock
+VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
+cat >"$TMP/airlock.toml" <<EOF
+[server]
+shutdown_grace_secs = 2
+
+[postgres]
+listen = "127.0.0.1:$AIRLOCK_PORT"
+max_connections = 1000
+
+[postgres.upstream]
+address = "$PG_HOST:$PG_PORT"
+user = "$PG_USER"
+tls = "disable"
+
+[[users]]
+name = "$BENCH_USER"
+scram_sha_256 = "$VERIFIER"
+EOF
+"$AIRLOCK" serve --config "$TMP/airlock.toml" >"$TMP/airlock.log" 2>&1 &
+AIRLOCK_PID=$!
+PIDS+=("$AIRLOCK_PID")
+
+# ---------------------------------------------------------------- TCP relay
+"$RELAY" "127.0.0.1:$RELAY_PORT" "$PG_HOST:$PG_PORT" >"$TMP/relay.log" 2>&1 &
+RELAY_PID=$!
+PIDS+=("$RELAY_PID")
+
+# ---------------------------------------------------------------- PgBouncer
+if [[ $PGBOUNCER_AUTH == trust ]]; then
+    printf '"%s" ""\n' "$BENCH_USER" >"$TMP/userlist.txt"
+else
+    printf '"%s" "%s"\n' "$BENCH_USER" "$VERIFIER" >"$TMP/userlist.txt"
+fi
+cat >"$TMP/pgbouncer.ini" <<EOF
+[databases]
+$DB = host=$PG_HOST port=$PG_PORT dbname=$DB user=$PG_USER
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = $PGBOUNCER_AUTH
+auth_file = $TMP/userlist.txt
+pool_mode = session
+max_client_conn = 1000
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits
+EOF
+chmod 644 "$TMP"/pgbouncer.ini "$TMP"/userlist.txt
+PGB_ARGS=()
+if [[ $(id -u) == 0 ]]; then # PgBouncer refuses to run as root
+    if id postgres >/dev/null 2>&1; then PGB_ARGS=(-u postgres); else PGB_ARGS=(-u nobody); fi
+fi
+"$PGBOUNCER" "${PGB_ARGS[@]}" "$TMP/pgbouncer.ini" >"$TMP/pgbouncer.log" 2>&1 &
+PGB_PID=$!
+PIDS+=("$PGB_PID")
+
+# ---------------------------------------------------------------- targets
+# target -> "port user pid"
+declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT)
+declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER)
+declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID)
+declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1)
+TARGETS=(direct relay pgbouncer airlock)
+
+conn_env() { # password only where the target checks one
+    case $1 in
+    airlock) echo "PGPASSWORD=$BENCH_PASS" ;;
+    pgbouncer) echo "PGPASSWORD=$BENCH_PASS" ;;
+    *) echo "PGPASSWORD=" ;;
+    esac
+}
+
+wait_ready() {
+    local t=$1 i
+    for i in $(seq 100); do
+        if env "$(conn_env "$t")" psql -h "${HOST_OF[$t]}" -p "${PORT[$t]}" -U "${USER_OF[$t]}" -d "$DB" \
+            -XAtqc 'select 1' >/dev/null 2>"$TMP/ready-$t.err"; then
+            return 0
+        fi
+        if [[ -n ${PID_OF[$t]} ]] && ! kill -0 "${PID_OF[$t]}" 2>/dev/null; then break; fi
+        sleep 0.2
+    done
+    log "$t is not accepting connections on port ${PORT[$t]}:"
+    cat "$TMP/ready-$t.err" >&2
+    [[ -f $TMP/$t.log ]] && tail -n 20 "$TMP/$t.log" >&2
+    exit 1
+}
+for t in "${TARGETS[@]}"; do wait_ready "$t"; done
+
+cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# ---------------------------------------------------------------- machine
+PG_VERSION=$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$DB" -XAtqc 'select version()')
+echo "== machine"
+echo "cpus:      $(nproc)"
+echo "cpu:       $(lscpu | grep 'Model name' | sed 's/Model name:[[:space:]]*//' | head -n1)"
+echo "kernel:    $(uname -sr)"
+echo "postgres:  $PG_VERSION"
+echo "pgbouncer: $("$PGBOUNCER" --version | head -n1) (session mode, auth_type=$PGBOUNCER_AUTH)"
+echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable)"
+echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
+echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}"
+echo
+
+# ---------------------------------------------------------------- data
+current_scale() { # branches and accounts must both match the scale, else 0
+    psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$DB" -XAtq -c \
+        "select case when (select count(*) from pgbench_accounts) = 100000 * count(*) then count(*) else 0 end
+         from pgbench_branches" 2>/dev/null || echo 0
+}
+if [[ ${FORCE_INIT:-0} != 1 && $(current_scale) == "$SCALE" ]]; then
+    log "pgbench tables in $DB are already at scale $SCALE"
+else
+    log "initialising pgbench tables (scale $SCALE) in $DB..."
+    pgbench -i -s "$SCALE" -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$DB" >"$TMP/init.log" 2>&1 ||
+        { cat "$TMP/init.log" >&2; exit 1; }
+fi
+
+# ---------------------------------------------------------------- runs
+WORKLOADS=(
+    "select, 8 clients|-S -c 8 -j 2"
+    "select, 1 client|-S -c 1 -j 1"
+    "prepared, 8 clients|-S -M prepared -c 8 -j 2"
+    "connect per transaction, 8 clients|-S -C -c 8 -j 2"
+)
+RESULTS=$TMP/results.tsv
+: >"$RESULTS"
+CLK_TCK=$(getconf CLK_TCK)
+FAILED=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    for w in "${!WORKLOADS[@]}"; do
+        name=${WORKLOADS[$w]%%|*}
+        read -r -a args <<<"${WORKLOADS[$w]#*|}"
+        for t in "${TARGETS[@]}"; do
+            out=$TMP/run-$round-$w-$t.log
+            log "round $round/$ROUNDS  $name  $t"
+            pid=${PID_OF[$t]}
+            before=0
+            [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+            rc=0
+            env "$(conn_env "$t")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" \
+                -h "${HOST_OF[$t]}" -p "${PORT[$t]}" -U "${USER_OF[$t]}" "$DB" >"$out" 2>&1 || rc=$?
+            ticks=-1
+            if [[ -n $pid ]]; then
+                if kill -0 "$pid" 2>/dev/null; then
+                    ticks=$(($(cpu_ticks "$pid") - before))
+                else
+                    log "$t (pid $pid) has exited:"; tail -n 20 "$TMP/$t.log" >&2; exit 1
+                fi
+            fi
+            tps=$(awk '/^tps = / { print $3; exit }' "$out")
+            txns=$(awk -F': ' '/^number of transactions actually processed: / { print $2 + 0; exit }' "$out")
+            if [[ $rc != 0 || -z $tps || -z $txns ]]; then
+                FAILED=1
+                log "FAILED: $t, $name (pgbench exit $rc); pgbench output:"
+                sed 's/^/    /' "$out" >&2
+                printf '%s\t%s\t%s\tFAIL\tFAIL\t%s\n' "$round" "$name" "$t" "$ticks" >>"$RESULTS"
+                echo "FAILED: $t, $name, round $round (pgbench exit $rc):"
+                grep -v '^\(transaction type\|scaling factor\|query mode\|number of\|duration\|latency\|initial\|tps\|maximum\|pgbench (\)' "$out" |
+                    head -n 20 | sed 's/^/    /' || true
+                continue
+            fi
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$t" "$tps" "$txns" "$ticks" >>"$RESULTS"
+        done
+    done
+done
+
+# ---------------------------------------------------------------- summary
+python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${WORKLOADS[@]}" <<'PY'
+import statistics, sys
+
+path, clk, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+workloads = [w.split("|", 1) for w in sys.argv[4:]]
+targets = ["direct", "relay", "pgbouncer", "airlock"]
+runs = {}  # (workload, target) -> [(tps, txns, ticks)]
+for line in open(path):
+    rnd, name, target, tps, txns, ticks = line.rstrip("\n").split("\t")
+    runs.setdefault((name, target), []).append(
+        None if tps == "FAIL" else (float(tps), int(txns), int(ticks)))
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+def fmt(x, spec):
+    return "-".rjust(int(spec.split(".")[0])) if x is None else format(x, spec)
+
+for name, args in workloads:
+    print(f"== {name}   (pgbench -n {args} -T {duration})")
+    print(f"{'target':<10} {'median tps':>11} {'min..max tps':>19} {'vs direct':>9} "
+          f"{'vs pgbouncer':>12} {'proxy CPU us/txn':>16} {'runs':>5}")
+    tps, cpu, row = {}, {}, {}
+    for t in targets:
+        ok = [r for r in runs.get((name, t), []) if r is not None]
+        failed = len(runs.get((name, t), [])) - len(ok)
+        tps[t] = med([r[0] for r in ok])
+        cpu[t] = None if t == "direct" else med(
+            [r[2] / clk * 1e6 / r[1] for r in ok if r[1] > 0 and r[2] >= 0])
+        spread = f"{min(r[0] for r in ok):.0f}..{max(r[0] for r in ok):.0f}" if ok else "-"
+        row[t] = (spread, f"{len(ok)}" + (f" ({failed} FAILED)" if failed else ""))
+    for t in targets:
+        spread, runs_s = row[t]
+        print(f"{t:<10} {fmt(tps[t], '11.1f')} {spread:>19} "
+              f"{fmt(tps[t] / tps['direct'] if tps[t] and tps['direct'] else None, '9.3f')} "
+              f"{fmt(tps[t] / tps['pgbouncer'] if tps[t] and tps['pgbouncer'] else None, '12.3f')} "
+              f"{fmt(cpu[t], '16.1f')} {runs_s:>5}")
+    a_cpu, b_cpu, a_tps, b_tps = cpu["airlock"], cpu["pgbouncer"], tps["airlock"], tps["pgbouncer"]
+    if a_cpu and b_cpu:
+        r = a_cpu / b_cpu
+        print(f"airlock/pgbouncer CPU per txn: {r:.2f}x  (target <= 1.20x: {'met' if r <= 1.2 else 'NOT met'})")
+    else:
+        print("airlock/pgbouncer CPU per txn: n/a")
+    if a_tps and b_tps:
+        r = a_tps / b_tps
+        print(f"airlock/pgbouncer TPS:         {r:.2f}x  (target >= 0.95x: {'met' if r >= 0.95 else 'NOT met'})")
+    else:
+        print("airlock/pgbouncer TPS:         n/a")
+    print()
+print("tps: pgbench's figure (for -C it includes connecting; otherwise it excludes the initial")
+print("connection). proxy CPU us/txn: user+system CPU of the proxy process over the run,")
+print("from /proc/PID/stat, divided by the transactions pgbench completed. Medians over rounds.")
+PY
+
+echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (after the run)"
+if [[ $(current_scale) != "$SCALE" ]]; then
+    echo "WARNING: the pgbench tables in $DB are no longer at scale $SCALE: something else"
+    echo "re-initialised them during the run; the figures above are not trustworthy."
+    FAILED=1
+fi
+if [[ ${KEEP_TMP:-0} == 1 ]]; then echo "raw results: $RESULTS"; fi
+exit "$FAILED"
