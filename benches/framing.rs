@@ -26,7 +26,11 @@ fn data_row(i: usize, out: &mut BytesMut) {
         Some(name.as_bytes()),
         Some(email.as_bytes()),
         Some(created.as_bytes()),
-        if i % 5 == 0 { None } else { Some(b"t") },
+        if i.is_multiple_of(5) {
+            None
+        } else {
+            Some(b"t")
+        },
         Some(amount.as_bytes()),
     ];
     let mut body = Vec::with_capacity(128);
