@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::inspect::{InspectorFactory, NoInspection};
 use crate::net::listener::{Tracker, accept_loop};
 use crate::protocol::pg::PgError;
+use crate::session::pg::pool::ServerPool;
 use crate::session::pg::{self, PgContext};
 
 /// A listener running on the caller's runtime: its bound address and the handle that stops it.
@@ -78,16 +79,35 @@ fn serve_listener(
     shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let max = ctx.config.max_connections;
+    let pool = Arc::new(ServerPool::new(
+        ctx.config.reuse_server_sessions,
+        ctx.config.max_idle_server_sessions,
+        Duration::from_secs(ctx.config.server_idle_timeout_secs),
+    ));
+    if pool.enabled() {
+        tokio::spawn(reap_idle(pool.clone(), shutdown.clone()));
+    }
     accept_loop(listener, max, tracker, shutdown, move |tcp, addr, over| {
-        let ctx = ctx.clone();
+        let (ctx, pool) = (ctx.clone(), pool.clone());
         async move {
             if over {
                 refuse(tcp, PgError::too_many_connections(max)).await;
             } else {
-                pg::serve(ctx, tcp, addr).await;
+                pg::serve(ctx, pool, tcp, addr).await;
             }
         }
     })
+}
+
+/// Closes idle database sessions past their timeout, until shutdown.
+async fn reap_idle(pool: Arc<ServerPool>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => pool.reap(),
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// `count` non-blocking listening sockets on one address with SO_REUSEPORT. With port 0 the

@@ -113,6 +113,16 @@ pub struct PostgresConfig {
     /// Seconds a client has to finish TLS and authentication.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_secs: u64,
+    /// Keep a database session after its client leaves (reset with DISCARD ALL) for the next
+    /// client with the same start-up parameters, as PgBouncer's session mode does.
+    #[serde(default)]
+    pub reuse_server_sessions: bool,
+    /// Seconds an idle database session is kept for reuse.
+    #[serde(default = "default_server_idle_timeout")]
+    pub server_idle_timeout_secs: u64,
+    /// Idle database sessions kept for reuse, per worker thread.
+    #[serde(default = "default_max_idle_server_sessions")]
+    pub max_idle_server_sessions: usize,
     pub upstream: PgUpstreamConfig,
 }
 
@@ -127,6 +137,12 @@ fn default_max_message_size() -> usize {
 }
 fn default_auth_timeout() -> u64 {
     60
+}
+fn default_server_idle_timeout() -> u64 {
+    60
+}
+fn default_max_idle_server_sessions() -> usize {
+    32
 }
 
 /// TLS toward the database, as libpq's sslmode spells it.

@@ -6,6 +6,7 @@
 pub mod client_auth;
 pub mod handshake;
 pub mod io;
+pub mod pool;
 pub mod relay;
 pub mod upstream;
 
@@ -26,6 +27,7 @@ use crate::net::tls::{ServerTls, TlsError, UpstreamTls};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend;
 use crate::session::cancel::CancelRegistry;
+use crate::session::pg::pool::ServerPool;
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -156,11 +158,18 @@ impl PgContext {
     }
 }
 
-/// Serves one client connection from accept to close.
-pub async fn serve(ctx: Arc<PgContext>, tcp: TcpStream, client_addr: SocketAddr) {
+/// Serves one client connection from accept to close. `pool` holds this worker's idle
+/// database sessions.
+pub async fn serve(
+    ctx: Arc<PgContext>,
+    pool: Arc<ServerPool>,
+    tcp: TcpStream,
+    client_addr: SocketAddr,
+) {
     let started = Instant::now();
     let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
-    let opened = match tokio::time::timeout(auth_timeout, open(&ctx, tcp, client_addr)).await {
+    let opened = match tokio::time::timeout(auth_timeout, open(&ctx, &pool, tcp, client_addr)).await
+    {
         Ok(Ok(Some(opened))) => opened,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -177,6 +186,8 @@ pub async fn serve(ctx: Arc<PgContext>, tcp: TcpStream, client_addr: SocketAddr)
         upstream,
         info,
         registration,
+        params,
+        greeting,
     } = opened;
     tracing::info!(
         session = info.id, user = %info.user, database = %info.database, %client_addr, tls = info.tls,
@@ -186,7 +197,11 @@ pub async fn serve(ctx: Arc<PgContext>, tcp: TcpStream, client_addr: SocketAddr)
     let limits = relay::Limits {
         max_message_size: ctx.config.max_message_size,
     };
-    let outcome = relay::run(client, upstream, inspector, limits).await;
+    let (outcome, idle) = relay::run(client, upstream, inspector, limits, pool.enabled()).await;
+    if let Some(stream) = idle {
+        pool.checkin(params, stream, registration.upstream.clone(), greeting)
+            .await;
+    }
     if matches!(
         outcome,
         relay::Outcome::ClientVanished | relay::Outcome::ClientRefused
@@ -209,6 +224,9 @@ struct Opened {
     upstream: Stream,
     info: SessionInfo,
     registration: Registered,
+    /// What the database session was opened with, the key for reusing it.
+    params: Vec<(String, String)>,
+    greeting: BytesMut,
 }
 
 struct Registered {
@@ -220,6 +238,7 @@ struct Registered {
 /// cancel request or closed before saying anything.
 async fn open(
     ctx: &PgContext,
+    pool: &ServerPool,
     tcp: TcpStream,
     client_addr: SocketAddr,
 ) -> Result<Option<Opened>, SessionError> {
@@ -241,11 +260,22 @@ async fn open(
         backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
         let database = startup.param("database").unwrap_or(&user).to_owned();
         let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
-        let (upstream, key) = upstream::connect(&ctx.upstream, &params, &mut out).await?;
-        Ok::<_, SessionError>((user, database, upstream, key))
+        let connected = match pool.checkout(&params) {
+            Some(idle) => {
+                out.extend_from_slice(&idle.greeting);
+                backend::ready_for_query_idle(&mut out);
+                upstream::Connected {
+                    stream: idle.stream,
+                    key: idle.key,
+                    greeting: idle.greeting,
+                }
+            }
+            None => upstream::connect(&ctx.upstream, &params, &mut out).await?,
+        };
+        Ok::<_, SessionError>((user, database, params, connected))
     }
     .await;
-    let (user, database, upstream, key) = match result {
+    let (user, database, params, connected) = match result {
         Ok(v) => v,
         Err(SessionError::Client(e)) => {
             tracing::info!(%client_addr, code = e.code.0, reason = %e.message, "session refused");
@@ -261,6 +291,11 @@ async fn open(
         }
         Err(e) => return Err(e),
     };
+    let upstream::Connected {
+        stream: upstream,
+        key,
+        greeting,
+    } = connected;
     let registration = ctx.cancels.register(key.clone());
     // `out` ends with the database's ReadyForQuery; Airlock's key goes just before it.
     let ready = out.split_off(out.len() - upstream::READY_FOR_QUERY_LEN);
@@ -284,5 +319,7 @@ async fn open(
             _registration: registration,
             upstream: key,
         },
+        params,
+        greeting,
     }))
 }

@@ -9,6 +9,7 @@
 //! in pieces, so memory stays bounded whatever the result or COPY size.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -44,95 +45,168 @@ pub enum Outcome {
     UpstreamClosed,
 }
 
-/// Relays until one side is done.
+/// Relays until one side is done. With `keep_upstream`, a client's Terminate is not forwarded
+/// and, if the database session is idle at that moment (every Query, Sync and FunctionCall
+/// answered with ReadyForQuery 'I', nothing half-read), the upstream stream is handed back
+/// for reuse.
 pub async fn run(
     client: Stream,
     upstream: Stream,
     inspector: Box<dyn Inspector>,
     limits: Limits,
-) -> Outcome {
+    keep_upstream: bool,
+) -> (Outcome, Option<Stream>) {
     let interest = inspector.interest();
     let inspector = Mutex::new(inspector);
-    let (client_r, client_w) = tokio::io::split(client);
-    let (upstream_r, upstream_w) = tokio::io::split(upstream);
-    // The frontend pump never writes to the client: a refusal goes to the backend pump, which
-    // owns the client's write half and sends it at the next message boundary.
-    let (refuse_tx, refuse_rx) = oneshot::channel();
-    let to_upstream = pump_frontend(
-        client_r, upstream_w, refuse_tx, &inspector, interest, limits,
-    );
-    let to_client = pump_backend(
-        upstream_r, client_w, refuse_rx, &inspector, interest, limits,
-    );
-    tokio::pin!(to_upstream, to_client);
-    tokio::select! {
-        outcome = &mut to_upstream => {
-            if outcome != Outcome::ClientRefused {
-                return outcome;
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let sync = SyncState::default();
+    let mut backend = Pump::default();
+    let outcome = {
+        // The frontend pump never writes to the client: a refusal goes to the backend pump,
+        // which owns the client's write half and sends it at the next message boundary.
+        let (refuse_tx, refuse_rx) = oneshot::channel();
+        let ctx = PumpCtx {
+            inspector: &inspector,
+            interest,
+            limits,
+            sync: &sync,
+        };
+        let to_upstream = pump_frontend(
+            &mut client_r,
+            &mut upstream_w,
+            refuse_tx,
+            &ctx,
+            keep_upstream,
+        );
+        let to_client = pump_backend(
+            &mut upstream_r,
+            &mut client_w,
+            refuse_rx,
+            &ctx,
+            &mut backend,
+        );
+        tokio::pin!(to_upstream, to_client);
+        tokio::select! {
+            outcome = &mut to_upstream => {
+                if outcome == Outcome::ClientRefused {
+                    // Let the backend pump reach a boundary and deliver the refusal.
+                    let _ = tokio::time::timeout(REFUSAL_DRAIN, to_client).await;
+                }
+                outcome
             }
-            // Let the backend pump reach a boundary and deliver the refusal.
-            let _ = tokio::time::timeout(REFUSAL_DRAIN, to_client).await;
-            Outcome::ClientRefused
+            outcome = &mut to_client => outcome,
         }
-        outcome = &mut to_client => outcome,
-    }
+    };
+    let reusable = keep_upstream
+        && outcome == Outcome::ClientTerminated
+        && backend.is_clear()
+        && sync.is_idle();
+    let upstream = reusable.then(|| upstream_r.unsplit(upstream_w));
+    (outcome, upstream)
 }
 
 /// How long a refused client's in-flight results may take to drain before the error is sent.
 const REFUSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What both pumps share.
+struct PumpCtx<'a> {
+    inspector: &'a Mutex<Box<dyn Inspector>>,
+    interest: Interest,
+    limits: Limits,
+    sync: &'a SyncState,
+}
+
+/// Whether the database owes the client anything: sync points sent (Query, Sync,
+/// FunctionCall) against ReadyForQuery received, and the last transaction status.
+#[derive(Default)]
+struct SyncState {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    /// An extended-protocol message was sent since the last sync point.
+    unsynced: AtomicBool,
+    last_status: AtomicU8,
+}
+
+impl SyncState {
+    fn is_idle(&self) -> bool {
+        self.sent.load(Ordering::Acquire) == self.answered.load(Ordering::Acquire)
+            && !self.unsynced.load(Ordering::Acquire)
+            && self.last_status.load(Ordering::Acquire) == b'I'
+    }
+}
+
+/// A pump's read buffer and the bytes of a streamed message still to pass through.
+#[derive(Default)]
+struct Pump {
+    buf: BytesMut,
+    streaming: usize,
+}
+
+impl Pump {
+    /// Nothing read and not yet forwarded, no message half through.
+    fn is_clear(&self) -> bool {
+        self.buf.is_empty() && self.streaming == 0
+    }
+}
 
 /// What the frontend pump must do with the message at the head of its buffer.
 enum Step {
     /// Need `need` bytes in the buffer to go on.
     More { need: usize },
     /// `n` bytes can go upstream (a whole message, or the start of a streamed one).
-    Forward { n: usize, terminate: bool },
+    Forward { n: usize },
+    /// Terminate: `n` bytes.
+    Terminate { n: usize },
 }
 
 /// Client to database.
 async fn pump_frontend(
-    mut from: ReadHalf<Stream>,
-    mut to: WriteHalf<Stream>,
+    from: &mut ReadHalf<Stream>,
+    to: &mut WriteHalf<Stream>,
     refuse: oneshot::Sender<PgError>,
-    inspector: &Mutex<Box<dyn Inspector>>,
-    interest: Interest,
-    limits: Limits,
+    ctx: &PumpCtx<'_>,
+    keep_upstream: bool,
 ) -> Outcome {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    // Bytes of a streamed message still to pass through.
-    let mut streaming = 0usize;
+    let mut pump = Pump {
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        streaming: 0,
+    };
     loop {
         let mut ready = 0;
         let mut need = 0;
         let mut terminate = false;
-        while ready < buf.len() {
-            if streaming > 0 {
-                let n = streaming.min(buf.len() - ready);
+        while ready < pump.buf.len() {
+            if pump.streaming > 0 {
+                let n = pump.streaming.min(pump.buf.len() - ready);
                 ready += n;
-                streaming -= n;
+                pump.streaming -= n;
                 continue;
             }
-            match frontend_step(&buf[ready..], interest, inspector, limits) {
+            match frontend_step(&pump.buf[ready..], ctx) {
                 Ok(Step::More { need: n }) => {
                     need = n;
                     break;
                 }
-                Ok(Step::Forward { n, terminate: t }) => {
-                    let available = buf.len() - ready;
+                Ok(Step::Forward { n }) => {
+                    let available = pump.buf.len() - ready;
                     if n > available {
-                        streaming = n - available;
-                        ready = buf.len();
+                        pump.streaming = n - available;
+                        ready = pump.buf.len();
                     } else {
                         ready += n;
                     }
-                    if t {
-                        terminate = true;
-                        break;
+                }
+                Ok(Step::Terminate { n }) => {
+                    terminate = true;
+                    if !keep_upstream {
+                        ready += n;
                     }
+                    break;
                 }
                 Err(e) => {
                     // Forward what was accepted before the bad message, then refuse.
-                    let _ = write_out(&mut to, &buf[..ready]).await;
+                    let _ = write_out(to, &pump.buf[..ready]).await;
                     tracing::info!(code = e.code.0, reason = %e.message, "client message refused");
                     let _ = refuse.send(e);
                     return Outcome::ClientRefused;
@@ -140,37 +214,34 @@ async fn pump_frontend(
             }
         }
         if ready > 0 {
-            if write_out(&mut to, &buf[..ready]).await.is_err() {
+            if write_out(to, &pump.buf[..ready]).await.is_err() {
                 return Outcome::UpstreamClosed;
             }
-            buf.advance(ready);
+            pump.buf.advance(ready);
         }
         if terminate {
-            let _ = to.shutdown().await;
+            if !keep_upstream {
+                let _ = to.shutdown().await;
+            }
             return Outcome::ClientTerminated;
         }
-        if read_more(&mut from, &mut buf, need).await.is_err() {
+        if read_more(from, &mut pump.buf, need).await.is_err() {
             return Outcome::ClientVanished;
         }
     }
 }
 
 /// Decides what to do with the message at the start of `buf`.
-fn frontend_step(
-    buf: &[u8],
-    interest: Interest,
-    inspector: &Mutex<Box<dyn Inspector>>,
-    limits: Limits,
-) -> Result<Step, PgError> {
+fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
     let Some(h) = frame::header(buf, PROTOCOL_MAX).map_err(PgError::protocol_violation)? else {
         return Ok(Step::More { need: HEADER_LEN });
     };
     match h.tag {
         fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::FUNCTION_CALL => {
-            if h.total_len > limits.max_message_size {
+            if h.total_len > ctx.limits.max_message_size {
                 return Err(PgError::message_too_large(
                     h.total_len,
-                    limits.max_message_size,
+                    ctx.limits.max_message_size,
                 ));
             }
             if buf.len() < h.total_len {
@@ -178,64 +249,77 @@ fn frontend_step(
             }
             let message = frontend::parse(h.tag, &buf[HEADER_LEN..h.total_len])
                 .map_err(PgError::protocol_violation)?;
-            if interest.statements {
-                lock(inspector).frontend(&message);
+            if ctx.interest.statements {
+                lock(ctx.inspector).frontend(&message);
             }
-            Ok(Step::Forward {
-                n: h.total_len,
-                terminate: false,
-            })
+            ctx.sync.note_sent(h.tag);
+            Ok(Step::Forward { n: h.total_len })
         }
-        fe::TERMINATE => Ok(Step::Forward {
-            n: h.total_len,
-            terminate: true,
-        }),
-        _ => Ok(Step::Forward {
-            n: h.total_len,
-            terminate: false,
-        }),
+        fe::TERMINATE => Ok(Step::Terminate { n: h.total_len }),
+        tag => {
+            ctx.sync.note_sent(tag);
+            Ok(Step::Forward { n: h.total_len })
+        }
+    }
+}
+
+impl SyncState {
+    /// Counts a frontend message on its way upstream.
+    fn note_sent(&self, tag: u8) {
+        match tag {
+            fe::QUERY | fe::SYNC | fe::FUNCTION_CALL => {
+                self.sent.fetch_add(1, Ordering::AcqRel);
+                self.unsynced.store(false, Ordering::Release);
+            }
+            fe::PARSE | fe::BIND | fe::EXECUTE | fe::DESCRIBE | fe::CLOSE | fe::FLUSH => {
+                self.unsynced.store(true, Ordering::Release);
+            }
+            // COPY data belongs to a Query already counted.
+            _ => {}
+        }
     }
 }
 
 /// Database to client.
 async fn pump_backend(
-    mut from: ReadHalf<Stream>,
-    mut to: WriteHalf<Stream>,
+    from: &mut ReadHalf<Stream>,
+    to: &mut WriteHalf<Stream>,
     mut refusal: oneshot::Receiver<PgError>,
-    inspector: &Mutex<Box<dyn Inspector>>,
-    interest: Interest,
-    limits: Limits,
+    ctx: &PumpCtx<'_>,
+    pump: &mut Pump,
 ) -> Outcome {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut streaming = 0usize;
+    pump.buf.reserve(READ_CHUNK);
     // Whether the last message forwarded was an ErrorResponse (a FATAL before closing).
     let mut last_was_error = false;
     let mut refusal_pending = true;
     loop {
         let mut ready = 0;
         let mut need = 0;
-        while ready < buf.len() {
-            if streaming > 0 {
-                let n = streaming.min(buf.len() - ready);
+        while ready < pump.buf.len() {
+            if pump.streaming > 0 {
+                let n = pump.streaming.min(pump.buf.len() - ready);
                 ready += n;
-                streaming -= n;
+                pump.streaming -= n;
                 continue;
             }
-            let h = match frame::header(&buf[ready..], PROTOCOL_MAX) {
+            let h = match frame::header(&pump.buf[ready..], PROTOCOL_MAX) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "the database sent a malformed message; closing the session");
-                    let _ = to.write_all(&buf[..ready]).await;
-                    let _ = send_error(&mut to, &PgError::upstream_protocol(e)).await;
+                    let _ = to.write_all(&pump.buf[..ready]).await;
+                    let _ = send_error(to, &PgError::upstream_protocol(e)).await;
+                    pump.buf.clear();
                     return Outcome::UpstreamClosed;
                 }
             };
-            let available = buf.len() - ready;
-            if interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
-                if h.total_len <= available {
-                    lock(inspector).backend(h.tag, &buf[ready + HEADER_LEN..ready + h.total_len]);
-                } else if h.total_len <= limits.max_message_size {
+            let available = pump.buf.len() - ready;
+            let whole = h.total_len <= available;
+            if ctx.interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
+                if whole {
+                    lock(ctx.inspector)
+                        .backend(h.tag, &pump.buf[ready + HEADER_LEN..ready + h.total_len]);
+                } else if h.total_len <= ctx.limits.max_message_size {
                     need = h.total_len;
                     break;
                 } else {
@@ -245,41 +329,61 @@ async fn pump_backend(
                     );
                 }
             }
+            if h.tag == be::READY_FOR_QUERY {
+                if !whole {
+                    need = h.total_len;
+                    break;
+                }
+                ctx.sync.note_ready(
+                    pump.buf[ready + HEADER_LEN..ready + h.total_len]
+                        .first()
+                        .copied(),
+                );
+            }
             last_was_error = h.tag == be::ERROR_RESPONSE;
-            if h.total_len > available {
-                streaming = h.total_len - available;
-                ready = buf.len();
-            } else {
+            if whole {
                 ready += h.total_len;
+            } else {
+                pump.streaming = h.total_len - available;
+                ready = pump.buf.len();
             }
         }
         if ready > 0 {
-            if write_out(&mut to, &buf[..ready]).await.is_err() {
+            if write_out(to, &pump.buf[..ready]).await.is_err() {
                 return Outcome::ClientVanished;
             }
-            buf.advance(ready);
+            pump.buf.advance(ready);
         }
-        let at_boundary = streaming == 0 && buf.is_empty();
+        let at_boundary = pump.is_clear();
         tokio::select! {
             biased;
             refused = &mut refusal, if refusal_pending && at_boundary => {
                 match refused {
                     Ok(e) => {
-                        let _ = send_error(&mut to, &e).await;
+                        let _ = send_error(to, &e).await;
                         return Outcome::ClientRefused;
                     }
                     Err(_) => refusal_pending = false,
                 }
             }
-            read = read_more(&mut from, &mut buf, need) => {
+            read = read_more(from, &mut pump.buf, need) => {
                 if read.is_err() {
                     if at_boundary && !last_was_error {
-                        let _ = send_error(&mut to, &PgError::upstream_lost()).await;
+                        let _ = send_error(to, &PgError::upstream_lost()).await;
                     }
                     return Outcome::UpstreamClosed;
                 }
             }
         }
+    }
+}
+
+impl SyncState {
+    /// Counts a ReadyForQuery and its transaction status.
+    fn note_ready(&self, status: Option<u8>) {
+        self.answered.fetch_add(1, Ordering::AcqRel);
+        self.last_status
+            .store(status.unwrap_or(0), Ordering::Release);
     }
 }
 

@@ -87,13 +87,22 @@ async fn open(target: &UpstreamTarget) -> Result<Stream, PgError> {
     }
 }
 
+/// A database session Airlock has logged in to.
+pub struct Connected {
+    pub stream: Stream,
+    /// The database's BackendKeyData, kept by Airlock for cancels.
+    pub key: UpstreamKey,
+    /// The ParameterStatus messages of the start-up, for a client that reuses the session.
+    pub greeting: BytesMut,
+}
+
 /// Connects and logs in. Messages for the client (ParameterStatus, notices, errors, and the final
-/// ReadyForQuery) are appended to `to_client`; the database's BackendKeyData is returned instead.
+/// ReadyForQuery) are appended to `to_client`; the database's BackendKeyData is kept instead.
 pub async fn connect(
     target: &UpstreamTarget,
     params: &[(String, String)],
     to_client: &mut BytesMut,
-) -> Result<(Stream, UpstreamKey), SessionError> {
+) -> Result<Connected, SessionError> {
     let mut stream = open(target).await?;
     let lost = |e: ReadError| match e {
         ReadError::Io(e) => SessionError::Client(PgError::upstream_unreachable(&target.address, e)),
@@ -109,6 +118,7 @@ pub async fn connect(
 
     let mut login = Login::new(target);
     let mut key = None;
+    let mut greeting = BytesMut::new();
     loop {
         let m = read_message(&mut stream, MAX_STARTUP_MESSAGE)
             .await
@@ -142,12 +152,20 @@ pub async fn connect(
                     secret: b[4..].to_vec(),
                 });
             }
-            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE => to_client.extend_from_slice(&m.raw),
+            tag::PARAMETER_STATUS => {
+                to_client.extend_from_slice(&m.raw);
+                greeting.extend_from_slice(&m.raw);
+            }
+            tag::NOTICE_RESPONSE => to_client.extend_from_slice(&m.raw),
             tag::NEGOTIATE_PROTOCOL_VERSION => {}
             tag::READY_FOR_QUERY if login.done => {
                 to_client.extend_from_slice(&m.raw);
                 let key = key.ok_or_else(|| PgError::upstream_protocol("no BackendKeyData"))?;
-                return Ok((stream, key));
+                return Ok(Connected {
+                    stream,
+                    key,
+                    greeting,
+                });
             }
             other => {
                 return Err(PgError::upstream_protocol(format!(
