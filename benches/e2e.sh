@@ -14,8 +14,10 @@
 #   BENCH_DB        database holding the pgbench tables (default test)
 #   SCALE           pgbench scale factor (default 10); `pgbench -i` runs unless the tables
 #                   are already at this scale (FORCE_INIT=1 re-creates them regardless)
-#   PGBOUNCER_AUTH  trust (default) or scram-sha-256: how PgBouncer checks its clients.
-#                   Airlock always uses SCRAM-SHA-256, which matters for the -C workload.
+#   PGBOUNCER_AUTH  scram-sha-256 (default, what Airlock does too) or trust: how PgBouncer
+#                   checks its clients, which matters for the -C workload.
+#   AIRLOCK_REUSE   true (default, like PgBouncer's session mode) or false: Airlock's
+#                   reuse_server_sessions.
 #   SKIP_BUILD=1    use the binaries already in target/release
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
 #
@@ -32,7 +34,7 @@ PG_USER=postgres
 DB=${BENCH_DB:-test}
 BENCH_USER=bench
 BENCH_PASS=bench-pass
-PGBOUNCER_AUTH=${PGBOUNCER_AUTH:-trust}
+PGBOUNCER_AUTH=${PGBOUNCER_AUTH:-scram-sha-256}
 RUN_TIMEOUT=$((DURATION + 60))
 
 case $PGBOUNCER_AUTH in trust | scram-sha-256) ;; *)
@@ -103,6 +105,9 @@ shutdown_grace_secs = 2
 [postgres]
 listen = "127.0.0.1:$AIRLOCK_PORT"
 max_connections = 1000
+# Like PgBouncer's session mode, which this is compared with: keep idle database sessions
+# for the next client (AIRLOCK_REUSE=false to measure one database session per client).
+reuse_server_sessions = ${AIRLOCK_REUSE:-true}
 
 [postgres.upstream]
 address = "$PG_HOST:$PG_PORT"
@@ -200,7 +205,7 @@ echo "cpu:       $(lscpu | grep 'Model name' | sed 's/Model name:[[:space:]]*//'
 echo "kernel:    $(uname -sr)"
 echo "postgres:  $PG_VERSION"
 echo "pgbouncer: $("$PGBOUNCER" --version | head -n1) (session mode, auth_type=$PGBOUNCER_AUTH)"
-echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable)"
+echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable, reuse_server_sessions=${AIRLOCK_REUSE:-true})"
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
 echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}"
 echo
