@@ -1,11 +1,12 @@
 //! Wiring: config in, listeners up, signals handled. The only place, with `main.rs`, that knows
 //! every layer.
 //!
-//! `airlock serve` runs one thread per CPU, each with its own single-threaded tokio runtime and
-//! its own listening socket on the same address (SO_REUSEPORT, so the kernel spreads new
-//! connections). A session lives on one thread from accept to close: no work stealing and no
-//! cross-thread wake-ups on the relay path, which is what keeps per-transaction CPU at
-//! PgBouncer's level. Embedders and tests can instead run a listener on their own runtime
+//! `airlock serve` runs `server.workers` threads (one by default, like PgBouncer), each with its
+//! own single-threaded tokio runtime and its own listening socket on the same address
+//! (SO_REUSEPORT, so the kernel spreads new connections). A session lives on one thread from
+//! accept to close: no work stealing and no cross-thread wake-ups on the relay path. One busy
+//! thread batches many sessions' events per wake-up, which is what keeps per-transaction CPU at
+//! PgBouncer's level; more workers add throughput where there are spare cores. Embedders and tests can instead run a listener on their own runtime
 //! with [`start_with`].
 
 use std::net::SocketAddr;
@@ -148,10 +149,7 @@ async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
 /// finish for up to `server.shutdown_grace_secs`.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let workers = config
-        .server
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = config.server.workers;
     let ctx = Arc::new(PgContext::new(&config, Arc::new(NoInspection))?);
     let listeners = bind(ctx.config.listen, workers)?;
     let postgres_addr = listeners[0].local_addr()?;

@@ -62,21 +62,26 @@ pub struct ServerConfig {
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
     /// Threads serving sessions, each with its own listener socket (SO_REUSEPORT) and its
-    /// own single-threaded runtime, so a session never hops threads. Default: one per CPU.
-    pub workers: Option<usize>,
+    /// own single-threaded runtime, so a session never hops threads.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: default_shutdown_grace(),
-            workers: None,
+            workers: default_workers(),
         }
     }
 }
 
 fn default_shutdown_grace() -> u64 {
     30
+}
+
+fn default_workers() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,11 +250,11 @@ impl Config {
 
     /// Checks the config as a whole; the first problem found is returned.
     fn check(&self) -> Result<(), ConfigError> {
-        if self.server.workers == Some(0) || self.server.workers.is_some_and(|w| w > 256) {
+        if !(1..=256).contains(&self.server.workers) {
             return Err(invalid(
                 "server.workers",
                 "must be between 1 and 256",
-                "leave it out to use one worker per CPU",
+                "use 1 (the default) or up to one per spare CPU core",
             ));
         }
         let Some(pg) = &self.postgres else {
@@ -476,7 +481,7 @@ mod tests {
                 .unwrap()
                 .server
                 .workers,
-            Some(4)
+            4
         );
     }
 

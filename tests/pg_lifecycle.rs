@@ -89,39 +89,13 @@ fn dev_cert_writes_a_usable_pair() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_and_lets_sessions_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = common::Setup::default().config_text().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + "\n[server]\nshutdown_grace_secs = 20\n";
-    let config = dir.path().join("airlock.toml");
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let conninfo = format!(
-        "host=127.0.0.1 port={port} user={} password={} dbname=test",
-        common::USER,
-        common::PASSWORD
+    let mut airlock = common::Binary::spawn(
+        &common::Setup::default(),
+        "\n[server]\nshutdown_grace_secs = 20\n",
+        "warn",
     );
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok((c, conn)) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
-            tokio::spawn(conn);
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("airlock came up");
+    let client = airlock.connect().await;
+    let conninfo = airlock.conninfo();
     let running = tokio::spawn(async move {
         let r = client
             .query_one("select pg_sleep(1), 'finished'", &[])
@@ -130,7 +104,7 @@ async fn sigterm_stops_accepting_and_lets_sessions_finish() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &airlock.child.id().to_string()])
         .status()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -148,18 +122,14 @@ async fn sigterm_stops_accepting_and_lets_sessions_finish() {
         "the open session's query completed"
     );
     drop(client);
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            if let Some(s) = child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    let mut status = None;
+    for _ in 0..100 {
+        status = airlock.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
         }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         status
             .expect("airlock exits once its last session ends")

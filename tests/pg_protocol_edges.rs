@@ -168,10 +168,7 @@ async fn connection_limit_answers_53300() {
     .await;
     let a = proxy.connect().await;
     let b = proxy.connect().await;
-    let e = tokio_postgres::connect(&proxy.conninfo(""), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let e = common::refused(&proxy.conninfo("")).await;
     assert_eq!(common::sqlstate(&e), "53300");
     drop((a, b));
     assert!(

@@ -4,54 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use futures_util::TryStreamExt;
-
-struct Airlock {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Airlock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_airlock() -> Airlock {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let text = common::Setup::default().config_text().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config = dir.path().join("airlock.toml");
-    std::fs::write(&config, text).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("AIRLOCK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Airlock {
-        child,
-        _dir: dir,
-        port,
-    }
-}
 
 /// A /proc/PID/status field in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -65,23 +18,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_results_and_copies_stream_in_bounded_memory() {
-    let airlock = spawn_airlock();
-    let conninfo = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=test",
-        airlock.port,
-        common::USER,
-        common::PASSWORD
-    );
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok((c, conn)) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
-            tokio::spawn(conn);
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let client = client.expect("airlock came up within 10 s");
+    let airlock = common::Binary::spawn(&common::Setup::default(), "", "warn");
+    let client = airlock.connect().await;
     client.query_one("select 1", &[]).await.unwrap();
     let pid = airlock.child.id();
     let baseline = status_kib(pid, "VmRSS:");

@@ -87,10 +87,7 @@ async fn require_tls_refuses_plaintext_clients() {
     }
     .start()
     .await;
-    let e = tokio_postgres::connect(&proxy.conninfo("sslmode=disable"), tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("plaintext is refused");
+    let e = common::refused(&proxy.conninfo("sslmode=disable")).await;
     assert_eq!(sqlstate(&e), "28000");
     assert!(
         common::text(&e).contains("requires TLS"),
@@ -111,10 +108,7 @@ async fn cleartext_password_only_inside_tls() {
     .await;
     let client = proxy.connect_tls("sslmode=require").await.unwrap();
     client.query_one("select 1", &[]).await.unwrap();
-    let e = tokio_postgres::connect(&proxy.conninfo("sslmode=disable"), tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("cleartext over plaintext is refused");
+    let e = common::refused(&proxy.conninfo("sslmode=disable")).await;
     assert_eq!(sqlstate(&e), "28000");
     assert!(
         common::text(&e).contains("only accepted over TLS"),
@@ -131,20 +125,12 @@ async fn cleartext_password_only_inside_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let proxy = Proxy::start().await;
-    let wrong = tokio_postgres::connect(&proxy.conninfo("password=nope"), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
-    let unknown = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=ghost password={PASSWORD} dbname=test",
-            proxy.port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .unwrap();
+    let wrong = common::refused(&proxy.conninfo("password=nope")).await;
+    let unknown = common::refused(&format!(
+        "host=127.0.0.1 port={} user=ghost password={PASSWORD} dbname=test",
+        proxy.port
+    ))
+    .await;
     assert_eq!(sqlstate(&wrong), "28P01");
     assert_eq!(sqlstate(&unknown), "28P01");
     assert_eq!(
@@ -211,10 +197,7 @@ async fn upstream_verify_full() {
         }
         .start()
         .await;
-        let e = tokio_postgres::connect(&proxy.conninfo(""), tokio_postgres::NoTls)
-            .await
-            .err()
-            .expect("an unverifiable database is refused");
+        let e = common::refused(&proxy.conninfo("")).await;
         assert_eq!(sqlstate(&e), "08001");
         assert!(common::text(&e).contains("TLS"), "{}", common::text(&e));
     }
@@ -228,10 +211,7 @@ async fn unreachable_upstream_is_named() {
     }
     .start()
     .await;
-    let e = tokio_postgres::connect(&proxy.conninfo(""), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let e = common::refused(&proxy.conninfo("")).await;
     assert_eq!(sqlstate(&e), "08001");
     assert!(
         common::text(&e).contains("127.0.0.1:1"),
@@ -243,13 +223,7 @@ async fn unreachable_upstream_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_errors_at_startup_reach_the_client() {
     let proxy = Proxy::start().await;
-    let e = tokio_postgres::connect(
-        &proxy.conninfo("dbname=no_such_database_here"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = common::refused(&proxy.conninfo("dbname=no_such_database_here")).await;
     assert_eq!(sqlstate(&e), "3D000");
 
     // Airlock's own login refused (a role the database does not know) is reported as such,
@@ -263,16 +237,11 @@ async fn database_errors_at_startup_reach_the_client() {
         .replace("user = \"postgres\"", "user = \"no_such_role_for_airlock\"");
     let config = airlock::config::Config::parse(&text).unwrap();
     let running = airlock::app::start(&config).await.unwrap();
-    let e = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=test",
-            running.postgres_addr.port()
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = common::refused(&format!(
+        "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=test",
+        running.postgres_addr.port()
+    ))
+    .await;
     assert_eq!(sqlstate(&e), "08004");
     assert!(
         common::text(&e).contains("refused Airlock's own login"),

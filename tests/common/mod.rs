@@ -212,6 +212,14 @@ pub async fn connect_plain(conninfo: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The error a login through `conninfo` (without TLS) fails with; panics if it succeeds.
+pub async fn refused(conninfo: &str) -> tokio_postgres::Error {
+    match tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await {
+        Ok(_) => panic!("{conninfo:?} was expected to be refused"),
+        Err(e) => e,
+    }
+}
+
 /// A direct connection to the database, to observe it from the side (pg_stat_activity).
 pub async fn direct() -> tokio_postgres::Client {
     connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await
@@ -256,4 +264,70 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The real `airlock` binary serving a config made by [`Setup`] on a free port; killed on drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Starts `airlock serve` with `setup`'s config plus `extra` TOML appended.
+    pub fn spawn(setup: &Setup, extra: &str, log_level: &str) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = setup.config_text().replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ) + extra;
+        let config = dir.path().join("airlock.toml");
+        std::fs::write(&config, text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("AIRLOCK_LOG", log_level)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Binary {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=test",
+            self.port
+        )
+    }
+
+    /// Connects once the binary is up (within 10 s).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        for _ in 0..100 {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&self.conninfo(), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("airlock did not come up on port {} within 10 s", self.port);
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

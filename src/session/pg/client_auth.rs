@@ -13,7 +13,7 @@ use crate::net::stream::Stream;
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend;
 use crate::protocol::pg::frontend::tag;
-use crate::session::pg::io::{ReadError, read_message};
+use crate::session::pg::io::{Message, ReadError, Reader};
 use crate::session::pg::{PgContext, SessionError};
 
 const SCRAM: &str = "SCRAM-SHA-256";
@@ -25,6 +25,7 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 pub async fn authenticate(
     ctx: &PgContext,
     client: &mut Stream,
+    reader: &mut Reader,
     user: &str,
     out: &mut BytesMut,
 ) -> Result<(), SessionError> {
@@ -33,15 +34,16 @@ pub async fn authenticate(
         .cloned()
         .unwrap_or_else(|| ScramVerifier::decoy(user, &ctx.decoy_key));
     let ok = match ctx.client_auth() {
-        ClientAuthMethod::ScramSha256 => scram(ctx, client, user, &verifier, out).await?,
+        ClientAuthMethod::ScramSha256 => scram(ctx, client, reader, user, &verifier, out).await?,
         ClientAuthMethod::Password => {
             if !client.is_tls() {
                 return Err(PgError::cleartext_needs_tls().into());
             }
             backend::authentication(Authentication::CleartextPassword, out);
             send(client, out).await?;
-            let body = read_password_message(client).await?;
-            let password = body
+            let m = read_password_message(client, reader).await?;
+            let password = m
+                .body()
                 .strip_suffix(&[0])
                 .and_then(|p| std::str::from_utf8(p).ok())
                 .ok_or_else(|| PgError::auth_protocol("malformed password message"))?;
@@ -64,6 +66,7 @@ pub async fn authenticate(
 async fn scram(
     ctx: &PgContext,
     client: &mut Stream,
+    reader: &mut Reader,
     user: &str,
     verifier: &ScramVerifier,
     out: &mut BytesMut,
@@ -76,8 +79,8 @@ async fn scram(
     backend::authentication(Authentication::SASL(mechanisms), out);
     send(client, out).await?;
 
-    let initial = read_password_message(client).await?;
-    let (mechanism, data) = parse_sasl_initial(&initial)?;
+    let initial = read_password_message(client, reader).await?;
+    let (mechanism, data) = parse_sasl_initial(initial.body())?;
     let server = match (mechanism, plus) {
         (SCRAM_PLUS, Some(server)) => server.clone(),
         // Advertising -PLUS and then seeing plain SCRAM with the "y" flag is a downgrade;
@@ -98,8 +101,8 @@ async fn scram(
     backend::authentication(Authentication::SASLContinue(Bytes::from(server_first)), out);
     send(client, out).await?;
 
-    let final_message = read_password_message(client).await?;
-    match waiting.on_client_final_message(&final_message) {
+    let final_message = read_password_message(client, reader).await?;
+    match waiting.on_client_final_message(final_message.body()) {
         Ok(server_final) => {
             backend::authentication(Authentication::SASLFinal(Bytes::from(server_final)), out);
             Ok(true)
@@ -136,8 +139,12 @@ async fn send(client: &mut Stream, out: &mut BytesMut) -> Result<(), SessionErro
     Ok(())
 }
 
-async fn read_password_message(client: &mut Stream) -> Result<BytesMut, SessionError> {
-    let m = read_message(client, MAX_AUTH_MESSAGE)
+async fn read_password_message(
+    client: &mut Stream,
+    reader: &mut Reader,
+) -> Result<Message, SessionError> {
+    let m = reader
+        .message(client, MAX_AUTH_MESSAGE)
         .await
         .map_err(|e| match e {
             ReadError::Io(e) => SessionError::Closed(e),
@@ -150,7 +157,7 @@ async fn read_password_message(client: &mut Stream) -> Result<BytesMut, SessionE
         ))
         .into());
     }
-    Ok(m.body)
+    Ok(m)
 }
 
 #[cfg(test)]

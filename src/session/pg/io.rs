@@ -43,29 +43,48 @@ pub async fn read_startup_packet<S: AsyncRead + Unpin>(
 /// A whole tagged message.
 pub struct Message {
     pub tag: u8,
-    pub body: BytesMut,
     /// The message as it was on the wire (tag and length included).
     pub raw: BytesMut,
 }
 
-/// Reads one tagged message of at most `max` bytes. EOF is an `UnexpectedEof` I/O error.
-pub async fn read_message<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    max: usize,
-) -> Result<Message, ReadError> {
-    let mut head = [0u8; HEADER_LEN];
-    stream.read_exact(&mut head).await?;
-    let h = frame::header(&head, max)?.expect("five bytes were read");
-    let mut raw = BytesMut::with_capacity(h.total_len);
-    raw.extend_from_slice(&head);
-    raw.resize(h.total_len, 0);
-    stream.read_exact(&mut raw[HEADER_LEN..]).await?;
-    let body = BytesMut::from(&raw[HEADER_LEN..]);
-    Ok(Message {
-        tag: h.tag,
-        body,
-        raw,
-    })
+impl Message {
+    pub fn body(&self) -> &[u8] {
+        &self.raw[HEADER_LEN..]
+    }
+}
+
+/// Reads whole tagged messages from a buffer filled a socket read at a time, so that messages
+/// that arrive together cost one read. What is left over when the stage ends goes to the next.
+#[derive(Default)]
+pub struct Reader {
+    buf: BytesMut,
+}
+
+impl Reader {
+    /// Reads one message of at most `max` bytes. EOF is an `UnexpectedEof` I/O error.
+    pub async fn message<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> Result<Message, ReadError> {
+        loop {
+            if let Some(h) = frame::complete(&self.buf, max)? {
+                let raw = self.buf.split_to(h.total_len);
+                return Ok(Message { tag: h.tag, raw });
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(8 * 1024);
+            }
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    /// Bytes read past the last message.
+    pub fn into_leftover(self) -> BytesMut {
+        self.buf
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,8 @@ use crate::net::stream::Stream;
 use crate::net::tls::{ServerTls, TlsError, UpstreamTls};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend;
-use crate::session::cancel::CancelRegistry;
+use crate::session::cancel::{CancelRegistry, Registration};
+use crate::session::pg::io::Reader;
 use crate::session::pg::pool::ServerPool;
 
 /// Why a session ended early.
@@ -183,11 +184,11 @@ pub async fn serve(
     };
     let Opened {
         client,
+        client_leftover,
         upstream,
         info,
         registration,
         params,
-        greeting,
     } = opened;
     tracing::info!(
         session = info.id, user = %info.user, database = %info.database, %client_addr, tls = info.tls,
@@ -197,10 +198,23 @@ pub async fn serve(
     let limits = relay::Limits {
         max_message_size: ctx.config.max_message_size,
     };
-    let (outcome, idle) = relay::run(client, upstream, inspector, limits, pool.enabled()).await;
+    let upstream::Connected {
+        stream,
+        key,
+        greeting,
+        leftover,
+    } = upstream;
+    let ends = relay::Ends {
+        client,
+        client_buf: client_leftover,
+        upstream: stream,
+        upstream_buf: leftover,
+    };
+    let (outcome, idle) = relay::run(ends, inspector, limits, pool.enabled()).await;
+    // This client's cancel key is void from here on, whatever happens to the database session.
+    drop(registration);
     if let Some(stream) = idle {
-        pool.checkin(params, stream, registration.upstream.clone(), greeting)
-            .await;
+        pool.checkin(params, stream, key.clone(), greeting).await;
     }
     if matches!(
         outcome,
@@ -208,7 +222,7 @@ pub async fn serve(
     ) {
         // The client left without Terminate (or was sent away), perhaps mid-query: stop the
         // query so the database session ends now rather than when it next writes.
-        upstream::cancel(&ctx.upstream, &registration.upstream).await;
+        upstream::cancel(&ctx.upstream, &key).await;
     }
     tracing::info!(
         session = info.id,
@@ -221,17 +235,14 @@ pub async fn serve(
 /// A client that is authenticated and connected through to the database.
 struct Opened {
     client: Stream,
-    upstream: Stream,
+    /// Bytes the client sent after its last authentication message.
+    client_leftover: BytesMut,
+    upstream: upstream::Connected,
     info: SessionInfo,
-    registration: Registered,
+    /// Airlock's cancel key for this client; removed from the registry when dropped.
+    registration: Registration,
     /// What the database session was opened with, the key for reusing it.
     params: Vec<(String, String)>,
-    greeting: BytesMut,
-}
-
-struct Registered {
-    _registration: crate::session::cancel::Registration,
-    upstream: crate::session::cancel::UpstreamKey,
 }
 
 /// Start-up: handshake, client authentication, upstream login. `None` when the connection was a
@@ -254,9 +265,10 @@ async fn open(
         handshake::Accepted::Session(client, startup) => (client, startup),
     };
     let mut out = BytesMut::new();
+    let mut reader = Reader::default();
     let result = async {
         let user = handshake::check_startup(ctx, client.is_tls(), &startup, &mut out)?;
-        client_auth::authenticate(ctx, &mut client, &user, &mut out).await?;
+        client_auth::authenticate(ctx, &mut client, &mut reader, &user, &mut out).await?;
         backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
         let database = startup.param("database").unwrap_or(&user).to_owned();
         let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
@@ -268,6 +280,7 @@ async fn open(
                     stream: idle.stream,
                     key: idle.key,
                     greeting: idle.greeting,
+                    leftover: BytesMut::new(),
                 }
             }
             None => upstream::connect(&ctx.upstream, &params, &mut out).await?,
@@ -291,12 +304,7 @@ async fn open(
         }
         Err(e) => return Err(e),
     };
-    let upstream::Connected {
-        stream: upstream,
-        key,
-        greeting,
-    } = connected;
-    let registration = ctx.cancels.register(key.clone());
+    let registration = ctx.cancels.register(connected.key.clone());
     // `out` ends with the database's ReadyForQuery; Airlock's key goes just before it.
     let ready = out.split_off(out.len() - upstream::READY_FOR_QUERY_LEN);
     backend::backend_key_data(registration.pid, registration.secret, &mut out);
@@ -313,13 +321,10 @@ async fn open(
     };
     Ok(Some(Opened {
         client,
-        upstream,
+        client_leftover: reader.into_leftover(),
+        upstream: connected,
         info,
-        registration: Registered {
-            _registration: registration,
-            upstream: key,
-        },
+        registration,
         params,
-        greeting,
     }))
 }

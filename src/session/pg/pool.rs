@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::net::stream::Stream;
 use crate::protocol::pg::backend::tag;
 use crate::session::cancel::UpstreamKey;
-use crate::session::pg::io::read_message;
+use crate::session::pg::io::Reader;
 
 /// An idle, reset database session.
 pub struct Idle {
@@ -132,14 +132,16 @@ async fn reset(mut stream: Stream) -> Option<Stream> {
         stream.write_all(&query).await.ok()?;
         stream.flush().await.ok()?;
         let mut discarded = false;
+        let mut reader = Reader::default();
         loop {
-            let m = read_message(&mut stream, RESET_MAX_MESSAGE).await.ok()?;
+            let m = reader.message(&mut stream, RESET_MAX_MESSAGE).await.ok()?;
             match m.tag {
                 tag::COMMAND_COMPLETE => discarded = true,
                 // Values DISCARD ALL restores, and messages for a client that has left.
                 tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE => {}
-                tag::READY_FOR_QUERY if discarded && m.body.first() == Some(&b'I') => {
-                    return Some(());
+                // Nothing may follow: the next client must start on a quiet session.
+                tag::READY_FOR_QUERY if discarded && m.body().first() == Some(&b'I') => {
+                    return reader.into_leftover().is_empty().then_some(());
                 }
                 _ => return None,
             }

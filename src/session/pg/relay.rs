@@ -50,18 +50,24 @@ pub enum Outcome {
 /// answered with ReadyForQuery 'I', nothing half-read), the upstream stream is handed back
 /// for reuse.
 pub async fn run(
-    client: Stream,
-    upstream: Stream,
+    ends: Ends,
     inspector: Box<dyn Inspector>,
     limits: Limits,
     keep_upstream: bool,
 ) -> (Outcome, Option<Stream>) {
     let interest = inspector.interest();
     let inspector = Mutex::new(inspector);
-    let (mut client_r, mut client_w) = tokio::io::split(client);
-    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let (mut client_r, mut client_w) = tokio::io::split(ends.client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(ends.upstream);
     let sync = SyncState::default();
-    let mut backend = Pump::default();
+    let frontend = Pump {
+        buf: ends.client_buf,
+        streaming: 0,
+    };
+    let mut backend = Pump {
+        buf: ends.upstream_buf,
+        streaming: 0,
+    };
     let outcome = {
         // The frontend pump never writes to the client: a refusal goes to the backend pump,
         // which owns the client's write half and sends it at the next message boundary.
@@ -77,6 +83,7 @@ pub async fn run(
             &mut upstream_w,
             refuse_tx,
             &ctx,
+            frontend,
             keep_upstream,
         );
         let to_client = pump_backend(
@@ -104,6 +111,14 @@ pub async fn run(
         && sync.is_idle();
     let upstream = reusable.then(|| upstream_r.unsplit(upstream_w));
     (outcome, upstream)
+}
+
+/// The two connections and what was read from each during start-up but not yet relayed.
+pub struct Ends {
+    pub client: Stream,
+    pub client_buf: BytesMut,
+    pub upstream: Stream,
+    pub upstream_buf: BytesMut,
 }
 
 /// How long a refused client's in-flight results may take to drain before the error is sent.
@@ -144,6 +159,25 @@ struct Pump {
 }
 
 impl Pump {
+    /// Counts the message of `len` bytes at `ready` as forwarded: whole if it is all in the
+    /// buffer, otherwise what is there now and the rest as it arrives. Returns the new `ready`.
+    fn forward(&mut self, ready: usize, len: usize) -> usize {
+        let available = self.buf.len() - ready;
+        if len > available {
+            self.streaming = len - available;
+            self.buf.len()
+        } else {
+            ready + len
+        }
+    }
+
+    /// Counts the next bytes of a message being streamed as forwarded.
+    fn pass_streamed(&mut self, ready: usize) -> usize {
+        let n = self.streaming.min(self.buf.len() - ready);
+        self.streaming -= n;
+        ready + n
+    }
+
     /// Nothing read and not yet forwarded, no message half through.
     fn is_clear(&self) -> bool {
         self.buf.is_empty() && self.streaming == 0
@@ -166,21 +200,17 @@ async fn pump_frontend(
     to: &mut WriteHalf<Stream>,
     refuse: oneshot::Sender<PgError>,
     ctx: &PumpCtx<'_>,
+    mut pump: Pump,
     keep_upstream: bool,
 ) -> Outcome {
-    let mut pump = Pump {
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        streaming: 0,
-    };
+    pump.buf.reserve(READ_CHUNK);
     loop {
         let mut ready = 0;
         let mut need = 0;
         let mut terminate = false;
         while ready < pump.buf.len() {
             if pump.streaming > 0 {
-                let n = pump.streaming.min(pump.buf.len() - ready);
-                ready += n;
-                pump.streaming -= n;
+                ready = pump.pass_streamed(ready);
                 continue;
             }
             match frontend_step(&pump.buf[ready..], ctx) {
@@ -188,15 +218,7 @@ async fn pump_frontend(
                     need = n;
                     break;
                 }
-                Ok(Step::Forward { n }) => {
-                    let available = pump.buf.len() - ready;
-                    if n > available {
-                        pump.streaming = n - available;
-                        ready = pump.buf.len();
-                    } else {
-                        ready += n;
-                    }
-                }
+                Ok(Step::Forward { n }) => ready = pump.forward(ready, n),
                 Ok(Step::Terminate { n }) => {
                     terminate = true;
                     if !keep_upstream {
@@ -297,9 +319,7 @@ async fn pump_backend(
         let mut need = 0;
         while ready < pump.buf.len() {
             if pump.streaming > 0 {
-                let n = pump.streaming.min(pump.buf.len() - ready);
-                ready += n;
-                pump.streaming -= n;
+                ready = pump.pass_streamed(ready);
                 continue;
             }
             let h = match frame::header(&pump.buf[ready..], PROTOCOL_MAX) {
@@ -313,8 +333,7 @@ async fn pump_backend(
                     return Outcome::UpstreamClosed;
                 }
             };
-            let available = pump.buf.len() - ready;
-            let whole = h.total_len <= available;
+            let whole = h.total_len <= pump.buf.len() - ready;
             if ctx.interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
                 if whole {
                     lock(ctx.inspector)
@@ -341,12 +360,7 @@ async fn pump_backend(
                 );
             }
             last_was_error = h.tag == be::ERROR_RESPONSE;
-            if whole {
-                ready += h.total_len;
-            } else {
-                pump.streaming = h.total_len - available;
-                ready = pump.buf.len();
-            }
+            ready = pump.forward(ready, h.total_len);
         }
         if ready > 0 {
             if write_out(to, &pump.buf[..ready]).await.is_err() {

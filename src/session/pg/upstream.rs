@@ -17,7 +17,7 @@ use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::{self, auth_code, tag};
 use crate::protocol::pg::startup::StartupMessage;
 use crate::session::cancel::UpstreamKey;
-use crate::session::pg::io::{ReadError, read_message};
+use crate::session::pg::io::{ReadError, Reader};
 use crate::session::pg::{SessionError, UpstreamTarget};
 
 /// Length of a ReadyForQuery message on the wire.
@@ -94,6 +94,8 @@ pub struct Connected {
     pub key: UpstreamKey,
     /// The ParameterStatus messages of the start-up, for a client that reuses the session.
     pub greeting: BytesMut,
+    /// Bytes the database sent after ReadyForQuery, read along with it.
+    pub leftover: BytesMut,
 }
 
 /// Connects and logs in. Messages for the client (ParameterStatus, notices, errors, and the final
@@ -119,23 +121,25 @@ pub async fn connect(
     let mut login = Login::new(target);
     let mut key = None;
     let mut greeting = BytesMut::new();
+    let mut reader = Reader::default();
     loop {
-        let m = read_message(&mut stream, MAX_STARTUP_MESSAGE)
+        let m = reader
+            .message(&mut stream, MAX_STARTUP_MESSAGE)
             .await
             .map_err(lost)?;
         match m.tag {
             tag::AUTHENTICATION => {
-                login.step(&m.body, &mut buf)?;
+                login.step(m.body(), &mut buf)?;
                 if !buf.is_empty() {
                     write(&mut stream, &mut buf, target).await?;
                 }
             }
             tag::ERROR_RESPONSE => {
-                let code = backend::sqlstate(&m.body).unwrap_or_default();
+                let code = backend::sqlstate(m.body()).unwrap_or_default();
                 if code.starts_with(b"28") {
                     // Class 28 during start-up (bad password, unknown role, no pg_hba entry):
                     // the client authenticated fine; it is Airlock's own login that failed.
-                    let reason = backend::message(&m.body);
+                    let reason = backend::message(m.body());
                     tracing::error!(upstream = %target.address, %reason, "the database refused Airlock's login");
                     return Err(PgError::upstream_login_refused(&reason).into());
                 }
@@ -143,7 +147,7 @@ pub async fn connect(
                 return Err(SessionError::Relayed);
             }
             tag::BACKEND_KEY_DATA => {
-                let b = &m.body;
+                let b = m.body();
                 if b.len() < 8 {
                     return Err(PgError::upstream_protocol("short BackendKeyData").into());
                 }
@@ -165,6 +169,7 @@ pub async fn connect(
                     stream,
                     key,
                     greeting,
+                    leftover: reader.into_leftover(),
                 });
             }
             other => {
