@@ -25,6 +25,8 @@ use crate::protocol::pg::frontend::{self, tag as fe};
 /// PostgreSQL's own limit for a message (PQ_LARGE_MESSAGE_LIMIT).
 const PROTOCOL_MAX: usize = 0x3fff_ffff;
 const READ_CHUNK: usize = 16 * 1024;
+/// A Terminate message.
+const TERMINATE: &[u8] = &[fe::TERMINATE, 0, 0, 0, 4];
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -109,8 +111,14 @@ pub async fn run(
         && outcome == Outcome::ClientTerminated
         && backend.is_clear()
         && sync.is_idle();
-    let upstream = reusable.then(|| upstream_r.unsplit(upstream_w));
-    (outcome, upstream)
+    if reusable {
+        return (outcome, Some(upstream_r.unsplit(upstream_w)));
+    }
+    if keep_upstream && outcome == Outcome::ClientTerminated {
+        // Not reusable after all: say goodbye on the client's behalf.
+        let _ = write_out(&mut upstream_w, TERMINATE).await;
+    }
+    (outcome, None)
 }
 
 /// The two connections and what was read from each during start-up but not yet relayed.
