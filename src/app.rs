@@ -123,7 +123,11 @@ fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListe
             None,
         )?;
         socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
+        // Only for several workers: with one, a second process on the same port must fail
+        // to bind rather than quietly take a share of the connections.
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
         socket.set_nonblocking(true)?;
         socket
             .bind(&addr.into())
@@ -157,11 +161,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let tracker = Tracker::default();
 
     let mut threads = Vec::with_capacity(workers);
+    // A worker that stops before shutdown (it cannot start, or it panicked) stops Airlock.
+    let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<usize>();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (ctx, tracker, shutdown_rx) = (ctx.clone(), tracker.clone(), shutdown_rx.clone());
+        let exited = Notify(exited_tx.clone(), i);
         let thread = std::thread::Builder::new()
             .name(format!("airlock-worker-{i}"))
             .spawn(move || -> anyhow::Result<()> {
+                let _exited = exited;
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -180,7 +188,18 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    signals.block_on(wait_for_signal())?;
+    let early_exit = signals.block_on(async {
+        tokio::select! {
+            r = wait_for_signal() => r.map(|()| None),
+            worker = exited.recv() => Ok(worker),
+        }
+    })?;
+    if let Some(worker) = early_exit {
+        tracing::error!(
+            worker,
+            "a worker thread stopped unexpectedly; shutting down"
+        );
+    }
     tracing::info!(
         active = tracker.active(),
         grace_secs = grace.as_secs(),
@@ -192,6 +211,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
     }
+    if let Some(worker) = early_exit {
+        anyhow::bail!("worker {worker} stopped before shutdown");
+    }
     let left = tracker.active();
     if left > 0 {
         tracing::warn!(
@@ -200,6 +222,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Tells the main thread that worker `.1` has stopped, however it stops (panics included).
+struct Notify(tokio::sync::mpsc::UnboundedSender<usize>, usize);
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -271,6 +271,27 @@ impl Config {
                 "set it to 1000 or leave it out",
             ));
         }
+        if pg.auth_timeout_secs == 0 {
+            return Err(invalid(
+                "postgres.auth_timeout_secs",
+                "0 would time out every login",
+                "use a few seconds or leave it out for 60",
+            ));
+        }
+        if pg.upstream.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "postgres.upstream.connect_timeout_secs",
+                "0 would fail every connection to the database",
+                "use a few seconds or leave it out for 10",
+            ));
+        }
+        if pg.reuse_server_sessions && pg.server_idle_timeout_secs == 0 {
+            return Err(invalid(
+                "postgres.server_idle_timeout_secs",
+                "0 would expire every idle session at once",
+                "use a few seconds or set reuse_server_sessions = false",
+            ));
+        }
         if pg.max_message_size < 64 * 1024 {
             return Err(invalid(
                 "postgres.max_message_size",

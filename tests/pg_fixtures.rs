@@ -250,6 +250,10 @@ async fn recorded_exchanges_replay_byte_for_byte() {
         let mut raw = Raw::session(proxy.port).await;
         let got = exchange(&mut raw, &recorded_client).await;
         assert!(
+            raw.quiet(200).await,
+            "{name}: Airlock sent bytes after the last ReadyForQuery"
+        );
+        assert!(
             got == expected,
             "{name}: Airlock's answer differs from PostgreSQL's recorded one\n got: {}\nwant: {}",
             String::from_utf8_lossy(&got),

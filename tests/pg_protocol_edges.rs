@@ -80,6 +80,7 @@ async fn malformed_message_gets_08p01_and_only_that_session_closes() {
         msg(b'E', b"portal"),                             // no NUL, no row limit
         vec![b'Q', 0, 0, 0, 2],                           // length below 4
         vec![b'd', 0x80, 0, 0, 0],                        // negative length
+        vec![b'X', 0, 0, 0, 5],                           // Terminate claiming a body
     ];
     for bytes in cases {
         let mut raw = Raw::session(proxy.port).await;

@@ -145,3 +145,34 @@ async fn idle_sessions_expire_and_dead_ones_are_never_handed_out() {
     assert_ne!(pid(&third).await, backend);
     third.query_one("select 1", &[]).await.unwrap();
 }
+
+/// A client that sends Terminate while its last query is still running leaves a busy session:
+/// it is closed, not handed on. (DISCARD ALL would succeed afterwards, so only the busy check
+/// keeps it out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_still_running_a_query_is_not_reused() {
+    use common::raw::{Raw, msg};
+    let proxy = reuse("").start().await;
+    // First show that an idle session is reused, so the check below is not vacuous.
+    let mut idle = Raw::session(proxy.port).await;
+    let parked = idle.backend_pid().await;
+    idle.send(&msg(b'X', b"")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut busy = Raw::session(proxy.port).await;
+    assert_eq!(
+        busy.backend_pid().await,
+        parked,
+        "the idle session was reused"
+    );
+
+    let mut bytes = msg(b'Q', b"do $$ begin perform pg_sleep(0.5); end $$\0");
+    bytes.extend(msg(b'X', b""));
+    busy.send(&bytes).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let next = proxy.connect().await;
+    assert_ne!(
+        pid(&next).await,
+        parked,
+        "a session busy at Terminate is not reused"
+    );
+}

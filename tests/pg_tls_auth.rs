@@ -70,7 +70,16 @@ async fn direct_tls_negotiation_with_alpn() {
         2
     );
 
-    // A direct TLS client that does not name ALPN "postgresql" is turned away.
+    // A direct TLS client that offers no ALPN at all passes the TLS handshake but is turned
+    // away by Airlock, as PostgreSQL 17 does.
+    let mut silent = certs.client_config();
+    silent.alpn_protocols = vec![];
+    let r = config
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(silent))
+        .await;
+    assert!(r.is_err(), "direct TLS without ALPN is refused");
+
+    // One that names another protocol fails the TLS handshake itself.
     let mut no_alpn = certs.client_config();
     no_alpn.alpn_protocols = vec![b"http/1.1".to_vec()];
     let r = config

@@ -325,27 +325,42 @@ async fn concurrent_cancels_hit_only_their_own_queries() {
     }
 }
 
+/// A cancel request must carry the exact key Airlock handed out: the right pid with a wrong
+/// secret, or an unknown pid, does nothing; the right key cancels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_cancel_key_does_nothing() {
+async fn cancel_needs_the_exact_key() {
+    use common::raw::{Raw, cancel_request, field, msg};
     let proxy = Proxy::start().await;
-    let client = proxy.connect().await;
-    let query = tokio::spawn(async move { client.query_one("select pg_sleep(1.5), 5", &[]).await });
+    let (mut session, pid, secret) = Raw::session_with_key(proxy.port).await;
+    session.send(&msg(b'Q', b"select pg_sleep(1.5), 5\0")).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    // Wrong secrets for every pid Airlock could have: a cancel request with a made-up key.
-    for pid in [1, 2, 12345, i32::MAX] {
-        let mut raw = common::raw::Raw::tcp(proxy.port).await;
-        let mut packet = 16i32.to_be_bytes().to_vec();
-        packet.extend_from_slice(&80877102u32.to_be_bytes());
-        packet.extend_from_slice(&pid.to_be_bytes());
-        packet.extend_from_slice(&0x1234_5678i32.to_be_bytes());
-        raw.send(&packet).await;
+    let mut wrong = secret;
+    wrong[0] ^= 0xff;
+    for (p, s) in [
+        (pid, &wrong[..]),
+        (pid ^ 1, &secret[..]),
+        (pid, &secret[..3]),
+    ] {
+        let mut raw = Raw::tcp(proxy.port).await;
+        raw.send(&cancel_request(p, s)).await;
         assert!(
             raw.message().await.is_none(),
             "a cancel request gets no answer"
         );
     }
-    let row = query.await.unwrap().expect("the query was not cancelled");
-    assert_eq!(row.get::<_, i32>(1), 5);
+    let answer = session.until_ready().await;
+    assert!(
+        answer.iter().any(|(t, _)| *t == b'D'),
+        "the query was not cancelled"
+    );
+
+    session.send(&msg(b'Q', b"select pg_sleep(30)\0")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut raw = Raw::tcp(proxy.port).await;
+    raw.send(&cancel_request(pid, &secret)).await;
+    let answer = session.until_ready().await;
+    let (_, error) = answer.iter().find(|(t, _)| *t == b'E').expect("cancelled");
+    assert_eq!(field(error, b'C').as_deref(), Some("57014"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,19 +96,46 @@ impl ScramVerifier {
             server_key: self.server_key.to_vec(),
         }
     }
+}
 
-    /// A verifier for a user that does not exist, so that an unknown user goes through the
-    /// same exchange as a wrong password and cannot be told apart from one. Derived from a
-    /// per-process random key so it is stable for a name within a run.
-    pub fn decoy(user: &str, process_key: &[u8; 32]) -> ScramVerifier {
-        let tag = ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, process_key),
-            user.as_bytes(),
-        );
-        let bytes = tag.as_ref();
+/// Verifiers for users that do not exist, so that an unknown user goes through the same
+/// exchange as a wrong password and cannot be told apart from one: the same iteration count
+/// and salt length as the configured users, and a salt that stays the same for a name across
+/// attempts and restarts (derived from the configured verifiers, which are not public).
+pub struct Decoy {
+    key: ring::hmac::Key,
+    iterations: usize,
+    salt_len: usize,
+}
+
+impl Decoy {
+    pub fn new<'a>(verifiers: impl Iterator<Item = &'a String>) -> Decoy {
+        let mut material = ring::digest::Context::new(&ring::digest::SHA256);
+        material.update(b"airlock decoy verifier v1");
+        let mut shapes = std::collections::HashMap::new();
+        for text in verifiers {
+            material.update(text.as_bytes());
+            if let Some(v) = ScramVerifier::parse(text) {
+                *shapes.entry((v.iterations, v.salt.len())).or_insert(0usize) += 1;
+            }
+        }
+        let (iterations, salt_len) = shapes
+            .into_iter()
+            .max_by_key(|(shape, n)| (*n, *shape))
+            .map(|(shape, _)| shape)
+            .unwrap_or((DEFAULT_ITERATIONS, 16));
+        Decoy {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material.finish().as_ref()),
+            iterations,
+            salt_len: salt_len.min(32),
+        }
+    }
+
+    pub fn for_user(&self, user: &str) -> ScramVerifier {
+        let tag = ring::hmac::sign(&self.key, user.as_bytes());
         ScramVerifier {
-            iterations: DEFAULT_ITERATIONS,
-            salt: bytes[..16].to_vec(),
+            iterations: self.iterations,
+            salt: tag.as_ref()[..self.salt_len].to_vec(),
             stored_key: rand::random(),
             server_key: rand::random(),
         }
@@ -172,6 +199,25 @@ mod tests {
         ] {
             assert!(ScramVerifier::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn decoys_look_like_the_configured_verifiers_and_stay_put() {
+        let real = ScramVerifier::from_password_and_salt("pw", &[7u8; 20], 10_000).to_string();
+        let decoy = Decoy::new([real.clone()].iter());
+        let a = decoy.for_user("ghost");
+        assert_eq!(a.iterations, 10_000);
+        assert_eq!(a.salt.len(), 20);
+        assert_eq!(
+            Decoy::new([real].iter()).for_user("ghost").salt,
+            a.salt,
+            "same across restarts"
+        );
+        assert_ne!(decoy.for_user("other").salt, a.salt);
+        assert_eq!(
+            Decoy::new(std::iter::empty()).for_user("x").iterations,
+            DEFAULT_ITERATIONS
+        );
     }
 
     #[test]

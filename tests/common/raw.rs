@@ -51,6 +51,17 @@ impl Raw {
         }
     }
 
+    /// Whether nothing arrives within `ms` milliseconds.
+    pub async fn quiet(&mut self, ms: u64) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let read = self.stream.read_buf(&mut self.buf);
+        tokio::time::timeout(std::time::Duration::from_millis(ms), read)
+            .await
+            .is_err()
+    }
+
     /// Reads one byte (the answer to SSLRequest/GSSENCRequest).
     pub async fn byte(&mut self) -> u8 {
         assert!(self.buf.is_empty());
@@ -129,12 +140,34 @@ impl Raw {
 
     /// Connects to Airlock and logs in as the test user.
     pub async fn session(port: u16) -> Raw {
+        Raw::session_with_key(port).await.0
+    }
+
+    /// Like [`Raw::session`], also returning the BackendKeyData (pid, secret) Airlock sent.
+    pub async fn session_with_key(port: u16) -> (Raw, i32, [u8; 4]) {
         let mut raw = Raw::tcp(port).await;
         raw.startup(196608, &[("user", super::USER), ("database", "test")])
             .await;
         raw.login(super::PASSWORD).await;
-        raw.until_ready().await;
-        raw
+        let messages = raw.until_ready().await;
+        let (_, key) = messages
+            .iter()
+            .find(|(t, _)| *t == b'K')
+            .expect("BackendKeyData");
+        let pid = i32::from_be_bytes(key[..4].try_into().unwrap());
+        (raw, pid, key[4..8].try_into().unwrap())
+    }
+
+    /// The database backend's pid for this session (`select pg_backend_pid()`).
+    pub async fn backend_pid(&mut self) -> i32 {
+        self.send(&msg(b'Q', b"select pg_backend_pid()\0")).await;
+        let messages = self.until_ready().await;
+        let (_, row) = messages.iter().find(|(t, _)| *t == b'D').expect("a row");
+        let len = i32::from_be_bytes(row[2..6].try_into().unwrap()) as usize;
+        std::str::from_utf8(&row[6..6 + len])
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -155,4 +188,13 @@ pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     out.extend_from_slice(body);
     out
+}
+
+/// A CancelRequest packet.
+pub fn cancel_request(pid: i32, secret: &[u8]) -> Vec<u8> {
+    let mut packet = ((12 + secret.len()) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&80877102u32.to_be_bytes());
+    packet.extend_from_slice(&pid.to_be_bytes());
+    packet.extend_from_slice(secret);
+    packet
 }

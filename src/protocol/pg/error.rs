@@ -68,6 +68,14 @@ impl PgError {
         .hint("send smaller statements or raise postgres.max_message_size in Airlock's config")
     }
 
+    pub fn row_too_large(len: usize, max: usize) -> PgError {
+        Self::fatal(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!("a result row of {len} bytes is larger than Airlock's inspection limit of {max} bytes"),
+        )
+        .hint("select fewer or smaller columns, or raise postgres.max_message_size in Airlock's config")
+    }
+
     pub fn tls_required() -> PgError {
         Self::fatal(
             SqlState::INVALID_AUTHORIZATION,

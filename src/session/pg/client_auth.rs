@@ -30,9 +30,7 @@ pub async fn authenticate(
     out: &mut BytesMut,
 ) -> Result<(), SessionError> {
     let known = ctx.users.get(user);
-    let verifier = known
-        .cloned()
-        .unwrap_or_else(|| ScramVerifier::decoy(user, &ctx.decoy_key));
+    let verifier = known.cloned().unwrap_or_else(|| ctx.decoy.for_user(user));
     let ok = match ctx.client_auth() {
         ClientAuthMethod::ScramSha256 => scram(ctx, client, reader, user, &verifier, out).await?,
         ClientAuthMethod::Password => {
@@ -46,8 +44,11 @@ pub async fn authenticate(
                 .body()
                 .strip_suffix(&[0])
                 .and_then(|p| std::str::from_utf8(p).ok())
-                .ok_or_else(|| PgError::auth_protocol("malformed password message"))?;
-            verifier.matches_password(password)
+                .ok_or_else(|| PgError::auth_protocol("malformed password message"))?
+                .to_owned();
+            // PBKDF2 takes milliseconds: keep it off the thread that relays other sessions.
+            let check = tokio::task::spawn_blocking(move || verifier.matches_password(&password));
+            check.await.unwrap_or(false)
         }
     };
     if ok && known.is_some() {

@@ -19,7 +19,7 @@ use pgwire::api::auth::sasl::scram::ScramServerAuth;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::auth::scram::ScramVerifier;
+use crate::auth::scram::{Decoy, ScramVerifier};
 use crate::config::{ClientAuthMethod, Config, ConfigError, PostgresConfig};
 use crate::inspect::{InspectorFactory, SessionInfo};
 use crate::net::stream::Stream;
@@ -28,7 +28,7 @@ use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend;
 use crate::session::cancel::{CancelRegistry, Registration};
 use crate::session::pg::io::Reader;
-use crate::session::pg::pool::ServerPool;
+use crate::session::pg::pool::{PoolKey, ServerPool};
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +78,8 @@ pub struct PgContext {
     pub upstream: UpstreamTarget,
     pub cancels: CancelRegistry,
     pub inspectors: Arc<dyn InspectorFactory>,
-    /// Per-process key for decoy verifiers of unknown users.
-    pub decoy_key: [u8; 32],
+    /// Verifiers for unknown users, shaped like the real ones.
+    pub decoy: Decoy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ impl PgContext {
             upstream,
             cancels: CancelRegistry::default(),
             inspectors,
-            decoy_key: rand::random(),
+            decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
         })
     }
 
@@ -188,7 +188,7 @@ pub async fn serve(
         upstream,
         info,
         registration,
-        params,
+        pool_key,
     } = opened;
     tracing::info!(
         session = info.id, user = %info.user, database = %info.database, %client_addr, tls = info.tls,
@@ -214,7 +214,7 @@ pub async fn serve(
     // This client's cancel key is void from here on, whatever happens to the database session.
     drop(registration);
     if let Some(stream) = idle {
-        pool.checkin(params, stream, key.clone(), greeting).await;
+        pool.checkin(pool_key, stream, key.clone(), greeting).await;
     }
     if matches!(
         outcome,
@@ -241,8 +241,8 @@ struct Opened {
     info: SessionInfo,
     /// Airlock's cancel key for this client; removed from the registry when dropped.
     registration: Registration,
-    /// What the database session was opened with, the key for reusing it.
-    params: Vec<(String, String)>,
+    /// Who the database session may be reused for.
+    pool_key: PoolKey,
 }
 
 /// Start-up: handshake, client authentication, upstream login. `None` when the connection was a
@@ -272,7 +272,11 @@ async fn open(
         backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
         let database = startup.param("database").unwrap_or(&user).to_owned();
         let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
-        let connected = match pool.checkout(&params) {
+        let pool_key = PoolKey {
+            user: user.clone(),
+            params,
+        };
+        let connected = match pool.checkout(&pool_key) {
             Some(idle) => {
                 out.extend_from_slice(&idle.greeting);
                 backend::ready_for_query_idle(&mut out);
@@ -283,12 +287,12 @@ async fn open(
                     leftover: BytesMut::new(),
                 }
             }
-            None => upstream::connect(&ctx.upstream, &params, &mut out).await?,
+            None => upstream::connect(&ctx.upstream, &pool_key.params, &mut out).await?,
         };
-        Ok::<_, SessionError>((user, database, params, connected))
+        Ok::<_, SessionError>((user, database, pool_key, connected))
     }
     .await;
-    let (user, database, params, connected) = match result {
+    let (user, database, pool_key, connected) = match result {
         Ok(v) => v,
         Err(SessionError::Client(e)) => {
             tracing::info!(%client_addr, code = e.code.0, reason = %e.message, "session refused");
@@ -325,6 +329,6 @@ async fn open(
         upstream: connected,
         info,
         registration,
-        params,
+        pool_key,
     }))
 }

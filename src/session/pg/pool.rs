@@ -1,7 +1,7 @@
 //! Reuse of idle database sessions (`postgres.reuse_server_sessions`), as PgBouncer's session
 //! mode does: when a client ends with Terminate while its database session is idle, the
-//! session is reset with `DISCARD ALL` and kept for the next client whose start-up parameters
-//! are exactly the same. That client skips the database login and gets the ParameterStatus
+//! session is reset with `DISCARD ALL` and kept for the next client of the same Airlock user
+//! whose start-up parameters are exactly the same. That client skips the database login and gets the ParameterStatus
 //! values the session started with (which DISCARD ALL restores). Idle sessions are closed after
 //! `server_idle_timeout_secs`, and one that the database closed meanwhile is never handed out.
 
@@ -27,9 +27,16 @@ pub struct Idle {
     since: Instant,
 }
 
-/// The start-up parameters a database session was opened with.
-type Params = Vec<(String, String)>;
-type IdleMap = HashMap<Params, Vec<Idle>>;
+/// Who a database session may be handed to: the Airlock user it served (state that survives
+/// DISCARD ALL, such as a PL/Python GD or a dblink connection, never crosses users) and the
+/// exact start-up parameters it was opened with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub user: String,
+    pub params: Vec<(String, String)>,
+}
+
+type IdleMap = HashMap<PoolKey, Vec<Idle>>;
 
 /// Idle sessions by the exact start-up parameters they were opened with.
 pub struct ServerPool {
@@ -60,13 +67,13 @@ impl ServerPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used live session opened with `params`, if any.
-    pub fn checkout(&self, params: &[(String, String)]) -> Option<Idle> {
+    /// The most recently used live session for `key`, if any.
+    pub fn checkout(&self, key: &PoolKey) -> Option<Idle> {
         if !self.enabled {
             return None;
         }
         let mut map = self.lock();
-        let list = map.get_mut(params)?;
+        let list = map.get_mut(key)?;
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < self.idle_timeout && still_open(&idle.stream) {
                 return Some(idle);
@@ -78,7 +85,7 @@ impl ServerPool {
     /// Resets `stream` and keeps it, unless the reset fails or the pool is full.
     pub async fn checkin(
         &self,
-        params: Vec<(String, String)>,
+        pool_key: PoolKey,
         stream: Stream,
         key: UpstreamKey,
         greeting: BytesMut,
@@ -91,7 +98,7 @@ impl ServerPool {
         if total >= self.max_idle {
             return;
         }
-        map.entry(params).or_default().push(Idle {
+        map.entry(pool_key).or_default().push(Idle {
             stream,
             key,
             greeting,
@@ -136,7 +143,7 @@ async fn reset(mut stream: Stream) -> Option<Stream> {
         loop {
             let m = reader.message(&mut stream, RESET_MAX_MESSAGE).await.ok()?;
             match m.tag {
-                tag::COMMAND_COMPLETE => discarded = true,
+                tag::COMMAND_COMPLETE if m.body() == b"DISCARD ALL\0" => discarded = true,
                 // Values DISCARD ALL restores, and messages for a client that has left.
                 tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE => {}
                 // Nothing may follow: the next client must start on a quiet session.

@@ -97,16 +97,30 @@ pub async fn run(
         );
         tokio::pin!(to_upstream, to_client);
         tokio::select! {
-            outcome = &mut to_upstream => {
-                if outcome == Outcome::ClientRefused {
-                    // Let the backend pump reach a boundary and deliver the refusal.
-                    let _ = tokio::time::timeout(REFUSAL_DRAIN, to_client).await;
+            (outcome, refusal) = &mut to_upstream => match outcome {
+                // Let the backend pump relay the answers to what was sent before the refused
+                // message, then deliver the refusal at a message boundary.
+                Outcome::ClientRefused => match tokio::time::timeout(REFUSAL_DRAIN, to_client).await {
+                    Ok(_) => (outcome, None),
+                    Err(_) => (outcome, refusal),
+                },
+                // The database stopped reading: relay what it said last (often a FATAL).
+                Outcome::UpstreamClosed => {
+                    let _ = tokio::time::timeout(UPSTREAM_DRAIN, to_client).await;
+                    (outcome, None)
                 }
-                outcome
-            }
-            outcome = &mut to_client => outcome,
+                _ => (outcome, None),
+            },
+            outcome = &mut to_client => (outcome, None),
         }
     };
+    let (outcome, undelivered) = outcome;
+    if let Some(e) = undelivered {
+        // The database never caught up; say why at least, if a message boundary allows.
+        if backend.is_clear() {
+            let _ = send_error(&mut client_w, &e).await;
+        }
+    }
     let reusable = keep_upstream
         && outcome == Outcome::ClientTerminated
         && backend.is_clear()
@@ -131,6 +145,14 @@ pub struct Ends {
 
 /// How long a refused client's in-flight results may take to drain before the error is sent.
 const REFUSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the database's last messages may take to arrive once it stops reading.
+const UPSTREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A refusal for the backend pump to deliver once `after` sync points have been answered.
+struct Refusal {
+    error: PgError,
+    after: u64,
+}
 
 /// What both pumps share.
 struct PumpCtx<'a> {
@@ -141,14 +163,27 @@ struct PumpCtx<'a> {
 }
 
 /// Whether the database owes the client anything: sync points sent (Query, Sync,
-/// FunctionCall) against ReadyForQuery received, and the last transaction status.
-#[derive(Default)]
+/// FunctionCall) against ReadyForQuery received, and the last transaction status. It is a
+/// conservative first check (a Sync the server ignores during COPY makes a session look busy);
+/// the reset before reuse is what proves a session idle.
 struct SyncState {
     sent: AtomicU64,
     answered: AtomicU64,
     /// An extended-protocol message was sent since the last sync point.
     unsynced: AtomicBool,
     last_status: AtomicU8,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        SyncState {
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            // Start-up always ends with ReadyForQuery 'I'.
+            last_status: AtomicU8::new(b'I'),
+        }
+    }
 }
 
 impl SyncState {
@@ -206,11 +241,11 @@ enum Step {
 async fn pump_frontend(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
-    refuse: oneshot::Sender<PgError>,
+    refuse: oneshot::Sender<Refusal>,
     ctx: &PumpCtx<'_>,
     mut pump: Pump,
     keep_upstream: bool,
-) -> Outcome {
+) -> (Outcome, Option<PgError>) {
     pump.buf.reserve(READ_CHUNK);
     loop {
         let mut ready = 0;
@@ -238,14 +273,18 @@ async fn pump_frontend(
                     // Forward what was accepted before the bad message, then refuse.
                     let _ = write_out(to, &pump.buf[..ready]).await;
                     tracing::info!(code = e.code.0, reason = %e.message, "client message refused");
-                    let _ = refuse.send(e);
-                    return Outcome::ClientRefused;
+                    let after = ctx.sync.sent.load(Ordering::Acquire);
+                    let _ = refuse.send(Refusal {
+                        error: e.clone(),
+                        after,
+                    });
+                    return (Outcome::ClientRefused, Some(e));
                 }
             }
         }
         if ready > 0 {
             if write_out(to, &pump.buf[..ready]).await.is_err() {
-                return Outcome::UpstreamClosed;
+                return (Outcome::UpstreamClosed, None);
             }
             pump.buf.advance(ready);
         }
@@ -253,10 +292,10 @@ async fn pump_frontend(
             if !keep_upstream {
                 let _ = to.shutdown().await;
             }
-            return Outcome::ClientTerminated;
+            return (Outcome::ClientTerminated, None);
         }
         if read_more(from, &mut pump.buf, need).await.is_err() {
-            return Outcome::ClientVanished;
+            return (Outcome::ClientVanished, None);
         }
     }
 }
@@ -285,7 +324,8 @@ fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
             ctx.sync.note_sent(h.tag);
             Ok(Step::Forward { n: h.total_len })
         }
-        fe::TERMINATE => Ok(Step::Terminate { n: h.total_len }),
+        fe::TERMINATE if h.body_len() == 0 => Ok(Step::Terminate { n: h.total_len }),
+        fe::TERMINATE => Err(PgError::protocol_violation("Terminate message with a body")),
         tag => {
             ctx.sync.note_sent(tag);
             Ok(Step::Forward { n: h.total_len })
@@ -314,14 +354,15 @@ impl SyncState {
 async fn pump_backend(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
-    mut refusal: oneshot::Receiver<PgError>,
+    mut refusal: oneshot::Receiver<Refusal>,
     ctx: &PumpCtx<'_>,
     pump: &mut Pump,
 ) -> Outcome {
     pump.buf.reserve(READ_CHUNK);
     // Whether the last message forwarded was an ErrorResponse (a FATAL before closing).
     let mut last_was_error = false;
-    let mut refusal_pending = true;
+    let mut refusal_open = true;
+    let mut pending: Option<Refusal> = None;
     loop {
         let mut ready = 0;
         let mut need = 0;
@@ -350,10 +391,15 @@ async fn pump_backend(
                     need = h.total_len;
                     break;
                 } else {
-                    tracing::warn!(
-                        len = h.total_len,
-                        "row larger than max_message_size passed uninspected"
-                    );
+                    // Inspection fails closed: a row too large to hold is not passed unread.
+                    let _ = write_out(to, &pump.buf[..ready]).await;
+                    let _ = send_error(
+                        to,
+                        &PgError::row_too_large(h.total_len, ctx.limits.max_message_size),
+                    )
+                    .await;
+                    pump.buf.clear();
+                    return Outcome::UpstreamClosed;
                 }
             }
             if h.tag == be::READY_FOR_QUERY {
@@ -377,17 +423,19 @@ async fn pump_backend(
             pump.buf.advance(ready);
         }
         let at_boundary = pump.is_clear();
+        if let Some(r) = &pending
+            && at_boundary
+            && ctx.sync.answered.load(Ordering::Acquire) >= r.after
+        {
+            let _ = send_error(to, &r.error).await;
+            return Outcome::ClientRefused;
+        }
         tokio::select! {
             biased;
-            refused = &mut refusal, if refusal_pending && at_boundary => {
-                match refused {
-                    Ok(e) => {
-                        let _ = send_error(to, &e).await;
-                        return Outcome::ClientRefused;
-                    }
-                    Err(_) => refusal_pending = false,
-                }
-            }
+            refused = &mut refusal, if refusal_open && pending.is_none() => match refused {
+                Ok(r) => pending = Some(r),
+                Err(_) => refusal_open = false,
+            },
             read = read_more(from, &mut pump.buf, need) => {
                 if read.is_err() {
                     if at_boundary && !last_was_error {

@@ -118,7 +118,7 @@ pub async fn connect(
     .map_err(PgError::upstream_protocol)?;
     write(&mut stream, &mut buf, target).await?;
 
-    let mut login = Login::new(target);
+    let mut login = Login::new(target, stream.is_tls());
     let mut key = None;
     let mut greeting = BytesMut::new();
     let mut reader = Reader::default();
@@ -140,8 +140,12 @@ pub async fn connect(
                     // Class 28 during start-up (bad password, unknown role, no pg_hba entry):
                     // the client authenticated fine; it is Airlock's own login that failed.
                     let reason = backend::message(m.body());
-                    tracing::error!(upstream = %target.address, %reason, "the database refused Airlock's login");
-                    return Err(PgError::upstream_login_refused(&reason).into());
+                    let code = String::from_utf8_lossy(code);
+                    tracing::error!(upstream = %target.address, %code, %reason, "the database refused Airlock's login");
+                    return Err(PgError::upstream_login_refused(&format!(
+                        "SQLSTATE {code}; the reason is in Airlock's log"
+                    ))
+                    .into());
                 }
                 to_client.extend_from_slice(&m.raw);
                 return Err(SessionError::Relayed);
@@ -162,7 +166,7 @@ pub async fn connect(
             }
             tag::NOTICE_RESPONSE => to_client.extend_from_slice(&m.raw),
             tag::NEGOTIATE_PROTOCOL_VERSION => {}
-            tag::READY_FOR_QUERY if login.done => {
+            tag::READY_FOR_QUERY if login.done && m.raw.len() == READY_FOR_QUERY_LEN => {
                 to_client.extend_from_slice(&m.raw);
                 let key = key.ok_or_else(|| PgError::upstream_protocol("no BackendKeyData"))?;
                 return Ok(Connected {
@@ -199,14 +203,20 @@ async fn write(
 struct Login<'a> {
     target: &'a UpstreamTarget,
     scram: Option<ScramSha256>,
+    /// The database proved it knows the SCRAM verifier (SASLFinal checked).
+    scram_verified: bool,
+    /// Whether the connection is encrypted (cleartext passwords need it).
+    tls: bool,
     done: bool,
 }
 
 impl<'a> Login<'a> {
-    fn new(target: &'a UpstreamTarget) -> Self {
+    fn new(target: &'a UpstreamTarget, tls: bool) -> Self {
         Login {
             target,
             scram: None,
+            scram_verified: false,
+            tls,
             done: false,
         }
     }
@@ -235,13 +245,21 @@ impl<'a> Login<'a> {
         let data = &body[4..];
         let io = |e: std::io::Error| PgError::upstream_protocol(e);
         match i32::from_be_bytes(code_bytes) {
+            auth_code::OK if self.scram.is_some() && !self.scram_verified => {
+                // A server that starts SCRAM must prove it knows the verifier; one that skips
+                // to AuthenticationOk may be an impostor.
+                return Err(PgError::upstream_login_refused(
+                    "the database skipped the SCRAM server signature",
+                ));
+            }
             auth_code::OK => self.done = true,
             auth_code::CLEARTEXT_PASSWORD => {
-                if !matches!(
-                    self.target.tls.mode,
-                    UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
-                ) {
-                    tracing::warn!(upstream = %self.target.address, "the database asked for a cleartext password; consider TLS upstream");
+                // With `prefer`, plaintext means the TLS offer was declined, perhaps by someone
+                // in the middle fishing for the password: only `disable` sends it in clear.
+                if !self.tls && self.target.tls.mode != UpstreamTlsMode::Disable {
+                    return Err(PgError::upstream_login_refused(
+                        "the database asked for a cleartext password over a connection without TLS",
+                    ));
                 }
                 // password_message writes the NUL terminator itself.
                 frontend::password_message(self.password()?.as_bytes(), out).map_err(io)?;
@@ -290,6 +308,7 @@ impl<'a> Login<'a> {
                 scram.finish(data).map_err(|_| {
                     PgError::upstream_login_refused("the database's SCRAM signature did not verify")
                 })?;
+                self.scram_verified = true;
             }
             other => {
                 return Err(PgError::upstream_login_refused(&format!(
@@ -303,7 +322,9 @@ impl<'a> Login<'a> {
 
 /// Sends a CancelRequest for `key` to the database. Best effort, as cancels are in PostgreSQL.
 pub async fn cancel(target: &UpstreamTarget, key: &UpstreamKey) {
-    let result = async {
+    // Bounded as a whole: a database that stalls mid-handshake must not hold the task.
+    let deadline = target.connect_timeout * 2;
+    let result = tokio::time::timeout(deadline, async {
         let mut stream = open(target).await.map_err(|e| e.message)?;
         let mut buf = BytesMut::with_capacity(16);
         buf.put_i32(12 + key.secret.len() as i32);
@@ -314,11 +335,70 @@ pub async fn cancel(target: &UpstreamTarget, key: &UpstreamKey) {
         stream.flush().await.map_err(|e| e.to_string())?;
         // The server closes the connection once it has the request.
         let mut sink = [0u8; 1];
-        let _ = tokio::time::timeout(target.connect_timeout, stream.read(&mut sink)).await;
+        let _ = stream.read(&mut sink).await;
         Ok::<_, String>(())
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".into()));
     if let Err(e) = result {
         tracing::warn!(upstream = %target.address, error = %e, "could not forward a cancel request");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::tls::UpstreamTls;
+    use crate::session::pg::Secret;
+
+    fn target(mode: UpstreamTlsMode) -> UpstreamTarget {
+        UpstreamTarget {
+            address: "db:5432".into(),
+            user: "airlock".into(),
+            password: Some(Secret("pw".into())),
+            tls: UpstreamTls::new(mode, None, "localhost").unwrap(),
+            connect_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn auth(code: i32, data: &[u8]) -> Vec<u8> {
+        let mut body = code.to_be_bytes().to_vec();
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn a_server_that_skips_the_scram_signature_is_refused() {
+        let target = target(UpstreamTlsMode::Disable);
+        let mut login = Login::new(&target, false);
+        let mut out = BytesMut::new();
+        login
+            .step(&auth(auth_code::SASL, b"SCRAM-SHA-256\0\0"), &mut out)
+            .unwrap();
+        assert!(!out.is_empty(), "SASLInitialResponse sent");
+        let err = login.step(&auth(auth_code::OK, b""), &mut out).unwrap_err();
+        assert!(
+            err.message.contains("skipped the SCRAM server signature"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn cleartext_password_needs_tls_unless_tls_is_disabled() {
+        let mut out = BytesMut::new();
+        let prefer = target(UpstreamTlsMode::Prefer);
+        let err = Login::new(&prefer, false)
+            .step(&auth(auth_code::CLEARTEXT_PASSWORD, b""), &mut out)
+            .unwrap_err();
+        assert!(err.message.contains("without TLS"), "{}", err.message);
+        assert!(out.is_empty(), "the password was not sent");
+        Login::new(&prefer, true)
+            .step(&auth(auth_code::CLEARTEXT_PASSWORD, b""), &mut out)
+            .unwrap();
+        let disable = target(UpstreamTlsMode::Disable);
+        Login::new(&disable, false)
+            .step(&auth(auth_code::CLEARTEXT_PASSWORD, b""), &mut out)
+            .unwrap();
     }
 }
