@@ -111,26 +111,31 @@ async fn idle_sessions_expire_and_dead_ones_are_never_handed_out() {
     let proxy = reuse("server_idle_timeout_secs = 1\n").start().await;
     let first = proxy.connect().await;
     let backend = pid(&first).await;
-    drop(first);
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let second = proxy.connect().await;
-    assert_ne!(pid(&second).await, backend, "expired after 1 s");
     let direct = common::direct().await;
-    assert!(
-        common::eventually(50, || async {
+    let alive = |pid: i32| {
+        let direct = &direct;
+        async move {
             direct
                 .query_one(
                     "select count(*) from pg_stat_activity where pid = $1",
-                    &[&backend],
+                    &[&pid],
                 )
                 .await
                 .unwrap()
                 .get::<_, i64>(0)
-                == 0
-        })
-        .await,
-        "the expired session was closed"
+                == 1
+        }
+    };
+    drop(first);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(alive(backend).await, "parked for reuse");
+    // No client comes: the reaper closes it once it has been idle for 1 s.
+    assert!(
+        common::eventually(50, || async { !alive(backend).await }).await,
+        "the expired session was closed by the reaper"
     );
+    let second = proxy.connect().await;
+    assert_ne!(pid(&second).await, backend);
 
     // A parked session that the database terminates is not handed to the next client.
     let backend = pid(&second).await;
