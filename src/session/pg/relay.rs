@@ -248,39 +248,18 @@ async fn pump_frontend(
 ) -> (Outcome, Option<PgError>) {
     pump.buf.reserve(READ_CHUNK);
     loop {
-        let mut ready = 0;
-        let mut need = 0;
-        let mut terminate = false;
-        while ready < pump.buf.len() {
-            if pump.streaming > 0 {
-                ready = pump.pass_streamed(ready);
-                continue;
-            }
-            match frontend_step(&pump.buf[ready..], ctx) {
-                Ok(Step::More { need: n }) => {
-                    need = n;
-                    break;
-                }
-                Ok(Step::Forward { n }) => ready = pump.forward(ready, n),
-                Ok(Step::Terminate { n }) => {
-                    terminate = true;
-                    if !keep_upstream {
-                        ready += n;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    // Forward what was accepted before the bad message, then refuse.
-                    let _ = write_out(to, &pump.buf[..ready]).await;
-                    tracing::info!(code = e.code.0, reason = %e.message, "client message refused");
-                    let after = ctx.sync.sent.load(Ordering::Acquire);
-                    let _ = refuse.send(Refusal {
-                        error: e.clone(),
-                        after,
-                    });
-                    return (Outcome::ClientRefused, Some(e));
-                }
-            }
+        let Scan { ready, need, end } = scan_frontend(&mut pump, ctx, keep_upstream);
+        let terminate = matches!(end, Some(ScanEnd::Terminate));
+        if let Some(ScanEnd::Refuse(e)) = end {
+            // Forward what was accepted before the bad message, then refuse.
+            let _ = write_out(to, &pump.buf[..ready]).await;
+            tracing::info!(code = e.code.0, reason = %e.message, "client message refused");
+            let after = ctx.sync.sent.load(Ordering::Acquire);
+            let _ = refuse.send(Refusal {
+                error: e.clone(),
+                after,
+            });
+            return (Outcome::ClientRefused, Some(e));
         }
         if ready > 0 {
             if write_out(to, &pump.buf[..ready]).await.is_err() {
@@ -297,6 +276,70 @@ async fn pump_frontend(
         if read_more(from, &mut pump.buf, need).await.is_err() {
             return (Outcome::ClientVanished, None);
         }
+    }
+}
+
+/// What one pass over a pump's buffer found: `ready` bytes can be forwarded; `need` is the
+/// size the buffer must reach to hold the next message whole (0: any read will do); `end`
+/// says the pump must stop after forwarding.
+struct Scan {
+    ready: usize,
+    need: usize,
+    end: Option<ScanEnd>,
+}
+
+enum ScanEnd {
+    /// The client said Terminate.
+    Terminate,
+    /// Refuse the client with this error.
+    Refuse(PgError),
+    /// The database sent something unreadable or too large to inspect; tell the client this.
+    Fail(PgError),
+}
+
+/// Walks the client's bytes in `pump` (pure: no I/O), handing statements to the seam.
+fn scan_frontend(pump: &mut Pump, ctx: &PumpCtx<'_>, keep_upstream: bool) -> Scan {
+    let mut ready = 0;
+    while ready < pump.buf.len() {
+        if pump.streaming > 0 {
+            ready = pump.pass_streamed(ready);
+            continue;
+        }
+        match frontend_step(&pump.buf[ready..], ctx) {
+            Ok(Step::More { need }) => {
+                return Scan {
+                    ready,
+                    need,
+                    end: None,
+                };
+            }
+            Ok(Step::Forward { n }) => ready = pump.forward(ready, n),
+            Ok(Step::Terminate { n }) => {
+                // Kept sessions are not told goodbye: the next client will use them.
+                if !keep_upstream {
+                    ready += n;
+                }
+                let end = Some(ScanEnd::Terminate);
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
+            Err(e) => {
+                let end = Some(ScanEnd::Refuse(e));
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
+        }
+    }
+    Scan {
+        ready,
+        need: 0,
+        end: None,
     }
 }
 
@@ -364,57 +407,13 @@ async fn pump_backend(
     let mut refusal_open = true;
     let mut pending: Option<Refusal> = None;
     loop {
-        let mut ready = 0;
-        let mut need = 0;
-        while ready < pump.buf.len() {
-            if pump.streaming > 0 {
-                ready = pump.pass_streamed(ready);
-                continue;
-            }
-            let h = match frame::header(&pump.buf[ready..], PROTOCOL_MAX) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "the database sent a malformed message; closing the session");
-                    let _ = to.write_all(&pump.buf[..ready]).await;
-                    let _ = send_error(to, &PgError::upstream_protocol(e)).await;
-                    pump.buf.clear();
-                    return Outcome::UpstreamClosed;
-                }
-            };
-            let whole = h.total_len <= pump.buf.len() - ready;
-            if ctx.interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
-                if whole {
-                    lock(ctx.inspector)
-                        .backend(h.tag, &pump.buf[ready + HEADER_LEN..ready + h.total_len]);
-                } else if h.total_len <= ctx.limits.max_message_size {
-                    need = h.total_len;
-                    break;
-                } else {
-                    // Inspection fails closed: a row too large to hold is not passed unread.
-                    let _ = write_out(to, &pump.buf[..ready]).await;
-                    let _ = send_error(
-                        to,
-                        &PgError::row_too_large(h.total_len, ctx.limits.max_message_size),
-                    )
-                    .await;
-                    pump.buf.clear();
-                    return Outcome::UpstreamClosed;
-                }
-            }
-            if h.tag == be::READY_FOR_QUERY {
-                if !whole {
-                    need = h.total_len;
-                    break;
-                }
-                ctx.sync.note_ready(
-                    pump.buf[ready + HEADER_LEN..ready + h.total_len]
-                        .first()
-                        .copied(),
-                );
-            }
-            last_was_error = h.tag == be::ERROR_RESPONSE;
-            ready = pump.forward(ready, h.total_len);
+        let Scan { ready, need, end } = scan_backend(pump, ctx, &mut last_was_error);
+        if let Some(ScanEnd::Fail(e)) = end {
+            tracing::error!(reason = %e.message, "closing the session");
+            let _ = to.write_all(&pump.buf[..ready]).await;
+            let _ = send_error(to, &e).await;
+            pump.buf.clear();
+            return Outcome::UpstreamClosed;
         }
         if ready > 0 {
             if write_out(to, &pump.buf[..ready]).await.is_err() {
@@ -457,6 +456,69 @@ impl SyncState {
     }
 }
 
+/// Walks the database's bytes in `pump` (pure: no I/O), showing rows to the seam when asked
+/// and counting ReadyForQuery. `last_was_error` tracks whether the last message was an
+/// ErrorResponse.
+fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -> Scan {
+    let mut ready = 0;
+    while ready < pump.buf.len() {
+        if pump.streaming > 0 {
+            ready = pump.pass_streamed(ready);
+            continue;
+        }
+        let h = match frame::header(&pump.buf[ready..], PROTOCOL_MAX) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) => {
+                let end = Some(ScanEnd::Fail(PgError::upstream_protocol(e)));
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
+        };
+        let whole = h.total_len <= pump.buf.len() - ready;
+        let body = ready + HEADER_LEN..ready + h.total_len;
+        if ctx.interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
+            if whole {
+                lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()]);
+            } else if h.total_len <= ctx.limits.max_message_size {
+                return Scan {
+                    ready,
+                    need: h.total_len,
+                    end: None,
+                };
+            } else {
+                // Inspection fails closed: a row too large to hold is not passed unread.
+                let e = PgError::row_too_large(h.total_len, ctx.limits.max_message_size);
+                return Scan {
+                    ready,
+                    need: 0,
+                    end: Some(ScanEnd::Fail(e)),
+                };
+            }
+        }
+        if h.tag == be::READY_FOR_QUERY {
+            if !whole {
+                return Scan {
+                    ready,
+                    need: h.total_len,
+                    end: None,
+                };
+            }
+            ctx.sync.note_ready(pump.buf[body].first().copied());
+        }
+        *last_was_error = h.tag == be::ERROR_RESPONSE;
+        ready = pump.forward(ready, h.total_len);
+    }
+    Scan {
+        ready,
+        need: 0,
+        end: None,
+    }
+}
+
 async fn send_error<W: AsyncWrite + Unpin>(to: &mut W, e: &PgError) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     e.encode(&mut out);
@@ -486,5 +548,304 @@ async fn read_more<R: AsyncRead + Unpin>(
     match from.read_buf(buf).await? {
         0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scanners against random message streams cut at random points: every byte is
+    //! forwarded exactly once and in order, every statement and row reaches the seam whole
+    //! and once, and sync points are counted.
+
+    use super::*;
+    use crate::inspect::{Inspector, Interest};
+    use crate::protocol::pg::frame::put_message;
+    use crate::protocol::pg::frontend::FrontendMessage;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[derive(Default)]
+    struct Seen {
+        statements: usize,
+        rows: usize,
+        row_bytes: usize,
+    }
+
+    struct Counter(std::sync::Arc<Mutex<Seen>>, Interest);
+
+    impl Inspector for Counter {
+        fn interest(&self) -> Interest {
+            self.1
+        }
+        fn frontend(&mut self, _m: &FrontendMessage<'_>) {
+            self.0.lock().unwrap().statements += 1;
+        }
+        fn backend(&mut self, tag: u8, body: &[u8]) {
+            if tag == be::DATA_ROW {
+                let mut seen = self.0.lock().unwrap();
+                seen.rows += 1;
+                seen.row_bytes += body.len();
+            }
+        }
+    }
+
+    const LIMIT: usize = 64 * 1024;
+
+    fn cstr(rng: &mut StdRng, max: usize) -> Vec<u8> {
+        let n = rng.random_range(0..max);
+        let mut v: Vec<u8> = (0..n).map(|_| rng.random_range(b'a'..=b'z')).collect();
+        v.push(0);
+        v
+    }
+
+    /// A random client stream ending in Terminate; returns it with its statement and sync counts.
+    fn client_stream(rng: &mut StdRng) -> (Vec<u8>, usize, u64) {
+        let mut out = BytesMut::new();
+        let (mut statements, mut syncs) = (0, 0);
+        for _ in 0..rng.random_range(1..40) {
+            match rng.random_range(0..7) {
+                0 => {
+                    put_message(&mut out, b'Q', &cstr(rng, 3000));
+                    statements += 1;
+                    syncs += 1;
+                }
+                1 => {
+                    let mut body = cstr(rng, 10);
+                    body.extend(cstr(rng, 500));
+                    body.extend(0u16.to_be_bytes());
+                    put_message(&mut out, b'P', &body);
+                    statements += 1;
+                }
+                2 => {
+                    let mut body = b"\0\0\0\0".to_vec();
+                    let n = rng.random_range(0..4u16);
+                    body.truncate(2);
+                    body.extend(0u16.to_be_bytes());
+                    body.extend(n.to_be_bytes());
+                    for _ in 0..n {
+                        let len = rng.random_range(0..2000usize);
+                        body.extend((len as i32).to_be_bytes());
+                        body.extend(std::iter::repeat_n(7u8, len));
+                    }
+                    body.extend(0u16.to_be_bytes());
+                    put_message(&mut out, b'B', &body);
+                    statements += 1;
+                }
+                3 => {
+                    put_message(&mut out, b'E', b"\0\0\0\0\0");
+                    statements += 1;
+                }
+                4 => {
+                    put_message(&mut out, b'S', b"");
+                    syncs += 1;
+                }
+                5 => {
+                    // COPY data may be far larger than the limit: it streams.
+                    let len = rng.random_range(0..3 * LIMIT);
+                    put_message(&mut out, b'd', &vec![1u8; len]);
+                }
+                _ => put_message(&mut out, b'H', b""),
+            }
+        }
+        put_message(&mut out, b'X', b"");
+        (out.to_vec(), statements, syncs)
+    }
+
+    /// A random database stream; returns it with its row count, row body bytes and ReadyForQuery count.
+    fn server_stream(rng: &mut StdRng) -> (Vec<u8>, usize, usize, u64) {
+        let mut out = BytesMut::new();
+        let (mut rows, mut row_bytes, mut ready) = (0, 0, 0);
+        for _ in 0..rng.random_range(1..60) {
+            match rng.random_range(0..6) {
+                0 => {
+                    let len = rng.random_range(2..LIMIT - HEADER_LEN);
+                    put_message(&mut out, b'D', &vec![3u8; len]);
+                    rows += 1;
+                    row_bytes += len;
+                }
+                1 => put_message(&mut out, b'T', &[0, 0]),
+                2 => put_message(&mut out, b'C', b"SELECT 1\0"),
+                3 => {
+                    put_message(&mut out, b'Z', b"I");
+                    ready += 1;
+                }
+                4 => put_message(&mut out, b'd', &vec![5u8; rng.random_range(0..3 * LIMIT)]),
+                _ => put_message(&mut out, b'A', b"\0\0\0\x01chan\0payload\0"),
+            }
+        }
+        (out.to_vec(), rows, row_bytes, ready)
+    }
+
+    /// Cuts `input` into random pieces, from single bytes to large reads.
+    fn pieces<'a>(rng: &mut StdRng, input: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let n = match rng.random_range(0..4) {
+                0 => 1,
+                1 => rng.random_range(1..16),
+                _ => rng.random_range(1..20_000),
+            }
+            .min(rest.len());
+            out.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    /// Feeds `input` in pieces through `scan`, as a pump would; returns what was forwarded.
+    fn feed(
+        rng: &mut StdRng,
+        input: &[u8],
+        mut scan: impl FnMut(&mut Pump) -> Scan,
+    ) -> (Vec<u8>, Option<ScanEnd>) {
+        let mut pump = Pump::default();
+        let mut forwarded = Vec::new();
+        for piece in pieces(rng, input) {
+            pump.buf.extend_from_slice(piece);
+            let Scan { ready, need, end } = scan(&mut pump);
+            forwarded.extend_from_slice(&pump.buf[..ready]);
+            pump.buf.advance(ready);
+            if end.is_some() {
+                return (forwarded, end);
+            }
+            assert!(
+                need == 0 || need > pump.buf.len(),
+                "asked for bytes it already has"
+            );
+        }
+        (forwarded, None)
+    }
+
+    fn ctx_parts(
+        interest: Interest,
+    ) -> (
+        std::sync::Arc<Mutex<Seen>>,
+        Mutex<Box<dyn Inspector>>,
+        SyncState,
+    ) {
+        let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
+        let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest));
+        (seen, Mutex::new(inspector), SyncState::default())
+    }
+
+    #[test]
+    fn client_streams_pass_whole_in_order_however_they_are_cut() {
+        let interest = Interest {
+            statements: true,
+            rows: false,
+        };
+        for seed in 0..300 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (input, statements, syncs) = client_stream(&mut rng);
+            let (seen, inspector, sync) = ctx_parts(interest);
+            let ctx = PumpCtx {
+                inspector: &inspector,
+                interest,
+                limits: Limits {
+                    max_message_size: LIMIT,
+                },
+                sync: &sync,
+            };
+            let (forwarded, end) = feed(&mut rng, &input, |p| scan_frontend(p, &ctx, false));
+            assert!(
+                matches!(end, Some(ScanEnd::Terminate)),
+                "seed {seed}: ends at Terminate"
+            );
+            assert!(
+                forwarded == input,
+                "seed {seed}: bytes forwarded exactly once, in order"
+            );
+            assert_eq!(seen.lock().unwrap().statements, statements, "seed {seed}");
+            assert_eq!(sync.sent.load(Ordering::Acquire), syncs, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn kept_sessions_do_not_forward_terminate() {
+        let interest = Interest::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        let (input, _, _) = client_stream(&mut rng);
+        let (_, inspector, sync) = ctx_parts(interest);
+        let ctx = PumpCtx {
+            inspector: &inspector,
+            interest,
+            limits: Limits {
+                max_message_size: LIMIT,
+            },
+            sync: &sync,
+        };
+        let (forwarded, end) = feed(&mut rng, &input, |p| scan_frontend(p, &ctx, true));
+        assert!(matches!(end, Some(ScanEnd::Terminate)));
+        assert_eq!(forwarded, input[..input.len() - 5]);
+    }
+
+    #[test]
+    fn server_streams_pass_whole_and_rows_reach_the_seam_once() {
+        for (seed, rows_wanted) in (0..300).map(|s| (s, s % 2 == 0)) {
+            let interest = Interest {
+                statements: false,
+                rows: rows_wanted,
+            };
+            let mut rng = StdRng::seed_from_u64(1000 + seed);
+            let (input, rows, row_bytes, ready) = server_stream(&mut rng);
+            let (seen, inspector, sync) = ctx_parts(interest);
+            let ctx = PumpCtx {
+                inspector: &inspector,
+                interest,
+                limits: Limits {
+                    max_message_size: LIMIT,
+                },
+                sync: &sync,
+            };
+            let mut last_was_error = false;
+            let (forwarded, end) = feed(&mut rng, &input, |p| {
+                scan_backend(p, &ctx, &mut last_was_error)
+            });
+            assert!(end.is_none(), "seed {seed}");
+            assert!(
+                forwarded == input,
+                "seed {seed}: bytes forwarded exactly once, in order"
+            );
+            let seen = seen.lock().unwrap();
+            let (expect_rows, expect_bytes) = if rows_wanted {
+                (rows, row_bytes)
+            } else {
+                (0, 0)
+            };
+            assert_eq!(
+                (seen.rows, seen.row_bytes),
+                (expect_rows, expect_bytes),
+                "seed {seed}"
+            );
+            assert_eq!(sync.answered.load(Ordering::Acquire), ready, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn rows_too_large_to_inspect_fail_closed() {
+        let interest = Interest {
+            statements: false,
+            rows: true,
+        };
+        let (_, inspector, sync) = ctx_parts(interest);
+        let ctx = PumpCtx {
+            inspector: &inspector,
+            interest,
+            limits: Limits {
+                max_message_size: LIMIT,
+            },
+            sync: &sync,
+        };
+        let mut input = BytesMut::new();
+        put_message(&mut input, b'T', &[0, 0]);
+        put_message(&mut input, b'D', &vec![0u8; 2 * LIMIT]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut last_was_error = false;
+        let (forwarded, end) = feed(&mut rng, &input, |p| {
+            scan_backend(p, &ctx, &mut last_was_error)
+        });
+        assert!(matches!(end, Some(ScanEnd::Fail(e)) if e.code.0 == "54000"));
+        assert_eq!(forwarded, input[..7], "only the RowDescription went out");
     }
 }
