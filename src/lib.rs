@@ -11,3 +11,4 @@ pub mod inspect;
 pub mod net;
 pub mod protocol;
 pub mod session;
+pub mod sql;

@@ -1,0 +1,227 @@
+//! Splitting a simple-query string into its statements, agreeing with PostgreSQL's own lexer:
+//! semicolons inside quoted strings (`'...'`, `E'...'`, `U&'...'`), quoted identifiers,
+//! dollar-quoted bodies, line comments and nested block comments do not split, and neither
+//! do those inside a SQL-standard function body (`BEGIN ATOMIC ... END`). Built on sqlparser's
+//! tokenizer; a string it cannot tokenize (an unterminated quote or comment, say) is an error,
+//! so that the caller can fail closed rather than guess.
+//!
+//! `tests/sql_split_oracle.rs` checks the split against the server itself.
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use super::Dialect;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot split the statement text: {0}")]
+pub struct SplitError(String);
+
+/// The statements in `sql`, each as a slice of it without the terminating semicolon and
+/// without surrounding whitespace. Empty statements (`;;`, comments only) are left out, as the
+/// server skips them.
+pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<&str>, SplitError> {
+    let tokens = match dialect {
+        Dialect::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize_with_location()
+            .map_err(|e| SplitError(e.to_string()))?,
+    };
+    let offsets = Offsets::new(sql);
+    let mut statements = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut blocks = Blocks::default();
+    let mut previous: Option<&Token> = None;
+    for TokenWithSpan { token, span } in &tokens {
+        match token {
+            Token::Whitespace(_) | Token::EOF => continue,
+            Token::SemiColon if blocks.depth() == 0 => {
+                if let Some(s) = start.take() {
+                    let end = offsets.byte(span.start);
+                    statements.push(sql[s..end].trim_end());
+                }
+                blocks = Blocks::default();
+            }
+            _ => {
+                if start.is_none() {
+                    start = Some(offsets.byte(span.start));
+                }
+                blocks.see(previous, token);
+            }
+        }
+        previous = Some(token);
+    }
+    if let Some(s) = start {
+        let text = sql[s..].trim_end();
+        if !text.is_empty() {
+            statements.push(text);
+        }
+    }
+    Ok(statements)
+}
+
+/// Tracks `BEGIN ATOMIC ... END` bodies, and the `CASE ... END` inside them, whose semicolons
+/// belong to the body.
+#[derive(Default)]
+struct Blocks {
+    atomic: usize,
+    case: usize,
+}
+
+impl Blocks {
+    fn depth(&self) -> usize {
+        self.atomic
+    }
+
+    fn see(&mut self, previous: Option<&Token>, token: &Token) {
+        let Token::Word(w) = token else { return };
+        if w.quote_style.is_some() {
+            return;
+        }
+        let after_begin = matches!(previous, Some(Token::Word(p)) if p.quote_style.is_none() && p.keyword == Keyword::BEGIN);
+        match w.keyword {
+            Keyword::ATOMIC if after_begin => self.atomic += 1,
+            Keyword::CASE if self.atomic > 0 => self.case += 1,
+            Keyword::END if self.case > 0 => self.case -= 1,
+            Keyword::END if self.atomic > 0 => self.atomic -= 1,
+            _ => {}
+        }
+    }
+}
+
+/// Converts sqlparser's line/column locations (1-based, columns in characters) to byte offsets.
+struct Offsets<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Offsets<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        Offsets { sql, line_starts }
+    }
+
+    fn byte(&self, at: Location) -> usize {
+        let Some(&line_start) = self.line_starts.get((at.line as usize).saturating_sub(1)) else {
+            return self.sql.len();
+        };
+        let column = (at.column as usize).saturating_sub(1);
+        self.sql[line_start..]
+            .char_indices()
+            .nth(column)
+            .map_or(self.sql.len(), |(i, _)| line_start + i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(sql: &str) -> Vec<&str> {
+        split(sql, Dialect::Postgres).unwrap()
+    }
+
+    #[test]
+    fn splits_on_top_level_semicolons_only() {
+        assert_eq!(pg("select 1; select 2"), ["select 1", "select 2"]);
+        assert_eq!(pg("select ';' ; select 2;"), ["select ';'", "select 2"]);
+        assert_eq!(
+            pg("select 'it''s;'; select 2"),
+            ["select 'it''s;'", "select 2"]
+        );
+        assert_eq!(
+            pg(r"select E'\';'; select 2"),
+            [r"select E'\';'", "select 2"]
+        );
+        assert_eq!(
+            pg(r#"select 1 as "a;b"; select 2"#),
+            [r#"select 1 as "a;b""#, "select 2"]
+        );
+        assert_eq!(
+            pg("select $$;$$; select $t$ ; $ $t$"),
+            ["select $$;$$", "select $t$ ; $ $t$"]
+        );
+    }
+
+    #[test]
+    fn comments_do_not_split_and_empty_statements_vanish() {
+        assert_eq!(
+            pg("select 1 /* ; /* nested ; */ ; */; select 2"),
+            ["select 1 /* ; /* nested ; */ ; */", "select 2"]
+        );
+        assert_eq!(
+            pg("select 1 -- ; not a split\n; select 2"),
+            ["select 1 -- ; not a split", "select 2"]
+        );
+        assert_eq!(pg(";; select 1 ;; -- only a comment\n;"), ["select 1"]);
+        assert!(pg("  -- nothing\n").is_empty());
+    }
+
+    #[test]
+    fn sql_standard_function_bodies_hold_their_semicolons() {
+        let sql = "create function f() returns int language sql begin atomic select 1; select case when true then 2 end; end; select f()";
+        assert_eq!(
+            pg(sql),
+            [
+                "create function f() returns int language sql begin atomic select 1; select case when true then 2 end; end",
+                "select f()"
+            ]
+        );
+        assert_eq!(
+            pg("begin; select 1; commit"),
+            ["begin", "select 1", "commit"],
+            "a transaction block is not a body"
+        );
+    }
+
+    #[test]
+    fn multibyte_text_keeps_its_boundaries() {
+        assert_eq!(
+            pg("select 'ünï;cødé'; select '日本'"),
+            ["select 'ünï;cødé'", "select '日本'"]
+        );
+        assert_eq!(
+            pg("select 1;\n  select 'ß'\n;select 3"),
+            ["select 1", "select 'ß'", "select 3"]
+        );
+    }
+
+    /// Random strings of the characters that matter to lexing: never a panic, and every piece
+    /// is a non-empty slice of the input, in order.
+    #[test]
+    fn random_text_never_panics_and_pieces_are_slices() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "';\"$/*-\n \\aEU&tx1(ü".chars().collect();
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..5000 {
+            let len = rng.random_range(0..40);
+            let sql: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            if let Ok(pieces) = split(&sql, Dialect::Postgres) {
+                let mut from = 0;
+                for piece in pieces {
+                    assert!(!piece.is_empty(), "{sql:?}");
+                    let at = sql[from..]
+                        .find(piece)
+                        .expect("a slice of the input, in order")
+                        + from;
+                    from = at + piece.len();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unterminated_text_is_an_error() {
+        for bad in [
+            "select 'open",
+            "select $$ open",
+            "select 1 /* open",
+            r#"select "open"#,
+        ] {
+            assert!(split(bad, Dialect::Postgres).is_err(), "{bad:?}");
+        }
+    }
+}
