@@ -30,16 +30,23 @@ use crate::session::pg::{self, PgContext};
 pub struct Running {
     pub postgres_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    closing: watch::Sender<bool>,
     tracker: Tracker,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops accepting, waits up to `grace` for sessions to end, and returns how many were left.
+    /// Sessions still open then are told (57P01) and closed.
     pub async fn shutdown(self, grace: Duration) -> usize {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        self.tracker.drain(grace).await
+        let left = self.tracker.drain(grace).await;
+        if left > 0 {
+            let _ = self.closing.send(true);
+            self.tracker.drain(GOODBYE).await;
+        }
+        left
     }
 
     pub fn active_sessions(&self) -> usize {
@@ -62,23 +69,40 @@ pub async fn start_with(
     let postgres_addr = listener.local_addr()?;
     let listener = TcpListener::from_std(listener)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (closing, closing_rx) = watch::channel(false);
     let tracker = Tracker::default();
-    let task = tokio::spawn(serve_listener(ctx, listener, tracker.clone(), shutdown_rx));
+    let signals = Signals {
+        shutdown: shutdown_rx,
+        closing: closing_rx,
+    };
+    let task = tokio::spawn(serve_listener(ctx, listener, tracker.clone(), signals));
     tracing::info!(%postgres_addr, "PostgreSQL listener ready");
     Ok(Running {
         postgres_addr,
         shutdown,
+        closing,
         tracker,
         task,
     })
 }
 
+/// Shutdown as the sessions see it: `shutdown` stops accepting; `closing` says the grace is over.
+#[derive(Clone)]
+struct Signals {
+    shutdown: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
+}
+
+/// How long sessions get to write their 57P01 once the grace is over.
+const GOODBYE: Duration = Duration::from_secs(1);
+
 fn serve_listener(
     ctx: Arc<PgContext>,
     listener: TcpListener,
     tracker: Tracker,
-    shutdown: watch::Receiver<bool>,
+    signals: Signals,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let Signals { shutdown, closing } = signals;
     let max = ctx.config.max_connections;
     let pool = Arc::new(ServerPool::new(
         ctx.config.reuse_server_sessions,
@@ -89,12 +113,12 @@ fn serve_listener(
         tokio::spawn(reap_idle(pool.clone(), shutdown.clone()));
     }
     accept_loop(listener, max, tracker, shutdown, move |tcp, addr, over| {
-        let (ctx, pool) = (ctx.clone(), pool.clone());
+        let (ctx, pool, closing) = (ctx.clone(), pool.clone(), closing.clone());
         async move {
             if over {
                 refuse(tcp, PgError::too_many_connections(max)).await;
             } else {
-                pg::serve(ctx, pool, tcp, addr).await;
+                pg::serve(ctx, pool, closing, tcp, addr).await;
             }
         }
     })
@@ -158,13 +182,24 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = bind(ctx.config.listen, workers)?;
     let postgres_addr = listeners[0].local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (closing, closing_rx) = watch::channel(false);
+    let closing = Arc::new(closing);
+    let signals = Signals {
+        shutdown: shutdown_rx,
+        closing: closing_rx,
+    };
     let tracker = Tracker::default();
 
     let mut threads = Vec::with_capacity(workers);
     // A worker that stops before shutdown (it cannot start, or it panicked) stops Airlock.
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<usize>();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (ctx, tracker, shutdown_rx) = (ctx.clone(), tracker.clone(), shutdown_rx.clone());
+        let (ctx, tracker, signals, closing) = (
+            ctx.clone(),
+            tracker.clone(),
+            signals.clone(),
+            closing.clone(),
+        );
         let exited = Notify(exited_tx.clone(), i);
         let thread = std::thread::Builder::new()
             .name(format!("airlock-worker-{i}"))
@@ -175,9 +210,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                     .build()?;
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    serve_listener(ctx, listener, tracker.clone(), shutdown_rx).await;
-                    // Keep driving this thread's sessions until they end or the grace is over.
-                    tracker.drain(grace).await;
+                    serve_listener(ctx, listener, tracker.clone(), signals).await;
+                    // Keep driving this thread's sessions until they end or the grace is over,
+                    // then tell those left (57P01) and give them a moment to hear it.
+                    if tracker.drain(grace).await > 0 {
+                        let _ = closing.send(true);
+                        tracker.drain(GOODBYE).await;
+                    }
                     Ok(())
                 })
             })?;

@@ -136,3 +136,17 @@ async fn sigterm_stops_accepting_and_lets_sessions_finish() {
             .success()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_left_when_the_grace_runs_out_are_told_57p01() {
+    use common::raw::{Raw, field};
+    let proxy = common::Proxy::start().await;
+    let mut idle = Raw::session(proxy.port).await;
+    let left = proxy.running.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(left, 1, "the idle session outlived the grace");
+    let (tag, body) = idle.message().await.expect("a goodbye before the close");
+    assert_eq!(tag, b'E');
+    assert_eq!(field(&body, b'C').as_deref(), Some("57P01"));
+    assert_eq!(field(&body, b'S').as_deref(), Some("FATAL"));
+    assert!(idle.message().await.is_none(), "then the connection closes");
+}

@@ -19,6 +19,7 @@ impl SqlState {
     pub const INVALID_AUTHORIZATION: SqlState = SqlState("28000");
     pub const INVALID_PASSWORD: SqlState = SqlState("28P01");
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
 }
 
@@ -167,6 +168,14 @@ impl PgError {
             SqlState::CONNECTION_FAILURE,
             format!("the database sent something Airlock did not expect: {cause}"),
         )
+    }
+
+    pub fn shutting_down() -> PgError {
+        Self::fatal(
+            SqlState::ADMIN_SHUTDOWN,
+            "terminating connection because Airlock is shutting down",
+        )
+        .hint("reconnect; another Airlock instance or the restarted one will take it")
     }
 
     pub fn upstream_lost() -> PgError {

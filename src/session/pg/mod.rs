@@ -160,10 +160,11 @@ impl PgContext {
 }
 
 /// Serves one client connection from accept to close. `pool` holds this worker's idle
-/// database sessions.
+/// database sessions; `closing` turns true when Airlock's shutdown grace is over.
 pub async fn serve(
     ctx: Arc<PgContext>,
     pool: Arc<ServerPool>,
+    closing: tokio::sync::watch::Receiver<bool>,
     tcp: TcpStream,
     client_addr: SocketAddr,
 ) {
@@ -210,7 +211,7 @@ pub async fn serve(
         upstream: stream,
         upstream_buf: leftover,
     };
-    let (outcome, idle) = relay::run(ends, inspector, limits, pool.enabled()).await;
+    let (outcome, idle) = relay::run(ends, inspector, limits, pool.enabled(), closing).await;
     // This client's cancel key is void from here on, whatever happens to the database session.
     drop(registration);
     if let Some(stream) = idle {

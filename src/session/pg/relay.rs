@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::inspect::{Inspector, Interest};
 use crate::net::stream::Stream;
@@ -45,6 +45,8 @@ pub enum Outcome {
     ClientRefused,
     /// The database closed the connection.
     UpstreamClosed,
+    /// Airlock's shutdown grace ran out; the client was told (57P01).
+    ServerShutdown,
 }
 
 /// Relays until one side is done. With `keep_upstream`, a client's Terminate is not forwarded
@@ -56,6 +58,7 @@ pub async fn run(
     inspector: Box<dyn Inspector>,
     limits: Limits,
     keep_upstream: bool,
+    closing: watch::Receiver<bool>,
 ) -> (Outcome, Option<Stream>) {
     let interest = inspector.interest();
     let inspector = Mutex::new(inspector);
@@ -94,6 +97,7 @@ pub async fn run(
             refuse_rx,
             &ctx,
             &mut backend,
+            closing,
         );
         tokio::pin!(to_upstream, to_client);
         tokio::select! {
@@ -400,12 +404,14 @@ async fn pump_backend(
     mut refusal: oneshot::Receiver<Refusal>,
     ctx: &PumpCtx<'_>,
     pump: &mut Pump,
+    mut closing: watch::Receiver<bool>,
 ) -> Outcome {
     pump.buf.reserve(READ_CHUNK);
     // Whether the last message forwarded was an ErrorResponse (a FATAL before closing).
     let mut last_was_error = false;
     let mut refusal_open = true;
     let mut pending: Option<Refusal> = None;
+    let mut closing_open = true;
     loop {
         let Scan { ready, need, end } = scan_backend(pump, ctx, &mut last_was_error);
         if let Some(ScanEnd::Fail(e)) = end {
@@ -435,6 +441,15 @@ async fn pump_backend(
                 Ok(r) => pending = Some(r),
                 Err(_) => refusal_open = false,
             },
+            // Airlock's shutdown grace is over: say so at a message boundary, as PostgreSQL does.
+            changed = closing.changed(), if closing_open && at_boundary && pending.is_none() => {
+                if changed.is_err() {
+                    closing_open = false;
+                } else if *closing.borrow() {
+                    let _ = send_error(to, &PgError::shutting_down()).await;
+                    return Outcome::ServerShutdown;
+                }
+            }
             read = read_more(from, &mut pump.buf, need) => {
                 if read.is_err() {
                     if at_boundary && !last_was_error {
