@@ -1,8 +1,10 @@
 //! Statement text in, facts about it out. Pure: no I/O.
 //!
-//! So far: splitting a multi-statement string the way the server does. Classification and
-//! findings build on it.
+//! So far: splitting a multi-statement string the way the server does ([`split`]) and a first
+//! classifier ([`classify`]: kind, tables, the main risk findings, fail-closed unknowns). Not
+//! yet wired into the sessions; policy will be.
 
+pub mod classify;
 pub mod split;
 
 /// Which server's lexical rules apply.

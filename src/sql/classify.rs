@@ -1,0 +1,380 @@
+//! Statement classification: statement text and dialect in, for each statement its kind, the
+//! tables it names, and named risk findings out. Pure.
+//!
+//! Fail closed: text that cannot be split or parsed, or whose split and parse disagree on the
+//! number of statements, is `Unknown` with a finding that says why. Statements hidden inside
+//! statements (a DELETE in a WITH clause, the statement under EXPLAIN ANALYZE) count: the kind
+//! is the most restrictive of all of them.
+//!
+//! This is the first part of the classifier: the findings for migrations (type changes, NOT
+//! NULL without default, indexes without CONCURRENTLY, ...), the function allow-list and
+//! SQL-level PREPARE/EXECUTE tracking come next.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{CopyTarget, ObjectType, Set, Statement, visit_relations, visit_statements};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::Dialect;
+use super::split::split;
+
+/// Deepest nesting sqlparser may recurse into before the statement counts as unknown.
+const RECURSION_LIMIT: usize = 50;
+
+/// What a statement does, ordered from least to most restrictive: a string of statements is
+/// judged by its most restrictive one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Read,
+    Transaction,
+    Session,
+    Utility,
+    Write,
+    Ddl,
+    Admin,
+    Privilege,
+    Unknown,
+}
+
+/// A named risk, with a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub code: &'static str,
+    pub reason: String,
+}
+
+/// One statement, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub text: String,
+    pub kind: Kind,
+    /// Every table, view or other relation the statement names, as written.
+    pub tables: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Classified {
+    fn unknown(text: &str, code: &'static str, reason: String) -> Classified {
+        Classified {
+            text: text.to_owned(),
+            kind: Kind::Unknown,
+            tables: Vec::new(),
+            findings: vec![Finding { code, reason }],
+        }
+    }
+
+    pub fn has(&self, code: &str) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+}
+
+/// Classifies every statement in `sql`.
+pub fn classify(sql: &str, dialect: Dialect) -> Vec<Classified> {
+    let pieces = match split(sql, dialect) {
+        Ok(p) => p,
+        Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
+    };
+    pieces
+        .into_iter()
+        .map(|piece| classify_one(piece, dialect))
+        .collect()
+}
+
+fn classify_one(text: &str, dialect: Dialect) -> Classified {
+    let parsed = match dialect {
+        Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(RECURSION_LIMIT)
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_statements()),
+    };
+    let statement = match parsed {
+        Ok(mut statements) if statements.len() == 1 => statements.remove(0),
+        Ok(statements) => {
+            let reason = format!(
+                "the lexer found one statement, the parser {}",
+                statements.len()
+            );
+            return Classified::unknown(text, "statement_count_mismatch", reason);
+        }
+        Err(e) => {
+            return Classified::unknown(
+                text,
+                "unparseable",
+                format!("Airlock cannot parse it: {e}"),
+            );
+        }
+    };
+    let mut kind = Kind::Read;
+    let mut findings = Vec::new();
+    let root_is_query = matches!(statement, Statement::Query(_));
+    let _ = visit_statements(&statement, |s| {
+        let k = kind_of(s);
+        if root_is_query && k == Kind::Write {
+            findings.push(finding("data_modifying_cte", "a WITH clause changes data"));
+        }
+        kind = kind.max(k);
+        findings_of(s, &mut findings);
+        ControlFlow::<()>::Continue(())
+    });
+    let mut tables = Vec::new();
+    let _ = visit_relations(&statement, |name| {
+        let name = name.to_string();
+        if !tables.contains(&name) {
+            tables.push(name);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Classified {
+        text: text.to_owned(),
+        kind,
+        tables,
+        findings,
+    }
+}
+
+fn finding(code: &'static str, reason: &str) -> Finding {
+    Finding {
+        code,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The kind of one statement, not counting the statements inside it.
+fn kind_of(s: &Statement) -> Kind {
+    use Statement as S;
+    match s {
+        S::Query(_) | S::ExplainTable { .. } | S::ShowVariable { .. } | S::ShowVariables { .. } => {
+            Kind::Read
+        }
+        S::Explain { .. } => Kind::Read,
+        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) | S::Truncate(_) => Kind::Write,
+        S::Copy {
+            to: true,
+            target: CopyTarget::Stdout,
+            ..
+        } => Kind::Read,
+        S::Copy {
+            to: false,
+            target: CopyTarget::Stdin,
+            ..
+        } => Kind::Write,
+        S::Copy { .. } => Kind::Admin,
+        S::StartTransaction { .. }
+        | S::Commit { .. }
+        | S::Rollback { .. }
+        | S::Savepoint { .. }
+        | S::ReleaseSavepoint { .. } => Kind::Transaction,
+        S::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => Kind::Privilege,
+        S::Set(Set::SingleAssignment { variable, .. })
+            if variable.to_string().eq_ignore_ascii_case("role")
+                || variable
+                    .to_string()
+                    .eq_ignore_ascii_case("session_authorization") =>
+        {
+            Kind::Privilege
+        }
+        S::Set(_) | S::Reset(_) | S::Discard { .. } | S::Deallocate { .. } => Kind::Session,
+        S::LISTEN { .. }
+        | S::UNLISTEN { .. }
+        | S::NOTIFY { .. }
+        | S::Fetch { .. }
+        | S::Close { .. } => Kind::Utility,
+        S::Declare { .. } => Kind::Read,
+        S::Grant(_)
+        | S::Revoke(_)
+        | S::GrantRole(_)
+        | S::RevokeRole(_)
+        | S::CreateRole(_)
+        | S::AlterRole { .. }
+        | S::CreateUser(_)
+        | S::AlterUser(_)
+        | S::AlterDefaultPrivileges(_) => Kind::Privilege,
+        S::Kill { .. } | S::Vacuum(_) | S::Lock(_) | S::LockTables { .. } | S::Analyze(_) => {
+            Kind::Admin
+        }
+        S::CreateTable(_)
+        | S::CreateView(_)
+        | S::CreateIndex(_)
+        | S::CreateSchema { .. }
+        | S::CreateDatabase { .. }
+        | S::CreateSequence { .. }
+        | S::CreateType { .. }
+        | S::CreateDomain(_)
+        | S::CreateExtension(_)
+        | S::CreateFunction(_)
+        | S::CreateTrigger(_)
+        | S::CreatePolicy(_)
+        | S::AlterTable(_)
+        | S::AlterIndex { .. }
+        | S::AlterView(_)
+        | S::AlterSchema(_)
+        | S::AlterType(_)
+        | S::AlterPolicy(_)
+        | S::Drop { .. }
+        | S::DropFunction(_)
+        | S::DropTrigger(_)
+        | S::DropExtension(_)
+        | S::DropPolicy(_)
+        | S::Comment { .. }
+        | S::RefreshMaterializedView(_) => Kind::Ddl,
+        // PREPARE/EXECUTE, procedure calls and anything else: what they do is not visible here.
+        _ => Kind::Unknown,
+    }
+}
+
+/// The risk findings of one statement, not counting the statements inside it.
+fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
+    use Statement as S;
+    match s {
+        S::Update(u) if u.selection.is_none() => {
+            out.push(finding(
+                "update_without_where",
+                "UPDATE without WHERE changes every row",
+            ));
+        }
+        S::Delete(d) if d.selection.is_none() => {
+            out.push(finding(
+                "delete_without_where",
+                "DELETE without WHERE removes every row",
+            ));
+        }
+        S::Truncate(_) => out.push(finding("truncate", "TRUNCATE removes every row at once")),
+        S::Drop { object_type, .. } => {
+            let what = match object_type {
+                ObjectType::Table => "a table",
+                ObjectType::Schema => "a schema",
+                ObjectType::Database => "a database",
+                ObjectType::Index => "an index",
+                ObjectType::View | ObjectType::MaterializedView => "a view",
+                _ => "an object",
+            };
+            out.push(Finding {
+                code: "drop",
+                reason: format!("DROP removes {what}"),
+            });
+        }
+        S::Grant(_) | S::Revoke(_) | S::GrantRole(_) | S::RevokeRole(_) => {
+            out.push(finding(
+                "privilege_change",
+                "GRANT/REVOKE changes who may do what",
+            ));
+        }
+        S::Copy {
+            target: CopyTarget::File { .. } | CopyTarget::Program { .. },
+            ..
+        } => out.push(finding(
+            "copy_file_or_program",
+            "COPY reads or writes a server file or runs a program",
+        )),
+        S::Explain {
+            analyze: true,
+            statement,
+            ..
+        } if kind_of(statement) >= Kind::Write => {
+            out.push(finding(
+                "explain_analyze_write",
+                "EXPLAIN ANALYZE runs the statement it explains",
+            ));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Classified {
+        let mut all = classify(sql, Dialect::Postgres);
+        assert_eq!(all.len(), 1, "{sql:?}");
+        all.remove(0)
+    }
+
+    #[test]
+    fn kinds_of_ordinary_statements() {
+        for (sql, kind) in [
+            ("select * from accounts where id = 1", Kind::Read),
+            ("insert into accounts (id) values (1)", Kind::Write),
+            ("update accounts set balance = 0 where id = 1", Kind::Write),
+            ("delete from accounts where id = 1", Kind::Write),
+            ("create table t (id int)", Kind::Ddl),
+            ("alter table t add column x int", Kind::Ddl),
+            ("drop table t", Kind::Ddl),
+            ("grant select on t to app", Kind::Privilege),
+            ("set role admin", Kind::Privilege),
+            ("set session authorization admin", Kind::Privilege),
+            ("set search_path = public", Kind::Session),
+            ("begin", Kind::Transaction),
+            ("commit", Kind::Transaction),
+            ("lock table t in access exclusive mode", Kind::Admin),
+            ("copy t to stdout", Kind::Read),
+            ("copy t from stdin", Kind::Write),
+            ("copy t from '/etc/passwd'", Kind::Admin),
+            ("listen channel", Kind::Utility),
+        ] {
+            assert_eq!(one(sql).kind, kind, "{sql}");
+        }
+    }
+
+    #[test]
+    fn risky_statements_carry_findings() {
+        assert!(one("update accounts set balance = 0").has("update_without_where"));
+        assert!(!one("update accounts set balance = 0 where id = 1").has("update_without_where"));
+        assert!(one("delete from accounts").has("delete_without_where"));
+        // A trailing comment cannot hide a missing WHERE: the comment is not a WHERE.
+        assert!(one("delete from accounts -- where id = 1").has("delete_without_where"));
+        assert!(one("truncate accounts").has("truncate"));
+        assert!(one("drop schema s cascade").has("drop"));
+        assert!(one("revoke all on t from app").has("privilege_change"));
+        assert!(one("copy t to program 'curl example.com'").has("copy_file_or_program"));
+    }
+
+    #[test]
+    fn statements_inside_statements_count() {
+        let c = one("with gone as (delete from accounts returning *) select count(*) from gone");
+        assert_eq!(c.kind, Kind::Write);
+        assert!(c.has("data_modifying_cte"));
+        assert!(c.has("delete_without_where"));
+        let c = one("explain analyze delete from accounts where id = 1");
+        assert_eq!(c.kind, Kind::Write);
+        assert!(c.has("explain_analyze_write"));
+        assert_eq!(one("explain select 1").kind, Kind::Read);
+    }
+
+    #[test]
+    fn tables_are_named() {
+        let c = one("select * from a join s.b on a.id = b.id where exists (select 1 from c)");
+        assert_eq!(c.tables, ["a", "s.b", "c"]);
+        assert_eq!(one("insert into t select * from u").tables, ["t", "u"]);
+    }
+
+    #[test]
+    fn what_cannot_be_understood_is_unknown() {
+        for sql in [
+            "selec 1",
+            "do $$ begin perform 1; end $$",
+            "alter system set work_mem = '1GB'",
+            "select 'open",
+        ] {
+            let c = &classify(sql, Dialect::Postgres)[0];
+            assert_eq!(c.kind, Kind::Unknown, "{sql}");
+            assert!(!c.findings.is_empty(), "{sql}: a reason is given");
+        }
+        assert_eq!(one("prepare p as delete from t").kind, Kind::Unknown);
+        let deep = format!("select {}1{}", "(".repeat(200), ")".repeat(200));
+        assert_eq!(one(&deep).kind, Kind::Unknown, "recursion is bounded");
+    }
+
+    #[test]
+    fn each_statement_of_a_string_is_classified() {
+        let all = classify("select 1; drop table t; begin", Dialect::Postgres);
+        let kinds: Vec<Kind> = all.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [Kind::Read, Kind::Ddl, Kind::Transaction]);
+        assert_eq!(
+            kinds.iter().max(),
+            Some(&Kind::Ddl),
+            "the most restrictive decides"
+        );
+    }
+}
