@@ -12,7 +12,10 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{CopyTarget, ObjectType, Set, Statement, visit_relations, visit_statements};
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
+    LockTableMode, ObjectType, Set, Statement, TableConstraint, visit_relations, visit_statements,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -277,7 +280,104 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
                 "EXPLAIN ANALYZE runs the statement it explains",
             ));
         }
+        S::AlterTable(alter) => alter.operations.iter().for_each(|op| alter_findings(op, out)),
+        S::CreateIndex(index) if !index.concurrently => out.push(finding(
+            "index_without_concurrently",
+            "CREATE INDEX without CONCURRENTLY blocks writes to the table while it builds",
+        )),
+        S::CreateTable(create) if create.query.is_some() => out.push(finding(
+            "create_table_as",
+            "CREATE TABLE AS copies the result of a query into a new table",
+        )),
+        S::Lock(lock) if matches!(lock.lock_mode, None | Some(LockTableMode::AccessExclusive)) => {
+            out.push(finding(
+                "lock_access_exclusive",
+                "LOCK ... ACCESS EXCLUSIVE (the default mode) blocks every other session, readers included",
+            ))
+        }
         _ => {}
+    }
+}
+
+/// Findings of one ALTER TABLE operation: the changes migration linters flag.
+fn alter_findings(op: &AlterTableOperation, out: &mut Vec<Finding>) {
+    use AlterTableOperation as A;
+    match op {
+        A::DropColumn { .. } => {
+            out.push(finding("drop", "DROP COLUMN removes a column and its data"))
+        }
+        A::RenameColumn { .. } | A::RenameTable { .. } => out.push(finding(
+            "rename",
+            "renaming breaks every client that still uses the old name",
+        )),
+        A::AlterColumn {
+            op: AlterColumnOperation::SetDataType { .. },
+            ..
+        } => out.push(finding(
+            "column_type_change",
+            "changing a column's type may rewrite the table under an exclusive lock",
+        )),
+        A::AlterColumn {
+            op: AlterColumnOperation::SetNotNull,
+            ..
+        } => out.push(finding(
+            "not_null_added",
+            "SET NOT NULL scans the whole table under an exclusive lock",
+        )),
+        A::AddColumn { column_def, .. } => column_findings(column_def, out),
+        A::AddConstraint {
+            constraint,
+            not_valid,
+        } => {
+            let checks_rows = matches!(
+                constraint,
+                TableConstraint::ForeignKey(_) | TableConstraint::Check(_)
+            );
+            if checks_rows && !not_valid {
+                out.push(finding(
+                    "constraint_without_not_valid",
+                    "adding a CHECK or FOREIGN KEY without NOT VALID checks every row under a lock",
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Functions whose value differs per row: as a column default they force a table rewrite.
+const VOLATILE_DEFAULTS: &[&str] = &[
+    "random",
+    "clock_timestamp",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "nextval",
+    "timeofday",
+];
+
+fn column_findings(column: &ColumnDef, out: &mut Vec<Finding>) {
+    let default = column.options.iter().find_map(|o| match &o.option {
+        ColumnOption::Default(e) => Some(e),
+        _ => None,
+    });
+    let not_null = column
+        .options
+        .iter()
+        .any(|o| matches!(o.option, ColumnOption::NotNull));
+    if not_null && default.is_none() {
+        out.push(finding(
+            "not_null_without_default",
+            "a NOT NULL column without a default fails on a table that has rows",
+        ));
+    }
+    if let Some(Expr::Function(f)) = default {
+        let name = f.name.to_string().to_ascii_lowercase();
+        let base = name.rsplit('.').next().unwrap_or(&name);
+        if VOLATILE_DEFAULTS.contains(&base) {
+            out.push(finding(
+                "volatile_default",
+                "a column added with a volatile default rewrites the whole table",
+            ));
+        }
     }
 }
 
@@ -328,6 +428,66 @@ mod tests {
         assert!(one("drop schema s cascade").has("drop"));
         assert!(one("revoke all on t from app").has("privilege_change"));
         assert!(one("copy t to program 'curl example.com'").has("copy_file_or_program"));
+    }
+
+    #[test]
+    fn migration_hazards_are_named() {
+        for (sql, code) in [
+            ("alter table t rename column a to b", "rename"),
+            ("alter table t rename to u", "rename"),
+            ("alter table t drop column a", "drop"),
+            (
+                "alter table t alter column a type bigint",
+                "column_type_change",
+            ),
+            (
+                "alter table t alter column a set not null",
+                "not_null_added",
+            ),
+            (
+                "alter table t add column a int not null",
+                "not_null_without_default",
+            ),
+            (
+                "alter table t add column a uuid default gen_random_uuid()",
+                "volatile_default",
+            ),
+            (
+                "alter table t add constraint c check (a > 0)",
+                "constraint_without_not_valid",
+            ),
+            (
+                "alter table t add constraint f foreign key (a) references u (id)",
+                "constraint_without_not_valid",
+            ),
+            ("create index i on t (a)", "index_without_concurrently"),
+            ("create table t2 as select * from t", "create_table_as"),
+            ("lock table t", "lock_access_exclusive"),
+            (
+                "lock table t in access exclusive mode",
+                "lock_access_exclusive",
+            ),
+        ] {
+            assert!(
+                one(sql).has(code),
+                "{sql} should have {code}: {:?}",
+                one(sql).findings
+            );
+        }
+        for sql in [
+            "alter table t add column a int not null default 0",
+            "alter table t add column a timestamptz default now()",
+            "alter table t add constraint c check (a > 0) not valid",
+            "create index concurrently i on t (a)",
+            "lock table t in share mode",
+            "alter table t add column a int",
+        ] {
+            assert!(
+                one(sql).findings.is_empty(),
+                "{sql}: {:?}",
+                one(sql).findings
+            );
+        }
     }
 
     #[test]
