@@ -14,12 +14,14 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
-    LockTableMode, ObjectType, Set, Statement, TableConstraint, visit_relations, visit_statements,
+    LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Value, Visit, Visitor,
+    visit_expressions_mut, visit_relations, visit_statements,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::Dialect;
+use super::functions::is_side_effect_free;
 use super::split::split;
 
 /// Deepest nesting sqlparser may recurse into before the statement counts as unknown.
@@ -55,6 +57,10 @@ pub struct Classified {
     /// Every table, view or other relation the statement names, as written.
     pub tables: Vec<String>,
     pub findings: Vec<Finding>,
+    /// The statement with every literal replaced by `?`, for grouping.
+    pub fingerprint: String,
+    /// The migration tool whose bookkeeping table the statement touches, if any.
+    pub migration: Option<&'static str>,
 }
 
 impl Classified {
@@ -64,6 +70,8 @@ impl Classified {
             kind: Kind::Unknown,
             tables: Vec::new(),
             findings: vec![Finding { code, reason }],
+            fingerprint: String::new(),
+            migration: None,
         }
     }
 
@@ -120,6 +128,18 @@ fn classify_one(text: &str, dialect: Dialect) -> Classified {
         findings_of(s, &mut findings);
         ControlFlow::<()>::Continue(())
     });
+    let mut calls = FunctionCalls::default();
+    let _ = statement.visit(&mut calls);
+    for name in calls.0 {
+        if !is_side_effect_free(&name) {
+            findings.push(Finding {
+                code: "function_call",
+                reason: format!(
+                    "calls {name}, which is not on the list of side-effect-free functions"
+                ),
+            });
+        }
+    }
     let mut tables = Vec::new();
     let _ = visit_relations(&statement, |name| {
         let name = name.to_string();
@@ -128,11 +148,78 @@ fn classify_one(text: &str, dialect: Dialect) -> Classified {
         }
         ControlFlow::<()>::Continue(())
     });
+    let migration = tables.iter().find_map(|t| migration_tool(t));
     Classified {
         text: text.to_owned(),
         kind,
+        fingerprint: fingerprint(&statement),
         tables,
         findings,
+        migration,
+    }
+}
+
+/// Bookkeeping tables of migration tools, by tool.
+const MIGRATION_TABLES: &[(&str, &str)] = &[
+    ("flyway_schema_history", "flyway"),
+    ("alembic_version", "alembic"),
+    ("schema_migrations", "rails/golang-migrate"),
+    ("_sqlx_migrations", "sqlx"),
+    ("databasechangelog", "liquibase"),
+    ("databasechangeloglock", "liquibase"),
+    ("__efmigrationshistory", "entity-framework"),
+];
+
+fn migration_tool(table: &str) -> Option<&'static str> {
+    let lower = table.to_ascii_lowercase();
+    let base = lower.rsplit('.').next().unwrap_or(&lower).trim_matches('"');
+    MIGRATION_TABLES
+        .iter()
+        .find(|(t, _)| *t == base)
+        .map(|(_, tool)| *tool)
+}
+
+/// The statement's text with literals replaced by `?`.
+fn fingerprint(statement: &Statement) -> String {
+    let mut copy = statement.clone();
+    let _ = visit_expressions_mut(&mut copy, |e| {
+        if matches!(e, Expr::Value(_)) {
+            *e = Expr::value(Value::Placeholder("?".into()));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    copy.to_string()
+}
+
+/// Every function a statement calls: in expressions, and as table functions in FROM
+/// (`select * from query_to_xml(...)`).
+#[derive(Default)]
+struct FunctionCalls(Vec<String>);
+
+impl Visitor for FunctionCalls {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.0.push(f.name.to_string());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                self.0.push(name.to_string());
+            }
+            TableFactor::TableFunction { .. } => self.0.push("a table function".into()),
+            _ => {}
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -500,6 +587,66 @@ mod tests {
         assert_eq!(c.kind, Kind::Write);
         assert!(c.has("explain_analyze_write"));
         assert_eq!(one("explain select 1").kind, Kind::Read);
+    }
+
+    #[test]
+    fn function_calls_off_the_allow_list_are_findings() {
+        for sql in [
+            "select pg_terminate_backend(pid) from pg_stat_activity",
+            "select lo_unlink(16385)",
+            "select set_config('role', 'admin', false)",
+            "select setval('s', 1)",
+            "select * from query_to_xml('select lo_unlink(1)', true, true, '')",
+            "select dblink_exec('dbname=x', 'drop table t')",
+        ] {
+            let c = one(sql);
+            assert!(c.has("function_call"), "{sql}: {:?}", c.findings);
+        }
+        for sql in [
+            "select count(*), max(id), coalesce(name, '') from users group by name",
+            "select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a",
+            "select now(), date_trunc('day', created_at) from events",
+        ] {
+            assert!(
+                !one(sql).has("function_call"),
+                "{sql}: {:?}",
+                one(sql).findings
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprints_group_statements_that_differ_only_in_literals() {
+        let a = one("select * from t where id = 1 and name = 'alice'");
+        let b = one("SELECT * FROM t WHERE id = 42 AND name = 'bob'");
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint, "SELECT * FROM t WHERE id = ? AND name = ?");
+        assert!(!a.fingerprint.contains("alice"), "no literal survives");
+        assert_ne!(
+            a.fingerprint,
+            one("select * from u where id = 1").fingerprint
+        );
+    }
+
+    #[test]
+    fn migration_tools_are_recognised_by_their_tables() {
+        assert_eq!(
+            one("insert into flyway_schema_history values (1)").migration,
+            Some("flyway")
+        );
+        assert_eq!(
+            one("update alembic_version set version_num = 'abc'").migration,
+            Some("alembic")
+        );
+        assert_eq!(
+            one(r#"select * from "__EFMigrationsHistory""#).migration,
+            Some("entity-framework")
+        );
+        assert_eq!(
+            one("select * from public._sqlx_migrations").migration,
+            Some("sqlx")
+        );
+        assert_eq!(one("select * from accounts").migration, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! yet wired into the sessions; policy will be.
 
 pub mod classify;
+pub mod functions;
 pub mod split;
 
 /// Which server's lexical rules apply.
