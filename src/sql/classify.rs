@@ -82,17 +82,46 @@ impl Classified {
 
 /// Classifies every statement in `sql`.
 pub fn classify(sql: &str, dialect: Dialect) -> Vec<Classified> {
+    classify_in_session(sql, dialect, &mut Prepared::default())
+}
+
+/// Classifies every statement in `sql` for a session that has `prepared` statements: a
+/// `PREPARE` is remembered, an `EXECUTE` is judged as what it runs, `DEALLOCATE` forgets.
+pub fn classify_in_session(
+    sql: &str,
+    dialect: Dialect,
+    prepared: &mut Prepared,
+) -> Vec<Classified> {
     let pieces = match split(sql, dialect) {
         Ok(p) => p,
         Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
     };
     pieces
         .into_iter()
-        .map(|piece| classify_one(piece, dialect))
+        .map(|piece| classify_one(piece, dialect, prepared))
         .collect()
 }
 
-fn classify_one(text: &str, dialect: Dialect) -> Classified {
+/// What a session has prepared with SQL-level `PREPARE`, by name. Bounded: past
+/// [`Prepared::MAX`] names a new PREPARE is not remembered and its EXECUTE is unknown.
+#[derive(Debug, Default, Clone)]
+pub struct Prepared {
+    statements: std::collections::HashMap<String, Classified>,
+}
+
+impl Prepared {
+    pub const MAX: usize = 1000;
+}
+
+/// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
+fn folded(ident: &sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+fn classify_one(text: &str, dialect: Dialect, prepared: &mut Prepared) -> Classified {
     let parsed = match dialect {
         Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
             .with_recursion_limit(RECURSION_LIMIT)
@@ -116,10 +145,60 @@ fn classify_one(text: &str, dialect: Dialect) -> Classified {
             );
         }
     };
+    match &statement {
+        Statement::Prepare {
+            name,
+            statement: inner,
+            ..
+        } => {
+            if prepared.statements.len() < Prepared::MAX {
+                let remembered = from_statement(&inner.to_string(), inner);
+                prepared.statements.insert(folded(name), remembered);
+            }
+            let mut c = from_statement(text, &statement);
+            c.kind = Kind::Session;
+            c.findings.clear();
+            c
+        }
+        Statement::Execute {
+            name: Some(name),
+            immediate: false,
+            ..
+        } => {
+            let key = match name.0.as_slice() {
+                [part] => part.as_ident().map(folded),
+                _ => None,
+            };
+            match key.and_then(|k| prepared.statements.get(&k)) {
+                Some(p) => Classified {
+                    text: text.to_owned(),
+                    ..p.clone()
+                },
+                None => Classified::unknown(
+                    text,
+                    "unknown_prepared_statement",
+                    format!("EXECUTE {name}: Airlock did not see this session PREPARE it"),
+                ),
+            }
+        }
+        Statement::Deallocate { name, .. } => {
+            if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+                prepared.statements.clear();
+            } else {
+                prepared.statements.remove(&folded(name));
+            }
+            from_statement(text, &statement)
+        }
+        _ => from_statement(text, &statement),
+    }
+}
+
+/// Classifies one parsed statement.
+fn from_statement(text: &str, statement: &Statement) -> Classified {
     let mut kind = Kind::Read;
     let mut findings = Vec::new();
     let root_is_query = matches!(statement, Statement::Query(_));
-    let _ = visit_statements(&statement, |s| {
+    let _ = visit_statements(statement, |s| {
         let k = kind_of(s);
         if root_is_query && k == Kind::Write {
             findings.push(finding("data_modifying_cte", "a WITH clause changes data"));
@@ -141,7 +220,7 @@ fn classify_one(text: &str, dialect: Dialect) -> Classified {
         }
     }
     let mut tables = Vec::new();
-    let _ = visit_relations(&statement, |name| {
+    let _ = visit_relations(statement, |name| {
         let name = name.to_string();
         if !tables.contains(&name) {
             tables.push(name);
@@ -152,7 +231,7 @@ fn classify_one(text: &str, dialect: Dialect) -> Classified {
     Classified {
         text: text.to_owned(),
         kind,
-        fingerprint: fingerprint(&statement),
+        fingerprint: fingerprint(statement),
         tables,
         findings,
         migration,
@@ -668,9 +747,32 @@ mod tests {
             assert_eq!(c.kind, Kind::Unknown, "{sql}");
             assert!(!c.findings.is_empty(), "{sql}: a reason is given");
         }
-        assert_eq!(one("prepare p as delete from t").kind, Kind::Unknown);
+        assert_eq!(one("execute never_prepared").kind, Kind::Unknown);
         let deep = format!("select {}1{}", "(".repeat(200), ")".repeat(200));
         assert_eq!(one(&deep).kind, Kind::Unknown, "recursion is bounded");
+    }
+
+    #[test]
+    fn sql_level_prepare_is_remembered_and_execute_judged_as_what_it_runs() {
+        let mut session = Prepared::default();
+        let prepare = classify_in_session(
+            "PREPARE Wipe AS delete from accounts",
+            Dialect::Postgres,
+            &mut session,
+        );
+        assert_eq!(prepare[0].kind, Kind::Session, "preparing runs nothing");
+        let run = classify_in_session("execute wipe", Dialect::Postgres, &mut session);
+        assert_eq!(run[0].kind, Kind::Write);
+        assert!(run[0].has("delete_without_where"));
+        assert_eq!(run[0].text, "execute wipe");
+        classify_in_session("deallocate wipe", Dialect::Postgres, &mut session);
+        assert_eq!(
+            classify_in_session("execute wipe", Dialect::Postgres, &mut session)[0].kind,
+            Kind::Unknown
+        );
+        // Within one string too.
+        let both = classify("prepare q as select 1; execute q", Dialect::Postgres);
+        assert_eq!(both[1].kind, Kind::Read);
     }
 
     #[test]
