@@ -227,6 +227,12 @@ fn from_statement(text: &str, statement: &Statement) -> Classified {
         }
         ControlFlow::<()>::Continue(())
     });
+    if kind == Kind::Unknown && findings.is_empty() {
+        findings.push(finding(
+            "unclassified",
+            "Airlock does not know what this kind of statement does",
+        ));
+    }
     let migration = tables.iter().find_map(|t| migration_tool(t));
     Classified {
         text: text.to_owned(),
@@ -446,6 +452,10 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
                 "EXPLAIN ANALYZE runs the statement it explains",
             ));
         }
+        S::Call(f) => out.push(Finding {
+            code: "function_call",
+            reason: format!("CALL runs procedure {}, which may do anything", f.name),
+        }),
         S::AlterTable(alter) => alter.operations.iter().for_each(|op| alter_findings(op, out)),
         S::CreateIndex(index) if !index.concurrently => out.push(finding(
             "index_without_concurrently",
