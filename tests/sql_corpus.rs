@@ -55,13 +55,13 @@ fn postgres_corpus() {
                 case.sql, case.kinds
             ));
         }
-        if let Some(tool) = &case.migration {
-            if !got.iter().any(|c| c.migration == Some(tool.as_str())) {
-                mismatches.push(format!(
-                    "{:?}: migration tool {tool} not recognised",
-                    case.sql
-                ));
-            }
+        if let Some(tool) = &case.migration
+            && !got.iter().any(|c| c.migration == Some(tool.as_str()))
+        {
+            mismatches.push(format!(
+                "{:?}: migration tool {tool} not recognised",
+                case.sql
+            ));
         }
         let would_hold = got
             .iter()
