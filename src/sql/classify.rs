@@ -785,6 +785,64 @@ mod tests {
         assert_eq!(both[1].kind, Kind::Read);
     }
 
+    /// Random text from SQL-ish fragments never panics, and whatever is unknown says why.
+    #[test]
+    fn random_text_never_panics_and_unknowns_carry_a_reason() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let fragments = [
+            "select",
+            "delete",
+            "from",
+            "t",
+            "where",
+            "(",
+            ")",
+            "'x'",
+            "$$",
+            ";",
+            "with",
+            "as",
+            "update",
+            "set",
+            "=",
+            "1",
+            "prepare",
+            "execute",
+            "explain",
+            "analyze",
+            "drop",
+            "table",
+            "--",
+            "/*",
+            "*/",
+            "\n",
+            "\"",
+            ",",
+            "begin",
+            "atomic",
+            "end",
+            "case",
+            "into",
+            "copy",
+            "grant",
+            "lo_unlink",
+        ];
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..3000 {
+            let n = rng.random_range(0..14);
+            let sql: Vec<&str> = (0..n)
+                .map(|_| fragments[rng.random_range(0..fragments.len())])
+                .collect();
+            let sql = sql.join(" ");
+            for c in classify(&sql, Dialect::Postgres) {
+                if c.kind == Kind::Unknown {
+                    assert!(!c.findings.is_empty(), "{sql:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn each_statement_of_a_string_is_classified() {
         let all = classify("select 1; drop table t; begin", Dialect::Postgres);

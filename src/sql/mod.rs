@@ -4,12 +4,13 @@
 //! classifier ([`classify`]: kind, tables, the main risk findings, fail-closed unknowns). Not
 //! yet wired into the sessions; policy will be.
 
+pub mod cache;
 pub mod classify;
 pub mod functions;
 pub mod split;
 
 /// Which server's lexical rules apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Postgres,
 }

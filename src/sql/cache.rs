@@ -1,0 +1,136 @@
+//! Classification cached by exact statement text, so a statement an application repeats costs
+//! a lookup. Bounded in entries and in bytes of text; when full, the oldest entries go first.
+//! Only text that does not depend on session state is cached (not PREPARE/EXECUTE/DEALLOCATE).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::Dialect;
+use super::classify::{Classified, classify};
+
+/// One dialect's cache (a listener speaks one dialect).
+pub struct Cache {
+    dialect: Dialect,
+    map: HashMap<Box<str>, Arc<[Classified]>>,
+    order: VecDeque<Box<str>>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Cache {
+    pub fn new(dialect: Dialect, max_entries: usize, max_bytes: usize) -> Cache {
+        Cache {
+            dialect,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes,
+        }
+    }
+
+    /// The classification of `sql`, from the cache or computed and remembered.
+    pub fn classify(&mut self, sql: &str) -> Arc<[Classified]> {
+        if let Some(hit) = self.map.get(sql) {
+            return hit.clone();
+        }
+        let classified: Arc<[Classified]> = classify(sql, self.dialect).into();
+        let cacheable = sql.len() <= self.max_bytes / 4
+            && !classified.iter().any(|c| session_dependent(&c.text));
+        if cacheable {
+            self.insert(Box::from(sql), classified.clone());
+        }
+        classified
+    }
+
+    fn insert(&mut self, key: Box<str>, value: Arc<[Classified]>) {
+        let size = cost(&key, &value);
+        while !self.order.is_empty()
+            && (self.map.len() >= self.max_entries || self.bytes + size > self.max_bytes)
+        {
+            if let Some(old) = self.order.pop_front()
+                && let Some(v) = self.map.remove(&old)
+            {
+                self.bytes -= cost(&old, &v);
+            }
+        }
+        self.bytes += size;
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Roughly what an entry holds: its key and each statement's text and fingerprint.
+fn cost(text: &str, value: &[Classified]) -> usize {
+    text.len()
+        + value
+            .iter()
+            .map(|c| c.text.len() + c.fingerprint.len() + 64)
+            .sum::<usize>()
+}
+
+/// PREPARE, EXECUTE and DEALLOCATE depend on what the session prepared: never cached.
+fn session_dependent(statement: &str) -> bool {
+    let head = statement
+        .get(..10)
+        .unwrap_or(statement)
+        .to_ascii_lowercase();
+    ["prepare", "execute", "deallocat"]
+        .iter()
+        .any(|k| head.starts_with(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_served_from_the_cache() {
+        let mut cache = Cache::new(Dialect::Postgres, 10, 1 << 20);
+        let a = cache.classify("select 1");
+        let b = cache.classify("select 1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn stays_within_its_bounds() {
+        let mut cache = Cache::new(Dialect::Postgres, 100, 4096);
+        for i in 0..1000 {
+            cache.classify(&format!(
+                "select {i} from t where x = 'padding padding padding'"
+            ));
+            assert!(
+                cache.len() <= 100 && cache.bytes() <= 4096,
+                "{} entries, {} bytes",
+                cache.len(),
+                cache.bytes()
+            );
+        }
+        assert!(cache.len() > 1);
+    }
+
+    #[test]
+    fn session_dependent_text_is_not_cached() {
+        let mut cache = Cache::new(Dialect::Postgres, 10, 1 << 20);
+        cache.classify("execute wipe");
+        cache.classify("prepare wipe as delete from t");
+        cache.classify("select 1; execute wipe");
+        assert!(cache.is_empty());
+        cache.classify("select 1;");
+        assert_eq!(cache.len(), 1, "a trailing semicolon is fine");
+    }
+}
