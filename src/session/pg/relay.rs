@@ -732,36 +732,46 @@ mod tests {
         (forwarded, None)
     }
 
-    fn ctx_parts(
+    /// An inspector that counts, and the state a pump context borrows.
+    struct Harness {
+        seen: std::sync::Arc<Mutex<Seen>>,
+        inspector: Mutex<Box<dyn Inspector>>,
+        sync: SyncState,
         interest: Interest,
-    ) -> (
-        std::sync::Arc<Mutex<Seen>>,
-        Mutex<Box<dyn Inspector>>,
-        SyncState,
-    ) {
-        let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
-        let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest));
-        (seen, Mutex::new(inspector), SyncState::default())
+    }
+
+    impl Harness {
+        fn new(statements: bool, rows: bool) -> Harness {
+            let interest = Interest { statements, rows };
+            let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
+            let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest));
+            Harness {
+                seen,
+                inspector: Mutex::new(inspector),
+                sync: SyncState::default(),
+                interest,
+            }
+        }
+
+        fn ctx(&self) -> PumpCtx<'_> {
+            PumpCtx {
+                inspector: &self.inspector,
+                interest: self.interest,
+                limits: Limits {
+                    max_message_size: LIMIT,
+                },
+                sync: &self.sync,
+            }
+        }
     }
 
     #[test]
     fn client_streams_pass_whole_in_order_however_they_are_cut() {
-        let interest = Interest {
-            statements: true,
-            rows: false,
-        };
         for seed in 0..300 {
             let mut rng = StdRng::seed_from_u64(seed);
             let (input, statements, syncs) = client_stream(&mut rng);
-            let (seen, inspector, sync) = ctx_parts(interest);
-            let ctx = PumpCtx {
-                inspector: &inspector,
-                interest,
-                limits: Limits {
-                    max_message_size: LIMIT,
-                },
-                sync: &sync,
-            };
+            let h = Harness::new(true, false);
+            let ctx = h.ctx();
             let (forwarded, end) = feed(&mut rng, &input, |p| scan_frontend(p, &ctx, false));
             assert!(
                 matches!(end, Some(ScanEnd::Terminate)),
@@ -771,25 +781,17 @@ mod tests {
                 forwarded == input,
                 "seed {seed}: bytes forwarded exactly once, in order"
             );
-            assert_eq!(seen.lock().unwrap().statements, statements, "seed {seed}");
-            assert_eq!(sync.sent.load(Ordering::Acquire), syncs, "seed {seed}");
+            assert_eq!(h.seen.lock().unwrap().statements, statements, "seed {seed}");
+            assert_eq!(h.sync.sent.load(Ordering::Acquire), syncs, "seed {seed}");
         }
     }
 
     #[test]
     fn kept_sessions_do_not_forward_terminate() {
-        let interest = Interest::default();
         let mut rng = StdRng::seed_from_u64(7);
         let (input, _, _) = client_stream(&mut rng);
-        let (_, inspector, sync) = ctx_parts(interest);
-        let ctx = PumpCtx {
-            inspector: &inspector,
-            interest,
-            limits: Limits {
-                max_message_size: LIMIT,
-            },
-            sync: &sync,
-        };
+        let h = Harness::new(false, false);
+        let ctx = h.ctx();
         let (forwarded, end) = feed(&mut rng, &input, |p| scan_frontend(p, &ctx, true));
         assert!(matches!(end, Some(ScanEnd::Terminate)));
         assert_eq!(forwarded, input[..input.len() - 5]);
@@ -798,21 +800,10 @@ mod tests {
     #[test]
     fn server_streams_pass_whole_and_rows_reach_the_seam_once() {
         for (seed, rows_wanted) in (0..300).map(|s| (s, s % 2 == 0)) {
-            let interest = Interest {
-                statements: false,
-                rows: rows_wanted,
-            };
             let mut rng = StdRng::seed_from_u64(1000 + seed);
             let (input, rows, row_bytes, ready) = server_stream(&mut rng);
-            let (seen, inspector, sync) = ctx_parts(interest);
-            let ctx = PumpCtx {
-                inspector: &inspector,
-                interest,
-                limits: Limits {
-                    max_message_size: LIMIT,
-                },
-                sync: &sync,
-            };
+            let h = Harness::new(false, rows_wanted);
+            let ctx = h.ctx();
             let mut last_was_error = false;
             let (forwarded, end) = feed(&mut rng, &input, |p| {
                 scan_backend(p, &ctx, &mut last_was_error)
@@ -822,36 +813,25 @@ mod tests {
                 forwarded == input,
                 "seed {seed}: bytes forwarded exactly once, in order"
             );
-            let seen = seen.lock().unwrap();
-            let (expect_rows, expect_bytes) = if rows_wanted {
+            let seen = h.seen.lock().unwrap();
+            let expected = if rows_wanted {
                 (rows, row_bytes)
             } else {
                 (0, 0)
             };
+            assert_eq!((seen.rows, seen.row_bytes), expected, "seed {seed}");
             assert_eq!(
-                (seen.rows, seen.row_bytes),
-                (expect_rows, expect_bytes),
+                h.sync.answered.load(Ordering::Acquire),
+                ready,
                 "seed {seed}"
             );
-            assert_eq!(sync.answered.load(Ordering::Acquire), ready, "seed {seed}");
         }
     }
 
     #[test]
     fn rows_too_large_to_inspect_fail_closed() {
-        let interest = Interest {
-            statements: false,
-            rows: true,
-        };
-        let (_, inspector, sync) = ctx_parts(interest);
-        let ctx = PumpCtx {
-            inspector: &inspector,
-            interest,
-            limits: Limits {
-                max_message_size: LIMIT,
-            },
-            sync: &sync,
-        };
+        let h = Harness::new(false, true);
+        let ctx = h.ctx();
         let mut input = BytesMut::new();
         put_message(&mut input, b'T', &[0, 0]);
         put_message(&mut input, b'D', &vec![0u8; 2 * LIMIT]);
