@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
     LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Value, Visit, Visitor,
-    visit_expressions_mut, visit_relations, visit_statements,
+    visit_expressions_mut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -195,38 +195,19 @@ fn classify_one(text: &str, dialect: Dialect, prepared: &mut Prepared) -> Classi
 
 /// Classifies one parsed statement.
 fn from_statement(text: &str, statement: &Statement) -> Classified {
-    let mut kind = Kind::Read;
-    let mut findings = Vec::new();
-    let root_is_query = matches!(statement, Statement::Query(_));
-    let _ = visit_statements(statement, |s| {
-        let k = kind_of(s);
-        if root_is_query && k == Kind::Write {
-            findings.push(finding("data_modifying_cte", "a WITH clause changes data"));
-        }
-        kind = kind.max(k);
-        findings_of(s, &mut findings);
-        ControlFlow::<()>::Continue(())
-    });
-    let mut calls = FunctionCalls::default();
-    let _ = statement.visit(&mut calls);
-    for name in calls.0 {
-        if !is_side_effect_free(&name) {
-            findings.push(Finding {
-                code: "function_call",
-                reason: format!(
-                    "calls {name}, which is not on the list of side-effect-free functions"
-                ),
-            });
-        }
-    }
-    let mut tables = Vec::new();
-    let _ = visit_relations(statement, |name| {
-        let name = name.to_string();
-        if !tables.contains(&name) {
-            tables.push(name);
-        }
-        ControlFlow::<()>::Continue(())
-    });
+    let mut walk = Walk {
+        kind: Kind::Read,
+        root_is_query: matches!(statement, Statement::Query(_)),
+        findings: Vec::new(),
+        tables: Vec::new(),
+    };
+    let _ = statement.visit(&mut walk);
+    let Walk {
+        kind,
+        mut findings,
+        tables,
+        ..
+    } = walk;
     if kind == Kind::Unknown && findings.is_empty() {
         findings.push(finding(
             "unclassified",
@@ -241,6 +222,75 @@ fn from_statement(text: &str, statement: &Statement) -> Classified {
         tables,
         findings,
         migration,
+    }
+}
+
+/// One pass over a statement's tree: the kinds and findings of every statement in it
+/// (statements inside statements included), every function it calls (in expressions and as
+/// table functions in FROM), and every relation it names.
+struct Walk {
+    kind: Kind,
+    root_is_query: bool,
+    findings: Vec<Finding>,
+    tables: Vec<String>,
+}
+
+impl Walk {
+    fn call(&mut self, name: String) {
+        if !is_side_effect_free(&name) {
+            self.findings.push(Finding {
+                code: "function_call",
+                reason: format!(
+                    "calls {name}, which is not on the list of side-effect-free functions"
+                ),
+            });
+        }
+    }
+}
+
+impl Visitor for Walk {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        let k = kind_of(s);
+        if self.root_is_query && k == Kind::Write {
+            self.findings
+                .push(finding("data_modifying_cte", "a WITH clause changes data"));
+        }
+        self.kind = self.kind.max(k);
+        findings_of(s, &mut self.findings);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.call(f.name.to_string());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                self.call(name.to_string());
+            }
+            TableFactor::TableFunction { .. } => self.call("a table function".into()),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
+        let name = relation.to_string();
+        if !self.tables.contains(&name) {
+            self.tables.push(name);
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -274,38 +324,6 @@ fn fingerprint(statement: &Statement) -> String {
         ControlFlow::<()>::Continue(())
     });
     copy.to_string()
-}
-
-/// Every function a statement calls: in expressions, and as table functions in FROM
-/// (`select * from query_to_xml(...)`).
-#[derive(Default)]
-struct FunctionCalls(Vec<String>);
-
-impl Visitor for FunctionCalls {
-    type Break = ();
-
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = expr {
-            self.0.push(f.name.to_string());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        match factor {
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                ..
-            }
-            | TableFactor::Function { name, .. } => {
-                self.0.push(name.to_string());
-            }
-            TableFactor::TableFunction { .. } => self.0.push("a table function".into()),
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
 }
 
 fn finding(code: &'static str, reason: &str) -> Finding {
