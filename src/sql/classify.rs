@@ -14,15 +14,15 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
-    LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Value, Visit, Visitor,
-    visit_expressions_mut,
+    LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::Dialect;
 use super::functions::is_side_effect_free;
-use super::split::split;
+use super::split::{Piece, split_tokens};
 
 /// Deepest nesting sqlparser may recurse into before the statement counts as unknown.
 const RECURSION_LIMIT: usize = 50;
@@ -92,7 +92,7 @@ pub fn classify_in_session(
     dialect: Dialect,
     prepared: &mut Prepared,
 ) -> Vec<Classified> {
-    let pieces = match split(sql, dialect) {
+    let pieces = match split_tokens(sql, dialect) {
         Ok(p) => p,
         Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
     };
@@ -121,12 +121,15 @@ fn folded(ident: &sqlparser::ast::Ident) -> String {
     }
 }
 
-fn classify_one(text: &str, dialect: Dialect, prepared: &mut Prepared) -> Classified {
+fn classify_one(piece: Piece<'_>, dialect: Dialect, prepared: &mut Prepared) -> Classified {
+    let text = piece.text;
+    let print = fingerprint(&piece.tokens);
+    // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {
         Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
             .with_recursion_limit(RECURSION_LIMIT)
-            .try_with_sql(text)
-            .and_then(|mut p| p.parse_statements()),
+            .with_tokens_with_locations(piece.tokens)
+            .parse_statements(),
     };
     let statement = match parsed {
         Ok(mut statements) if statements.len() == 1 => statements.remove(0),
@@ -152,10 +155,15 @@ fn classify_one(text: &str, dialect: Dialect, prepared: &mut Prepared) -> Classi
             ..
         } => {
             if prepared.statements.len() < Prepared::MAX {
-                let remembered = from_statement(&inner.to_string(), inner);
+                let inner_text = inner.to_string();
+                let inner_print = split_tokens(&inner_text, dialect)
+                    .ok()
+                    .and_then(|mut p| (p.len() == 1).then(|| fingerprint(&p.remove(0).tokens)))
+                    .unwrap_or_default();
+                let remembered = from_statement(&inner_text, inner, inner_print);
                 prepared.statements.insert(folded(name), remembered);
             }
-            let mut c = from_statement(text, &statement);
+            let mut c = from_statement(text, &statement, print);
             c.kind = Kind::Session;
             c.findings.clear();
             c
@@ -187,14 +195,14 @@ fn classify_one(text: &str, dialect: Dialect, prepared: &mut Prepared) -> Classi
             } else {
                 prepared.statements.remove(&folded(name));
             }
-            from_statement(text, &statement)
+            from_statement(text, &statement, print)
         }
-        _ => from_statement(text, &statement),
+        _ => from_statement(text, &statement, print),
     }
 }
 
 /// Classifies one parsed statement.
-fn from_statement(text: &str, statement: &Statement) -> Classified {
+fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Classified {
     let mut walk = Walk {
         kind: Kind::Read,
         root_is_query: matches!(statement, Statement::Query(_)),
@@ -218,7 +226,7 @@ fn from_statement(text: &str, statement: &Statement) -> Classified {
     Classified {
         text: text.to_owned(),
         kind,
-        fingerprint: fingerprint(statement),
+        fingerprint,
         tables,
         findings,
         migration,
@@ -314,16 +322,38 @@ fn migration_tool(table: &str) -> Option<&'static str> {
         .map(|(_, tool)| *tool)
 }
 
-/// The statement's text with literals replaced by `?`.
-fn fingerprint(statement: &Statement) -> String {
-    let mut copy = statement.clone();
-    let _ = visit_expressions_mut(&mut copy, |e| {
-        if matches!(e, Expr::Value(_)) {
-            *e = Expr::value(Value::Placeholder("?".into()));
+/// The statement's tokens with literals replaced by `?`, unquoted words lower-cased (as
+/// PostgreSQL folds them), comments dropped and white space collapsed.
+fn fingerprint(tokens: &[TokenWithSpan]) -> String {
+    let mut out = String::new();
+    let mut space = false;
+    for TokenWithSpan { token, .. } in tokens {
+        let literal = matches!(
+            token,
+            Token::Number(..)
+                | Token::SingleQuotedString(_)
+                | Token::NationalStringLiteral(_)
+                | Token::EscapedStringLiteral(_)
+                | Token::UnicodeStringLiteral(_)
+                | Token::HexStringLiteral(_)
+                | Token::DollarQuotedString(_)
+        );
+        match token {
+            Token::Whitespace(_) => {
+                space = !out.is_empty();
+                continue;
+            }
+            _ if space => out.push(' '),
+            _ => {}
         }
-        ControlFlow::<()>::Continue(())
-    });
-    copy.to_string()
+        space = false;
+        match token {
+            _ if literal => out.push('?'),
+            Token::Word(w) if w.quote_style.is_none() => out.push_str(&w.value.to_lowercase()),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
 }
 
 fn finding(code: &'static str, reason: &str) -> Finding {
@@ -727,7 +757,12 @@ mod tests {
         let a = one("select * from t where id = 1 and name = 'alice'");
         let b = one("SELECT * FROM t WHERE id = 42 AND name = 'bob'");
         assert_eq!(a.fingerprint, b.fingerprint);
-        assert_eq!(a.fingerprint, "SELECT * FROM t WHERE id = ? AND name = ?");
+        assert_eq!(a.fingerprint, "select * from t where id = ? and name = ?");
+        let c = one("select * from t  where id = 7 -- comment\n and name = $$x$$");
+        assert_eq!(
+            c.fingerprint, a.fingerprint,
+            "comments, spacing and quoting style do not matter"
+        );
         assert!(!a.fingerprint.contains("alice"), "no literal survives");
         assert_ne!(
             a.fingerprint,

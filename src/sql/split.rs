@@ -17,10 +17,24 @@ use super::Dialect;
 #[error("cannot split the statement text: {0}")]
 pub struct SplitError(String);
 
+/// One statement of a string: its text and its tokens (the terminating semicolon excluded).
+pub struct Piece<'a> {
+    pub text: &'a str,
+    pub tokens: Vec<TokenWithSpan>,
+}
+
 /// The statements in `sql`, each as a slice of it without the terminating semicolon and
 /// without surrounding whitespace. Empty statements (`;;`, comments only) are left out, as the
 /// server skips them.
 pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<&str>, SplitError> {
+    Ok(split_tokens(sql, dialect)?
+        .into_iter()
+        .map(|p| p.text)
+        .collect())
+}
+
+/// [`split`], keeping each statement's tokens so that they need not be made again.
+pub fn split_tokens(sql: &str, dialect: Dialect) -> Result<Vec<Piece<'_>>, SplitError> {
     let tokens = match dialect {
         Dialect::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql)
             .tokenize_with_location()
@@ -29,31 +43,49 @@ pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<&str>, SplitError> {
     let offsets = Offsets::new(sql);
     let mut statements = Vec::new();
     let mut start: Option<usize> = None;
+    let mut current: Vec<TokenWithSpan> = Vec::new();
     let mut blocks = Blocks::default();
-    let mut previous: Option<&Token> = None;
-    for TokenWithSpan { token, span } in &tokens {
+    // Whether the previous significant token was an unquoted BEGIN.
+    let mut after_begin = false;
+    for with_span in tokens {
+        let TokenWithSpan { token, span } = &with_span;
         match token {
-            Token::Whitespace(_) | Token::EOF => continue,
+            Token::EOF => continue,
+            Token::Whitespace(_) => {
+                if start.is_some() {
+                    current.push(with_span);
+                }
+                continue;
+            }
             Token::SemiColon if blocks.depth() == 0 => {
                 if let Some(s) = start.take() {
                     let end = offsets.byte(span.start);
-                    statements.push(sql[s..end].trim_end());
+                    statements.push(Piece {
+                        text: sql[s..end].trim_end(),
+                        tokens: std::mem::take(&mut current),
+                    });
                 }
                 blocks = Blocks::default();
+                after_begin = false;
+                continue;
             }
             _ => {
                 if start.is_none() {
                     start = Some(offsets.byte(span.start));
                 }
-                blocks.see(previous, token);
+                blocks.see(after_begin, token);
             }
         }
-        previous = Some(token);
+        after_begin = matches!(token, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::BEGIN);
+        current.push(with_span);
     }
     if let Some(s) = start {
         let text = sql[s..].trim_end();
         if !text.is_empty() {
-            statements.push(text);
+            statements.push(Piece {
+                text,
+                tokens: current,
+            });
         }
     }
     Ok(statements)
@@ -72,12 +104,11 @@ impl Blocks {
         self.atomic
     }
 
-    fn see(&mut self, previous: Option<&Token>, token: &Token) {
+    fn see(&mut self, after_begin: bool, token: &Token) {
         let Token::Word(w) = token else { return };
         if w.quote_style.is_some() {
             return;
         }
-        let after_begin = matches!(previous, Some(Token::Word(p)) if p.quote_style.is_none() && p.keyword == Keyword::BEGIN);
         match w.keyword {
             Keyword::ATOMIC if after_begin => self.atomic += 1,
             Keyword::CASE if self.atomic > 0 => self.case += 1,
