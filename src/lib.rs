@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod inspect;
 pub mod net;
+pub mod policy;
 pub mod protocol;
 pub mod session;
 pub mod sql;

@@ -29,7 +29,8 @@ const RECURSION_LIMIT: usize = 50;
 
 /// What a statement does, ordered from least to most restrictive: a string of statements is
 /// judged by its most restrictive one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Read,
     Transaction,

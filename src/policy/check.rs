@@ -1,0 +1,301 @@
+//! The decision for a statement: `check(policy, request)`, pure and total.
+
+use super::rules::{Action, MigrationMatch, Policy, Rule};
+use crate::sql::classify::Classified;
+
+/// Who asks, where, for which statement.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub user: &'a str,
+    pub groups: &'a [String],
+    pub listener: &'a str,
+    pub database: &'a str,
+    pub statement: &'a Classified,
+}
+
+/// What happens to a statement, and which rule said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'p> {
+    Allow { rule: &'p Rule },
+    Deny { rule: &'p Rule, message: String },
+    Review { rule: &'p Rule },
+}
+
+impl Decision<'_> {
+    /// Deny over review over allow.
+    fn severity(&self) -> u8 {
+        match self {
+            Decision::Allow { .. } => 0,
+            Decision::Review { .. } => 1,
+            Decision::Deny { .. } => 2,
+        }
+    }
+
+    pub fn rule_name(&self) -> &str {
+        match self {
+            Decision::Allow { rule } | Decision::Deny { rule, .. } | Decision::Review { rule } => {
+                &rule.name
+            }
+        }
+    }
+}
+
+/// The decision for one statement: the first matching rule's action, or the default.
+pub fn check<'p>(policy: &'p Policy, request: &Request<'_>) -> Decision<'p> {
+    let rule = policy
+        .rules
+        .iter()
+        .find(|r| matches(r, request))
+        .unwrap_or(&policy.default);
+    match rule.action {
+        Action::Allow => Decision::Allow { rule },
+        Action::Review => Decision::Review { rule },
+        Action::Deny => Decision::Deny {
+            rule,
+            message: rule
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.name)),
+        },
+    }
+}
+
+/// The decision for a string of statements: the most restrictive of theirs.
+pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Decision<'p>> {
+    requests
+        .iter()
+        .map(|r| check(policy, r))
+        .max_by_key(|d| d.severity())
+}
+
+fn matches(rule: &Rule, r: &Request<'_>) -> bool {
+    let s = r.statement;
+    let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+    any(&rule.users, r.user)
+        && (rule.groups.is_empty() || rule.groups.iter().any(|g| r.groups.contains(g)))
+        && any(&rule.listeners, r.listener)
+        && any(&rule.databases, r.database)
+        && (rule.kinds.is_empty() || rule.kinds.contains(&s.kind))
+        && (rule.findings.is_empty()
+            || s.findings
+                .iter()
+                .any(|f| rule.findings.iter().any(|x| x == f.code)))
+        && rule
+            .any_finding
+            .is_none_or(|want| want == !s.findings.is_empty())
+        && (rule.tables.is_empty()
+            || s.tables
+                .iter()
+                .any(|t| rule.tables.iter().any(|p| glob(p, t))))
+        && match &rule.migration {
+            None => true,
+            Some(MigrationMatch::Any(want)) => *want == s.migration.is_some(),
+            Some(MigrationMatch::Tools(tools)) => {
+                s.migration.is_some_and(|m| tools.iter().any(|t| t == m))
+            }
+        }
+}
+
+/// `*` matches any run of characters, `?` any one; case-insensitive, as unquoted names are.
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyError;
+    use crate::sql::Dialect;
+    use crate::sql::classify::classify;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(&[("test.toml".into(), text.into())]).unwrap()
+    }
+
+    fn decide<'p>(p: &'p Policy, user: &str, groups: &[&str], sql: &str) -> Decision<'p> {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let classified = classify(sql, Dialect::Postgres);
+        let requests: Vec<Request<'_>> = classified
+            .iter()
+            .map(|statement| Request {
+                user,
+                groups: &groups,
+                listener: "pg",
+                database: "prod",
+                statement,
+            })
+            .collect();
+        check_all(p, &requests).unwrap()
+    }
+
+    const DEFAULT: &str = include_str!("../../policies/default.toml");
+
+    #[test]
+    fn the_shipped_default_policy() {
+        let p = policy(DEFAULT);
+        assert!(matches!(
+            decide(&p, "app", &[], "select * from users where id = 1"),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            decide(&p, "app", &[], "update users set name = 'x' where id = 1"),
+            Decision::Allow { .. }
+        ));
+        for risky in [
+            "delete from users",
+            "drop table users",
+            "grant all on users to intern",
+            "do $$ begin perform 1; end $$",
+            "select pg_terminate_backend(42)",
+            "alter table users add column x int not null",
+        ] {
+            let d = decide(&p, "app", &[], risky);
+            assert!(matches!(d, Decision::Review { .. }), "{risky}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_decides_and_the_worst_statement_wins() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "allow"
+
+            [[rule]]
+            name = "no-billing-writes"
+            action = "deny"
+            message = "billing is read-only here"
+            kinds = ["write", "ddl"]
+            tables = ["billing.*"]
+
+            [[rule]]
+            name = "dba-may-drop"
+            action = "allow"
+            groups = ["dba"]
+            findings = ["drop"]
+
+            [[rule]]
+            name = "drops-need-review"
+            action = "review"
+            findings = ["drop"]
+            approvers = ["dba"]
+            "#,
+        );
+        match decide(
+            &p,
+            "app",
+            &[],
+            "update billing.invoices set paid = true where id = 1",
+        ) {
+            Decision::Deny { rule, message } => {
+                assert_eq!(rule.name, "no-billing-writes");
+                assert_eq!(message, "billing is read-only here");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&p, "app", &[], "select * from billing.invoices"),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(
+            decide(&p, "ann", &["dba"], "drop table t").rule_name(),
+            "dba-may-drop"
+        );
+        assert_eq!(
+            decide(&p, "app", &[], "drop table t").rule_name(),
+            "drops-need-review"
+        );
+        let d = decide(
+            &p,
+            "app",
+            &[],
+            "select 1; drop table t; update billing.x set a = 1 where b = 2",
+        );
+        assert!(
+            matches!(d, Decision::Deny { .. }),
+            "deny beats review beats allow: {d:?}"
+        );
+    }
+
+    #[test]
+    fn without_defaults_what_no_rule_allows_is_denied() {
+        let p = policy("[[rule]]\nname = \"reads\"\naction = \"allow\"\nkinds = [\"read\"]\n");
+        assert!(matches!(
+            decide(&p, "u", &[], "select 1"),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            decide(&p, "u", &[], "insert into t values (1)"),
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn migration_runs_can_be_matched_as_one_thing() {
+        let p = policy(
+            "[defaults]\naction = \"deny\"\n[[rule]]\nname = \"flyway\"\naction = \"allow\"\nmigration = [\"flyway\"]\n",
+        );
+        assert!(matches!(
+            decide(
+                &p,
+                "ci",
+                &[],
+                "insert into flyway_schema_history values (1)"
+            ),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            decide(&p, "ci", &[], "insert into t values (1)"),
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_policy_files_are_refused_with_the_rule_named() {
+        let e = Policy::parse(&[(
+            "p.toml".into(),
+            "[[rule]]\nname = \"r\"\naction = \"review\"\n".into(),
+        )])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"r\"") && e.to_string().contains("approvers"),
+            "{e}"
+        );
+        let e = Policy::parse(&[(
+            "p.toml".into(),
+            "[[rule]]\nname = \"r\"\naction = \"allow\"\ncolour = 1\n".into(),
+        )])
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        assert_eq!(Policy::parse(&[]).unwrap_err(), PolicyError::Empty);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("billing.*", "billing.invoices"));
+        assert!(glob("*.secrets", "app.secrets"));
+        assert!(glob("t?", "T1"));
+        assert!(!glob("billing.*", "public.billing"));
+        assert!(glob("*", "anything"));
+        assert!(!glob("a*b", "acd"));
+    }
+}

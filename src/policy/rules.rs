@@ -1,0 +1,234 @@
+//! Policy files: `[defaults]` and `[[rule]]` tables, unknown keys refused, checked as a whole.
+
+use serde::Deserialize;
+
+use crate::sql::classify::Kind;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("policy file {file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("policy file {file}, rule {rule:?}: {problem}; {fix}")]
+    Invalid {
+        file: String,
+        rule: String,
+        problem: String,
+        fix: String,
+    },
+    #[error(
+        "no policy file: add at least one .toml file to the policy directory (see policies/default.toml)"
+    )]
+    Empty,
+}
+
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Hold for approval by one of `approvers`; on timeout deny, or escalate once.
+    Review,
+}
+
+/// One rule. Every condition given must hold; a condition left out holds for anything.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    /// Shown to the client when the rule denies, and to approvers when it holds.
+    pub message: Option<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    #[serde(default)]
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    /// Any of these finding codes.
+    #[serde(default)]
+    pub findings: Vec<String>,
+    /// Matches when the statement has any finding at all (`true`) or none (`false`).
+    pub any_finding: Option<bool>,
+    /// Glob patterns (`*`, `?`); any table the statement names matching any pattern.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Matches statements of a migration run (`true`), or of the named tools.
+    pub migration: Option<MigrationMatch>,
+    /// For `review`: who may approve.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// For `review`: seconds before the timeout action.
+    pub timeout_secs: Option<u64>,
+    /// For `review`: what happens on timeout.
+    pub on_timeout: Option<OnTimeout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum MigrationMatch {
+    Any(bool),
+    Tools(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OnTimeout {
+    Deny,
+    /// Escalate to another group with its own timeout, then deny.
+    Escalate {
+        approvers: Vec<String>,
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    defaults: Option<Defaults>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    action: Action,
+    message: Option<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    timeout_secs: Option<u64>,
+}
+
+/// The whole policy: rules in order and the default for statements no rule matches.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    pub default: Rule,
+}
+
+const DEFAULT_REVIEW_TIMEOUT_SECS: u64 = 15 * 60;
+
+impl Policy {
+    /// Parses policy files given as (file name, text), in name order.
+    pub fn parse(files: &[(String, String)]) -> Result<Policy, PolicyError> {
+        if files.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        let mut sorted: Vec<&(String, String)> = files.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rules = Vec::new();
+        let mut default = None;
+        for (name, text) in sorted {
+            let file: File = toml::from_str(text).map_err(|e| PolicyError::Parse {
+                file: name.clone(),
+                message: e.to_string(),
+            })?;
+            for rule in file.rules {
+                check_rule(name, &rule)?;
+                rules.push(rule);
+            }
+            if let Some(d) = file.defaults {
+                if default.is_some() {
+                    return Err(invalid(
+                        name,
+                        "defaults",
+                        "a second [defaults] table",
+                        "keep [defaults] in one file",
+                    ));
+                }
+                let rule = Rule {
+                    name: "default".into(),
+                    action: d.action,
+                    message: d.message,
+                    approvers: d.approvers,
+                    timeout_secs: d.timeout_secs,
+                    ..Rule::empty()
+                };
+                check_rule(name, &rule)?;
+                default = Some(rule);
+            }
+        }
+        // Without [defaults], what no rule names is held: never waved through.
+        let default = default.unwrap_or_else(|| Rule {
+            name: "default".into(),
+            action: Action::Deny,
+            message: Some("no policy rule allows this statement".into()),
+            ..Rule::empty()
+        });
+        Ok(Policy { rules, default })
+    }
+}
+
+impl Rule {
+    fn empty() -> Rule {
+        Rule {
+            name: String::new(),
+            action: Action::Deny,
+            message: None,
+            users: vec![],
+            groups: vec![],
+            listeners: vec![],
+            databases: vec![],
+            kinds: vec![],
+            findings: vec![],
+            any_finding: None,
+            tables: vec![],
+            migration: None,
+            approvers: vec![],
+            timeout_secs: None,
+            on_timeout: None,
+        }
+    }
+
+    pub fn review_timeout_secs(&self) -> u64 {
+        self.timeout_secs.unwrap_or(DEFAULT_REVIEW_TIMEOUT_SECS)
+    }
+}
+
+fn invalid(file: &str, rule: &str, problem: &str, fix: &str) -> PolicyError {
+    PolicyError::Invalid {
+        file: file.into(),
+        rule: rule.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+fn check_rule(file: &str, rule: &Rule) -> Result<(), PolicyError> {
+    if rule.name.is_empty() {
+        return Err(invalid(
+            file,
+            "",
+            "a rule has no name",
+            "give every [[rule]] a name",
+        ));
+    }
+    match rule.action {
+        Action::Review if rule.approvers.is_empty() => Err(invalid(
+            file,
+            &rule.name,
+            "review without approvers",
+            "set approvers = [\"dba\"] (groups that may approve)",
+        )),
+        Action::Allow | Action::Deny if !rule.approvers.is_empty() || rule.on_timeout.is_some() => {
+            Err(invalid(
+                file,
+                &rule.name,
+                "approvers or on_timeout on a rule that does not review",
+                "use action = \"review\" or remove them",
+            ))
+        }
+        _ if rule.timeout_secs == Some(0) => Err(invalid(
+            file,
+            &rule.name,
+            "timeout_secs = 0",
+            "use a positive number of seconds",
+        )),
+        _ => Ok(()),
+    }
+}
