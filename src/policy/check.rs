@@ -70,6 +70,7 @@ pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Dec
 
 fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let s = r.statement;
+    let has_findings = !s.findings.is_empty();
     let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
     any(&rule.users, r.user)
         && (rule.groups.is_empty() || rule.groups.iter().any(|g| r.groups.contains(g)))
@@ -80,9 +81,7 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
             || s.findings
                 .iter()
                 .any(|f| rule.findings.iter().any(|x| x == f.code)))
-        && rule
-            .any_finding
-            .is_none_or(|want| want == !s.findings.is_empty())
+        && rule.any_finding.is_none_or(|want| want == has_findings)
         && (rule.tables.is_empty()
             || s.tables
                 .iter()
