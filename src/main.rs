@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
         iterations: usize,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Write a self-signed certificate and key for local TLS (cert.pem, key.pem).
     DevCert {
         /// Directory to write into.
@@ -45,6 +50,28 @@ enum Command {
         /// Host names and addresses the certificate is valid for.
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Show what the policy decides for a statement, and why.
+    Check {
+        /// Directory holding the policy files (*.toml).
+        #[arg(long, default_value = "policies")]
+        policy_dir: PathBuf,
+        /// The user asking.
+        #[arg(long = "as")]
+        user: String,
+        /// Groups of that user (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, default_value = "postgres")]
+        listener: String,
+        #[arg(long, default_value = "postgres")]
+        database: String,
+        /// The SQL text.
+        sql: String,
     },
 }
 
@@ -72,6 +99,31 @@ fn main() -> anyhow::Result<()> {
             println!("{}", ScramVerifier::from_password(&password, iterations));
             Ok(())
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Check {
+                    policy_dir,
+                    user,
+                    groups,
+                    listener,
+                    database,
+                    sql,
+                },
+        } => {
+            let policy = airlock::policy::Policy::parse(&read_policy_files(&policy_dir)?)?;
+            let asker = airlock::policy::explain::Asker {
+                user: &user,
+                groups: &groups,
+                listener: &listener,
+                database: &database,
+            };
+            let dialect = airlock::sql::Dialect::Postgres;
+            print!(
+                "{}",
+                airlock::policy::explain::explain(&policy, &asker, &sql, dialect)
+            );
+            Ok(())
+        }
         Command::DevCert { out_dir, hosts } => {
             let (cert, key) = airlock::net::tls::dev_cert(&hosts)?;
             std::fs::create_dir_all(&out_dir)
@@ -84,6 +136,28 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `*.toml` files of a policy directory, as (name, text).
+fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read policy directory {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                text,
+            ));
+        }
+    }
+    Ok(files)
 }
 
 fn read_password() -> anyhow::Result<String> {

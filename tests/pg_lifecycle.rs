@@ -150,3 +150,36 @@ async fn sessions_left_when_the_grace_runs_out_are_told_57p01() {
     assert_eq!(field(&body, b'S').as_deref(), Some("FATAL"));
     assert!(idle.message().await.is_none(), "then the connection closes");
 }
+
+#[test]
+fn policy_check_explains_a_decision() {
+    let out = Command::new(BIN)
+        .args(["policy", "check", "--policy-dir"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+        .args(["--as", "app", "select 1; truncate audit_log"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("finding:     truncate"), "{text}");
+    assert!(text.contains("overall:       review by dba"), "{text}");
+
+    let out = Command::new(BIN)
+        .args([
+            "policy",
+            "check",
+            "--policy-dir",
+            "/nonexistent-policies",
+            "--as",
+            "app",
+            "select 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-policies"));
+}

@@ -8,6 +8,7 @@
 //! allow).
 
 pub mod check;
+pub mod explain;
 pub mod rules;
 
 pub use check::{Decision, Request, check};

@@ -1,0 +1,99 @@
+//! `airlock policy check`: what Airlock would decide for a statement and why, as text for a
+//! person. Pure: the caller reads the policy files.
+
+use std::fmt::Write;
+
+use super::check::{Decision, Request, check};
+use super::rules::Policy;
+use crate::sql::Dialect;
+use crate::sql::classify::classify;
+
+/// Who asks and where, for [`explain`].
+pub struct Asker<'a> {
+    pub user: &'a str,
+    pub groups: &'a [String],
+    pub listener: &'a str,
+    pub database: &'a str,
+}
+
+/// Each statement's classification, findings, deciding rule and decision, then the overall
+/// decision for the string.
+pub fn explain(policy: &Policy, asker: &Asker<'_>, sql: &str, dialect: Dialect) -> String {
+    let mut out = String::new();
+    let classified = classify(sql, dialect);
+    let mut worst: Option<(u8, String)> = None;
+    for (i, c) in classified.iter().enumerate() {
+        let request = Request {
+            user: asker.user,
+            groups: asker.groups,
+            listener: asker.listener,
+            database: asker.database,
+            statement: c,
+        };
+        let decision = check(policy, &request);
+        let _ = writeln!(out, "statement {}: {}", i + 1, c.text);
+        let _ = writeln!(out, "  kind:        {:?}", c.kind);
+        if !c.tables.is_empty() {
+            let _ = writeln!(out, "  tables:      {}", c.tables.join(", "));
+        }
+        if let Some(tool) = c.migration {
+            let _ = writeln!(out, "  migration:   {tool}");
+        }
+        for f in &c.findings {
+            let _ = writeln!(out, "  finding:     {} ({})", f.code, f.reason);
+        }
+        let (rank, verdict) = match &decision {
+            Decision::Allow { .. } => (0, "allow".to_string()),
+            Decision::Review { rule } => (1, format!("review by {}", rule.approvers.join(", "))),
+            Decision::Deny { message, .. } => (2, format!("deny: {message}")),
+        };
+        let _ = writeln!(out, "  rule:        {}", decision.rule_name());
+        let _ = writeln!(out, "  decision:    {verdict}");
+        if worst.as_ref().is_none_or(|(r, _)| rank > *r) {
+            worst = Some((rank, verdict));
+        }
+    }
+    match worst {
+        Some((_, verdict)) => {
+            let _ = writeln!(out, "overall:       {verdict}");
+        }
+        None => out.push_str("no statement\n"),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_each_statement_and_the_overall_decision() {
+        let policy = Policy::parse(&[(
+            "default.toml".into(),
+            include_str!("../../policies/default.toml").into(),
+        )])
+        .unwrap();
+        let asker = Asker {
+            user: "app",
+            groups: &[],
+            listener: "postgres",
+            database: "prod",
+        };
+        let text = explain(
+            &policy,
+            &asker,
+            "select 1; delete from users",
+            Dialect::Postgres,
+        );
+        assert!(
+            text.contains("statement 1: select 1\n  kind:        Read"),
+            "{text}"
+        );
+        assert!(text.contains("finding:     delete_without_where"), "{text}");
+        assert!(
+            text.contains("rule:        everything-else-needs-a-dba"),
+            "{text}"
+        );
+        assert!(text.ends_with("overall:       review by dba\n"), "{text}");
+    }
+}
