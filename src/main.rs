@@ -73,6 +73,13 @@ enum PolicyCommand {
         /// The SQL text.
         sql: String,
     },
+    /// Run case files (statement, identity, expected decision) against the policy.
+    Test {
+        #[arg(long, default_value = "policies")]
+        policy_dir: PathBuf,
+        #[arg(long, default_value = "policies/cases")]
+        cases_dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,6 +129,22 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 airlock::policy::explain::explain(&policy, &asker, &sql, dialect)
             );
+            Ok(())
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    policy_dir,
+                    cases_dir,
+                },
+        } => {
+            let policy = airlock::policy::Policy::parse(&read_policy_files(&policy_dir)?)?;
+            let report = airlock::policy::cases::run(&policy, &read_policy_files(&cases_dir)?);
+            for failure in &report.failures {
+                println!("FAIL {failure}");
+            }
+            println!("{} passed, {} failed", report.passed, report.failures.len());
+            anyhow::ensure!(report.failures.is_empty(), "policy cases failed");
             Ok(())
         }
         Command::DevCert { out_dir, hosts } => {

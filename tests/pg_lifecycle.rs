@@ -183,3 +183,22 @@ fn policy_check_explains_a_decision() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-policies"));
 }
+
+#[test]
+fn policy_test_runs_the_shipped_cases() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(BIN)
+        .args(["policy", "test", "--policy-dir"])
+        .arg(format!("{root}/policies"))
+        .arg("--cases-dir")
+        .arg(format!("{root}/policies/cases"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.trim_end().ends_with("16 passed, 0 failed"), "{text}");
+}

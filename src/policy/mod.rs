@@ -7,6 +7,7 @@
 //! string of several statements the most restrictive decision wins (deny over review over
 //! allow).
 
+pub mod cases;
 pub mod check;
 pub mod explain;
 pub mod rules;
