@@ -98,14 +98,7 @@ async fn malformed_message_gets_08p01_and_only_that_session_closes() {
             "the session is closed after {bytes:?}"
         );
     }
-    assert_eq!(
-        bystander
-            .query_one("select 3", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        3
-    );
+    assert_eq!(common::one_i32(&bystander, "select 3").await, 3);
     proxy
         .connect()
         .await

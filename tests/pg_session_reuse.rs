@@ -114,17 +114,7 @@ async fn idle_sessions_expire_and_dead_ones_are_never_handed_out() {
     let direct = common::direct().await;
     let alive = |pid: i32| {
         let direct = &direct;
-        async move {
-            direct
-                .query_one(
-                    "select count(*) from pg_stat_activity where pid = $1",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        }
+        async move { common::backends(direct, "pid", &pid).await == 1 }
     };
     drop(first);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -36,14 +36,7 @@ async fn tls_client_with_scram_channel_binding() {
         .channel_binding(ChannelBinding::Require);
     let (client, conn) = config.connect(certs.tokio_postgres_tls()).await.unwrap();
     tokio::spawn(conn);
-    assert_eq!(
-        client
-            .query_one("select 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(common::one_i32(&client, "select 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,14 +54,7 @@ async fn direct_tls_negotiation_with_alpn() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    assert_eq!(
-        client
-            .query_one("select 2", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_eq!(common::one_i32(&client, "select 2").await, 2);
 
     // A direct TLS client that offers no ALPN at all passes the TLS handshake but is turned
     // away by Airlock, as PostgreSQL 17 does.

@@ -92,14 +92,7 @@ async fn pipelined_queries_and_an_error_that_skips_to_sync() {
     }
     assert!(results[25].is_err());
     // The connection is still usable afterwards.
-    assert_eq!(
-        client
-            .query_one("select 7", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        7
-    );
+    assert_eq!(common::one_i32(&client, "select 7").await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,14 +261,7 @@ async fn cancel_stops_the_running_query() {
         .expect("the cancel took effect")
         .unwrap();
     assert_eq!(sqlstate(&result.unwrap_err()), "57014");
-    assert_eq!(
-        client
-            .query_one("select 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(common::one_i32(&client, "select 1").await, 1);
 }
 
 /// 40 sessions sleep; 100 cancel requests race in at once, 5 each for 20 of them. Exactly
@@ -378,16 +364,7 @@ async fn a_client_that_vanishes_mid_query_releases_its_database_session() {
     let observer = direct().await;
     let sessions = |app: String| {
         let observer = &observer;
-        async move {
-            observer
-                .query_one(
-                    "select count(*) from pg_stat_activity where application_name = $1",
-                    &[&app],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
+        async move { common::backends(observer, "application_name", &app).await }
     };
     assert!(common::eventually(50, || async { sessions(app.clone()).await == 1 }).await);
     conn.abort(); // the socket to Airlock is dropped, mid-query

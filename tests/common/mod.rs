@@ -220,6 +220,22 @@ pub async fn refused(conninfo: &str) -> tokio_postgres::Error {
     }
 }
 
+/// The `i32` in the first column of the one row `sql` returns.
+pub async fn one_i32(client: &tokio_postgres::Client, sql: &str) -> i32 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// How many server processes `pg_stat_activity` lists with `column` (pid or
+/// application_name) equal to `value`, seen from `observer`.
+pub async fn backends(
+    observer: &tokio_postgres::Client,
+    column: &str,
+    value: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> i64 {
+    let sql = format!("select count(*) from pg_stat_activity where {column} = $1");
+    observer.query_one(&sql, &[value]).await.unwrap().get(0)
+}
+
 /// A direct connection to the database, to observe it from the side (pg_stat_activity).
 pub async fn direct() -> tokio_postgres::Client {
     connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await

@@ -192,9 +192,5 @@ pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
 
 /// A CancelRequest packet.
 pub fn cancel_request(pid: i32, secret: &[u8]) -> Vec<u8> {
-    let mut packet = ((12 + secret.len()) as i32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&80877102u32.to_be_bytes());
-    packet.extend_from_slice(&pid.to_be_bytes());
-    packet.extend_from_slice(secret);
-    packet
+    airlock::protocol::pg::startup::encode_cancel(pid, secret)
 }

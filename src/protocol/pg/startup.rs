@@ -130,22 +130,6 @@ fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], StartupError> {
     Ok(s)
 }
 
-/// Encodes a StartupMessage for protocol 3.0 with `params`.
-pub fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0, 0];
-    out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
-    for (k, v) in params {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out.push(0);
-    let len = (out.len() as i32).to_be_bytes();
-    out[..4].copy_from_slice(&len);
-    out
-}
-
 /// Encodes a CancelRequest.
 pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + secret.len());
@@ -156,17 +140,33 @@ pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Encodes an SSLRequest.
-pub fn encode_ssl_request() -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&8i32.to_be_bytes());
-    out[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Encodes a StartupMessage for protocol 3.0 with `params`.
+    fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = vec![0, 0, 0, 0];
+        out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
+        for (k, v) in params {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out.push(0);
+        let len = (out.len() as i32).to_be_bytes();
+        out[..4].copy_from_slice(&len);
+        out
+    }
+
+    /// Encodes an SSLRequest.
+    fn encode_ssl_request() -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&8i32.to_be_bytes());
+        out[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+        out
+    }
 
     #[test]
     fn startup_round_trips() {

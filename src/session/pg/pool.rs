@@ -115,10 +115,6 @@ impl ServerPool {
         }
         map.retain(|_, list| !list.is_empty());
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
 }
 
 /// Whether the database has neither closed the connection nor sent anything unasked.

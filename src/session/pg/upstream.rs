@@ -3,7 +3,7 @@
 //! cleartext or trust). The client's session parameters pass through; its credentials do not.
 //! Also sends CancelRequests upstream.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
@@ -326,12 +326,11 @@ pub async fn cancel(target: &UpstreamTarget, key: &UpstreamKey) {
     let deadline = target.connect_timeout * 2;
     let result = tokio::time::timeout(deadline, async {
         let mut stream = open(target).await.map_err(|e| e.message)?;
-        let mut buf = BytesMut::with_capacity(16);
-        buf.put_i32(12 + key.secret.len() as i32);
-        buf.put_u32(crate::protocol::pg::startup::CANCEL_REQUEST_CODE);
-        buf.put_i32(key.pid);
-        buf.put_slice(&key.secret);
-        stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+        let request = crate::protocol::pg::startup::encode_cancel(key.pid, &key.secret);
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
         // The server closes the connection once it has the request.
         let mut sink = [0u8; 1];
