@@ -32,7 +32,7 @@ pub fn explain(policy: &Policy, asker: &Asker<'_>, sql: &str, dialect: Dialect) 
         };
         let decision = check(policy, &request);
         let _ = writeln!(out, "statement {}: {}", i + 1, c.text);
-        let _ = writeln!(out, "  kind:        {:?}", c.kind);
+        let _ = writeln!(out, "  kind:        {}", c.kind.as_str());
         if !c.tables.is_empty() {
             let _ = writeln!(out, "  tables:      {}", c.tables.join(", "));
         }
@@ -86,7 +86,7 @@ mod tests {
             Dialect::Postgres,
         );
         assert!(
-            text.contains("statement 1: select 1\n  kind:        Read"),
+            text.contains("statement 1: select 1\n  kind:        read"),
             "{text}"
         );
         assert!(text.contains("finding:     delete_without_where"), "{text}");

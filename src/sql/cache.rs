@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Dialect;
-use super::classify::{Classified, classify};
+use super::classify::{Classified, classify, session_dependent};
 
 /// One dialect's cache (a listener speaks one dialect).
 pub struct Cache {
@@ -32,16 +32,32 @@ impl Cache {
 
     /// The classification of `sql`, from the cache or computed and remembered.
     pub fn classify(&mut self, sql: &str) -> Arc<[Classified]> {
-        if let Some(hit) = self.map.get(sql) {
-            return hit.clone();
+        if let Some(hit) = self.get(sql) {
+            return hit;
         }
         let classified: Arc<[Classified]> = classify(sql, self.dialect).into();
+        self.put(sql, &classified);
+        classified
+    }
+
+    /// The cached classification of exactly `sql`, if any.
+    pub fn get(&self, sql: &str) -> Option<Arc<[Classified]>> {
+        self.map.get(sql).cloned()
+    }
+
+    /// Remembers `classified` for `sql`, unless the text is too large or its meaning depends
+    /// on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD).
+    pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
         let cacheable = sql.len() <= self.max_bytes / 4
+            && !self.map.contains_key(sql)
             && !classified.iter().any(|c| session_dependent(&c.text));
         if cacheable {
             self.insert(Box::from(sql), classified.clone());
         }
-        classified
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     fn insert(&mut self, key: Box<str>, value: Arc<[Classified]>) {
@@ -80,17 +96,6 @@ fn cost(text: &str, value: &[Classified]) -> usize {
             .iter()
             .map(|c| c.text.len() + c.fingerprint.len() + 64)
             .sum::<usize>()
-}
-
-/// PREPARE, EXECUTE and DEALLOCATE depend on what the session prepared: never cached.
-fn session_dependent(statement: &str) -> bool {
-    let head = statement
-        .get(..10)
-        .unwrap_or(statement)
-        .to_ascii_lowercase();
-    ["prepare", "execute", "deallocat"]
-        .iter()
-        .any(|k| head.starts_with(k))
 }
 
 #[cfg(test)]

@@ -43,6 +43,23 @@ pub enum Kind {
     Unknown,
 }
 
+impl Kind {
+    /// The name policy files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Transaction => "transaction",
+            Kind::Session => "session",
+            Kind::Utility => "utility",
+            Kind::Write => "write",
+            Kind::Ddl => "ddl",
+            Kind::Admin => "admin",
+            Kind::Privilege => "privilege",
+            Kind::Unknown => "unknown",
+        }
+    }
+}
+
 /// A named risk, with a one-line reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -65,7 +82,8 @@ pub struct Classified {
 }
 
 impl Classified {
-    fn unknown(text: &str, code: &'static str, reason: String) -> Classified {
+    /// A statement Airlock cannot judge by its text, with the reason.
+    pub fn unknown(text: &str, code: &'static str, reason: String) -> Classified {
         Classified {
             text: text.to_owned(),
             kind: Kind::Unknown,
@@ -87,24 +105,39 @@ pub fn classify(sql: &str, dialect: Dialect) -> Vec<Classified> {
 }
 
 /// Classifies every statement in `sql` for a session that has `prepared` statements: a
-/// `PREPARE` is remembered, an `EXECUTE` is judged as what it runs, `DEALLOCATE` forgets.
+/// `PREPARE` is told to the session, an `EXECUTE` is judged as what it runs (as each of the
+/// statements the name may hold, if the session is unsure), `DEALLOCATE` and `DISCARD ALL` are
+/// told to the session.
 pub fn classify_in_session(
     sql: &str,
     dialect: Dialect,
-    prepared: &mut Prepared,
+    prepared: &mut dyn PreparedStatements,
 ) -> Vec<Classified> {
     let pieces = match split_tokens(sql, dialect) {
         Ok(p) => p,
         Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
     };
-    pieces
-        .into_iter()
-        .map(|piece| classify_one(piece, dialect, prepared))
-        .collect()
+    let mut out = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        classify_one(piece, dialect, prepared, &mut out);
+    }
+    out
 }
 
-/// What a session has prepared with SQL-level `PREPARE`, by name. Bounded: past
-/// [`Prepared::MAX`] names a new PREPARE is not remembered and its EXECUTE is unknown.
+/// What classification needs from a session: the statements it prepared by name, with
+/// SQL-level `PREPARE` (and in PostgreSQL with the protocol's Parse: they share one namespace).
+pub trait PreparedStatements {
+    /// Every statement `name` may hold: usually one, none if the session knows no such name.
+    fn lookup(&self, name: &str) -> Vec<Classified>;
+    /// A `PREPARE name AS statement` was seen.
+    fn prepare(&mut self, name: String, statement: Classified);
+    /// A `DEALLOCATE name` (`None`: `DEALLOCATE ALL` or `DISCARD ALL`) was seen.
+    fn deallocate(&mut self, name: Option<&str>);
+}
+
+/// A plain map of SQL-level prepared statements, for classifying a script on its own (the
+/// proxies keep their own, protocol-aware namespace). Bounded: past [`Prepared::MAX`] names a
+/// new PREPARE is not remembered and its EXECUTE is unknown.
 #[derive(Debug, Default, Clone)]
 pub struct Prepared {
     statements: std::collections::HashMap<String, Classified>,
@@ -112,6 +145,37 @@ pub struct Prepared {
 
 impl Prepared {
     pub const MAX: usize = 1000;
+}
+
+impl PreparedStatements for Prepared {
+    fn lookup(&self, name: &str) -> Vec<Classified> {
+        self.statements.get(name).cloned().into_iter().collect()
+    }
+
+    fn prepare(&mut self, name: String, statement: Classified) {
+        if self.statements.len() < Prepared::MAX || self.statements.contains_key(&name) {
+            self.statements.insert(name, statement);
+        }
+    }
+
+    fn deallocate(&mut self, name: Option<&str>) {
+        match name {
+            Some(name) => {
+                self.statements.remove(name);
+            }
+            None => self.statements.clear(),
+        }
+    }
+}
+
+/// Whether a statement's meaning depends on what the session prepared (PREPARE, EXECUTE,
+/// DEALLOCATE, DISCARD): such text is classified afresh each time, never served from a cache.
+pub fn session_dependent(statement: &str) -> bool {
+    let head = statement.trim_start();
+    let head = head.get(..10).unwrap_or(head).to_ascii_lowercase();
+    ["prepare", "execute", "deallocat", "discard"]
+        .iter()
+        .any(|k| head.starts_with(k))
 }
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
@@ -122,7 +186,12 @@ fn folded(ident: &sqlparser::ast::Ident) -> String {
     }
 }
 
-fn classify_one(piece: Piece<'_>, dialect: Dialect, prepared: &mut Prepared) -> Classified {
+fn classify_one(
+    piece: Piece<'_>,
+    dialect: Dialect,
+    prepared: &mut dyn PreparedStatements,
+    out: &mut Vec<Classified>,
+) {
     let text = piece.text;
     let print = fingerprint(&piece.tokens);
     // The parser takes the splitter's tokens: the text is tokenized once.
@@ -139,14 +208,17 @@ fn classify_one(piece: Piece<'_>, dialect: Dialect, prepared: &mut Prepared) -> 
                 "the lexer found one statement, the parser {}",
                 statements.len()
             );
-            return Classified::unknown(text, "statement_count_mismatch", reason);
+            out.push(Classified::unknown(
+                text,
+                "statement_count_mismatch",
+                reason,
+            ));
+            return;
         }
         Err(e) => {
-            return Classified::unknown(
-                text,
-                "unparseable",
-                format!("Airlock cannot parse it: {e}"),
-            );
+            let reason = format!("Airlock cannot parse it: {e}");
+            out.push(Classified::unknown(text, "unparseable", reason));
+            return;
         }
     };
     match &statement {
@@ -155,50 +227,61 @@ fn classify_one(piece: Piece<'_>, dialect: Dialect, prepared: &mut Prepared) -> 
             statement: inner,
             ..
         } => {
-            if prepared.statements.len() < Prepared::MAX {
-                let inner_text = inner.to_string();
-                let inner_print = split_tokens(&inner_text, dialect)
-                    .ok()
-                    .and_then(|mut p| (p.len() == 1).then(|| fingerprint(&p.remove(0).tokens)))
-                    .unwrap_or_default();
-                let remembered = from_statement(&inner_text, inner, inner_print);
-                prepared.statements.insert(folded(name), remembered);
-            }
+            let inner_text = inner.to_string();
+            let inner_print = split_tokens(&inner_text, dialect)
+                .ok()
+                .and_then(|mut p| (p.len() == 1).then(|| fingerprint(&p.remove(0).tokens)))
+                .unwrap_or_default();
+            prepared.prepare(
+                folded(name),
+                from_statement(&inner_text, inner, inner_print),
+            );
             let mut c = from_statement(text, &statement, print);
             c.kind = Kind::Session;
             c.findings.clear();
-            c
+            out.push(c);
         }
         Statement::Execute {
             name: Some(name),
             immediate: false,
             ..
         } => {
-            let key = match name.0.as_slice() {
-                [part] => part.as_ident().map(folded),
-                _ => None,
+            let candidates = match name.0.as_slice() {
+                [part] => part
+                    .as_ident()
+                    .map(|i| prepared.lookup(&folded(i)))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
             };
-            match key.and_then(|k| prepared.statements.get(&k)) {
-                Some(p) => Classified {
-                    text: text.to_owned(),
-                    ..p.clone()
-                },
-                None => Classified::unknown(
+            if candidates.is_empty() {
+                out.push(Classified::unknown(
                     text,
                     "unknown_prepared_statement",
                     format!("EXECUTE {name}: Airlock did not see this session PREPARE it"),
-                ),
+                ));
+            }
+            for p in candidates {
+                out.push(Classified {
+                    text: text.to_owned(),
+                    ..p
+                });
             }
         }
         Statement::Deallocate { name, .. } => {
             if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
-                prepared.statements.clear();
+                prepared.deallocate(None);
             } else {
-                prepared.statements.remove(&folded(name));
+                prepared.deallocate(Some(&folded(name)));
             }
-            from_statement(text, &statement, print)
+            out.push(from_statement(text, &statement, print));
         }
-        _ => from_statement(text, &statement, print),
+        Statement::Discard {
+            object_type: sqlparser::ast::DiscardObject::ALL,
+        } => {
+            prepared.deallocate(None);
+            out.push(from_statement(text, &statement, print));
+        }
+        _ => out.push(from_statement(text, &statement, print)),
     }
 }
 
