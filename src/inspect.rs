@@ -1,8 +1,10 @@
 //! The inspection seam: the one place every statement and every result row passes through.
 //!
-//! The PostgreSQL session hands each Query, Parse, Bind, Execute and FunctionCall to the
-//! session's [`Inspector`] before forwarding it, and each RowDescription and DataRow on the way
-//! back. Classification, approvals, masking and audit plug in here. An inspector states its
+//! The PostgreSQL session hands each Query, Parse, Bind, Execute, FunctionCall, Close and Sync
+//! to the session's [`Inspector`] before forwarding it, and the inspector's [`Verdict`] decides
+//! whether it goes on; RowDescription and DataRow are shown on the way back, and so are the
+//! replies (ErrorResponse, ReadyForQuery) that say what the database made of the statements.
+//! Classification, policy, approvals, masking and audit plug in here. An inspector states its
 //! [`Interest`] once per session, so with nothing plugged in the relay does no extra work
 //! beyond the framing it needs anyway.
 
@@ -29,6 +31,25 @@ pub struct Interest {
     pub statements: bool,
     /// RowDescription and DataRow from the database.
     pub rows: bool,
+    /// ErrorResponse and ReadyForQuery from the database (their tags only).
+    pub replies: bool,
+}
+
+/// What happens to a message the inspector was shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    /// The message does not reach the database; the client gets this error in its place.
+    Deny(Denial),
+}
+
+/// Why a statement was refused, in words for the client. Protocol-neutral: each listener
+/// turns it into its own error (PostgreSQL 42501, MySQL 1142).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
 }
 
 /// A per-session observer of the traffic. Methods must not block: they run on the relay path.
@@ -36,10 +57,15 @@ pub trait Inspector: Send {
     fn interest(&self) -> Interest;
 
     /// A statement-carrying message from the client, already checked to be well formed.
-    fn frontend(&mut self, _message: &FrontendMessage<'_>) {}
+    fn frontend(&mut self, _message: &FrontendMessage<'_>) -> Verdict {
+        Verdict::Forward
+    }
 
     /// A RowDescription (`b'T'`) or DataRow (`b'D'`) body from the database.
     fn backend(&mut self, _tag: u8, _body: &[u8]) {}
+
+    /// An ErrorResponse (`b'E'`) or ReadyForQuery (`b'Z'`) from the database.
+    fn reply(&mut self, _tag: u8) {}
 }
 
 /// Makes one inspector per session.

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use airlock::inspect::{Inspector, InspectorFactory, Interest, SessionInfo};
+use airlock::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
 use airlock::protocol::pg::frontend::FrontendMessage;
 use common::raw::{Raw, field, msg, tags};
 use common::{PASSWORD, Proxy, Setup, USER};
@@ -210,10 +210,11 @@ impl Inspector for RecordingInspector {
         Interest {
             statements: true,
             rows: true,
+            replies: true,
         }
     }
 
-    fn frontend(&mut self, m: &FrontendMessage<'_>) {
+    fn frontend(&mut self, m: &FrontendMessage<'_>) -> Verdict {
         let s = match m {
             FrontendMessage::Query { sql } => format!("Query {}", String::from_utf8_lossy(sql)),
             FrontendMessage::Parse(p) => format!("Parse {}", String::from_utf8_lossy(p.sql)),
@@ -225,9 +226,19 @@ impl Inspector for RecordingInspector {
             ),
             FrontendMessage::Execute { .. } => "Execute".into(),
             FrontendMessage::FunctionCall(f) => format!("FunctionCall {}", f.function_oid),
+            FrontendMessage::Close { target, .. } => format!("Close {}", *target as char),
+            FrontendMessage::Sync => "Sync".into(),
             FrontendMessage::Other { tag } => format!("Other {}", *tag as char),
         };
         self.0.lock().unwrap().push(s);
+        Verdict::Forward
+    }
+
+    fn reply(&mut self, tag: u8) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("reply {}", tag as char));
     }
 
     fn backend(&mut self, tag: u8, _body: &[u8]) {
@@ -275,6 +286,9 @@ async fn the_inspection_seam_sees_every_statement_parameter_and_row() {
     );
     assert!(has("Bind [Some(\"param-value\")]"), "{seen:?}");
     assert!(has("Execute"), "{seen:?}");
+    assert!(has("Sync"), "{seen:?}");
+    let ready = seen.iter().filter(|s| *s == "reply Z").count();
+    assert!(ready >= 2, "a ReadyForQuery for each sync point: {seen:?}");
     let rows_seen = seen.iter().filter(|s| *s == "backend D").count();
     assert_eq!(
         rows_seen,

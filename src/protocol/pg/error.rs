@@ -21,6 +21,7 @@ impl SqlState {
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,7 @@ pub struct PgError {
     pub severity: Severity,
     pub code: SqlState,
     pub message: String,
+    pub detail: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -44,6 +46,7 @@ impl PgError {
             severity: Severity::Fatal,
             code,
             message: message.into(),
+            detail: None,
             hint: None,
         }
     }
@@ -51,6 +54,18 @@ impl PgError {
     fn hint(mut self, hint: impl Into<String>) -> PgError {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// A statement the policy refused (42501, as PostgreSQL's own permission errors): an
+    /// ERROR, so the session carries on.
+    pub fn denied(denial: &crate::inspect::Denial) -> PgError {
+        PgError {
+            severity: Severity::Error,
+            code: SqlState::INSUFFICIENT_PRIVILEGE,
+            message: denial.message.clone(),
+            detail: denial.detail.clone(),
+            hint: denial.hint.clone(),
+        }
     }
 
     pub fn protocol_violation(detail: impl std::fmt::Display) -> PgError {
@@ -197,6 +212,9 @@ impl PgError {
             (b'C', self.code.0.to_owned()),
             (b'M', self.message.clone()),
         ];
+        if let Some(detail) = &self.detail {
+            fields.push((b'D', detail.clone()));
+        }
         if let Some(hint) = &self.hint {
             fields.push((b'H', hint.clone()));
         }

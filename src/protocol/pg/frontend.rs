@@ -1,5 +1,5 @@
 //! Bounds-checked views of the frontend messages that carry statements or their arguments:
-//! Query, Parse, Bind, Execute and FunctionCall. A view borrows the message body; nothing is
+//! Query, Parse, Bind, Execute, FunctionCall, Close and Sync. A view borrows the message body; nothing is
 //! copied. Any message that does not parse is a protocol violation (the session answers 08P01),
 //! so a statement Airlock cannot read is never forwarded.
 
@@ -47,6 +47,12 @@ pub enum FrontendMessage<'a> {
     },
     /// Runs a function by OID with no SQL text at all.
     FunctionCall(FunctionCall<'a>),
+    /// Closes a prepared statement (`target` `b'S'`) or a portal (`b'P'`).
+    Close {
+        target: u8,
+        name: &'a [u8],
+    },
+    Sync,
     /// Any other message; passed through unread.
     Other {
         tag: u8,
@@ -271,6 +277,27 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<FrontendMessage<'_>, MalformedMessa
             r.finish()?;
             Ok(FrontendMessage::Execute { portal, max_rows })
         }
+        tag::CLOSE => {
+            let mut r = Reader {
+                buf: body,
+                message: "Close",
+            };
+            let target = r.take(1, "missing close target")?[0];
+            if target != b'S' && target != b'P' {
+                return Err(bad("Close", "target is neither 'S' nor 'P'"));
+            }
+            let name = r.cstr("name is not NUL-terminated")?;
+            r.finish()?;
+            Ok(FrontendMessage::Close { target, name })
+        }
+        tag::SYNC => {
+            let r = Reader {
+                buf: body,
+                message: "Sync",
+            };
+            r.finish()?;
+            Ok(FrontendMessage::Sync)
+        }
         tag::FUNCTION_CALL => {
             let mut r = Reader {
                 buf: body,
@@ -408,8 +435,23 @@ mod tests {
     #[test]
     fn other_messages_are_not_read() {
         assert_eq!(
-            parse(b'S', b"anything"),
-            Ok(FrontendMessage::Other { tag: b'S' })
+            parse(b'H', b"anything"),
+            Ok(FrontendMessage::Other { tag: b'H' })
         );
+    }
+
+    #[test]
+    fn reads_close_and_sync() {
+        assert_eq!(
+            parse(b'C', b"Sname\0"),
+            Ok(FrontendMessage::Close {
+                target: b'S',
+                name: b"name"
+            })
+        );
+        assert_eq!(parse(b'S', b""), Ok(FrontendMessage::Sync));
+        assert!(parse(b'C', b"Xname\0").is_err(), "unknown target");
+        assert!(parse(b'C', b"Pname").is_err(), "unterminated");
+        assert!(parse(b'S', b"x").is_err(), "Sync has no body");
     }
 }

@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod io;
 pub mod pool;
 pub mod relay;
+pub mod substitute;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -15,7 +15,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 
-use crate::inspect::{Inspector, Interest};
+use super::substitute::Substitutions;
+use crate::inspect::{Inspector, Interest, Verdict};
 use crate::net::stream::Stream;
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::tag as be;
@@ -65,6 +66,7 @@ pub async fn run(
     let (mut client_r, mut client_w) = tokio::io::split(ends.client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(ends.upstream);
     let sync = SyncState::default();
+    let substitutions = Substitutions::default();
     let frontend = Pump {
         buf: ends.client_buf,
         streaming: 0,
@@ -82,6 +84,7 @@ pub async fn run(
             interest,
             limits,
             sync: &sync,
+            substitutions: &substitutions,
         };
         let to_upstream = pump_frontend(
             &mut client_r,
@@ -164,6 +167,7 @@ struct PumpCtx<'a> {
     interest: Interest,
     limits: Limits,
     sync: &'a SyncState,
+    substitutions: &'a Substitutions,
 }
 
 /// Whether the database owes the client anything: sync points sent (Query, Sync,
@@ -239,6 +243,8 @@ enum Step {
     Forward { n: usize },
     /// Terminate: `n` bytes.
     Terminate { n: usize },
+    /// A denied message of `n` bytes: send `with` instead.
+    Substitute { n: usize, with: BytesMut },
 }
 
 /// Client to database.
@@ -271,6 +277,13 @@ async fn pump_frontend(
             }
             pump.buf.advance(ready);
         }
+        if let Some(ScanEnd::Substitute { n, with }) = end {
+            if write_out(to, &with).await.is_err() {
+                return (Outcome::UpstreamClosed, None);
+            }
+            pump.buf.advance(n);
+            continue;
+        }
         if terminate {
             if !keep_upstream {
                 let _ = to.shutdown().await;
@@ -299,6 +312,8 @@ enum ScanEnd {
     Refuse(PgError),
     /// The database sent something unreadable or too large to inspect; tell the client this.
     Fail(PgError),
+    /// Pass the next `n` bytes on as `with` (a denied statement, or the answer to one).
+    Substitute { n: usize, with: BytesMut },
 }
 
 /// Walks the client's bytes in `pump` (pure: no I/O), handing statements to the seam.
@@ -318,6 +333,14 @@ fn scan_frontend(pump: &mut Pump, ctx: &PumpCtx<'_>, keep_upstream: bool) -> Sca
                 };
             }
             Ok(Step::Forward { n }) => ready = pump.forward(ready, n),
+            Ok(Step::Substitute { n, with }) => {
+                let end = Some(ScanEnd::Substitute { n, with });
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
             Ok(Step::Terminate { n }) => {
                 // Kept sessions are not told goodbye: the next client will use them.
                 if !keep_upstream {
@@ -352,8 +375,13 @@ fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
     let Some(h) = frame::header(buf, PROTOCOL_MAX).map_err(PgError::protocol_violation)? else {
         return Ok(Step::More { need: HEADER_LEN });
     };
+    let shown = match h.tag {
+        fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::FUNCTION_CALL => true,
+        fe::CLOSE | fe::SYNC => ctx.interest.statements,
+        _ => false,
+    };
     match h.tag {
-        fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::FUNCTION_CALL => {
+        _ if shown => {
             if h.total_len > ctx.limits.max_message_size {
                 return Err(PgError::message_too_large(
                     h.total_len,
@@ -365,11 +393,29 @@ fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
             }
             let message = frontend::parse(h.tag, &buf[HEADER_LEN..h.total_len])
                 .map_err(PgError::protocol_violation)?;
-            if ctx.interest.statements {
-                lock(ctx.inspector).frontend(&message);
-            }
+            let verdict = if ctx.interest.statements {
+                lock(ctx.inspector).frontend(&message)
+            } else {
+                Verdict::Forward
+            };
             ctx.sync.note_sent(h.tag);
-            Ok(Step::Forward { n: h.total_len })
+            match verdict {
+                Verdict::Forward => Ok(Step::Forward { n: h.total_len }),
+                Verdict::Deny(denial) => {
+                    let error = PgError::denied(&denial);
+                    tracing::info!(reason = %error.message, "statement denied");
+                    let sent = ctx.sync.sent.load(Ordering::Acquire);
+                    let sync_point = match h.tag {
+                        fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => sent,
+                        _ => sent + 1,
+                    };
+                    let with = ctx.substitutions.substitute(h.tag, &error, sync_point);
+                    Ok(Step::Substitute {
+                        n: h.total_len,
+                        with,
+                    })
+                }
+            }
         }
         fe::TERMINATE if h.body_len() == 0 => Ok(Step::Terminate { n: h.total_len }),
         fe::TERMINATE => Err(PgError::protocol_violation("Terminate message with a body")),
@@ -426,6 +472,13 @@ async fn pump_backend(
                 return Outcome::ClientVanished;
             }
             pump.buf.advance(ready);
+        }
+        if let Some(ScanEnd::Substitute { n, with }) = end {
+            if write_out(to, &with).await.is_err() {
+                return Outcome::ClientVanished;
+            }
+            pump.buf.advance(n);
+            continue;
         }
         let at_boundary = pump.is_clear();
         if let Some(r) = &pending
@@ -514,6 +567,31 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 };
             }
         }
+        if h.tag == be::ERROR_RESPONSE && !ctx.substitutions.is_empty() {
+            // Possibly the answer to a denied statement's substitute: read it whole.
+            if !whole && h.total_len <= ctx.limits.max_message_size {
+                return Scan {
+                    ready,
+                    need: h.total_len,
+                    end: None,
+                };
+            }
+            if whole && let Some(ours) = ctx.substitutions.replacement(&pump.buf[body.clone()]) {
+                if ctx.interest.replies {
+                    lock(ctx.inspector).reply(h.tag);
+                }
+                *last_was_error = true;
+                let end = Some(ScanEnd::Substitute {
+                    n: h.total_len,
+                    with: BytesMut::from(&ours[..]),
+                });
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
+        }
         if h.tag == be::READY_FOR_QUERY {
             if !whole {
                 return Scan {
@@ -523,6 +601,11 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 };
             }
             ctx.sync.note_ready(pump.buf[body].first().copied());
+            ctx.substitutions
+                .settle(ctx.sync.answered.load(Ordering::Acquire));
+        }
+        if ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY) {
+            lock(ctx.inspector).reply(h.tag);
         }
         *last_was_error = h.tag == be::ERROR_RESPONSE;
         ready = pump.forward(ready, h.total_len);
@@ -573,7 +656,6 @@ mod tests {
     //! and once, and sync points are counted.
 
     use super::*;
-    use crate::inspect::{Inspector, Interest};
     use crate::protocol::pg::frame::put_message;
     use crate::protocol::pg::frontend::FrontendMessage;
     use rand::rngs::StdRng;
@@ -592,8 +674,11 @@ mod tests {
         fn interest(&self) -> Interest {
             self.1
         }
-        fn frontend(&mut self, _m: &FrontendMessage<'_>) {
-            self.0.lock().unwrap().statements += 1;
+        fn frontend(&mut self, m: &FrontendMessage<'_>) -> Verdict {
+            if !matches!(m, FrontendMessage::Close { .. } | FrontendMessage::Sync) {
+                self.0.lock().unwrap().statements += 1;
+            }
+            Verdict::Forward
         }
         fn backend(&mut self, tag: u8, body: &[u8]) {
             if tag == be::DATA_ROW {
@@ -737,18 +822,24 @@ mod tests {
         seen: std::sync::Arc<Mutex<Seen>>,
         inspector: Mutex<Box<dyn Inspector>>,
         sync: SyncState,
+        substitutions: Substitutions,
         interest: Interest,
     }
 
     impl Harness {
         fn new(statements: bool, rows: bool) -> Harness {
-            let interest = Interest { statements, rows };
+            let interest = Interest {
+                statements,
+                rows,
+                replies: false,
+            };
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
             let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest));
             Harness {
                 seen,
                 inspector: Mutex::new(inspector),
                 sync: SyncState::default(),
+                substitutions: Substitutions::default(),
                 interest,
             }
         }
@@ -761,6 +852,7 @@ mod tests {
                     max_message_size: LIMIT,
                 },
                 sync: &self.sync,
+                substitutions: &self.substitutions,
             }
         }
     }
