@@ -20,11 +20,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::inspect::{InspectorFactory, NoInspection};
+use crate::guard::Guard;
+use crate::guard::pg::PgGuards;
+use crate::inspect::InspectorFactory;
 use crate::net::listener::{Tracker, accept_loop};
+use crate::policy::Policy;
 use crate::protocol::pg::PgError;
 use crate::session::pg::pool::ServerPool;
 use crate::session::pg::{self, PgContext};
+use crate::sql::Dialect;
 
 /// A listener running on the caller's runtime: its bound address and the handle that stops it.
 pub struct Running {
@@ -54,9 +58,10 @@ impl Running {
     }
 }
 
-/// Binds the PostgreSQL listener and serves it on the current runtime, no inspection plugged in.
+/// Binds the PostgreSQL listener and serves it on the current runtime, guarded by the
+/// config's policy as `airlock serve` is.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    start_with(config, Arc::new(NoInspection)).await
+    start_with(config, guard(config)?).await
 }
 
 /// Binds the PostgreSQL listener and serves it on the current runtime with `inspectors`.
@@ -173,12 +178,56 @@ async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
     let _ = tcp.shutdown().await;
 }
 
+/// The built-in policy, used when the config names no policy directory.
+const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
+
+/// Reads every `*.toml` file in `dir` as (file name, text).
+pub fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read policy directory {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            files.push((name.into_owned(), text));
+        }
+    }
+    Ok(files)
+}
+
+/// The policy the config names (or the built-in default) and the guard that enforces it on
+/// the PostgreSQL listener.
+pub fn guard(config: &Config) -> anyhow::Result<Arc<dyn InspectorFactory>> {
+    let (policy, source) = match &config.policy {
+        Some(p) => (
+            Policy::parse(&read_policy_files(&p.dir)?)
+                .with_context(|| format!("policy.dir = {}", p.dir.display()))?,
+            p.dir.display().to_string(),
+        ),
+        None => (
+            Policy::parse(&[("default.toml".to_owned(), DEFAULT_POLICY.to_owned())])?,
+            "built-in default".to_owned(),
+        ),
+    };
+    tracing::info!(policy = %source, rules = policy.rules.len(), "policy loaded");
+    let groups = config
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.groups.clone()))
+        .collect();
+    let guard = Guard::new(Arc::new(policy), "postgres", Dialect::Postgres, groups);
+    Ok(Arc::new(PgGuards(Arc::new(guard))))
+}
+
 /// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions
 /// finish for up to `server.shutdown_grace_secs`.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = config.server.workers;
-    let ctx = Arc::new(PgContext::new(&config, Arc::new(NoInspection))?);
+    let ctx = Arc::new(PgContext::new(&config, guard(&config)?)?);
     let listeners = bind(ctx.config.listen, workers)?;
     let postgres_addr = listeners[0].local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -50,6 +50,9 @@ pub struct Config {
     /// Certificate and key that Airlock presents to clients. Needed for any TLS client.
     pub tls: Option<TlsConfig>,
     pub postgres: Option<PostgresConfig>,
+    /// Where the policy files are. Without this section Airlock judges statements by its
+    /// built-in default policy (the shipped policies/default.toml).
+    pub policy: Option<PolicyConfig>,
     /// Users that may log in to Airlock (not to the database: Airlock logs in upstream itself).
     #[serde(default, rename = "users")]
     pub users: Vec<UserConfig>,
@@ -193,8 +196,18 @@ fn default_connect_timeout() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory of policy files (*.toml), read in name order at start-up.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
+    /// Groups the user belongs to, as policy rules and approvals name them.
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// A SCRAM-SHA-256 verifier as `airlock passwd` prints it (PostgreSQL's rolpassword format).
     pub scram_sha_256: String,
 }
@@ -233,6 +246,9 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
+        if let Some(policy) = &mut self.policy {
+            fix(&mut policy.dir);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);

@@ -1,12 +1,15 @@
 //! Airlock: a database access gateway. A wire-protocol proxy that relays PostgreSQL traffic
 //! faithfully while every statement passes one inspection seam.
 //!
-//! Layers, from pure to I/O: [`protocol`] and [`auth`] (no sockets), [`inspect`] (the seam),
-//! [`net`] and [`session`] (the only code that owns sockets), and [`app`] (wiring).
+//! Layers, from pure to I/O: [`protocol`], [`auth`], [`sql`] (classification) and [`policy`]
+//! (no sockets), [`inspect`] (the seam) and [`guard`] (the inspector that judges statements
+//! by the policy), [`net`] and [`session`] (the only code that owns sockets), and [`app`]
+//! (wiring).
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod inspect;
 pub mod net;
 pub mod policy;

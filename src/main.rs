@@ -94,10 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => airlock::app::serve(Config::load(&config)?),
         Command::CheckConfig { config } => {
             let config = Config::load(&config)?;
-            airlock::session::pg::PgContext::new(
-                &config,
-                std::sync::Arc::new(airlock::inspect::NoInspection),
-            )?;
+            airlock::session::pg::PgContext::new(&config, airlock::app::guard(&config)?)?;
             println!("config OK");
             Ok(())
         }
@@ -117,7 +114,8 @@ fn main() -> anyhow::Result<()> {
                     sql,
                 },
         } => {
-            let policy = airlock::policy::Policy::parse(&read_policy_files(&policy_dir)?)?;
+            let policy =
+                airlock::policy::Policy::parse(&airlock::app::read_policy_files(&policy_dir)?)?;
             let asker = airlock::policy::explain::Asker {
                 user: &user,
                 groups: &groups,
@@ -138,8 +136,10 @@ fn main() -> anyhow::Result<()> {
                     cases_dir,
                 },
         } => {
-            let policy = airlock::policy::Policy::parse(&read_policy_files(&policy_dir)?)?;
-            let report = airlock::policy::cases::run(&policy, &read_policy_files(&cases_dir)?);
+            let policy =
+                airlock::policy::Policy::parse(&airlock::app::read_policy_files(&policy_dir)?)?;
+            let report =
+                airlock::policy::cases::run(&policy, &airlock::app::read_policy_files(&cases_dir)?);
             for failure in &report.failures {
                 println!("FAIL {failure}");
             }
@@ -162,27 +162,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The `*.toml` files of a policy directory, as (name, text).
-fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read policy directory {}", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            files.push((
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                text,
-            ));
-        }
-    }
-    Ok(files)
-}
-
 fn read_password() -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {

@@ -89,11 +89,13 @@ fn dev_cert_writes_a_usable_pair() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_and_lets_sessions_finish() {
-    let mut airlock = common::Binary::spawn(
-        &common::Setup::default(),
-        "\n[server]\nshutdown_grace_secs = 20\n",
-        "warn",
-    );
+    // pg_sleep is a finding under the default policy; this test is about shutdown.
+    let setup = common::Setup {
+        policy_dir: common::allow_all(),
+        ..common::Setup::default()
+    };
+    let mut airlock =
+        common::Binary::spawn(&setup, "\n[server]\nshutdown_grace_secs = 20\n", "warn");
     let client = airlock.connect().await;
     let conninfo = airlock.conninfo();
     let running = tokio::spawn(async move {

@@ -18,7 +18,14 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_results_and_copies_stream_in_bounded_memory() {
-    let airlock = common::Binary::spawn(&common::Setup::default(), "", "warn");
+    let airlock = common::Binary::spawn(
+        &common::Setup {
+            policy_dir: common::allow_all(),
+            ..common::Setup::default()
+        },
+        "",
+        "warn",
+    );
     let client = airlock.connect().await;
     client.query_one("select 1", &[]).await.unwrap();
     let pid = airlock.child.id();

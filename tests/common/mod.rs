@@ -105,6 +105,10 @@ pub struct Setup {
     /// Extra lines for [postgres].
     pub postgres_extra: String,
     pub inspectors: Arc<dyn InspectorFactory>,
+    /// Guard the listener with the policy in this directory (`inspectors` is then unused).
+    pub policy_dir: Option<PathBuf>,
+    /// Groups of the test user.
+    pub groups: Vec<String>,
 }
 
 impl Default for Setup {
@@ -117,6 +121,8 @@ impl Default for Setup {
             upstream_extra: "tls = \"disable\"\n".to_string(),
             postgres_extra: String::new(),
             inspectors: Arc::new(NoInspection),
+            policy_dir: None,
+            groups: Vec::new(),
         }
     }
 }
@@ -132,22 +138,31 @@ impl Setup {
             ),
             None => String::new(),
         };
+        let policy = match &self.policy_dir {
+            Some(dir) => format!("[policy]\ndir = {:?}\n", dir.display().to_string()),
+            None => String::new(),
+        };
         format!(
-            "{tls}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
+            "{tls}{policy}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
              [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
-             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\n",
+             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n",
             self.require_tls,
             self.client_auth,
             self.postgres_extra,
             self.upstream_address,
-            self.upstream_extra
+            self.upstream_extra,
+            self.groups
         )
     }
 
     pub async fn start(self) -> Proxy {
         init_logging();
         let config = Config::parse(&self.config_text()).expect("test config is valid");
-        let running = airlock::app::start_with(&config, self.inspectors.clone())
+        let inspectors = match &self.policy_dir {
+            Some(_) => airlock::app::guard(&config).expect("the policy loads"),
+            None => self.inspectors.clone(),
+        };
+        let running = airlock::app::start_with(&config, inspectors)
             .await
             .expect("Airlock starts");
         Proxy {
@@ -269,6 +284,11 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A policy that allows every statement, for tests about the relay rather than the policy.
+pub fn allow_all() -> Option<PathBuf> {
+    Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/policies/allow-all"))
 }
 
 /// A unique name for tables and channels, so tests can run in parallel.

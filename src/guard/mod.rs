@@ -1,0 +1,178 @@
+//! The guard: the inspector that classifies every statement and judges it by the policy.
+//! Pure: it sees messages through the inspection seam and answers with verdicts; the relay
+//! does the I/O.
+//!
+//! One [`Guard`] serves a listener (its policy, users' groups and classification cache); each
+//! session gets its own inspector ([`pg::PgGuard`]) that remembers what the session prepared.
+
+pub mod names;
+pub mod pg;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::inspect::{Denial, Verdict};
+use crate::policy::{Decision, Policy, Request, check};
+use crate::sql::Dialect;
+use crate::sql::cache::Cache;
+use crate::sql::classify::Classified;
+
+/// Entries and bytes the classification cache of one listener may hold.
+const CACHE_ENTRIES: usize = 10_000;
+const CACHE_BYTES: usize = 16 << 20;
+
+/// What a listener's sessions share.
+pub struct Guard {
+    policy: Arc<Policy>,
+    listener: String,
+    groups: HashMap<String, Vec<String>>,
+    cache: Mutex<Cache>,
+}
+
+impl Guard {
+    /// A guard for `listener`, speaking `dialect`, with each user's groups.
+    pub fn new(
+        policy: Arc<Policy>,
+        listener: &str,
+        dialect: Dialect,
+        groups: HashMap<String, Vec<String>>,
+    ) -> Guard {
+        Guard {
+            policy,
+            listener: listener.to_owned(),
+            groups,
+            cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.cache().dialect()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Who a session is, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub database: String,
+}
+
+/// Statements and what the policy decided for them.
+#[derive(Debug)]
+pub struct Judged {
+    pub statements: Arc<[Classified]>,
+    pub verdict: Verdict,
+    /// 0 allow, 1 review, 2 deny: the most restrictive of several candidates wins.
+    severity: u8,
+    /// The text, when its meaning depends on what the session prepared: judged afresh each
+    /// time it runs.
+    pub dynamic: Option<Box<str>>,
+}
+
+impl Judged {
+    /// The most restrictive of `candidates`, or `None` if there are none.
+    pub fn strictest<'a>(candidates: impl IntoIterator<Item = &'a Judged>) -> Option<&'a Judged> {
+        candidates.into_iter().max_by_key(|j| j.severity)
+    }
+}
+
+/// Judges `statements` for `who` on `guard`'s listener: the most restrictive decision of any
+/// statement in them decides.
+pub fn judge(
+    guard: &Guard,
+    who: &Who,
+    statements: Arc<[Classified]>,
+    dynamic: Option<Box<str>>,
+) -> Judged {
+    let mut worst: Option<(Decision<'_>, &Classified)> = None;
+    for statement in statements.iter() {
+        let request = Request {
+            user: &who.user,
+            groups: &who.groups,
+            listener: &guard.listener,
+            database: &who.database,
+            statement,
+        };
+        let decision = check(&guard.policy, &request);
+        if worst
+            .as_ref()
+            .is_none_or(|(w, _)| severity(&decision) > severity(w))
+        {
+            worst = Some((decision, statement));
+        }
+    }
+    let (severity, verdict) = match &worst {
+        None | Some((Decision::Allow { .. }, _)) => (0, Verdict::Forward),
+        Some((decision, statement)) => (severity(decision), denial(decision, statement)),
+    };
+    Judged {
+        statements,
+        verdict,
+        severity,
+        dynamic,
+    }
+}
+
+fn severity(d: &Decision<'_>) -> u8 {
+    match d {
+        Decision::Allow { .. } => 0,
+        Decision::Review { .. } => 1,
+        Decision::Deny { .. } => 2,
+    }
+}
+
+/// The client's error for a statement the policy refused or holds. Names the rule, the kind
+/// and the findings; never echoes the statement itself.
+fn denial(decision: &Decision<'_>, statement: &Classified) -> Verdict {
+    let mut detail = format!("kind: {}", statement.kind.as_str());
+    if !statement.findings.is_empty() {
+        detail.push_str("; findings: ");
+        let findings: Vec<String> = statement
+            .findings
+            .iter()
+            .map(|f| format!("{} ({})", f.code, f.reason))
+            .collect();
+        detail.push_str(&findings.join(", "));
+    }
+    let (message, hint) = match decision {
+        Decision::Deny { rule, message } => (
+            format!(
+                "Airlock policy rule \"{}\" denies this statement: {message}",
+                rule.name
+            ),
+            "ask an Airlock administrator if this statement should be allowed".to_owned(),
+        ),
+        Decision::Review { rule } => {
+            let why = rule
+                .message
+                .as_deref()
+                .unwrap_or("the policy holds it for review");
+            let approvers = if rule.approvers.is_empty() {
+                "an approver".to_owned()
+            } else {
+                format!("a member of {}", rule.approvers.join(" or "))
+            };
+            (
+                format!(
+                    "Airlock policy rule \"{}\" requires approval for this statement: {why}",
+                    rule.name
+                ),
+                format!(
+                    "this Airlock cannot hold statements for approval yet, so it refused it; \
+                     ask {approvers} to run it, or to change the policy"
+                ),
+            )
+        }
+        Decision::Allow { .. } => return Verdict::Forward,
+    };
+    Verdict::Deny(Denial {
+        message,
+        detail: Some(detail),
+        hint: Some(hint),
+    })
+}

@@ -1,0 +1,346 @@
+//! What each prepared-statement and portal name of a PostgreSQL session may hold.
+//!
+//! The client names statements (Parse, SQL-level PREPARE) and portals (Bind), and later runs
+//! them by name. PostgreSQL applies those messages asynchronously and skips everything after
+//! an error until the next Sync, so at the moment a Bind or Execute passes, Airlock cannot be
+//! sure which earlier Parse or Close took effect. Rather than guess, a name holds every
+//! statement it may hold (its candidates), and a statement run by name is judged as the most
+//! restrictive of them.
+//!
+//! Within one pipeline segment (the messages up to a Sync) the latest change to a name is
+//! exact: PostgreSQL skips everything after an error until Sync, so a Bind or Execute that
+//! runs at all runs after every earlier change of its segment took effect.
+//!
+//! Changes made since the session was last quiet sit in a window. When the database has
+//! answered every sync point and the client has nothing unsynced, the window is settled: if
+//! no error came back, every change took effect, in order, and is applied exactly; if an error
+//! came back, which changes took effect is unknown, so each name keeps its old candidates and
+//! gains the new ones (removals are ignored). Either way the candidates always include what
+//! the database really holds, so nothing runs under a milder judgement than its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most names remembered per session; a statement or portal past it is not remembered, so
+/// running it is judged as unknown.
+const MAX_NAMES: usize = 10_000;
+/// Most changes kept for an exact settle; past it the window settles as if an error came back.
+const MAX_WINDOW: usize = 100_000;
+
+/// Statements and portals are separate namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    Statement,
+    Portal,
+}
+
+type Key = (Space, Box<[u8]>);
+
+enum Change<T> {
+    /// The name now holds exactly these (a Parse, a Bind, a PREPARE run by a Query).
+    Set(Key, Vec<Arc<T>>),
+    Remove(Key),
+    Clear(Space),
+}
+
+/// A session's names. `T` is whatever the caller judges a statement by.
+pub struct Names<T> {
+    settled: HashMap<Key, Vec<Arc<T>>>,
+    /// Every candidate the window gives each name, for lookups while it is open.
+    pending: HashMap<Key, Vec<Arc<T>>>,
+    /// The window's changes in order, for an exact settle.
+    window: Vec<Change<T>>,
+    overflowed: bool,
+    /// What the latest change to each name in the current segment left (empty: removed).
+    segment: HashMap<Key, Vec<Arc<T>>>,
+    /// What each name may come to hold at any time: a PREPARE inside a statement that may
+    /// run now, later or never. Never forgotten.
+    sticky: HashMap<Key, Vec<Arc<T>>>,
+    /// Spaces cleared in the current segment.
+    cleared: Vec<Space>,
+    sent: u64,
+    answered: u64,
+    unsynced: bool,
+    errored: bool,
+}
+
+impl<T> Default for Names<T> {
+    fn default() -> Self {
+        Names {
+            settled: HashMap::new(),
+            pending: HashMap::new(),
+            window: Vec::new(),
+            overflowed: false,
+            segment: HashMap::new(),
+            sticky: HashMap::new(),
+            cleared: Vec::new(),
+            sent: 0,
+            answered: 0,
+            unsynced: false,
+            errored: false,
+        }
+    }
+}
+
+impl<T> Names<T> {
+    /// Every candidate `name` may hold; empty if the session never named it.
+    pub fn lookup(&self, space: Space, name: &[u8]) -> Vec<Arc<T>> {
+        let key: Key = (space, name.into());
+        let mut out = match self.segment.get(&key) {
+            Some(latest) => latest.clone(),
+            None if self.cleared.contains(&space) => Vec::new(),
+            None => {
+                let mut out = self.settled.get(&key).cloned().unwrap_or_default();
+                for c in self.pending.get(&key).into_iter().flatten() {
+                    push_unique(&mut out, c.clone());
+                }
+                out
+            }
+        };
+        for c in self.sticky.get(&key).into_iter().flatten() {
+            push_unique(&mut out, c.clone());
+        }
+        out
+    }
+
+    /// `name` now holds exactly `candidates`, once the database applies the change.
+    pub fn set(&mut self, space: Space, name: &[u8], candidates: Vec<Arc<T>>) {
+        let key: Key = (space, name.into());
+        if !self.room_for(&key) {
+            return;
+        }
+        let slot = self.pending.entry(key.clone()).or_default();
+        for c in &candidates {
+            push_unique(slot, c.clone());
+        }
+        self.segment.insert(key.clone(), candidates.clone());
+        self.log(Change::Set(key, candidates));
+    }
+
+    /// `name` may hold `candidate` from now on, at any time.
+    pub fn add(&mut self, space: Space, name: &[u8], candidate: Arc<T>) {
+        let key: Key = (space, name.into());
+        if self.sticky.len() < MAX_NAMES || self.sticky.contains_key(&key) {
+            push_unique(self.sticky.entry(key).or_default(), candidate);
+        }
+    }
+
+    /// `name` is gone, once the database applies the change.
+    pub fn remove(&mut self, space: Space, name: &[u8]) {
+        let key: Key = (space, name.into());
+        if self.segment.len() < MAX_NAMES || self.segment.contains_key(&key) {
+            self.segment.insert(key.clone(), Vec::new());
+        }
+        self.log(Change::Remove(key));
+    }
+
+    /// Every name in `space` is gone, once the database applies the change.
+    pub fn clear(&mut self, space: Space) {
+        self.segment.retain(|(s, _), _| *s != space);
+        self.cleared.push(space);
+        self.log(Change::Clear(space));
+    }
+
+    /// The client sent a sync point (Query, Sync, FunctionCall).
+    pub fn sync_point(&mut self) {
+        self.sent += 1;
+        self.unsynced = false;
+        self.segment.clear();
+        self.cleared.clear();
+    }
+
+    /// The database sent an ErrorResponse.
+    pub fn error(&mut self) {
+        self.errored = true;
+    }
+
+    /// The database sent ReadyForQuery.
+    pub fn ready(&mut self) {
+        self.answered += 1;
+        if self.answered == self.sent && !self.unsynced {
+            self.settle();
+        }
+    }
+
+    fn room_for(&self, key: &Key) -> bool {
+        self.settled.len() + self.pending.len() < MAX_NAMES
+            || self.settled.contains_key(key)
+            || self.pending.contains_key(key)
+    }
+
+    fn log(&mut self, change: Change<T>) {
+        self.unsynced = true;
+        if self.window.len() < MAX_WINDOW {
+            self.window.push(change);
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    fn settle(&mut self) {
+        let exact = !self.errored && !self.overflowed;
+        if exact {
+            for change in self.window.drain(..) {
+                match change {
+                    Change::Set(key, candidates) => {
+                        self.settled.insert(key, candidates);
+                    }
+                    Change::Remove(key) => {
+                        self.settled.remove(&key);
+                    }
+                    Change::Clear(space) => self.settled.retain(|(s, _), _| *s != space),
+                }
+            }
+        } else {
+            self.window.clear();
+            for (key, candidates) in self.pending.drain() {
+                let slot = self.settled.entry(key).or_default();
+                for c in candidates {
+                    push_unique(slot, c);
+                }
+            }
+        }
+        self.pending.clear();
+        self.overflowed = false;
+        self.errored = false;
+    }
+}
+
+fn push_unique<T>(list: &mut Vec<Arc<T>>, item: Arc<T>) {
+    if !list.iter().any(|x| Arc::ptr_eq(x, &item)) {
+        list.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(names: &Names<&'static str>, space: Space, name: &str) -> Vec<&'static str> {
+        let mut v: Vec<_> = names
+            .lookup(space, name.as_bytes())
+            .iter()
+            .map(|a| **a)
+            .collect();
+        v.sort();
+        v
+    }
+
+    const S: Space = Space::Statement;
+
+    #[test]
+    fn a_clean_round_trip_settles_exactly() {
+        let mut n = Names::default();
+        n.set(S, b"s1", vec![Arc::new("delete")]);
+        n.sync_point();
+        assert_eq!(held(&n, S, "s1"), ["delete"]);
+        n.ready();
+        // Close and re-Parse under the same name: exactly the new statement once settled.
+        n.remove(S, b"s1");
+        n.set(S, b"s1", vec![Arc::new("select")]);
+        n.sync_point();
+        assert_eq!(
+            held(&n, S, "s1"),
+            ["delete", "select"],
+            "unsure until answered"
+        );
+        n.ready();
+        assert_eq!(held(&n, S, "s1"), ["select"]);
+        n.remove(S, b"s1");
+        n.sync_point();
+        n.ready();
+        assert!(held(&n, S, "s1").is_empty());
+    }
+
+    #[test]
+    fn after_an_error_a_name_keeps_every_statement_it_may_hold() {
+        let mut n = Names::default();
+        n.set(S, b"", vec![Arc::new("delete")]);
+        n.sync_point();
+        n.ready();
+        // Parse "" skipped after an error: the database still holds the DELETE.
+        n.set(S, b"", vec![Arc::new("select")]);
+        n.remove(S, b"other");
+        n.sync_point();
+        n.error();
+        n.ready();
+        assert_eq!(held(&n, S, ""), ["delete", "select"]);
+        // The next clean Parse settles it again.
+        n.set(S, b"", vec![Arc::new("insert")]);
+        n.sync_point();
+        n.ready();
+        assert_eq!(held(&n, S, ""), ["insert"]);
+    }
+
+    #[test]
+    fn nothing_settles_while_the_client_is_ahead_of_the_answers() {
+        let mut n = Names::default();
+        n.set(S, b"a", vec![Arc::new("select")]);
+        n.sync_point();
+        n.remove(S, b"a");
+        n.sync_point();
+        n.ready(); // answers the first sync point only
+        assert_eq!(
+            held(&n, S, "a"),
+            ["select"],
+            "the Close may not have run yet"
+        );
+        n.set(S, b"b", vec![Arc::new("update")]); // Parse without Sync yet
+        n.ready();
+        assert_eq!(held(&n, S, "b"), ["update"], "pending, not lost");
+        n.sync_point();
+        n.ready();
+        assert_eq!(held(&n, S, "a"), Vec::<&str>::new());
+        assert_eq!(held(&n, S, "b"), ["update"]);
+    }
+
+    #[test]
+    fn within_a_segment_the_latest_change_is_exact() {
+        let mut n = Names::default();
+        let p = Space::Portal;
+        n.set(p, b"", vec![Arc::new("delete")]);
+        n.sync_point();
+        n.error();
+        n.ready();
+        assert_eq!(held(&n, p, ""), ["delete"]);
+        // Bind then Execute in one segment: if the Bind did not take effect, neither does the
+        // Execute, so the Execute is judged by the Bind alone.
+        n.set(p, b"", vec![Arc::new("select")]);
+        assert_eq!(held(&n, p, ""), ["select"]);
+        n.remove(p, b"");
+        assert!(held(&n, p, "").is_empty());
+        n.sync_point();
+        assert_eq!(
+            held(&n, p, ""),
+            ["delete", "select"],
+            "next segment: unsure again"
+        );
+        n.clear(p);
+        assert!(held(&n, p, "").is_empty());
+    }
+
+    #[test]
+    fn an_added_candidate_is_never_taken_as_certain() {
+        let mut n = Names::default();
+        n.set(S, b"x", vec![Arc::new("select")]);
+        n.add(S, b"x", Arc::new("drop"));
+        assert_eq!(held(&n, S, "x"), ["drop", "select"]);
+        n.set(S, b"x", vec![Arc::new("select")]);
+        assert_eq!(held(&n, S, "x"), ["drop", "select"], "it may run later");
+        n.sync_point();
+        n.ready();
+        assert_eq!(held(&n, S, "x"), ["drop", "select"]);
+    }
+
+    #[test]
+    fn clear_empties_one_space() {
+        let mut n = Names::default();
+        n.set(S, b"x", vec![Arc::new("select")]);
+        n.set(Space::Portal, b"", vec![Arc::new("select")]);
+        n.clear(S);
+        n.sync_point();
+        n.ready();
+        assert!(held(&n, S, "x").is_empty());
+        assert_eq!(held(&n, Space::Portal, ""), ["select"]);
+    }
+}

@@ -1,0 +1,220 @@
+//! The guard for a PostgreSQL session: a Query is judged as it arrives; a Parse is classified
+//! once and judged at every Execute of a portal bound to it; a FunctionCall (no SQL text at
+//! all) is judged as an unknown statement with a finding. What the session prepared and bound
+//! is tracked by name, with the database's answers, in [`Names`].
+
+use std::sync::Arc;
+
+use super::names::{Names, Space};
+use super::{Guard, Judged, Who, judge};
+use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
+use crate::protocol::pg::backend::tag as be;
+use crate::protocol::pg::frontend::FrontendMessage;
+use crate::sql::classify::{
+    Classified, PreparedStatements, classify_in_session, session_dependent,
+};
+
+/// Makes a [`PgGuard`] for each session of a listener, all sharing one [`Guard`].
+#[derive(Clone)]
+pub struct PgGuards(pub Arc<Guard>);
+
+impl InspectorFactory for PgGuards {
+    fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
+        let groups = self
+            .0
+            .groups
+            .get(&session.user)
+            .cloned()
+            .unwrap_or_default();
+        Box::new(PgGuard {
+            guard: self.0.clone(),
+            who: Who {
+                user: session.user.clone(),
+                groups,
+                database: session.database.clone(),
+            },
+            names: Names::default(),
+        })
+    }
+}
+
+/// One session's guard.
+pub struct PgGuard {
+    guard: Arc<Guard>,
+    who: Who,
+    names: Names<Judged>,
+}
+
+/// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
+/// when the text runs now (a Query), `Maybe` when it may run later or not at all (a Parse).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Exact,
+    Maybe,
+}
+
+impl Inspector for PgGuard {
+    fn interest(&self) -> Interest {
+        Interest {
+            statements: true,
+            rows: false,
+            replies: true,
+        }
+    }
+
+    fn frontend(&mut self, message: &FrontendMessage<'_>) -> Verdict {
+        match message {
+            FrontendMessage::Query { sql } => {
+                let judged = self.judge_text(sql, Effect::Exact);
+                self.names.sync_point();
+                judged.verdict
+            }
+            FrontendMessage::Parse(p) => {
+                let judged = self.judge_text(p.sql, Effect::Maybe);
+                self.names
+                    .set(Space::Statement, p.statement, vec![Arc::new(judged)]);
+                Verdict::Forward
+            }
+            FrontendMessage::Bind(b) => {
+                let candidates = self.names.lookup(Space::Statement, b.statement);
+                self.names.set(Space::Portal, b.portal, candidates);
+                Verdict::Forward
+            }
+            FrontendMessage::Execute { portal, .. } => self.judge_execute(portal),
+            FrontendMessage::FunctionCall(f) => {
+                let statement = Classified::unknown(
+                    "",
+                    "function_call_message",
+                    format!(
+                        "a FunctionCall message runs function OID {} with no SQL text to check",
+                        f.function_oid
+                    ),
+                );
+                self.names.sync_point();
+                judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+            }
+            FrontendMessage::Close { target, name } => {
+                let space = if *target == b'S' {
+                    Space::Statement
+                } else {
+                    Space::Portal
+                };
+                self.names.remove(space, name);
+                Verdict::Forward
+            }
+            FrontendMessage::Sync => {
+                self.names.sync_point();
+                Verdict::Forward
+            }
+            FrontendMessage::Other { .. } => Verdict::Forward,
+        }
+    }
+
+    fn reply(&mut self, tag: u8) {
+        match tag {
+            be::ERROR_RESPONSE => self.names.error(),
+            be::READY_FOR_QUERY => self.names.ready(),
+            _ => {}
+        }
+    }
+}
+
+impl PgGuard {
+    /// Classifies and judges statement text, from the cache when its meaning cannot depend
+    /// on the session.
+    fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Judged {
+        let Ok(text) = std::str::from_utf8(sql) else {
+            let statement = Classified::unknown(
+                "",
+                "not_utf8",
+                "the statement is not valid UTF-8; connect with client_encoding UTF8".to_owned(),
+            );
+            return judge(&self.guard, &self.who, Arc::new([statement]), None);
+        };
+        if let Some(hit) = self.guard.cache().get(text) {
+            return judge(&self.guard, &self.who, hit, None);
+        }
+        let dialect = self.guard.dialect();
+        let mut session = SessionView {
+            guard: &self.guard,
+            who: &self.who,
+            names: &mut self.names,
+            effect,
+        };
+        let statements: Arc<[Classified]> = classify_in_session(text, dialect, &mut session).into();
+        let dynamic = statements
+            .iter()
+            .any(|s| session_dependent(&s.text))
+            .then(|| Box::from(text));
+        if dynamic.is_none() {
+            self.guard.cache().put(text, &statements);
+        }
+        judge(&self.guard, &self.who, statements, dynamic)
+    }
+
+    /// An Execute is judged as the strictest of what its portal may hold; a statement whose
+    /// meaning depends on the session is classified afresh.
+    fn judge_execute(&mut self, portal: &[u8]) -> Verdict {
+        let candidates = self.names.lookup(Space::Portal, portal);
+        let mut fresh = Vec::new();
+        for c in &candidates {
+            if let Some(text) = &c.dynamic {
+                fresh.push(self.judge_text(text.as_bytes(), Effect::Maybe));
+            }
+        }
+        let all = candidates.iter().map(|c| &**c).chain(fresh.iter());
+        match Judged::strictest(all) {
+            Some(j) => j.verdict.clone(),
+            None => {
+                let statement = Classified::unknown(
+                    "",
+                    "unknown_portal",
+                    format!(
+                        "Execute of portal \"{}\", which this session did not bind through Airlock",
+                        String::from_utf8_lossy(portal)
+                    ),
+                );
+                judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+            }
+        }
+    }
+}
+
+/// The session's names as classification sees them while it reads PREPARE, EXECUTE and
+/// DEALLOCATE.
+struct SessionView<'a> {
+    guard: &'a Guard,
+    who: &'a Who,
+    names: &'a mut Names<Judged>,
+    effect: Effect,
+}
+
+impl PreparedStatements for SessionView<'_> {
+    fn lookup(&self, name: &str) -> Vec<Classified> {
+        self.names
+            .lookup(Space::Statement, name.as_bytes())
+            .iter()
+            .flat_map(|j| j.statements.iter().cloned())
+            .collect()
+    }
+
+    fn prepare(&mut self, name: String, statement: Classified) {
+        let judged = Arc::new(judge(self.guard, self.who, Arc::new([statement]), None));
+        match self.effect {
+            Effect::Exact => self
+                .names
+                .set(Space::Statement, name.as_bytes(), vec![judged]),
+            Effect::Maybe => self.names.add(Space::Statement, name.as_bytes(), judged),
+        }
+    }
+
+    fn deallocate(&mut self, name: Option<&str>) {
+        // Forgetting is only safe when the text surely runs.
+        if self.effect == Effect::Exact {
+            match name {
+                Some(name) => self.names.remove(Space::Statement, name.as_bytes()),
+                None => self.names.clear(Space::Statement),
+            }
+        }
+    }
+}
