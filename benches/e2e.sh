@@ -18,6 +18,10 @@
 #                   checks its clients, which matters for the -C workload.
 #   AIRLOCK_REUSE   true (default, like PgBouncer's session mode) or false: Airlock's
 #                   reuse_server_sessions.
+#   AIRLOCK_BASELINE  path to another airlock binary (e.g. one built from an earlier commit)
+#                   to run as target "baseline" with the same config, in the same rounds:
+#                   the way to measure what a change costs per transaction
+#   WORKLOADS_ONLY  run only the workloads whose name contains this text
 #   SKIP_BUILD=1    use the binaries already in target/release
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
 #
@@ -88,10 +92,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Three free loopback ports, held open together so they are distinct.
-read -r AIRLOCK_PORT RELAY_PORT PGB_PORT < <(python3 -c '
+# Four free loopback ports, held open together so they are distinct.
+read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(3)]
+ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))
 ')
@@ -121,6 +125,13 @@ EOF
 "$AIRLOCK" serve --config "$TMP/airlock.toml" >"$TMP/airlock.log" 2>&1 &
 AIRLOCK_PID=$!
 PIDS+=("$AIRLOCK_PID")
+BASELINE_PID=
+if [[ -n ${AIRLOCK_BASELINE:-} ]]; then
+    sed "s/127.0.0.1:$AIRLOCK_PORT/127.0.0.1:$BASELINE_PORT/" "$TMP/airlock.toml" >"$TMP/baseline.toml"
+    "$AIRLOCK_BASELINE" serve --config "$TMP/baseline.toml" >"$TMP/baseline.log" 2>&1 &
+    BASELINE_PID=$!
+    PIDS+=("$BASELINE_PID")
+fi
 
 # ---------------------------------------------------------------- TCP relay
 "$RELAY" "127.0.0.1:$RELAY_PORT" "$PG_HOST:$PG_PORT" >"$TMP/relay.log" 2>&1 &
@@ -159,15 +170,16 @@ PIDS+=("$PGB_PID")
 
 # ---------------------------------------------------------------- targets
 # target -> "port user pid"
-declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT)
-declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER)
-declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID)
-declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1)
+declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT [baseline]=$BASELINE_PORT)
+declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER [baseline]=$BENCH_USER)
+declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID [baseline]=$BASELINE_PID)
+declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [baseline]=127.0.0.1)
 TARGETS=(direct relay pgbouncer airlock)
+[[ -n $BASELINE_PID ]] && TARGETS+=(baseline)
 
 conn_env() { # password only where the target checks one
     case $1 in
-    airlock) echo "PGPASSWORD=$BENCH_PASS" ;;
+    airlock | baseline) echo "PGPASSWORD=$BENCH_PASS" ;;
     pgbouncer) echo "PGPASSWORD=$BENCH_PASS" ;;
     *) echo "PGPASSWORD=" ;;
     esac
@@ -207,6 +219,7 @@ echo "postgres:  $PG_VERSION"
 echo "pgbouncer: $("$PGBOUNCER" --version | head -n1) (session mode, auth_type=$PGBOUNCER_AUTH)"
 echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable, reuse_server_sessions=${AIRLOCK_REUSE:-true})"
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
+[[ -n $BASELINE_PID ]] && echo "baseline:  $AIRLOCK_BASELINE, same config"
 echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}"
 echo
 
@@ -230,7 +243,13 @@ WORKLOADS=(
     "select, 1 client|-S -c 1 -j 1"
     "prepared, 8 clients|-S -M prepared -c 8 -j 2"
     "connect per transaction, 8 clients|-S -C -c 8 -j 2"
+    "tpcb-like writes, 8 clients|-c 8 -j 2"
 )
+if [[ -n ${WORKLOADS_ONLY:-} ]]; then
+    kept=()
+    for w in "${WORKLOADS[@]}"; do [[ ${w%%|*} == *"$WORKLOADS_ONLY"* ]] && kept+=("$w"); done
+    WORKLOADS=("${kept[@]}")
+fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 CLK_TCK=$(getconf CLK_TCK)
@@ -274,12 +293,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 # ---------------------------------------------------------------- summary
-python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${WORKLOADS[@]}" <<'PY'
+python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${TARGETS[*]}" "${WORKLOADS[@]}" <<'PY'
 import statistics, sys
 
 path, clk, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-workloads = [w.split("|", 1) for w in sys.argv[4:]]
-targets = ["direct", "relay", "pgbouncer", "airlock"]
+targets = sys.argv[4].split()
+workloads = [w.split("|", 1) for w in sys.argv[5:]]
 runs = {}  # (workload, target) -> [(tps, txns, ticks)]
 for line in open(path):
     rnd, name, target, tps, txns, ticks = line.rstrip("\n").split("\t")
@@ -322,6 +341,9 @@ for name, args in workloads:
         print(f"airlock/pgbouncer TPS:         {r:.2f}x  (target >= 0.95x: {'met' if r >= 0.95 else 'NOT met'})")
     else:
         print("airlock/pgbouncer TPS:         n/a")
+    if "baseline" in targets and a_cpu and cpu.get("baseline"):
+        d = a_cpu - cpu["baseline"]
+        print(f"airlock - baseline CPU per txn: {d:+.2f} us ({a_cpu / cpu['baseline']:.2f}x)")
     print()
 print("tps: pgbench's figure (for -C it includes connecting; otherwise it excludes the initial")
 print("connection). proxy CPU us/txn: user+system CPU of the proxy process over the run,")

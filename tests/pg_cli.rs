@@ -6,7 +6,17 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{PASSWORD, Proxy, USER, unique};
+use common::{PASSWORD, Proxy, Setup, USER, direct, unique};
+
+/// A proxy judging statements by the shipped default policy.
+async fn guarded() -> Proxy {
+    Setup {
+        policy_dir: Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
+        ..Setup::default()
+    }
+    .start()
+    .await
+}
 
 fn run(program: &str, port: u16, args: &[&str]) -> Output {
     Command::new(program)
@@ -152,11 +162,63 @@ async fn psql_simple_protocol_copy_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_policy_refusals_and_carries_on() {
+    let proxy = guarded().await;
+    let table = unique("psql_guarded");
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create table {table} (id int); insert into {table} values (1), (2)"
+        ))
+        .await
+        .unwrap();
+    let script = format!(
+        "select 'before' as mark;\n\
+         delete from {table};\n\
+         select count(*) as left_rows from {table};\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.sql");
+    std::fs::write(&file, &script).unwrap();
+    let args = |stop: &str| {
+        vec![
+            "-X".to_owned(),
+            "-A".into(),
+            "-v".into(),
+            format!("ON_ERROR_STOP={stop}"),
+            "-f".into(),
+            file.display().to_string(),
+        ]
+    };
+    // Without ON_ERROR_STOP psql reports the refusal and goes on; the DELETE never ran.
+    let o = psql(proxy.port, args("0")).await;
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        out.contains("before") && out.contains("left_rows\n2"),
+        "{out}"
+    );
+    assert!(
+        err.contains("ERROR:  Airlock policy rule \"everything-else-needs-a-dba\"")
+            && err.contains("DETAIL:  kind: write; findings: delete_without_where")
+            && err.contains("HINT:"),
+        "{err}"
+    );
+    // With it, psql stops at the refusal like at any error.
+    let o = psql(proxy.port, args("1")).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("left_rows"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_workloads_complete_without_failures() {
-    let proxy = Proxy::start().await;
-    // pgbench -i (re)creates the pgbench_* tables in database test.
-    let o = pgbench(proxy.port, &["-i", "-s", "1", "-q"]).await;
+    let open = Proxy::start().await;
+    // pgbench -i (re)creates the pgbench_* tables in database test: DDL, which the default
+    // policy holds, so it goes through a proxy without one.
+    let o = pgbench(open.port, &["-i", "-s", "1", "-q"]).await;
     assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    // The workloads run under the default policy: every statement in them is allowed (the
+    // VACUUM and TRUNCATE pgbench tries first are refused, and pgbench carries on).
+    let proxy = guarded().await;
     for args in [
         &["-S", "-c", "4", "-j", "2", "-t", "500"][..],
         &["-S", "-M", "prepared", "-c", "4", "-j", "2", "-t", "500"][..],

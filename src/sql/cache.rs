@@ -1,5 +1,6 @@
-//! Classification cached by exact statement text, so a statement an application repeats costs
-//! a lookup. Bounded in entries and in bytes of text; when full, the oldest entries go first.
+//! Classification cached by statement shape (the text with literal values abstracted, see
+//! [`super::shape`]) or, for text without one, by exact text, so a statement an application
+//! repeats, with the same or other values, costs a lookup. Bounded in entries and in bytes of text; when full, the oldest entries go first.
 //! Only text that does not depend on session state is cached (not PREPARE/EXECUTE/DEALLOCATE).
 
 use std::collections::{HashMap, VecDeque};
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use super::Dialect;
 use super::classify::{Classified, classify, session_dependent};
+use super::shape::shape;
 
 /// One dialect's cache (a listener speaks one dialect).
 pub struct Cache {
@@ -40,19 +42,37 @@ impl Cache {
         classified
     }
 
-    /// The cached classification of exactly `sql`, if any.
+    /// The cached classification of `sql`: of the same text, or of a statement of the same
+    /// shape (differing only in literal values), given `sql`'s own text.
     pub fn get(&self, sql: &str) -> Option<Arc<[Classified]>> {
-        self.map.get(sql).cloned()
+        match shape(sql) {
+            Some((key, text)) => {
+                let template = self.map.get(key.as_str())?;
+                let [one] = &template[..] else {
+                    return None;
+                };
+                Some(Arc::new([Classified {
+                    text: text.to_owned(),
+                    ..one.clone()
+                }]))
+            }
+            None => self.map.get(sql).cloned(),
+        }
     }
 
-    /// Remembers `classified` for `sql`, unless the text is too large or its meaning depends
-    /// on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD).
+    /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
+    /// large or its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
-        let cacheable = sql.len() <= self.max_bytes / 4
-            && !self.map.contains_key(sql)
-            && !classified.iter().any(|c| session_dependent(&c.text));
-        if cacheable {
-            self.insert(Box::from(sql), classified.clone());
+        if sql.len() > self.max_bytes / 4 || classified.iter().any(|c| session_dependent(&c.text)) {
+            return;
+        }
+        let key = match shape(sql) {
+            Some((key, _)) if classified.len() == 1 => key,
+            Some(_) => return,
+            None => sql.to_owned(),
+        };
+        if !self.map.contains_key(key.as_str()) {
+            self.insert(key.into_boxed_str(), classified.clone());
         }
     }
 
@@ -105,10 +125,24 @@ mod tests {
     #[test]
     fn repeats_are_served_from_the_cache() {
         let mut cache = Cache::new(Dialect::Postgres, 10, 1 << 20);
-        let a = cache.classify("select 1");
-        let b = cache.classify("select 1");
-        assert!(Arc::ptr_eq(&a, &b));
+        let a = cache.classify("select $1::int");
+        let b = cache.classify("select $1::int");
+        assert!(Arc::ptr_eq(&a, &b), "text without a shape: by exact text");
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn statements_differing_in_literals_share_an_entry_and_keep_their_text() {
+        let mut cache = Cache::new(Dialect::Postgres, 10, 1 << 20);
+        let a = cache.classify("delete from t where id = 1");
+        let b = cache.classify("delete from t where id = 2;");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(b[0].text, "delete from t where id = 2");
+        assert_eq!((a[0].kind, &a[0].tables), (b[0].kind, &b[0].tables));
+        let c = cache.classify("delete from t");
+        assert_eq!(cache.len(), 2, "another shape");
+        assert!(c[0].has("delete_without_where"));
+        assert!(!b[0].has("delete_without_where"));
     }
 
     #[test]
@@ -116,7 +150,7 @@ mod tests {
         let mut cache = Cache::new(Dialect::Postgres, 100, 4096);
         for i in 0..1000 {
             cache.classify(&format!(
-                "select {i} from t where x = 'padding padding padding'"
+                "select x from t{i} where x = 'padding padding padding'"
             ));
             assert!(
                 cache.len() <= 100 && cache.bytes() <= 4096,

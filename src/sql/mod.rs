@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod classify;
 pub mod functions;
+pub mod shape;
 pub mod split;
 
 /// Which server's lexical rules apply.

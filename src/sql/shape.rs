@@ -1,0 +1,204 @@
+//! The shape of a statement: its text with each number and plain string literal replaced by a
+//! placeholder, so that statements differing only in literal values (pgbench's, an ORM's with
+//! inlined values) share one classification in the cache. Classification never depends on a
+//! literal's value, only on where literals are.
+//!
+//! This scanner is deliberately timid: it gives a shape only for one statement of plain
+//! tokens it reads the way PostgreSQL does, and gives none at the first thing it would have
+//! to interpret (comments, dollar signs, backslashes, prefixed strings like `E'..'`,
+//! semicolons inside the text, control characters). Text without a shape is cached by its
+//! exact bytes instead, so a mistake here can only cost a cache miss, never a wrong answer:
+//! two texts get the same shape only if they have the same tokens apart from literal values.
+
+/// Placeholders: bytes that cannot appear outside a quoted token in text that has a shape.
+const NUMBER: char = '\u{1}';
+const STRING: char = '\u{2}';
+
+/// The shape of `sql` and the statement text (trimmed, without a trailing `;`), or `None`.
+/// A shape starts with a NUL byte, so it never equals any statement's text.
+pub fn shape(sql: &str) -> Option<(String, &str)> {
+    let text = sql.trim();
+    let text = text.strip_suffix(';').unwrap_or(text).trim_end();
+    if text.is_empty() {
+        return None;
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 1);
+    out.push('\0');
+    let mut i = 0;
+    // Start of the run of bytes not yet copied to `out`.
+    let mut copied = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                if i > 0 && (is_word(b[i - 1]) || b[i - 1] == b'&') {
+                    return None; // E'..', U&'..', B'..', X'..', N'..'
+                }
+                let end = string_end(b, i)?;
+                out.push_str(&text[copied..i]);
+                out.push(STRING);
+                i = end;
+                copied = i;
+            }
+            b'"' => i = quoted_end(b, i)?,
+            b'0'..=b'9' => {
+                if i > 0 && is_word(b[i - 1]) {
+                    i = word_end(b, i)?; // part of a name such as t1
+                    continue;
+                }
+                if i > 0 && b[i - 1] == b'.' {
+                    return None;
+                }
+                let end = number_end(b, i)?;
+                out.push_str(&text[copied..i]);
+                out.push(NUMBER);
+                i = end;
+                copied = i;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            b'$' | b'\\' | b';' => return None,
+            _ if is_word(c) => i = word_end(b, i)?,
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            _ if c < 0x20 || c == 0x7f => return None,
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    Some((out, text))
+}
+
+/// Letters, digits, `_` and any byte of a multi-byte UTF-8 character: what names are made of.
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+fn word_end(b: &[u8], mut i: usize) -> Option<usize> {
+    while i < b.len() && is_word(b[i]) {
+        i += 1;
+    }
+    if b.get(i) == Some(&b'$') || b.get(i) == Some(&b'\'') {
+        return None; // a$b, or a prefixed string
+    }
+    Some(i)
+}
+
+/// The end of a `'...'` literal starting at `start` (`''` is a quote inside it). A backslash
+/// inside gives no shape: whether it escapes depends on standard_conforming_strings.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *b.get(i)? {
+            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return Some(i + 1),
+            b'\\' => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The end of a `"..."` identifier starting at `start`, copied as it is.
+fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *b.get(i)? {
+            b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The end of an unsigned number (`12`, `12.5`, `12.`) starting at `start`; none if a letter,
+/// another dot or a quote follows (exponents, `1.2.3`, junk).
+fn number_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    match b.get(i) {
+        Some(&c) if is_word(c) || c == b'.' || c == b'\'' || c == b'"' || c == b'$' => None,
+        _ => Some(i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sql: &str) -> Option<String> {
+        shape(sql).map(|(s, _)| {
+            let s = s.strip_prefix('\0').expect("shapes start with NUL");
+            s.replace(NUMBER, "#").replace(STRING, "'?'")
+        })
+    }
+
+    #[test]
+    fn literals_become_placeholders() {
+        assert_eq!(
+            key("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;").as_deref(),
+            Some("SELECT abalance FROM pgbench_accounts WHERE aid = #")
+        );
+        assert_eq!(
+            key("update t1 set v = 'it''s', n = 2.50 where id = 7").as_deref(),
+            Some("update t1 set v = '?', n = # where id = #")
+        );
+        assert_eq!(
+            key("select \"odd 'name\" from t where x = -1").as_deref(),
+            Some("select \"odd 'name\" from t where x = -#")
+        );
+        assert_eq!(
+            shape("  select 1 ;  ").map(|(_, t)| t),
+            Some("select 1"),
+            "the text as split gives it"
+        );
+        assert_eq!(
+            key("select 'é', ünïcode from t2").as_deref(),
+            Some("select '?', ünïcode from t2")
+        );
+    }
+
+    #[test]
+    fn same_shape_only_for_the_same_tokens() {
+        assert_eq!(key("select 1 from t"), key("select 22 from t"));
+        assert_ne!(
+            key("select 1 from t"),
+            key("select '1' from t"),
+            "number vs string"
+        );
+        assert_ne!(key("select a from t"), key("select b from t"));
+    }
+
+    #[test]
+    fn anything_it_would_have_to_interpret_has_no_shape() {
+        for sql in [
+            "select 1; delete from t",
+            "delete from t -- where id = 1",
+            "delete from t /* where */",
+            "select $1",
+            "select $$x$$",
+            "select E'\\''",
+            "select 'a\\'",
+            "select u&'x'",
+            "select x'ff'",
+            "select 1e5",
+            "select 1.2.3",
+            "select .5",
+            "select 'open",
+            "select \"open",
+            "select a$b from t",
+            "select \u{1}",
+            "",
+            ";",
+        ] {
+            assert_eq!(key(sql), None, "{sql:?}");
+        }
+    }
+}
