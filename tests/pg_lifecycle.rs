@@ -204,3 +204,21 @@ fn policy_test_runs_the_shipped_cases() {
     );
     assert!(text.trim_end().ends_with("16 passed, 0 failed"), "{text}");
 }
+
+#[test]
+fn policy_test_runs_the_production_example_cases() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/policies/examples/production");
+    let out = Command::new(BIN)
+        .args(["policy", "test", "--policy-dir", &dir, "--cases-dir"])
+        .arg(format!("{dir}/cases"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.trim_end().ends_with("11 passed, 0 failed"), "{text}");
+}

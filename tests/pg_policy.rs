@@ -353,3 +353,53 @@ async fn groups_from_the_config_reach_the_policy() {
         assert_eq!(r.is_ok(), allowed, "groups {groups:?}");
     }
 }
+
+#[tokio::test]
+async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[defaults]\naction = \"deny\"\n\n\
+         [[rule]]\nname = \"reads\"\naction = \"allow\"\nkinds = [\"read\", \"transaction\"]\n\n\
+         [[rule]]\nname = \"migrations\"\naction = \"allow\"\nmigration = [\"rails/golang-migrate\"]\n",
+    )
+    .unwrap();
+    let proxy = Setup {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    direct()
+        .await
+        .batch_execute("create table if not exists schema_migrations (version text primary key)")
+        .await
+        .unwrap();
+    let t = unique("migrated");
+
+    // Not a migration run: DDL is refused.
+    let app = proxy.connect().await;
+    let e = app
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+
+    // The migration tool reads its bookkeeping table first; from then on the session is its run.
+    let tool = proxy.connect().await;
+    tool.query("select version from schema_migrations", &[])
+        .await
+        .unwrap();
+    tool.batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .expect("part of the migration run");
+    tool.batch_execute(&format!("drop table {t}"))
+        .await
+        .unwrap();
+    assert!(
+        app.batch_execute(&format!("create table {t} (id int)"))
+            .await
+            .is_err(),
+        "the other session is still not a migration run"
+    );
+}

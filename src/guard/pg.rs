@@ -34,6 +34,7 @@ impl InspectorFactory for PgGuards {
                 database: session.database.clone(),
             },
             names: Names::default(),
+            migration: None,
         })
     }
 }
@@ -43,6 +44,9 @@ pub struct PgGuard {
     guard: Arc<Guard>,
     who: Who,
     names: Names<Judged>,
+    /// Once a statement touches a migration tool's bookkeeping table, the session is that
+    /// tool's migration run, and every later statement is tagged with it.
+    migration: Option<&'static str>,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -131,7 +135,9 @@ impl PgGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         };
-        if let Some(hit) = self.guard.cache().get(text) {
+        let cached = self.guard.cache().get(text);
+        if let Some(hit) = cached {
+            let hit = self.tag_migration(hit);
             return judge(&self.guard, &self.who, hit, None);
         }
         let dialect = self.guard.dialect();
@@ -149,7 +155,25 @@ impl PgGuard {
         if dynamic.is_none() {
             self.guard.cache().put(text, &statements);
         }
+        let statements = self.tag_migration(statements);
         judge(&self.guard, &self.who, statements, dynamic)
+    }
+
+    /// Notes a migration run starting, and tags statements of one.
+    fn tag_migration(&mut self, statements: Arc<[Classified]>) -> Arc<[Classified]> {
+        if self.migration.is_none() {
+            self.migration = statements.iter().find_map(|s| s.migration);
+        }
+        match self.migration {
+            Some(tool) if statements.iter().any(|s| s.migration.is_none()) => statements
+                .iter()
+                .map(|s| Classified {
+                    migration: Some(tool),
+                    ..s.clone()
+                })
+                .collect(),
+            _ => statements,
+        }
     }
 
     /// An Execute is judged as the strictest of what its portal may hold; a statement whose

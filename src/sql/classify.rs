@@ -6,9 +6,9 @@
 //! statements (a DELETE in a WITH clause, the statement under EXPLAIN ANALYZE) count: the kind
 //! is the most restrictive of all of them.
 //!
-//! This is the first part of the classifier: the findings for migrations (type changes, NOT
-//! NULL without default, indexes without CONCURRENTLY, ...), the function allow-list and
-//! SQL-level PREPARE/EXECUTE tracking come next.
+//! Migration runs: a statement that touches a migration tool's bookkeeping table is tagged
+//! with the tool, and so is every statement of a string that holds one (a migration file sent
+//! as one Query is one run). Sessions carry the tag further (see `guard`).
 
 use std::ops::ControlFlow;
 
@@ -77,7 +77,8 @@ pub struct Classified {
     pub findings: Vec<Finding>,
     /// The statement with every literal replaced by `?`, for grouping.
     pub fingerprint: String,
-    /// The migration tool whose bookkeeping table the statement touches, if any.
+    /// The migration tool whose run this statement is part of: it touches the tool's
+    /// bookkeeping table, or shares a string or a session with a statement that does.
     pub migration: Option<&'static str>,
 }
 
@@ -120,6 +121,11 @@ pub fn classify_in_session(
     let mut out = Vec::with_capacity(pieces.len());
     for piece in pieces {
         classify_one(piece, dialect, prepared, &mut out);
+    }
+    if let Some(tool) = out.iter().find_map(|c| c.migration) {
+        for c in &mut out {
+            c.migration = Some(tool);
+        }
     }
     out
 }
@@ -873,6 +879,16 @@ mod tests {
             Some("sqlx")
         );
         assert_eq!(one("select * from accounts").migration, None);
+        let file = classify(
+            "alter table users add column nickname text; \
+             insert into schema_migrations (version) values ('20261125')",
+            Dialect::Postgres,
+        );
+        assert!(
+            file.iter()
+                .all(|c| c.migration == Some("rails/golang-migrate")),
+            "a migration file sent as one string is one run"
+        );
     }
 
     #[test]
