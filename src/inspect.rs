@@ -22,6 +22,9 @@ pub struct SessionInfo {
     pub application_name: Option<String>,
     pub client_addr: SocketAddr,
     pub tls: bool,
+    /// Whether the database reads plain string literals with standard_conforming_strings on
+    /// (backslashes are ordinary characters) at the start of the session.
+    pub standard_strings: bool,
 }
 
 /// What an inspector wants to be shown.
@@ -31,7 +34,8 @@ pub struct Interest {
     pub statements: bool,
     /// RowDescription and DataRow from the database.
     pub rows: bool,
-    /// ErrorResponse and ReadyForQuery from the database (their tags only).
+    /// ErrorResponse and ReadyForQuery (their tags, through [`Inspector::reply`]) and
+    /// ParameterStatus (through [`Inspector::backend`]) from the database.
     pub replies: bool,
 }
 
@@ -61,7 +65,8 @@ pub trait Inspector: Send {
         Verdict::Forward
     }
 
-    /// A RowDescription (`b'T'`) or DataRow (`b'D'`) body from the database.
+    /// A RowDescription (`b'T'`) or DataRow (`b'D'`) body from the database; with
+    /// `replies`, also each ParameterStatus (`b'S'`) body.
     fn backend(&mut self, _tag: u8, _body: &[u8]) {}
 
     /// An ErrorResponse (`b'E'`) or ReadyForQuery (`b'Z'`) from the database.

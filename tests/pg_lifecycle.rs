@@ -202,7 +202,7 @@ fn policy_test_runs_the_shipped_cases() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.trim_end().ends_with("16 passed, 0 failed"), "{text}");
+    assert!(text.trim_end().ends_with("17 passed, 0 failed"), "{text}");
 }
 
 #[test]

@@ -403,3 +403,51 @@ async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
         "the other session is still not a migration run"
     );
 }
+
+#[tokio::test]
+async fn backslash_tricks_fail_closed_once_standard_strings_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[defaults]\naction = \"allow\"\n\n\
+         [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
+    )
+    .unwrap();
+    let proxy = Setup {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let t = table().await;
+    let client = proxy.connect().await;
+    // Read with standard_conforming_strings on (as Airlock reads it), this is one SELECT of a
+    // string; with it off, the string ends early and a DROP follows.
+    let trick = format!("SELECT 'x\\''; DROP TABLE {t}; --'");
+    let rows = client.simple_query(&trick).await.unwrap();
+    assert!(
+        !rows.is_empty(),
+        "harmless while the server reads it as Airlock does"
+    );
+    client
+        .batch_execute("set standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let e = client.simple_query(&trick).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{}", text(&e));
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap_or("")
+            .contains("nonstandard_strings"),
+        "{}",
+        text(&e)
+    );
+    assert_eq!(rows_in(&t).await, 3, "the table is still there");
+    client
+        .batch_execute("set standard_conforming_strings = on")
+        .await
+        .unwrap();
+    client.simple_query(&trick).await.expect("back to normal");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::names::{Names, Space};
 use super::{Guard, Judged, Who, judge};
 use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
-use crate::protocol::pg::backend::tag as be;
+use crate::protocol::pg::backend::{self, tag as be};
 use crate::protocol::pg::frontend::FrontendMessage;
 use crate::sql::classify::{
     Classified, PreparedStatements, classify_in_session, session_dependent,
@@ -35,6 +35,7 @@ impl InspectorFactory for PgGuards {
             },
             names: Names::default(),
             migration: None,
+            standard_strings: session.standard_strings,
         })
     }
 }
@@ -47,6 +48,10 @@ pub struct PgGuard {
     /// Once a statement touches a migration tool's bookkeeping table, the session is that
     /// tool's migration run, and every later statement is tagged with it.
     migration: Option<&'static str>,
+    /// What the database last said of standard_conforming_strings. Off, a backslash in a
+    /// string literal may escape a quote, which the classifier does not model: text holding a
+    /// backslash is then judged as unknown.
+    standard_strings: bool,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -114,6 +119,14 @@ impl Inspector for PgGuard {
         }
     }
 
+    fn backend(&mut self, tag: u8, body: &[u8]) {
+        if tag == be::PARAMETER_STATUS
+            && let Some((b"standard_conforming_strings", value)) = backend::parameter(body)
+        {
+            self.standard_strings = value == b"on";
+        }
+    }
+
     fn reply(&mut self, tag: u8) {
         match tag {
             be::ERROR_RESPONSE => self.names.error(),
@@ -135,6 +148,16 @@ impl PgGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         };
+        if !self.standard_strings && text.contains('\\') {
+            let statement = Classified::unknown(
+                text,
+                "nonstandard_strings",
+                "standard_conforming_strings is off, so a backslash may end or continue a \
+                 string literal where Airlock would not; turn it on for this session"
+                    .to_owned(),
+            );
+            return judge(&self.guard, &self.who, Arc::new([statement]), None);
+        }
         let cached = self.guard.cache().get(text);
         if let Some(hit) = cached {
             let hit = self.tag_migration(hit);

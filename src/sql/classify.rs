@@ -312,6 +312,13 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
             "Airlock does not know what this kind of statement does",
         ));
     }
+    if turns_off_standard_strings(statement) {
+        findings.push(finding(
+            "string_syntax_change",
+            "turning standard_conforming_strings off changes where string literals end; \
+             Airlock reads them as PostgreSQL does with it on",
+        ));
+    }
     let migration = tables.iter().find_map(|t| migration_tool(t));
     Classified {
         text: text.to_owned(),
@@ -321,6 +328,28 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
         findings,
         migration,
     }
+}
+
+/// `SET standard_conforming_strings` to anything but on: backslashes would then escape quotes
+/// in plain string literals, and text Airlock reads as one statement could be several.
+fn turns_off_standard_strings(statement: &Statement) -> bool {
+    let Statement::Set(Set::SingleAssignment {
+        variable, values, ..
+    }) = statement
+    else {
+        return false;
+    };
+    if !variable
+        .to_string()
+        .eq_ignore_ascii_case("standard_conforming_strings")
+    {
+        return false;
+    }
+    let on = |v: &Expr| {
+        let v = v.to_string().trim_matches('\'').to_ascii_lowercase();
+        matches!(v.as_str(), "on" | "true" | "1" | "yes")
+    };
+    !matches!(values.as_slice(), [v] if on(v))
 }
 
 /// One pass over a statement's tree: the kinds and findings of every statement in it
@@ -857,6 +886,22 @@ mod tests {
         assert_ne!(
             a.fingerprint,
             one("select * from u where id = 1").fingerprint
+        );
+    }
+
+    #[test]
+    fn turning_standard_strings_off_is_a_finding() {
+        for sql in [
+            "set standard_conforming_strings = off",
+            "SET SESSION standard_conforming_strings TO 'off'",
+            "set standard_conforming_strings = default",
+        ] {
+            assert!(one(sql).has("string_syntax_change"), "{sql}");
+        }
+        assert!(!one("set standard_conforming_strings = on").has("string_syntax_change"));
+        assert!(
+            one("select set_config('standard_conforming_strings', 'off', false)")
+                .has("function_call")
         );
     }
 

@@ -84,6 +84,20 @@ pub fn fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
+/// The name and value of a ParameterStatus body.
+pub fn parameter(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut parts = body.split(|&b| b == 0);
+    let name = parts.next()?;
+    let value = parts.next()?;
+    Some((name, value))
+}
+
+/// Whether a ParameterStatus body says standard_conforming_strings is off (string literals
+/// then treat backslashes as escapes).
+pub fn turns_off_standard_strings(body: &[u8]) -> bool {
+    matches!(parameter(body), Some((b"standard_conforming_strings", v)) if v != b"on")
+}
+
 /// The SQLSTATE of an ErrorResponse body, if it has one.
 pub fn sqlstate(body: &[u8]) -> Option<&[u8]> {
     fields(body).find(|(c, _)| *c == b'C').map(|(_, v)| v)
@@ -108,6 +122,22 @@ mod tests {
         assert_eq!(message(body), "relation \"x\" does not exist");
         assert_eq!(fields(b"SERR").count(), 0, "unterminated field");
         assert_eq!(fields(b"").count(), 0);
+    }
+
+    #[test]
+    fn reads_parameter_status() {
+        assert_eq!(
+            parameter(b"TimeZone\0UTC\0"),
+            Some((&b"TimeZone"[..], &b"UTC"[..]))
+        );
+        assert!(turns_off_standard_strings(
+            b"standard_conforming_strings\0off\0"
+        ));
+        assert!(!turns_off_standard_strings(
+            b"standard_conforming_strings\0on\0"
+        ));
+        assert!(!turns_off_standard_strings(b"TimeZone\0off\0"));
+        assert_eq!(parameter(b"no-terminator"), None);
     }
 
     #[test]

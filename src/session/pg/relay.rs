@@ -600,12 +600,24 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                     end: None,
                 };
             }
-            ctx.sync.note_ready(pump.buf[body].first().copied());
+            ctx.sync.note_ready(pump.buf[body.clone()].first().copied());
             ctx.substitutions
                 .settle(ctx.sync.answered.load(Ordering::Acquire));
         }
         if ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY) {
             lock(ctx.inspector).reply(h.tag);
+        }
+        if ctx.interest.replies && h.tag == be::PARAMETER_STATUS {
+            if !whole && h.total_len <= ctx.limits.max_message_size {
+                return Scan {
+                    ready,
+                    need: h.total_len,
+                    end: None,
+                };
+            }
+            if whole {
+                lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()]);
+            }
         }
         *last_was_error = h.tag == be::ERROR_RESPONSE;
         ready = pump.forward(ready, h.total_len);
