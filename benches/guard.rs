@@ -49,12 +49,12 @@ fn query(sql: &str) -> Vec<u8> {
     body
 }
 
-/// pgbench's default (TPC-B-like) script with the values of transaction `n`.
+/// pgbench's default (TPC-B-like) script with the values of transaction `n` (scale 10).
 fn tpcb(n: u64) -> [Vec<u8>; 7] {
     let (aid, tid, bid, delta) = (
-        n * 7919 % 100_000 + 1,
+        n * 7919 % 1_000_000 + 1,
+        n % 100 + 1,
         n % 10 + 1,
-        n % 1 + 1,
         n as i64 % 10_000 - 5000,
     );
     [

@@ -21,22 +21,27 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::guard::Guard;
+use crate::guard::mysql::MyGuards;
 use crate::guard::pg::PgGuards;
-use crate::inspect::InspectorFactory;
+use crate::inspect::{InspectorFactory, MysqlInspectorFactory, NoInspection};
 use crate::net::listener::{Tracker, accept_loop};
 use crate::policy::Policy;
+use crate::protocol::mysql::MyError;
 use crate::protocol::pg::PgError;
+use crate::session::mysql::{self, MyContext};
 use crate::session::pg::pool::ServerPool;
 use crate::session::pg::{self, PgContext};
 use crate::sql::Dialect;
 
-/// A listener running on the caller's runtime: its bound address and the handle that stops it.
+/// Listeners running on the caller's runtime: their bound addresses and the handle that stops
+/// them.
 pub struct Running {
-    pub postgres_addr: SocketAddr,
+    pub postgres_addr: Option<SocketAddr>,
+    pub mysql_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
     tracker: Tracker,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -44,7 +49,9 @@ impl Running {
     /// Sessions still open then are told (57P01) and closed.
     pub async fn shutdown(self, grace: Duration) -> usize {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         let left = self.tracker.drain(grace).await;
         if left > 0 {
             let _ = self.closing.send(true);
@@ -58,21 +65,31 @@ impl Running {
     }
 }
 
-/// Binds the PostgreSQL listener and serves it on the current runtime, guarded by the
-/// config's policy as `airlock serve` is.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    start_with(config, guard(config)?).await
+/// What each listener's sessions are shown to.
+#[derive(Clone)]
+pub struct Inspectors {
+    pub postgres: Arc<dyn InspectorFactory>,
+    pub mysql: Arc<dyn MysqlInspectorFactory>,
 }
 
-/// Binds the PostgreSQL listener and serves it on the current runtime with `inspectors`.
-pub async fn start_with(
-    config: &Config,
-    inspectors: Arc<dyn InspectorFactory>,
-) -> anyhow::Result<Running> {
-    let ctx = Arc::new(PgContext::new(config, inspectors)?);
-    let listener = bind(ctx.config.listen, 1)?.remove(0);
-    let postgres_addr = listener.local_addr()?;
-    let listener = TcpListener::from_std(listener)?;
+impl Inspectors {
+    /// Nothing plugged in on either listener.
+    pub fn none() -> Inspectors {
+        Inspectors {
+            postgres: Arc::new(NoInspection),
+            mysql: Arc::new(NoInspection),
+        }
+    }
+}
+
+/// Binds the configured listeners and serves them on the current runtime, guarded by the
+/// config's policy as `airlock serve` is.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with(config, guards(config)?).await
+}
+
+/// Binds the configured listeners and serves them on the current runtime with `inspectors`.
+pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (closing, closing_rx) = watch::channel(false);
     let tracker = Tracker::default();
@@ -80,15 +97,73 @@ pub async fn start_with(
         shutdown: shutdown_rx,
         closing: closing_rx,
     };
-    let task = tokio::spawn(serve_listener(ctx, listener, tracker.clone(), signals));
-    tracing::info!(%postgres_addr, "PostgreSQL listener ready");
+    let mut tasks = Vec::new();
+    let mut postgres_addr = None;
+    if config.postgres.is_some() {
+        let ctx = Arc::new(PgContext::new(config, inspectors.postgres.clone())?);
+        let listener = bind(ctx.config.listen, 1, "postgres.listen")?.remove(0);
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        tasks.push(tokio::spawn(serve_listener(
+            ctx,
+            listener,
+            tracker.clone(),
+            signals.clone(),
+        )));
+        tracing::info!(postgres_addr = %addr, "PostgreSQL listener ready");
+        postgres_addr = Some(addr);
+    }
+    let mut mysql_addr = None;
+    if config.mysql.is_some() {
+        let ctx = Arc::new(MyContext::new(config, inspectors.mysql.clone())?);
+        let listener = bind(ctx.config.listen, 1, "mysql.listen")?.remove(0);
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        tasks.push(tokio::spawn(serve_mysql(
+            ctx,
+            listener,
+            tracker.clone(),
+            signals.shutdown.clone(),
+        )));
+        tracing::info!(mysql_addr = %addr, "MySQL listener ready");
+        mysql_addr = Some(addr);
+    }
     Ok(Running {
         postgres_addr,
+        mysql_addr,
         shutdown,
         closing,
         tracker,
-        task,
+        tasks,
     })
+}
+
+fn serve_mysql(
+    ctx: Arc<MyContext>,
+    listener: TcpListener,
+    tracker: Tracker,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let max = ctx.config.max_connections;
+    accept_loop(
+        listener,
+        max,
+        tracker,
+        shutdown,
+        move |mut tcp, addr, over| {
+            let ctx = ctx.clone();
+            async move {
+                if over {
+                    let mut out = BytesMut::new();
+                    MyError::too_many_connections(max).encode(0, &mut out);
+                    let _ = tcp.write_all(&out).await;
+                    let _ = tcp.shutdown().await;
+                } else {
+                    mysql::serve(ctx, tcp, addr).await;
+                }
+            }
+        },
+    )
 }
 
 /// Shutdown as the sessions see it: `shutdown` stops accepting; `closing` says the grace is over.
@@ -142,7 +217,7 @@ async fn reap_idle(pool: Arc<ServerPool>, mut shutdown: watch::Receiver<bool>) {
 
 /// `count` non-blocking listening sockets on one address with SO_REUSEPORT. With port 0 the
 /// first socket picks the port and the others join it.
-fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+fn bind(addr: SocketAddr, count: usize, key: &str) -> anyhow::Result<Vec<std::net::TcpListener>> {
     let mut addr = addr;
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count {
@@ -160,7 +235,7 @@ fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListe
         socket.set_nonblocking(true)?;
         socket
             .bind(&addr.into())
-            .with_context(|| format!("cannot listen on {addr} (postgres.listen)"))?;
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
         socket.listen(1024)?;
         let listener: std::net::TcpListener = socket.into();
         addr = listener.local_addr()?;
@@ -198,9 +273,9 @@ pub fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, S
     Ok(files)
 }
 
-/// The policy the config names (or the built-in default) and the guard that enforces it on
-/// the PostgreSQL listener.
-pub fn guard(config: &Config) -> anyhow::Result<Arc<dyn InspectorFactory>> {
+/// The policy the config names (or the built-in default) and a guard enforcing it on each
+/// listener.
+pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
     let (policy, source) = match &config.policy {
         Some(p) => (
             Policy::parse(&read_policy_files(&p.dir)?)
@@ -213,13 +288,23 @@ pub fn guard(config: &Config) -> anyhow::Result<Arc<dyn InspectorFactory>> {
         ),
     };
     tracing::info!(policy = %source, rules = policy.rules.len(), "policy loaded");
-    let groups = config
+    let groups: std::collections::HashMap<String, Vec<String>> = config
         .users
         .iter()
         .map(|u| (u.name.clone(), u.groups.clone()))
         .collect();
-    let guard = Guard::new(Arc::new(policy), "postgres", Dialect::Postgres, groups);
-    Ok(Arc::new(PgGuards(Arc::new(guard))))
+    let policy = Arc::new(policy);
+    let postgres = Guard::new(
+        policy.clone(),
+        "postgres",
+        Dialect::Postgres,
+        groups.clone(),
+    );
+    let mysql = Guard::new(policy, "mysql", Dialect::MySql, groups);
+    Ok(Inspectors {
+        postgres: Arc::new(PgGuards(Arc::new(postgres))),
+        mysql: Arc::new(MyGuards(Arc::new(mysql))),
+    })
 }
 
 /// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions
@@ -227,9 +312,39 @@ pub fn guard(config: &Config) -> anyhow::Result<Arc<dyn InspectorFactory>> {
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = config.server.workers;
-    let ctx = Arc::new(PgContext::new(&config, guard(&config)?)?);
-    let listeners = bind(ctx.config.listen, workers)?;
-    let postgres_addr = listeners[0].local_addr()?;
+    let inspectors = guards(&config)?;
+    let pg = match &config.postgres {
+        Some(_) => {
+            let ctx = Arc::new(PgContext::new(&config, inspectors.postgres.clone())?);
+            let sockets = bind(ctx.config.listen, workers, "postgres.listen")?;
+            Some((ctx, sockets))
+        }
+        None => None,
+    };
+    let my = match &config.mysql {
+        Some(_) => {
+            let ctx = Arc::new(MyContext::new(&config, inspectors.mysql.clone())?);
+            let sockets = bind(ctx.config.listen, workers, "mysql.listen")?;
+            Some((ctx, sockets))
+        }
+        None => None,
+    };
+    let postgres_addr = pg.as_ref().map(|(_, l)| l[0].local_addr()).transpose()?;
+    let mysql_addr = my.as_ref().map(|(_, l)| l[0].local_addr()).transpose()?;
+    let mut pg_sockets: Vec<Option<std::net::TcpListener>> = Vec::new();
+    let mut my_sockets: Vec<Option<std::net::TcpListener>> = Vec::new();
+    let (pg_ctx, my_ctx) = (
+        pg.as_ref().map(|(c, _)| c.clone()),
+        my.as_ref().map(|(c, _)| c.clone()),
+    );
+    match pg {
+        Some((_, sockets)) => pg_sockets.extend(sockets.into_iter().map(Some)),
+        None => pg_sockets.resize_with(workers, || None),
+    }
+    match my {
+        Some((_, sockets)) => my_sockets.extend(sockets.into_iter().map(Some)),
+        None => my_sockets.resize_with(workers, || None),
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (closing, closing_rx) = watch::channel(false);
     let closing = Arc::new(closing);
@@ -242,9 +357,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut threads = Vec::with_capacity(workers);
     // A worker that stops before shutdown (it cannot start, or it panicked) stops Airlock.
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (ctx, tracker, signals, closing) = (
-            ctx.clone(),
+    for (i, (pg_socket, my_socket)) in pg_sockets.into_iter().zip(my_sockets).enumerate() {
+        let (pg_ctx, my_ctx, tracker, signals, closing) = (
+            pg_ctx.clone(),
+            my_ctx.clone(),
             tracker.clone(),
             signals.clone(),
             closing.clone(),
@@ -258,8 +374,28 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                     .enable_all()
                     .build()?;
                 runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)?;
-                    serve_listener(ctx, listener, tracker.clone(), signals).await;
+                    let mut listeners = Vec::new();
+                    if let (Some(ctx), Some(socket)) = (pg_ctx, pg_socket) {
+                        let listener = TcpListener::from_std(socket)?;
+                        listeners.push(tokio::spawn(serve_listener(
+                            ctx,
+                            listener,
+                            tracker.clone(),
+                            signals.clone(),
+                        )));
+                    }
+                    if let (Some(ctx), Some(socket)) = (my_ctx, my_socket) {
+                        let listener = TcpListener::from_std(socket)?;
+                        listeners.push(tokio::spawn(serve_mysql(
+                            ctx,
+                            listener,
+                            tracker.clone(),
+                            signals.shutdown.clone(),
+                        )));
+                    }
+                    for l in listeners {
+                        let _ = l.await;
+                    }
                     // Keep driving this thread's sessions until they end or the grace is over,
                     // then tell those left (57P01) and give them a moment to hear it.
                     if tracker.drain(grace).await > 0 {
@@ -271,7 +407,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             })?;
         threads.push(thread);
     }
-    tracing::info!(%postgres_addr, workers, "PostgreSQL listener ready");
+    if let Some(addr) = postgres_addr {
+        tracing::info!(postgres_addr = %addr, workers, "PostgreSQL listener ready");
+    }
+    if let Some(addr) = mysql_addr {
+        tracing::info!(mysql_addr = %addr, workers, "MySQL listener ready");
+    }
 
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::mysql::NativeHash;
 use crate::auth::scram::ScramVerifier;
 
 /// Everything that can be wrong with a configuration, each naming the key and the fix.
@@ -50,6 +51,8 @@ pub struct Config {
     /// Certificate and key that Airlock presents to clients. Needed for any TLS client.
     pub tls: Option<TlsConfig>,
     pub postgres: Option<PostgresConfig>,
+    /// The MySQL/MariaDB listener.
+    pub mysql: Option<MysqlConfig>,
     /// Where the policy files are. Without this section Airlock judges statements by its
     /// built-in default policy (the shipped policies/default.toml).
     pub policy: Option<PolicyConfig>,
@@ -131,7 +134,7 @@ pub struct PostgresConfig {
     /// Idle database sessions kept for reuse, per worker thread.
     #[serde(default = "default_max_idle_server_sessions")]
     pub max_idle_server_sessions: usize,
-    pub upstream: PgUpstreamConfig,
+    pub upstream: UpstreamConfig,
 }
 
 fn default_client_auth() -> ClientAuthMethod {
@@ -169,7 +172,7 @@ pub enum UpstreamTlsMode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PgUpstreamConfig {
+pub struct UpstreamConfig {
     /// host:port of the database.
     pub address: String,
     /// The role Airlock logs in as.
@@ -196,6 +199,28 @@ fn default_connect_timeout() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest command Airlock holds in memory to inspect it (the client's max_allowed_packet
+    /// for statements through Airlock).
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// Seconds a client has to finish TLS and authentication.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
+    pub upstream: UpstreamConfig,
+}
+
+fn default_max_packet_size() -> usize {
+    64 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Directory of policy files (*.toml), read in name order at start-up.
     pub dir: PathBuf,
@@ -208,6 +233,9 @@ pub struct UserConfig {
     /// Groups the user belongs to, as policy rules and approvals name them.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// For the MySQL listener's mysql_native_password logins: `*` and 40 hex digits (MySQL's
+    /// own hash). Without it the user logs in with caching_sha2_password.
+    pub mysql_native_password: Option<String>,
     /// A SCRAM-SHA-256 verifier as `airlock passwd` prints it (PostgreSQL's rolpassword format).
     pub scram_sha_256: String,
 }
@@ -253,6 +281,14 @@ impl Config {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
         }
+        if let Some(my) = &mut self.mysql {
+            if let Some(p) = &mut my.upstream.password_file {
+                fix(p);
+            }
+            if let Some(p) = &mut my.upstream.ca_file {
+                fix(p);
+            }
+        }
         if let Some(pg) = &mut self.postgres {
             if let Some(p) = &mut pg.upstream.password_file {
                 fix(p);
@@ -273,13 +309,57 @@ impl Config {
                 "use 1 (the default) or up to one per spare CPU core",
             ));
         }
-        let Some(pg) = &self.postgres else {
+        if self.postgres.is_none() && self.mysql.is_none() {
             return Err(invalid(
                 "postgres",
                 "no listener is configured",
-                "add a [postgres] section with listen and [postgres.upstream]",
+                "add a [postgres] section with listen and [postgres.upstream], or a [mysql] one",
             ));
-        };
+        }
+        if let Some(pg) = &self.postgres {
+            self.check_postgres(pg)?;
+        }
+        if let Some(my) = &self.mysql {
+            self.check_mysql(my)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if user.name.is_empty() {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "is empty",
+                    "give the user a name",
+                ));
+            }
+            if !seen.insert(user.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("user {:?} is defined twice", user.name),
+                    "keep one definition",
+                ));
+            }
+            if let Some(h) = &user.mysql_native_password
+                && NativeHash::parse(h).is_none()
+            {
+                return Err(invalid(
+                    format!("{key}.mysql_native_password"),
+                    "is not a mysql_native_password hash",
+                    "make one with `airlock passwd` (format * and 40 hex digits, as MySQL's PASSWORD() gives)",
+                ));
+            }
+            if ScramVerifier::parse(&user.scram_sha_256).is_none() {
+                return Err(invalid(
+                    format!("{key}.scram_sha_256"),
+                    "is not a SCRAM-SHA-256 verifier",
+                    "make one with `airlock passwd` (format SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_postgres(&self, pg: &PostgresConfig) -> Result<(), ConfigError> {
         if pg.max_connections == 0 {
             return Err(invalid(
                 "postgres.max_connections",
@@ -332,68 +412,60 @@ impl Config {
                 "add a [tls] section, or use client_auth = \"scram-sha-256\"",
             ));
         }
-        let up = &pg.upstream;
-        if split_host_port(&up.address).is_none() {
-            return Err(invalid(
-                "postgres.upstream.address",
-                format!("{:?} is not host:port", up.address),
-                "write it as \"127.0.0.1:5432\" or \"db.internal:5432\"",
-            ));
-        }
-        if up.user.is_empty() {
-            return Err(invalid(
-                "postgres.upstream.user",
-                "is empty",
-                "name the role Airlock logs in as",
-            ));
-        }
-        if up.password_env.is_some() && up.password_file.is_some() {
-            return Err(invalid(
-                "postgres.upstream.password_env",
-                "both password_env and password_file are set",
-                "keep one of them",
-            ));
-        }
-        if up.tls == UpstreamTlsMode::VerifyFull && up.ca_file.is_none() {
-            return Err(invalid(
-                "postgres.upstream.ca_file",
-                "tls = \"verify-full\" needs the CA that signed the database's certificate",
-                "set ca_file to a PEM file",
-            ));
-        }
-        if up.tls == UpstreamTlsMode::Disable && up.ca_file.is_some() {
-            return Err(invalid(
-                "postgres.upstream.ca_file",
-                "is set but tls = \"disable\"",
-                "use tls = \"verify-full\" or remove ca_file",
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, user) in self.users.iter().enumerate() {
-            let key = format!("users[{i}]");
-            if user.name.is_empty() {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    "is empty",
-                    "give the user a name",
-                ));
-            }
-            if !seen.insert(user.name.as_str()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("user {:?} is defined twice", user.name),
-                    "keep one definition",
-                ));
-            }
-            if ScramVerifier::parse(&user.scram_sha_256).is_none() {
-                return Err(invalid(
-                    format!("{key}.scram_sha_256"),
-                    "is not a SCRAM-SHA-256 verifier",
-                    "make one with `airlock passwd` (format SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)",
-                ));
-            }
-        }
+        check_upstream("postgres.upstream", &pg.upstream, "5432")?;
         Ok(())
+    }
+
+    fn check_mysql(&self, my: &MysqlConfig) -> Result<(), ConfigError> {
+        if my.max_connections == 0 {
+            return Err(invalid(
+                "mysql.max_connections",
+                "must be at least 1",
+                "set it to 1000 or leave it out",
+            ));
+        }
+        if my.auth_timeout_secs == 0 {
+            return Err(invalid(
+                "mysql.auth_timeout_secs",
+                "0 would time out every login",
+                "use a few seconds or leave it out for 60",
+            ));
+        }
+        if my.upstream.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "mysql.upstream.connect_timeout_secs",
+                "0 would fail every connection to the database",
+                "use a few seconds or leave it out for 10",
+            ));
+        }
+        if my.max_packet_size < 64 * 1024 {
+            return Err(invalid(
+                "mysql.max_packet_size",
+                format!(
+                    "{} bytes is too small for ordinary statements",
+                    my.max_packet_size
+                ),
+                "use at least 65536 or leave it out for 64 MiB",
+            ));
+        }
+        if my.require_tls && self.tls.is_none() {
+            return Err(invalid(
+                "mysql.require_tls",
+                "TLS is required but no certificate is configured",
+                "add a [tls] section with cert_file and key_file (see `airlock dev-cert`)",
+            ));
+        }
+        if let Some(pg) = &self.postgres
+            && pg.listen == my.listen
+            && my.listen.port() != 0
+        {
+            return Err(invalid(
+                "mysql.listen",
+                format!("{} is also postgres.listen", my.listen),
+                "give each listener its own port (3307 is usual for a MySQL proxy)",
+            ));
+        }
+        check_upstream("mysql.upstream", &my.upstream, "3306")
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
@@ -401,14 +473,55 @@ impl Config {
     }
 }
 
-impl PgUpstreamConfig {
+/// Checks an upstream section; `port` is the protocol's usual port, for the example in errors.
+fn check_upstream(section: &str, up: &UpstreamConfig, port: &str) -> Result<(), ConfigError> {
+    if split_host_port(&up.address).is_none() {
+        return Err(invalid(
+            format!("{section}.address"),
+            format!("{:?} is not host:port", up.address),
+            format!("write it as \"127.0.0.1:{port}\" or \"db.internal:{port}\""),
+        ));
+    }
+    if up.user.is_empty() {
+        return Err(invalid(
+            format!("{section}.user"),
+            "is empty",
+            "name the user Airlock logs in as",
+        ));
+    }
+    if up.password_env.is_some() && up.password_file.is_some() {
+        return Err(invalid(
+            format!("{section}.password_env"),
+            "both password_env and password_file are set",
+            "keep one of them",
+        ));
+    }
+    if up.tls == UpstreamTlsMode::VerifyFull && up.ca_file.is_none() {
+        return Err(invalid(
+            format!("{section}.ca_file"),
+            "tls = \"verify-full\" needs the CA that signed the database's certificate",
+            "set ca_file to a PEM file",
+        ));
+    }
+    if up.tls == UpstreamTlsMode::Disable && up.ca_file.is_some() {
+        return Err(invalid(
+            format!("{section}.ca_file"),
+            "is set but tls = \"disable\"",
+            "use tls = \"verify-full\" or remove ca_file",
+        ));
+    }
+    Ok(())
+}
+
+impl UpstreamConfig {
     /// Reads the upstream password from where the config says it is, if anywhere.
-    pub fn load_password(&self) -> Result<Option<String>, ConfigError> {
+    /// `section` names the config section in errors (`postgres.upstream`, `mysql.upstream`).
+    pub fn load_password(&self, section: &str) -> Result<Option<String>, ConfigError> {
         if let Some(var) = &self.password_env {
             return match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Some(v)),
                 _ => Err(invalid(
-                    "postgres.upstream.password_env",
+                    format!("{section}.password_env"),
                     format!("environment variable {var} is not set or empty"),
                     format!("export {var} before starting Airlock, or remove password_env"),
                 )),
@@ -417,7 +530,7 @@ impl PgUpstreamConfig {
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 invalid(
-                    "postgres.upstream.password_file",
+                    format!("{section}.password_file"),
                     format!("cannot read {}: {e}", path.display()),
                     "check the path and that Airlock may read it",
                 )
@@ -425,7 +538,7 @@ impl PgUpstreamConfig {
             let pw = text.trim_end_matches(['\n', '\r']).to_owned();
             if pw.is_empty() {
                 return Err(invalid(
-                    "postgres.upstream.password_file",
+                    format!("{section}.password_file"),
                     format!("{} is empty", path.display()),
                     "write the password into it",
                 ));
@@ -543,7 +656,7 @@ mod tests {
             .postgres
             .unwrap()
             .upstream
-            .load_password()
+            .load_password("postgres.upstream")
             .unwrap_err()
             .to_string();
         assert!(err.contains("AIRLOCK_TEST_SURELY_UNSET_VAR"), "{err}");

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 
+use crate::protocol::mysql::command::Command;
 use crate::protocol::pg::frontend::FrontendMessage;
 
 /// Who is on the other end of a session, as far as Airlock knows after authentication.
@@ -90,6 +91,33 @@ impl Inspector for NoInspection {
 
 impl InspectorFactory for NoInspection {
     fn for_session(&self, _session: &SessionInfo) -> Box<dyn Inspector> {
+        Box::new(NoInspection)
+    }
+}
+
+/// The MySQL listener's side of the seam: each command before it is forwarded, and the id the
+/// server gave each prepared statement.
+pub trait MysqlInspector: Send {
+    /// A command from the client, already read whole.
+    fn command(&mut self, command: &Command<'_>) -> Verdict;
+
+    /// The server answered the last COM_STMT_PREPARE: `Some(id)` if it accepted it.
+    fn prepared(&mut self, _stmt_id: Option<u32>) {}
+}
+
+/// Makes one MySQL inspector per session.
+pub trait MysqlInspectorFactory: Send + Sync {
+    fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector>;
+}
+
+impl MysqlInspector for NoInspection {
+    fn command(&mut self, _command: &Command<'_>) -> Verdict {
+        Verdict::Forward
+    }
+}
+
+impl MysqlInspectorFactory for NoInspection {
+    fn for_session(&self, _session: &SessionInfo) -> Box<dyn MysqlInspector> {
         Box::new(NoInspection)
     }
 }

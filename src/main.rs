@@ -94,7 +94,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => airlock::app::serve(Config::load(&config)?),
         Command::CheckConfig { config } => {
             let config = Config::load(&config)?;
-            airlock::session::pg::PgContext::new(&config, airlock::app::guard(&config)?)?;
+            let inspectors = airlock::app::guards(&config)?;
+            if config.postgres.is_some() {
+                airlock::session::pg::PgContext::new(&config, inspectors.postgres)?;
+            }
+            if config.mysql.is_some() {
+                airlock::session::mysql::MyContext::new(&config, inspectors.mysql)?;
+            }
             println!("config OK");
             Ok(())
         }

@@ -234,7 +234,7 @@ async fn database_errors_at_startup_reach_the_client() {
     let running = airlock::app::start(&config).await.unwrap();
     let e = common::refused(&format!(
         "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=test",
-        running.postgres_addr.port()
+        running.postgres_addr.unwrap().port()
     ))
     .await;
     assert_eq!(sqlstate(&e), "08004");

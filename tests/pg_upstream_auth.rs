@@ -164,7 +164,7 @@ async fn login_as(config_text: &str) -> Result<String, tokio_postgres::Error> {
     let running = airlock::app::start(&config).await.unwrap();
     let conninfo = format!(
         "host=127.0.0.1 port={} user={} password={} dbname=postgres",
-        running.postgres_addr.port(),
+        running.postgres_addr.unwrap().port(),
         common::USER,
         common::PASSWORD
     );

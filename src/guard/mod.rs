@@ -5,6 +5,7 @@
 //! One [`Guard`] serves a listener (its policy, users' groups and classification cache); each
 //! session gets its own inspector ([`pg::PgGuard`]) that remembers what the session prepared.
 
+pub mod mysql;
 pub mod names;
 pub mod pg;
 
@@ -115,6 +116,26 @@ pub fn judge(
         verdict,
         severity,
         dynamic,
+    }
+}
+
+/// Notes a session's migration run starting (`run`), and tags every statement of one.
+pub fn tag_migration(
+    run: &mut Option<&'static str>,
+    statements: Arc<[Classified]>,
+) -> Arc<[Classified]> {
+    if run.is_none() {
+        *run = statements.iter().find_map(|s| s.migration);
+    }
+    match *run {
+        Some(tool) if statements.iter().any(|s| s.migration.is_none()) => statements
+            .iter()
+            .map(|s| Classified {
+                migration: Some(tool),
+                ..s.clone()
+            })
+            .collect(),
+        _ => statements,
     }
 }
 

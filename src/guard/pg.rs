@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::names::{Names, Space};
-use super::{Guard, Judged, Who, judge};
+use super::{Guard, Judged, Who, judge, tag_migration};
 use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
 use crate::protocol::pg::backend::{self, tag as be};
 use crate::protocol::pg::frontend::FrontendMessage;
@@ -160,7 +160,7 @@ impl PgGuard {
         }
         let cached = self.guard.cache().get(text);
         if let Some(hit) = cached {
-            let hit = self.tag_migration(hit);
+            let hit = tag_migration(&mut self.migration, hit);
             return judge(&self.guard, &self.who, hit, None);
         }
         let dialect = self.guard.dialect();
@@ -178,25 +178,8 @@ impl PgGuard {
         if dynamic.is_none() {
             self.guard.cache().put(text, &statements);
         }
-        let statements = self.tag_migration(statements);
+        let statements = tag_migration(&mut self.migration, statements);
         judge(&self.guard, &self.who, statements, dynamic)
-    }
-
-    /// Notes a migration run starting, and tags statements of one.
-    fn tag_migration(&mut self, statements: Arc<[Classified]>) -> Arc<[Classified]> {
-        if self.migration.is_none() {
-            self.migration = statements.iter().find_map(|s| s.migration);
-        }
-        match self.migration {
-            Some(tool) if statements.iter().any(|s| s.migration.is_none()) => statements
-                .iter()
-                .map(|s| Classified {
-                    migration: Some(tool),
-                    ..s.clone()
-                })
-                .collect(),
-            _ => statements,
-        }
     }
 
     /// An Execute is judged as the strictest of what its portal may hold; a statement whose

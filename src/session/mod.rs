@@ -2,4 +2,5 @@
 //! pure layers what to do, and writes to the peer.
 
 pub mod cancel;
+pub mod mysql;
 pub mod pg;

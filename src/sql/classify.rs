@@ -16,7 +16,7 @@ use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
     LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Visit, Visitor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -114,6 +114,15 @@ pub fn classify_in_session(
     dialect: Dialect,
     prepared: &mut dyn PreparedStatements,
 ) -> Vec<Classified> {
+    if dialect == Dialect::MySql && sql.contains("/*M!") {
+        // MariaDB executes these; the MySQL lexer would skip them as comments.
+        let reason = "MariaDB executes /*M! ... */ comments, which Airlock does not read yet";
+        return vec![Classified::unknown(
+            sql,
+            "executable_comment",
+            reason.to_owned(),
+        )];
+    }
     let pieces = match split_tokens(sql, dialect) {
         Ok(p) => p,
         Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
@@ -203,6 +212,10 @@ fn classify_one(
     // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {
         Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(RECURSION_LIMIT)
+            .with_tokens_with_locations(piece.tokens)
+            .parse_statements(),
+        Dialect::MySql => Parser::new(&MySqlDialect {})
             .with_recursion_limit(RECURSION_LIMIT)
             .with_tokens_with_locations(piece.tokens)
             .parse_statements(),

@@ -14,4 +14,7 @@ pub mod split;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Postgres,
+    /// MySQL and MariaDB: `#` and `-- ` comments, backslash escapes in strings, backquoted
+    /// names, `/*! ... */` comments that the server executes.
+    MySql,
 }

@@ -58,7 +58,9 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
             }
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
-            b'$' | b'\\' | b';' => return None,
+            // `$`: dollar quotes and parameters; backslash: escapes; `#` and backquotes: MySQL's
+            // comments and quoted names.
+            b'$' | b'\\' | b';' | b'#' | b'`' => return None,
             _ if is_word(c) => i = word_end(b, i)?,
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
             _ if c < 0x20 || c == 0x7f => return None,
@@ -194,6 +196,8 @@ mod tests {
             "select 'open",
             "select \"open",
             "select a$b from t",
+            "select `1` from t",
+            "delete from t # where id = 1",
             "select \u{1}",
             "",
             ";",

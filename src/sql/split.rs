@@ -7,7 +7,7 @@
 //!
 //! `tests/sql_split_oracle.rs` checks the split against the server itself.
 
-use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
@@ -37,6 +37,9 @@ pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<&str>, SplitError> {
 pub fn split_tokens(sql: &str, dialect: Dialect) -> Result<Vec<Piece<'_>>, SplitError> {
     let tokens = match dialect {
         Dialect::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize_with_location()
+            .map_err(|e| SplitError(e.to_string()))?,
+        Dialect::MySql => Tokenizer::new(&MySqlDialect {}, sql)
             .tokenize_with_location()
             .map_err(|e| SplitError(e.to_string()))?,
     };

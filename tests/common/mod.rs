@@ -159,14 +159,17 @@ impl Setup {
         init_logging();
         let config = Config::parse(&self.config_text()).expect("test config is valid");
         let inspectors = match &self.policy_dir {
-            Some(_) => airlock::app::guard(&config).expect("the policy loads"),
-            None => self.inspectors.clone(),
+            Some(_) => airlock::app::guards(&config).expect("the policy loads"),
+            None => airlock::app::Inspectors {
+                postgres: self.inspectors.clone(),
+                ..airlock::app::Inspectors::none()
+            },
         };
         let running = airlock::app::start_with(&config, inspectors)
             .await
             .expect("Airlock starts");
         Proxy {
-            port: running.postgres_addr.port(),
+            port: running.postgres_addr.expect("postgres listener").port(),
             running,
             certs: self.certs,
         }

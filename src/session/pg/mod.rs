@@ -130,7 +130,7 @@ impl PgContext {
         let upstream = UpstreamTarget {
             address: up.address.clone(),
             user: up.user.clone(),
-            password: up.load_password()?.map(Secret),
+            password: up.load_password("postgres.upstream")?.map(Secret),
             tls: UpstreamTls::new(up.tls, up.ca_file.as_deref(), &server_name)?,
             connect_timeout: up.connect_timeout(),
         };

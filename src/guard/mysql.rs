@@ -1,0 +1,143 @@
+//! The guard for a MySQL session: a COM_QUERY is judged as it arrives; a COM_STMT_PREPARE is
+//! classified once, remembered under the id the server gives it, and judged at every
+//! COM_STMT_EXECUTE. Administrative commands that carry no SQL (shutdown, refresh, kill,
+//! debug) are judged as admin statements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Guard, Judged, Who, judge, tag_migration};
+use crate::inspect::{MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
+use crate::protocol::mysql::command::{self, Command};
+use crate::sql::classify::{Classified, Kind, Prepared, classify_in_session};
+
+/// Prepared statements remembered per session; past this, new ones are judged unknown.
+const MAX_STATEMENTS: usize = 10_000;
+
+/// Makes a [`MyGuard`] for each session of a listener, all sharing one [`Guard`].
+#[derive(Clone)]
+pub struct MyGuards(pub Arc<Guard>);
+
+impl MysqlInspectorFactory for MyGuards {
+    fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
+        let groups = self
+            .0
+            .groups
+            .get(&session.user)
+            .cloned()
+            .unwrap_or_default();
+        Box::new(MyGuard {
+            guard: self.0.clone(),
+            who: Who {
+                user: session.user.clone(),
+                groups,
+                database: session.database.clone(),
+            },
+            statements: HashMap::new(),
+            preparing: None,
+            migration: None,
+        })
+    }
+}
+
+/// One session's guard.
+pub struct MyGuard {
+    guard: Arc<Guard>,
+    who: Who,
+    /// Prepared statements by the server's id.
+    statements: HashMap<u32, Arc<Judged>>,
+    /// The statement of the COM_STMT_PREPARE awaiting the server's answer.
+    preparing: Option<Arc<Judged>>,
+    migration: Option<&'static str>,
+}
+
+impl MysqlInspector for MyGuard {
+    fn command(&mut self, command: &Command<'_>) -> Verdict {
+        match command {
+            Command::Query { sql } => self.judge_text(sql).verdict,
+            Command::Prepare { sql } => {
+                // Preparing runs nothing: it is judged when executed.
+                self.preparing = Some(Arc::new(self.judge_text(sql)));
+                Verdict::Forward
+            }
+            Command::Execute { stmt_id, .. } => match self.statements.get(stmt_id) {
+                Some(j) => j.verdict.clone(),
+                None => self.synthetic(
+                    Kind::Unknown,
+                    "unknown_prepared_statement",
+                    format!("statement {stmt_id} was not prepared through Airlock in this session"),
+                ),
+            },
+            Command::Statement {
+                code: command::COM_STMT_CLOSE,
+                stmt_id,
+            } => {
+                self.statements.remove(stmt_id);
+                Verdict::Forward
+            }
+            Command::Statement { .. } => Verdict::Forward,
+            Command::Other { code } => match admin_command(*code) {
+                Some(name) => self.synthetic(
+                    Kind::Admin,
+                    "admin_command",
+                    format!("{name} administers the server"),
+                ),
+                None => Verdict::Forward,
+            },
+        }
+    }
+
+    fn prepared(&mut self, stmt_id: Option<u32>) {
+        let judged = self.preparing.take();
+        if let (Some(id), Some(judged)) = (stmt_id, judged)
+            && (self.statements.len() < MAX_STATEMENTS || self.statements.contains_key(&id))
+        {
+            self.statements.insert(id, judged);
+        }
+    }
+}
+
+/// Commands that administer the server without SQL text.
+fn admin_command(code: u8) -> Option<&'static str> {
+    match code {
+        0x07 => Some("COM_REFRESH"),
+        0x08 => Some("COM_SHUTDOWN"),
+        command::COM_PROCESS_KILL => Some("COM_PROCESS_KILL"),
+        0x0d => Some("COM_DEBUG"),
+        _ => None,
+    }
+}
+
+impl MyGuard {
+    fn judge_text(&mut self, sql: &[u8]) -> Judged {
+        let Ok(text) = std::str::from_utf8(sql) else {
+            let statement = Classified::unknown(
+                "",
+                "not_utf8",
+                "the statement is not valid UTF-8; connect with a utf8mb4 character set".to_owned(),
+            );
+            return judge(&self.guard, &self.who, Arc::new([statement]), None);
+        };
+        let cached = self.guard.cache().get(text);
+        let statements = match cached {
+            Some(hit) => hit,
+            None => {
+                let dialect = self.guard.dialect();
+                // MySQL's SQL-level PREPARE takes its statement from a string or a variable,
+                // which the parser does not read: such statements come out unknown.
+                let fresh: Arc<[Classified]> =
+                    classify_in_session(text, dialect, &mut Prepared::default()).into();
+                self.guard.cache().put(text, &fresh);
+                fresh
+            }
+        };
+        let statements = tag_migration(&mut self.migration, statements);
+        judge(&self.guard, &self.who, statements, None)
+    }
+
+    fn synthetic(&self, kind: Kind, code: &'static str, reason: String) -> Verdict {
+        let mut statement = Classified::unknown("", code, reason);
+        statement.kind = kind;
+        judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+    }
+}

@@ -1,0 +1,113 @@
+//! Commands: the first byte of a client's packet in the command phase, and views of the ones
+//! Airlock reads.
+
+pub const COM_QUIT: u8 = 0x01;
+pub const COM_INIT_DB: u8 = 0x02;
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_FIELD_LIST: u8 = 0x04;
+pub const COM_STATISTICS: u8 = 0x09;
+pub const COM_PROCESS_KILL: u8 = 0x0c;
+pub const COM_PING: u8 = 0x0e;
+pub const COM_CHANGE_USER: u8 = 0x11;
+pub const COM_BINLOG_DUMP: u8 = 0x12;
+pub const COM_STMT_PREPARE: u8 = 0x16;
+pub const COM_STMT_EXECUTE: u8 = 0x17;
+pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+pub const COM_STMT_CLOSE: u8 = 0x19;
+pub const COM_STMT_RESET: u8 = 0x1a;
+pub const COM_SET_OPTION: u8 = 0x1b;
+pub const COM_STMT_FETCH: u8 = 0x1c;
+pub const COM_RESET_CONNECTION: u8 = 0x1f;
+pub const COM_BINLOG_DUMP_GTID: u8 = 0x1e;
+/// MariaDB's bulk execute.
+pub const COM_STMT_BULK_EXECUTE: u8 = 0xfa;
+
+/// A command as the inspection seam sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Statement text, possibly several statements (with multi-statements on).
+    Query {
+        sql: &'a [u8],
+    },
+    Prepare {
+        sql: &'a [u8],
+    },
+    /// Runs a prepared statement; `params` is the rest of the packet, as sent.
+    Execute {
+        stmt_id: u32,
+        params: &'a [u8],
+    },
+    /// Any statement-id command that does not run anything (close, reset, long data, fetch).
+    Statement {
+        code: u8,
+        stmt_id: u32,
+    },
+    /// Any other command.
+    Other {
+        code: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed command packet: {0}")]
+pub struct Malformed(pub &'static str);
+
+/// Reads a command payload (the whole logical packet).
+pub fn parse(payload: &[u8]) -> Result<Command<'_>, Malformed> {
+    let (&code, rest) = payload.split_first().ok_or(Malformed("empty packet"))?;
+    let stmt_id = || -> Result<u32, Malformed> {
+        let b = rest.get(..4).ok_or(Malformed("statement id cut short"))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    Ok(match code {
+        COM_QUERY => Command::Query { sql: rest },
+        COM_STMT_PREPARE => Command::Prepare { sql: rest },
+        COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => Command::Execute {
+            stmt_id: stmt_id()?,
+            params: &rest[4..],
+        },
+        COM_STMT_CLOSE | COM_STMT_RESET | COM_STMT_SEND_LONG_DATA | COM_STMT_FETCH => {
+            Command::Statement {
+                code,
+                stmt_id: stmt_id()?,
+            }
+        }
+        code => Command::Other { code },
+    })
+}
+
+/// Whether the server answers this command at all (COM_STMT_CLOSE and SEND_LONG_DATA get no
+/// answer, COM_QUIT closes).
+pub fn expects_answer(code: u8) -> bool {
+    !matches!(code, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA | COM_QUIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_commands_the_seam_needs() {
+        assert_eq!(
+            parse(b"\x03select 1"),
+            Ok(Command::Query { sql: b"select 1" })
+        );
+        assert_eq!(
+            parse(b"\x17\x05\0\0\0\0\x01\0\0\0"),
+            Ok(Command::Execute {
+                stmt_id: 5,
+                params: b"\0\x01\0\0\0"
+            })
+        );
+        assert_eq!(
+            parse(b"\x19\x07\0\0\0"),
+            Ok(Command::Statement {
+                code: COM_STMT_CLOSE,
+                stmt_id: 7
+            })
+        );
+        assert!(parse(b"").is_err());
+        assert!(parse(b"\x17\x01").is_err());
+        assert_eq!(parse(b"\x0e"), Ok(Command::Other { code: COM_PING }));
+    }
+}

@@ -1,0 +1,276 @@
+//! A MySQL/MariaDB client session: [`handshake`] (Airlock's greeting and the client's login),
+//! [`upstream`] (Airlock's own login to the database) and [`relay`] (commands through the
+//! inspection seam, answers back untouched).
+//!
+//! The greeting carries the database's own version string and capabilities (learned by a
+//! clean login at start-up and refreshed by every session), so clients pick the right dialect
+//! and features; capabilities that would change how Airlock must read the traffic
+//! (compression, LOCAL INFILE, query attributes, optional result metadata, MariaDB's extended
+//! ones) are never offered.
+
+pub mod handshake;
+pub mod relay;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::auth::mysql::{NativeHash, Sha2Hash};
+use crate::auth::scram::{Decoy, ScramVerifier};
+use crate::config::{Config, ConfigError, MysqlConfig};
+use crate::inspect::{MysqlInspectorFactory, SessionInfo};
+use crate::net::stream::Stream;
+use crate::net::tls::{ServerTls, UpstreamTls};
+use crate::protocol::mysql::MyError;
+use crate::session::pg::{Secret, SetupError, UpstreamTarget};
+use upstream::ServerInfo;
+
+/// Capabilities Airlock relays faithfully (each leg negotiates SSL and the auth details on
+/// its own).
+pub const SUPPORTED: CapabilityFlags = CapabilityFlags::from_bits_truncate(
+    CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+        | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+        | CapabilityFlags::CLIENT_LONG_FLAG.bits()
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
+        | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
+        | CapabilityFlags::CLIENT_INTERACTIVE.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE.bits()
+        | CapabilityFlags::CLIENT_TRANSACTIONS.bits()
+        | CapabilityFlags::CLIENT_RESERVED.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits()
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
+        | CapabilityFlags::CLIENT_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits()
+        | CapabilityFlags::CLIENT_SESSION_TRACK.bits()
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits(),
+);
+
+/// A configured user as the MySQL listener checks it.
+pub struct MyUser {
+    pub scram: ScramVerifier,
+    pub native: Option<NativeHash>,
+}
+
+/// Everything a MySQL listener's sessions share.
+pub struct MyContext {
+    pub config: MysqlConfig,
+    pub users: HashMap<String, MyUser>,
+    /// caching_sha2_password's fast-path cache, filled by full logins, as MySQL's own is.
+    sha2: Mutex<HashMap<String, Sha2Hash>>,
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    pub upstream: UpstreamTarget,
+    pub inspectors: Arc<dyn MysqlInspectorFactory>,
+    pub decoy: Decoy,
+    /// What the database's greeting said last.
+    server: tokio::sync::Mutex<Option<ServerInfo>>,
+    next_id: AtomicU32,
+}
+
+impl MyContext {
+    pub fn new(
+        config: &Config,
+        inspectors: Arc<dyn MysqlInspectorFactory>,
+    ) -> Result<MyContext, SetupError> {
+        let my = config.mysql.clone().ok_or_else(|| ConfigError::Invalid {
+            key: "mysql".into(),
+            problem: "missing".into(),
+            fix: "add a [mysql] section".into(),
+        })?;
+        let server_tls = match &config.tls {
+            Some(t) => {
+                let tls = ServerTls::load(&t.cert_file, &t.key_file)?;
+                // MySQL clients negotiate no ALPN protocol.
+                let mut plain = (*tls.config).clone();
+                plain.alpn_protocols.clear();
+                Some(Arc::new(plain))
+            }
+            None => None,
+        };
+        let up = &my.upstream;
+        let server_name = up
+            .server_name
+            .clone()
+            .unwrap_or_else(|| up.host().to_owned());
+        let upstream = UpstreamTarget {
+            address: up.address.clone(),
+            user: up.user.clone(),
+            password: up.load_password("mysql.upstream")?.map(Secret),
+            tls: UpstreamTls::new(up.tls, up.ca_file.as_deref(), &server_name)?,
+            connect_timeout: up.connect_timeout(),
+        };
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let user = MyUser {
+                    scram: ScramVerifier::parse(&u.scram_sha_256)
+                        .expect("verifiers were checked when the config was loaded"),
+                    native: u
+                        .mysql_native_password
+                        .as_deref()
+                        .and_then(NativeHash::parse),
+                };
+                (u.name.clone(), user)
+            })
+            .collect();
+        Ok(MyContext {
+            config: my,
+            users,
+            sha2: Mutex::new(HashMap::new()),
+            server_tls,
+            upstream,
+            inspectors,
+            decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
+            server: tokio::sync::Mutex::new(None),
+            next_id: AtomicU32::new(rand::random_range(1..1 << 20)),
+        })
+    }
+
+    fn sha2_cache(&self, user: &str) -> Option<Sha2Hash> {
+        self.sha2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()
+    }
+
+    fn remember_sha2(&self, user: &str, hash: Sha2Hash) {
+        self.sha2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_owned(), hash);
+    }
+
+    /// The database's version and capabilities, probing it if no session has told yet.
+    async fn server_info(&self) -> Result<ServerInfo, MyError> {
+        let mut known = self.server.lock().await;
+        if let Some(info) = &*known {
+            return Ok(info.clone());
+        }
+        let info = upstream::probe(&self.upstream).await?;
+        tracing::info!(
+            version = %String::from_utf8_lossy(&info.version),
+            "MySQL upstream greeted"
+        );
+        *known = Some(info.clone());
+        Ok(info)
+    }
+
+    async fn learn(&self, info: &ServerInfo) {
+        *self.server.lock().await = Some(info.clone());
+    }
+}
+
+/// Serves one client connection from accept to close.
+pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr) {
+    let started = Instant::now();
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
+    let opened = tokio::time::timeout(auth_timeout, open(&ctx, tcp, id, client_addr)).await;
+    let Ok(Some((client, upstream, info))) = opened else {
+        return;
+    };
+    tracing::info!(
+        session = id, user = %info.user, database = %info.database, %client_addr,
+        tls = info.tls, "MySQL session started"
+    );
+    let inspector = ctx.inspectors.for_session(&info);
+    let outcome = relay::run(client, upstream, inspector, ctx.config.max_packet_size).await;
+    tracing::info!(
+        session = id,
+        ?outcome,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "MySQL session ended"
+    );
+}
+
+/// Greets, logs the client in, logs in upstream and tells the client OK.
+async fn open(
+    ctx: &MyContext,
+    mut tcp: TcpStream,
+    id: u32,
+    client_addr: SocketAddr,
+) -> Option<(relay::End, relay::End, SessionInfo)> {
+    let server = match ctx.server_info().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%client_addr, reason = %e, "MySQL upstream unreachable");
+            let mut out = bytes::BytesMut::new();
+            e.encode(0, &mut out);
+            let _ = tcp.write_all(&out).await;
+            return None;
+        }
+    };
+    let logged = match handshake::login(ctx, &server, tcp, id, client_addr).await {
+        Ok(l) => l,
+        Err(handshake::Failed::Tell(mut stream, seq, e)) => {
+            tracing::info!(%client_addr, code = e.code, reason = %e.message, "MySQL login refused");
+            tell(&mut stream, seq, &e).await;
+            return None;
+        }
+        Err(handshake::Failed::Gone) => return None,
+    };
+    let handshake::LoggedIn {
+        mut stream,
+        reader,
+        user,
+        database,
+        capabilities,
+        seq,
+    } = logged;
+    let connected = match upstream::connect(&ctx.upstream, capabilities, database.as_deref()).await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%client_addr, reason = %e, "MySQL upstream login failed");
+            tell(&mut stream, seq, &e).await;
+            return None;
+        }
+    };
+    let (connected, upstream_leftover) = connected;
+    ctx.learn(&connected.info).await;
+    if upstream::write_packet(&mut stream, seq, &connected.ok)
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let info = SessionInfo {
+        id: id as i32,
+        user,
+        database: database
+            .map(|d| String::from_utf8_lossy(&d).into_owned())
+            .unwrap_or_default(),
+        application_name: None,
+        client_addr,
+        tls: stream.is_tls(),
+        standard_strings: true,
+    };
+    let client = relay::End {
+        stream,
+        buf: reader.into_leftover(),
+    };
+    let upstream = relay::End {
+        stream: connected.stream,
+        buf: upstream_leftover,
+    };
+    Some((client, upstream, info))
+}
+
+async fn tell(stream: &mut Stream, seq: u8, e: &MyError) {
+    let mut out = bytes::BytesMut::new();
+    e.encode(seq, &mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,289 @@
+//! Airlock's own login to the MySQL/MariaDB server: read its greeting, optionally switch to
+//! TLS, answer with Airlock's credentials (mysql_native_password, or caching_sha2_password's
+//! fast path and, over TLS, its full path), follow an auth switch, and stop at the OK.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse, SslRequest};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::UpstreamTlsMode;
+use crate::net::stream::Stream;
+use crate::protocol::mysql::MyError;
+use crate::protocol::mysql::packet::{self, Next};
+use crate::session::pg::UpstreamTarget;
+
+/// Handshake packets are small; anything larger is not a handshake.
+const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+const COLLATION_UTF8MB4: u8 = 45;
+
+/// What Airlock learned from the server's greeting.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The version string as the server sends it (MariaDB's starts with "5.5.5-").
+    pub version: Vec<u8>,
+    pub capabilities: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// A logged-in connection to the database.
+pub struct Connected {
+    pub stream: Stream,
+    pub info: ServerInfo,
+    /// The payload of the server's final OK packet.
+    pub ok: Vec<u8>,
+    /// The server's id for this connection (for KILL).
+    pub thread_id: u32,
+}
+
+/// Reads whole packets from a stream, keeping what it read past them.
+#[derive(Default)]
+pub struct PacketReader {
+    buf: BytesMut,
+}
+
+impl PacketReader {
+    /// The next logical packet's payload and the sequence id of its last piece.
+    pub async fn next<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> std::io::Result<(Vec<u8>, u8)> {
+        loop {
+            let need = match packet::logical(&self.buf, max) {
+                Ok(Next::Packet(p)) => {
+                    let out = (p.payload.into_owned(), p.last_seq);
+                    let _ = self.buf.split_to(p.wire_len);
+                    return Ok(out);
+                }
+                Ok(Next::More { need }) => need,
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            };
+            self.buf
+                .reserve(need.saturating_sub(self.buf.len()).max(4096));
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Bytes read past the last packet returned.
+    pub fn into_leftover(self) -> BytesMut {
+        self.buf
+    }
+}
+
+pub async fn write_packet<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    seq: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    packet::put(&mut out, seq, payload);
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Connects and logs in with `capabilities` (the client's, for a session; Airlock's own for a
+/// probe), selecting `database` if given.
+pub async fn connect(
+    target: &UpstreamTarget,
+    capabilities: CapabilityFlags,
+    database: Option<&[u8]>,
+) -> Result<(Connected, BytesMut), MyError> {
+    let unreachable = |e: &dyn std::fmt::Display| MyError::upstream_unreachable(&target.address, e);
+    let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.address))
+        .await
+        .map_err(|_| unreachable(&"timed out"))?
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    let mut reader = PacketReader::default();
+    let (greeting, _) = reader
+        .next(&mut stream, MAX_HANDSHAKE_PACKET)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    if greeting.first() == Some(&0xff) {
+        return Err(MyError::upstream_login_refused(&err_message(&greeting)));
+    }
+    let hello = HandshakePacket::deserialize((), &mut ParseBuf(&greeting))
+        .map_err(MyError::upstream_protocol)?;
+    let info = ServerInfo {
+        version: hello.server_version_ref().to_vec(),
+        capabilities: hello.capabilities(),
+        collation: hello.default_collation(),
+    };
+    let thread_id = hello.connection_id();
+    let mut nonce = hello.nonce();
+    let server_plugin = hello
+        .auth_plugin()
+        .map(|p| p.into_owned())
+        .unwrap_or(AuthPlugin::MysqlNativePassword);
+
+    let mut caps = (capabilities & info.capabilities)
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+    caps.remove(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+    if database.is_some() {
+        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    }
+    let mut seq = 1u8;
+    let server_tls = info.capabilities.contains(CapabilityFlags::CLIENT_SSL);
+    match (&target.tls.config, target.tls.mode) {
+        (Some(config), _) if server_tls => {
+            caps |= CapabilityFlags::CLIENT_SSL;
+            let mut req = Vec::new();
+            SslRequest::new(caps, packet::MAX_CHUNK as u32, COLLATION_UTF8MB4).serialize(&mut req);
+            write_packet(&mut stream, seq, &req)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            seq += 1;
+            let Stream::Plain(tcp) = stream else {
+                unreachable!("TLS starts once")
+            };
+            let tls = TlsConnector::from(config.clone())
+                .connect(target.tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| unreachable(&format!("TLS: {e}")))?;
+            stream = Stream::Tls(Box::new(tls.into()));
+        }
+        (_, UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull) => {
+            return Err(unreachable(
+                &"the server does not offer TLS and mysql.upstream.tls requires it",
+            ));
+        }
+        _ => {}
+    }
+    let password = target
+        .password
+        .as_ref()
+        .map(|p| p.0.as_bytes())
+        .unwrap_or(b"");
+    let (mut plugin, data) = answer(&server_plugin, &nonce, password)?;
+    let response = HandshakeResponse::new(
+        Some(data),
+        (0, 0, 0),
+        Some(target.user.as_bytes()),
+        database,
+        Some(plugin.clone()),
+        caps,
+        None,
+        packet::MAX_CHUNK as u32,
+    );
+    let mut out = Vec::new();
+    response.serialize(&mut out);
+    write_packet(&mut stream, seq, &out)
+        .await
+        .map_err(|e| unreachable(&e))?;
+
+    loop {
+        let (reply, last) = reader
+            .next(&mut stream, MAX_HANDSHAKE_PACKET)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        seq = last.wrapping_add(1);
+        match reply.first() {
+            Some(0x00) => {
+                let leftover = reader.into_leftover();
+                let connected = Connected {
+                    stream,
+                    info,
+                    ok: reply,
+                    thread_id,
+                };
+                return Ok((connected, leftover));
+            }
+            Some(0xff) => return Err(MyError::upstream_login_refused(&err_message(&reply))),
+            // Auth switch: a plugin name, then its nonce.
+            Some(0xfe) => {
+                let body = &reply[1..];
+                let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                let name = &body[..end];
+                nonce = body.get(end + 1..).unwrap_or(&[]).to_vec();
+                if nonce.last() == Some(&0) {
+                    nonce.pop();
+                }
+                let switched = AuthPlugin::from_bytes(name).into_owned();
+                let (p, data) = answer(&switched, &nonce, password)?;
+                plugin = p;
+                write_packet(&mut stream, seq, &data)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            }
+            // caching_sha2_password: 3 = fast path accepted (OK follows), 4 = send the password.
+            Some(0x01) if plugin == AuthPlugin::CachingSha2Password => match reply.get(1) {
+                Some(0x03) => {}
+                Some(0x04) if stream.is_tls() => {
+                    let mut clear = password.to_vec();
+                    clear.push(0);
+                    write_packet(&mut stream, seq, &clear)
+                        .await
+                        .map_err(|e| unreachable(&e))?;
+                }
+                Some(0x04) => {
+                    return Err(MyError::upstream_login_refused(
+                        "caching_sha2_password needs the password sent over TLS for this first \
+                         login; set mysql.upstream.tls",
+                    ));
+                }
+                _ => return Err(MyError::upstream_protocol("unexpected auth data")),
+            },
+            _ => return Err(MyError::upstream_protocol("unexpected packet during login")),
+        }
+    }
+}
+
+/// The auth response for `plugin`: an empty password sends nothing.
+fn answer(
+    plugin: &AuthPlugin<'_>,
+    nonce: &[u8],
+    password: &[u8],
+) -> Result<(AuthPlugin<'static>, Vec<u8>), MyError> {
+    let data = match plugin {
+        AuthPlugin::MysqlNativePassword => scramble_native(nonce, password)
+            .map(|s| s.to_vec())
+            .unwrap_or_default(),
+        AuthPlugin::CachingSha2Password => scramble_sha256(nonce, password)
+            .map(|s| s.to_vec())
+            .unwrap_or_default(),
+        other => {
+            return Err(MyError::upstream_login_refused(&format!(
+                "the server asks for the {} plugin, which Airlock does not speak",
+                String::from_utf8_lossy(other.as_bytes())
+            )));
+        }
+    };
+    Ok((plugin.clone().into_owned(), data))
+}
+
+/// The message of an ERR packet payload.
+pub fn err_message(payload: &[u8]) -> String {
+    let rest = payload.get(3..).unwrap_or(&[]);
+    let rest = rest
+        .strip_prefix(b"#")
+        .map(|r| r.get(5..).unwrap_or(&[]))
+        .unwrap_or(rest);
+    String::from_utf8_lossy(rest).into_owned()
+}
+
+/// Logs in with Airlock's own capabilities and says goodbye: how the listener learns the
+/// server's version and capabilities without leaving an aborted connection behind.
+pub async fn probe(target: &UpstreamTarget) -> Result<ServerInfo, MyError> {
+    let (mut connected, _) = connect(target, super::SUPPORTED, None).await?;
+    let _ = write_packet(
+        &mut connected.stream,
+        0,
+        &[crate::protocol::mysql::command::COM_QUIT],
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), connected.stream.shutdown()).await;
+    Ok(connected.info)
+}
