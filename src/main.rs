@@ -36,6 +36,9 @@ enum Command {
     Passwd {
         #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
         iterations: usize,
+        /// Print the mysql_native_password hash instead (for `mysql_native_password`).
+        #[arg(long)]
+        mysql_native: bool,
     },
     /// Policy tools.
     Policy {
@@ -104,9 +107,19 @@ fn main() -> anyhow::Result<()> {
             println!("config OK");
             Ok(())
         }
-        Command::Passwd { iterations } => {
+        Command::Passwd {
+            iterations,
+            mysql_native,
+        } => {
             let password = read_password()?;
-            println!("{}", ScramVerifier::from_password(&password, iterations));
+            if mysql_native {
+                println!(
+                    "{}",
+                    airlock::auth::mysql::NativeHash::from_password(&password)
+                );
+            } else {
+                println!("{}", ScramVerifier::from_password(&password, iterations));
+            }
             Ok(())
         }
         Command::Policy {

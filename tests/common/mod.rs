@@ -109,6 +109,11 @@ pub struct Setup {
     pub policy_dir: Option<PathBuf>,
     /// Groups of the test user.
     pub groups: Vec<String>,
+    /// Also run the MySQL listener, in front of the MariaDB on 127.0.0.1:3306.
+    pub mysql: bool,
+    /// Give the test user a mysql_native_password hash (without one it logs in to the MySQL
+    /// listener with caching_sha2_password).
+    pub mysql_native: bool,
 }
 
 impl Default for Setup {
@@ -123,6 +128,8 @@ impl Default for Setup {
             inspectors: Arc::new(NoInspection),
             policy_dir: None,
             groups: Vec::new(),
+            mysql: false,
+            mysql_native: true,
         }
     }
 }
@@ -142,10 +149,25 @@ impl Setup {
             Some(dir) => format!("[policy]\ndir = {:?}\n", dir.display().to_string()),
             None => String::new(),
         };
+        let mysql = if self.mysql {
+            "[mysql]\nlisten = \"127.0.0.1:0\"\n\
+             [mysql.upstream]\naddress = \"127.0.0.1:3306\"\nuser = \"root\"\ntls = \"disable\"\n\
+             connect_timeout_secs = 3\n"
+        } else {
+            ""
+        };
+        let native = if self.mysql_native {
+            format!(
+                "mysql_native_password = \"{}\"\n",
+                airlock::auth::mysql::NativeHash::from_password(PASSWORD)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{tls}{policy}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
+            "{tls}{policy}{mysql}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
              [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
-             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n",
+             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n{native}",
             self.require_tls,
             self.client_auth,
             self.postgres_extra,
@@ -165,11 +187,13 @@ impl Setup {
                 ..airlock::app::Inspectors::none()
             },
         };
+        let mysql_port = |r: &airlock::app::Running| r.mysql_addr.map(|a| a.port());
         let running = airlock::app::start_with(&config, inspectors)
             .await
             .expect("Airlock starts");
         Proxy {
             port: running.postgres_addr.expect("postgres listener").port(),
+            mysql_port: mysql_port(&running),
             running,
             certs: self.certs,
         }
@@ -178,6 +202,8 @@ impl Setup {
 
 pub struct Proxy {
     pub port: u16,
+    /// The MySQL listener's port, when the setup asked for one.
+    pub mysql_port: Option<u16>,
     pub running: Running,
     pub certs: Option<Certs>,
 }

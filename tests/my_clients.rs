@@ -1,0 +1,332 @@
+//! Real MySQL clients through Airlock's MySQL listener, in front of the MariaDB on
+//! 127.0.0.1:3306: the mariadb command-line client (batch mode, a deliberate error, `source`
+//! of a script) and mysql_async (text and binary protocol, prepared statements, several
+//! result sets, TLS, both login methods), with and without the shipped default policy.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{Certs, PASSWORD, Proxy, Setup, USER, unique};
+use mysql_async::prelude::*;
+
+fn shipped_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+async fn proxy(policy: Option<PathBuf>) -> Proxy {
+    Setup {
+        mysql: true,
+        policy_dir: policy,
+        ..Setup::default()
+    }
+    .start()
+    .await
+}
+
+fn opts(port: u16) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(USER))
+        .pass(Some(PASSWORD))
+        .db_name(Some("test"))
+        // Otherwise mysql_async asks for the server's socket and reconnects through it.
+        .prefer_socket(false)
+}
+
+async fn connect(port: u16) -> mysql_async::Conn {
+    mysql_async::Conn::new(opts(port))
+        .await
+        .expect("logs in through Airlock")
+}
+
+/// A direct connection to MariaDB, to set up and observe from the side.
+async fn direct() -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(3306)
+        .user(Some("root"))
+        .db_name(Some("test"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("MariaDB on 127.0.0.1:3306 (root, no password) must be running")
+}
+
+fn code(e: &mysql_async::Error) -> u16 {
+    match e {
+        mysql_async::Error::Server(s) => s.code,
+        other => panic!("not a server error: {other}"),
+    }
+}
+
+fn message(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A table with three rows, made directly in MariaDB.
+async fn table() -> String {
+    let name = unique("my_guarded");
+    let mut db = direct().await;
+    db.query_drop(format!(
+        "create table {name} (id int primary key, v varchar(20)); \
+         insert into {name} values (1, 'a'), (2, 'b'), (3, 'c')"
+    ))
+    .await
+    .unwrap();
+    name
+}
+
+async fn rows_in(table: &str) -> i64 {
+    let mut db = direct().await;
+    db.query_first(format!("select count(*) from {table}"))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_async_text_binary_prepared_and_several_results() {
+    let proxy = proxy(None).await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    let t = unique("my_relay");
+    conn.query_drop(format!(
+        "create table {t} (id int primary key, note text, amount decimal(10,2), at datetime)"
+    ))
+    .await
+    .unwrap();
+    // Binary protocol: a prepared INSERT run with parameters.
+    let insert = conn
+        .prep(format!("insert into {t} values (?, ?, ?, now())"))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        conn.exec_drop(&insert, (i, format!("row {i}"), "12.50"))
+            .await
+            .unwrap();
+    }
+    // Text protocol.
+    let rows: Vec<(i32, String)> = conn
+        .query(format!("select id, note from {t} order by id"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+    assert_eq!(rows[7], (7, "row 7".to_owned()));
+    // Binary protocol results, with a NULL and a decimal.
+    let got: Vec<(i32, Option<String>, String)> = conn
+        .exec(
+            format!("select id, null, cast(amount as char) from {t} where id < ? order by id"),
+            (3,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, [0, 1, 2].map(|i| (i, None, "12.50".to_owned())));
+    // Several result sets from one COM_QUERY.
+    let mut results = conn.query_iter("select 1; select 2, 3").await.unwrap();
+    let first: Vec<i32> = results.collect().await.unwrap();
+    let second: Vec<(i32, i32)> = results.collect().await.unwrap();
+    assert_eq!((first, second), (vec![1], vec![(2, 3)]));
+    drop(results);
+    // A deliberate error comes back as MariaDB sent it, and the session carries on.
+    let e = conn
+        .query_drop("select * from no_such_table_here")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1146, "{e}");
+    let one: Option<i32> = conn.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    conn.query_drop(format!("drop table {t}")).await.unwrap();
+    conn.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_greeting_carries_the_databases_version() {
+    let proxy = proxy(None).await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    let mut db = direct().await;
+    let through: Option<String> = conn.query_first("select version()").await.unwrap();
+    let direct_version: Option<String> = db.query_first("select version()").await.unwrap();
+    assert_eq!(through, direct_version);
+    let (major, minor, _) = conn.server_version();
+    let (dmajor, dminor, _) = db.server_version();
+    assert_eq!(
+        (major, minor),
+        (dmajor, dminor),
+        "clients see the real server version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_policy_refuses_with_1142_and_judges_every_execute() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let t = table().await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+
+    let e = conn
+        .query_drop(format!("delete from {t}"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("everything-else-needs-a-dba")
+            && message(&e).contains("delete_without_where"),
+        "{}",
+        message(&e)
+    );
+    assert_eq!(rows_in(&t).await, 3);
+
+    // Preparing runs nothing; each execute is judged.
+    let wipe = conn.prep(format!("delete from {t}")).await.unwrap();
+    for _ in 0..3 {
+        let e = conn.exec_drop(&wipe, ()).await.unwrap_err();
+        assert_eq!(code(&e), 1142);
+    }
+    assert_eq!(rows_in(&t).await, 3);
+    let one = conn
+        .prep(format!("delete from {t} where id = ?"))
+        .await
+        .unwrap();
+    conn.exec_drop(&one, (2,)).await.unwrap();
+    assert_eq!(rows_in(&t).await, 2);
+
+    // MySQL keeps a transaction open after an error; so does a refusal.
+    conn.query_drop("start transaction").await.unwrap();
+    conn.query_drop(format!("insert into {t} values (10, 'x')"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            &conn
+                .query_drop(format!("drop table {t}"))
+                .await
+                .unwrap_err()
+        ),
+        1142
+    );
+    conn.query_drop("commit").await.unwrap();
+    assert_eq!(rows_in(&t).await, 3, "the INSERT committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_logs_in_over_tls_first_then_by_the_fast_path() {
+    let certs = Certs::new();
+    let ca = certs.ca_file();
+    let proxy = Setup {
+        mysql: true,
+        mysql_native: false,
+        certs: Some(certs),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let port = proxy.mysql_port.unwrap();
+    // No cached hash yet and no TLS: the password cannot be checked.
+    let e = mysql_async::Conn::new(opts(port)).await.unwrap_err();
+    assert_eq!(code(&e), 1045);
+    assert!(message(&e).contains("TLS"), "{}", message(&e));
+    // Over TLS, the full login.
+    let tls = mysql_async::SslOpts::default().with_root_certs(vec![ca.into()]);
+    let mut conn = mysql_async::Conn::new(opts(port).ssl_opts(Some(tls)))
+        .await
+        .expect("full caching_sha2_password login over TLS");
+    let cipher: Option<(String, String)> = conn
+        .query_first("show status like 'Ssl_cipher'")
+        .await
+        .unwrap();
+    assert!(cipher.is_some());
+    conn.disconnect().await.unwrap();
+    // Now the fast path, without TLS.
+    let mut conn = connect(port).await;
+    let one: Option<i32> = conn.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    // A wrong password is refused like any other.
+    let wrong = opts(port).pass(Some("not-the-password"));
+    let e = mysql_async::Conn::new(wrong).await.unwrap_err();
+    assert_eq!(code(&e), 1045);
+}
+
+fn mariadb(port: u16, args: &[&str]) -> std::process::Output {
+    Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", USER])
+        .arg(format!("-p{PASSWORD}"))
+        .args(["--protocol=tcp", "--batch", "test"])
+        .args(args)
+        .output()
+        .expect("the mariadb client must be installed (mariadb-client)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_batch_errors_and_source() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let port = proxy.mysql_port.unwrap();
+    let t = table().await;
+    let out = tokio::task::spawn_blocking(move || {
+        mariadb(
+            port,
+            &["-e", "select 6 * 7 as answer; select @@version_comment"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("answer\n42"));
+
+    // A deliberate error (MariaDB's own) and a refusal (Airlock's), each stopping the batch.
+    for (sql, expect) in [
+        ("select * from no_such_table_anywhere", "ERROR 1146"),
+        ("truncate table mysql.user", "ERROR 1142"),
+    ] {
+        let out = tokio::task::spawn_blocking(move || mariadb(port, &["-e", sql]))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{sql}: {err}");
+    }
+
+    // `source` of a script; --force carries on past the refused statement.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "select count(*) as before_rows from {t};\n\
+             delete from {t};\n\
+             update {t} set v = 'z' where id = 1;\n\
+             select v from {t} where id = 1;\n"
+        ),
+    )
+    .unwrap();
+    let source = format!("source {}", script.display());
+    let out = tokio::task::spawn_blocking(move || mariadb(port, &["--force", "-e", &source]))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(stdout.contains("before_rows\n3"), "{stdout}");
+    assert!(stdout.contains("v\nz"), "{stdout}");
+    assert!(stderr.contains("ERROR 1142"), "{stderr}");
+    assert_eq!(rows_in(&t).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_or_unknown_user_gets_1045() {
+    let proxy = proxy(None).await;
+    let port = proxy.mysql_port.unwrap();
+    for (user, pass) in [(USER, "wrong"), ("nobody_here", PASSWORD)] {
+        let o = opts(port).user(Some(user)).pass(Some(pass));
+        let e = mysql_async::Conn::new(o).await.unwrap_err();
+        assert_eq!(code(&e), 1045, "{user}");
+    }
+}
