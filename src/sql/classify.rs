@@ -14,14 +14,15 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CopyTarget, Expr,
-    LockTableMode, ObjectType, Set, Statement, TableConstraint, TableFactor, Visit, Visitor,
+    LockTableMode, ObjectType, Set, SetExpr, Statement, TableConstraint, TableFactor, Visit,
+    Visitor,
 };
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::Dialect;
-use super::functions::is_side_effect_free;
+use super::functions::{is_builtin_side_effect_free, is_side_effect_free};
 use super::split::{Piece, split_tokens};
 
 /// Deepest nesting sqlparser may recurse into before the statement counts as unknown.
@@ -306,19 +307,28 @@ fn classify_one(
 
 /// Classifies one parsed statement.
 fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Classified {
-    let mut walk = Walk {
-        kind: Kind::Read,
-        root_is_query: matches!(statement, Statement::Query(_)),
-        findings: Vec::new(),
-        tables: Vec::new(),
-    };
-    let _ = statement.visit(&mut walk);
     let Walk {
-        kind,
+        mut kind,
         mut findings,
         tables,
-        ..
-    } = walk;
+    } = walk(statement);
+    if let Statement::Explain {
+        statement: inner, ..
+    } = statement
+    {
+        if explains_by_running(statement) {
+            if walk(inner).kind >= Kind::Write {
+                findings.push(finding(
+                    "explain_analyze_write",
+                    "EXPLAIN ANALYZE runs the statement it explains",
+                ));
+            }
+        } else {
+            // Plain EXPLAIN plans the statement without running it.
+            kind = Kind::Read;
+            findings.clear();
+        }
+    }
     if kind == Kind::Unknown && findings.is_empty() {
         findings.push(finding(
             "unclassified",
@@ -352,10 +362,7 @@ fn turns_off_standard_strings(statement: &Statement) -> bool {
     else {
         return false;
     };
-    if !variable
-        .to_string()
-        .eq_ignore_ascii_case("standard_conforming_strings")
-    {
+    if !setting_is(variable, "standard_conforming_strings") {
         return false;
     }
     let on = |v: &Expr| {
@@ -365,17 +372,78 @@ fn turns_off_standard_strings(statement: &Statement) -> bool {
     !matches!(values.as_slice(), [v] if on(v))
 }
 
+fn walk(statement: &Statement) -> Walk {
+    let mut walk = Walk {
+        kind: Kind::Read,
+        findings: Vec::new(),
+        tables: Vec::new(),
+    };
+    let _ = statement.visit(&mut walk);
+    walk
+}
+
+/// EXPLAIN ANALYZE, or EXPLAIN (ANALYZE [true|on|1]): runs what it explains.
+fn explains_by_running(statement: &Statement) -> bool {
+    let Statement::Explain {
+        analyze, options, ..
+    } = statement
+    else {
+        return false;
+    };
+    *analyze
+        || options.iter().flatten().any(|o| {
+            o.name.value.eq_ignore_ascii_case("analyze")
+                && o.arg.as_ref().is_none_or(|a| {
+                    let v = a.to_string().trim_matches('\'').to_ascii_lowercase();
+                    !matches!(v.as_str(), "false" | "off" | "0" | "no")
+                })
+        })
+}
+
+/// Whether a query body changes data (a CTE's INSERT/UPDATE/DELETE/MERGE).
+fn body_writes(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => true,
+        SetExpr::Query(q) => body_writes(&q.body),
+        SetExpr::SetOperation { left, right, .. } => body_writes(left) || body_writes(right),
+        _ => false,
+    }
+}
+
+/// Whether a condition mentions any column: one that does not (`WHERE 1=1`, `WHERE true`,
+/// `WHERE $1`) selects every row or none, whatever its literal values.
+fn mentions_a_column(expr: &Expr) -> bool {
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// One pass over a statement's tree: the kinds and findings of every statement in it
 /// (statements inside statements included), every function it calls (in expressions and as
 /// table functions in FROM), and every relation it names.
 struct Walk {
     kind: Kind,
-    root_is_query: bool,
     findings: Vec<Finding>,
     tables: Vec<String>,
 }
 
 impl Walk {
+    fn call_named(&mut self, name: &sqlparser::ast::ObjectName) {
+        let parts: Option<Vec<sqlparser::ast::Ident>> =
+            name.0.iter().map(|p| p.as_ident().cloned()).collect();
+        let free = parts.is_some_and(|p| is_builtin_side_effect_free(&p));
+        if !free {
+            self.findings.push(Finding {
+                code: "function_call",
+                reason: format!(
+                    "calls {name}, which is not on the list of side-effect-free functions"
+                ),
+            });
+        }
+    }
+
     fn call(&mut self, name: String) {
         if !is_side_effect_free(&name) {
             self.findings.push(Finding {
@@ -393,10 +461,6 @@ impl Visitor for Walk {
 
     fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
         let k = kind_of(s);
-        if self.root_is_query && k == Kind::Write {
-            self.findings
-                .push(finding("data_modifying_cte", "a WITH clause changes data"));
-        }
         self.kind = self.kind.max(k);
         findings_of(s, &mut self.findings);
         ControlFlow::Continue(())
@@ -404,7 +468,29 @@ impl Visitor for Walk {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = expr {
-            self.call(f.name.to_string());
+            self.call_named(&f.name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+        let writes = query
+            .with
+            .iter()
+            .flat_map(|w| &w.cte_tables)
+            .any(|cte| body_writes(&cte.query.body));
+        if writes {
+            self.findings
+                .push(finding("data_modifying_cte", "a WITH clause changes data"));
+        }
+        if let SetExpr::Select(select) = &*query.body
+            && select.into.is_some()
+        {
+            self.kind = self.kind.max(Kind::Ddl);
+            self.findings.push(finding(
+                "create_table_as",
+                "SELECT ... INTO copies the result of a query into a new table",
+            ));
         }
         ControlFlow::Continue(())
     }
@@ -417,7 +503,7 @@ impl Visitor for Walk {
                 ..
             }
             | TableFactor::Function { name, .. } => {
-                self.call(name.to_string());
+                self.call_named(name);
             }
             TableFactor::TableFunction { .. } => self.call("a table function".into()),
             _ => {}
@@ -504,6 +590,17 @@ fn kind_of(s: &Statement) -> Kind {
         }
         S::Explain { .. } => Kind::Read,
         S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) | S::Truncate(_) => Kind::Write,
+        S::Drop {
+            object_type: ObjectType::Role | ObjectType::User,
+            ..
+        } => Kind::Privilege,
+        S::AlterTable(a)
+            if a.operations
+                .iter()
+                .any(|op| matches!(op, AlterTableOperation::OwnerTo { .. })) =>
+        {
+            Kind::Privilege
+        }
         S::Copy {
             to: true,
             target: CopyTarget::Stdout,
@@ -522,10 +619,7 @@ fn kind_of(s: &Statement) -> Kind {
         | S::ReleaseSavepoint { .. } => Kind::Transaction,
         S::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => Kind::Privilege,
         S::Set(Set::SingleAssignment { variable, .. })
-            if variable.to_string().eq_ignore_ascii_case("role")
-                || variable
-                    .to_string()
-                    .eq_ignore_ascii_case("session_authorization") =>
+            if setting_is(variable, "role") || setting_is(variable, "session_authorization") =>
         {
             Kind::Privilege
         }
@@ -578,20 +672,42 @@ fn kind_of(s: &Statement) -> Kind {
     }
 }
 
+/// Whether a SET names `setting` (setting names compare without case, quoted or not).
+fn setting_is(variable: &sqlparser::ast::ObjectName, setting: &str) -> bool {
+    match variable.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(setting)),
+        _ => false,
+    }
+}
+
 /// The risk findings of one statement, not counting the statements inside it.
 fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
     use Statement as S;
     match s {
-        S::Update(u) if u.selection.is_none() => {
+        S::Update(u) if !u.selection.as_ref().is_some_and(mentions_a_column) => {
             out.push(finding(
                 "update_without_where",
-                "UPDATE without WHERE changes every row",
+                "UPDATE without a WHERE on any column changes every row",
             ));
         }
-        S::Delete(d) if d.selection.is_none() => {
+        S::Delete(d) if !d.selection.as_ref().is_some_and(mentions_a_column) => {
             out.push(finding(
                 "delete_without_where",
-                "DELETE without WHERE removes every row",
+                "DELETE without a WHERE on any column removes every row",
+            ));
+        }
+        S::Merge(m) if !mentions_a_column(&m.on) => {
+            out.push(finding(
+                "delete_without_where",
+                "MERGE whose ON condition mentions no column matches every row",
+            ));
+        }
+        S::DropFunction(_) | S::DropTrigger(_) | S::DropExtension(_) | S::DropPolicy(_) => {
+            out.push(finding(
+                "drop",
+                "DROP removes a function, trigger, extension or policy (with CASCADE, more)",
             ));
         }
         S::Truncate(_) => out.push(finding("truncate", "TRUNCATE removes every row at once")),
@@ -622,16 +738,6 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
             "copy_file_or_program",
             "COPY reads or writes a server file or runs a program",
         )),
-        S::Explain {
-            analyze: true,
-            statement,
-            ..
-        } if kind_of(statement) >= Kind::Write => {
-            out.push(finding(
-                "explain_analyze_write",
-                "EXPLAIN ANALYZE runs the statement it explains",
-            ));
-        }
         S::Call(f) => out.push(Finding {
             code: "function_call",
             reason: format!("CALL runs procedure {}, which may do anything", f.name),
@@ -640,6 +746,10 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
         S::CreateIndex(index) if !index.concurrently => out.push(finding(
             "index_without_concurrently",
             "CREATE INDEX without CONCURRENTLY blocks writes to the table while it builds",
+        )),
+        S::CreateView(v) if v.materialized => out.push(finding(
+            "create_table_as",
+            "CREATE MATERIALIZED VIEW copies the result of a query into a new relation",
         )),
         S::CreateTable(create) if create.query.is_some() => out.push(finding(
             "create_table_as",
@@ -681,10 +791,28 @@ fn alter_findings(op: &AlterTableOperation, out: &mut Vec<Finding>) {
             "SET NOT NULL scans the whole table under an exclusive lock",
         )),
         A::AddColumn { column_def, .. } => column_findings(column_def, out),
+        A::OwnerTo { .. } => out.push(finding(
+            "privilege_change",
+            "a new owner gets every right on the table, GRANT included",
+        )),
         A::AddConstraint {
             constraint,
             not_valid,
         } => {
+            if matches!(
+                constraint,
+                TableConstraint::Unique(_) | TableConstraint::PrimaryKey(_)
+            ) && !constraint
+                .to_string()
+                .to_ascii_uppercase()
+                .contains("USING INDEX")
+            {
+                out.push(finding(
+                    "index_without_concurrently",
+                    "adding a UNIQUE or PRIMARY KEY constraint builds its index under an exclusive lock; \
+                     build it CONCURRENTLY first and add the constraint USING INDEX",
+                ));
+            }
             let checks_rows = matches!(
                 constraint,
                 TableConstraint::ForeignKey(_) | TableConstraint::Check(_)
@@ -725,15 +853,37 @@ fn column_findings(column: &ColumnDef, out: &mut Vec<Finding>) {
             "a NOT NULL column without a default fails on a table that has rows",
         ));
     }
-    if let Some(Expr::Function(f)) = default {
-        let name = f.name.to_string().to_ascii_lowercase();
-        let base = name.rsplit('.').next().unwrap_or(&name);
-        if VOLATILE_DEFAULTS.contains(&base) {
-            out.push(finding(
-                "volatile_default",
-                "a column added with a volatile default rewrites the whole table",
-            ));
-        }
+    let volatile_default = default.is_some_and(|e| {
+        sqlparser::ast::visit_expressions(e, |x| match x {
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_lowercase();
+                let base = name.rsplit('.').next().unwrap_or(&name).to_owned();
+                if VOLATILE_DEFAULTS.contains(&base.as_str()) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    });
+    let serial = matches!(
+        column.data_type.to_string().to_ascii_lowercase().as_str(),
+        "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
+    );
+    let generated = column.options.iter().any(|o| {
+        matches!(
+            o.option,
+            ColumnOption::Generated { .. } | ColumnOption::Identity(_)
+        )
+    });
+    if volatile_default || serial || generated {
+        out.push(finding(
+            "volatile_default",
+            "a column added with a per-row default (volatile function, serial, identity or \
+             stored generated) rewrites the whole table",
+        ));
     }
 }
 
@@ -900,6 +1050,142 @@ mod tests {
             a.fingerprint,
             one("select * from u where id = 1").fingerprint
         );
+    }
+
+    #[test]
+    fn holes_a_corpus_review_found_are_closed() {
+        let cases: &[(&str, Kind, &[&str])] = &[
+            (
+                "SELECT * INTO users_backup FROM users",
+                Kind::Ddl,
+                &["create_table_as"],
+            ),
+            (
+                "EXPLAIN (ANALYZE) DELETE FROM orders WHERE id = 1",
+                Kind::Write,
+                &["explain_analyze_write"],
+            ),
+            (
+                "EXPLAIN (ANALYZE true, FORMAT JSON) UPDATE users SET is_admin = true",
+                Kind::Write,
+                &["update_without_where", "explain_analyze_write"],
+            ),
+            (
+                "EXPLAIN ANALYZE WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING 1) SELECT * FROM d",
+                Kind::Write,
+                &["data_modifying_cte", "explain_analyze_write"],
+            ),
+            (
+                "EXPLAIN (FORMAT JSON) UPDATE orders SET status = 'x' WHERE id = 1",
+                Kind::Read,
+                &[],
+            ),
+            ("SELECT public.lower('x')", Kind::Read, &["function_call"]),
+            ("SELECT \"LOWER\"('x')", Kind::Read, &["function_call"]),
+            ("SELECT \"evil.count\"()", Kind::Read, &["function_call"]),
+            (
+                "SELECT pg_catalog.lower('x'), lower('y'), \"lower\"('z')",
+                Kind::Read,
+                &[],
+            ),
+            ("SET \"role\" TO postgres", Kind::Privilege, &[]),
+            (
+                "SET \"session_authorization\" = 'postgres'",
+                Kind::Privilege,
+                &[],
+            ),
+            (
+                "SET \"standard_conforming_strings\" = off",
+                Kind::Session,
+                &["string_syntax_change"],
+            ),
+            (
+                "DELETE FROM users WHERE 1=1",
+                Kind::Write,
+                &["delete_without_where"],
+            ),
+            (
+                "UPDATE users SET is_admin = true WHERE true",
+                Kind::Write,
+                &["update_without_where"],
+            ),
+            (
+                "MERGE INTO users u USING (SELECT 1 AS one) s ON true WHEN MATCHED THEN DELETE",
+                Kind::Write,
+                &["delete_without_where"],
+            ),
+            ("DROP ROLE app", Kind::Privilege, &["drop"]),
+            (
+                "ALTER TABLE users OWNER TO mallory",
+                Kind::Privilege,
+                &["privilege_change"],
+            ),
+            (
+                "DROP FUNCTION IF EXISTS audit_trigger() CASCADE",
+                Kind::Ddl,
+                &["drop"],
+            ),
+            ("DROP EXTENSION postgis CASCADE", Kind::Ddl, &["drop"]),
+            ("DROP TRIGGER audit ON users", Kind::Ddl, &["drop"]),
+            (
+                "DROP POLICY tenant_isolation ON orders",
+                Kind::Ddl,
+                &["drop"],
+            ),
+            (
+                "ALTER TABLE events ADD COLUMN jitter float8 DEFAULT random() * 10",
+                Kind::Ddl,
+                &["volatile_default"],
+            ),
+            (
+                "ALTER TABLE events ADD COLUMN seq bigserial",
+                Kind::Ddl,
+                &["volatile_default"],
+            ),
+            (
+                "ALTER TABLE orders ADD COLUMN id2 bigint GENERATED ALWAYS AS IDENTITY",
+                Kind::Ddl,
+                &["volatile_default"],
+            ),
+            (
+                "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
+                Kind::Ddl,
+                &["index_without_concurrently"],
+            ),
+            (
+                "ALTER TABLE users ADD PRIMARY KEY (id)",
+                Kind::Ddl,
+                &["index_without_concurrently"],
+            ),
+            (
+                "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_idx",
+                Kind::Ddl,
+                &[],
+            ),
+            (
+                "CREATE MATERIALIZED VIEW users_snapshot AS SELECT * FROM users",
+                Kind::Ddl,
+                &["create_table_as"],
+            ),
+            (
+                "WITH src AS (SELECT id FROM staging WHERE ok) INSERT INTO target (id) SELECT id FROM src",
+                Kind::Write,
+                &[],
+            ),
+            (
+                "WITH stale AS (SELECT id FROM sessions WHERE expires < now()) DELETE FROM sessions WHERE id IN (SELECT id FROM stale)",
+                Kind::Write,
+                &[],
+            ),
+        ];
+        for (sql, kind, findings) in cases {
+            let c = one(sql);
+            let mut got: Vec<&str> = c.findings.iter().map(|f| f.code).collect();
+            got.sort();
+            let mut want = findings.to_vec();
+            want.sort();
+            assert_eq!((c.kind, got), (*kind, want), "{sql}");
+        }
     }
 
     #[test]

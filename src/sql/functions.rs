@@ -251,6 +251,74 @@ pub const SIDE_EFFECT_FREE: &[&str] = &[
     "pg_get_keywords",
     "array_in",
     "quote_all_identifiers",
+    "_pg_expandarray",
+    "currval",
+    "lastval",
+    // full-text search and JSON to rows
+    "to_tsvector",
+    "to_tsquery",
+    "plainto_tsquery",
+    "phraseto_tsquery",
+    "websearch_to_tsquery",
+    "ts_rank",
+    "ts_rank_cd",
+    "ts_headline",
+    "json_to_recordset",
+    "jsonb_to_recordset",
+    "json_to_record",
+    "jsonb_to_record",
+    "json_populate_recordset",
+    "jsonb_populate_recordset",
+    // advisory locks: migration tools take one before every run; they touch no data
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "hashtext",
+    // MySQL and MariaDB
+    "database",
+    "schema",
+    "connection_id",
+    "last_insert_id",
+    "found_rows",
+    "row_count",
+    "ifnull",
+    "if",
+    "isnull",
+    "group_concat",
+    "date_format",
+    "str_to_date",
+    "unix_timestamp",
+    "from_unixtime",
+    "curdate",
+    "curtime",
+    "utc_timestamp",
+    "utc_date",
+    "datediff",
+    "date_add",
+    "date_sub",
+    "timestampdiff",
+    "timestampadd",
+    "json_extract",
+    "json_unquote",
+    "json_array",
+    "json_contains",
+    "find_in_set",
+    "instr",
+    "locate",
+    "lcase",
+    "ucase",
+    "hex",
+    "unhex",
+    "uuid",
+    "field",
 ];
 
 /// Whether `name` (possibly schema-qualified, any case) is on the list.
@@ -258,6 +326,24 @@ pub fn is_side_effect_free(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     let base = lower.rsplit('.').next().unwrap_or(&lower).trim_matches('"');
     SIDE_EFFECT_FREE.contains(&base)
+}
+
+/// Whether a called function, named by its parts as written, is a built-in on the list: an
+/// unquoted name (case folds) or a quoted lower-case one, either alone or in `pg_catalog`
+/// (or MySQL's `mysql`/`sys`-free global namespace). `public.lower` is a user's function that
+/// merely shares a name; `"LOWER"` is another function than `lower`.
+pub fn is_builtin_side_effect_free(parts: &[sqlparser::ast::Ident]) -> bool {
+    let folded = |i: &sqlparser::ast::Ident| match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_ascii_lowercase(),
+    };
+    match parts {
+        [name] => SIDE_EFFECT_FREE.contains(&folded(name).as_str()),
+        [schema, name] if folded(schema) == "pg_catalog" => {
+            SIDE_EFFECT_FREE.contains(&folded(name).as_str())
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ mod tests {
         let mut out = BytesMut::new();
         MyError::tls_required().encode(2, &mut out);
         assert_eq!(out[3], 2, "sequence id");
-        assert_eq!(&out[4..7], &[0xff, 0x4f, 0x0c], "0xff, 3159 little-endian");
+        assert_eq!(&out[4..7], &[0xff, 0x57, 0x0c], "0xff, 3159 little-endian");
         assert_eq!(&out[7..13], b"#HY000");
         let len = u32::from_le_bytes([out[0], out[1], out[2], 0]) as usize;
         assert_eq!(len + 4, out.len());
