@@ -1,6 +1,7 @@
-//! The classifier against tests/corpus/postgres.toml: every case's kinds and findings must
-//! match exactly; no risky case may come out as a plain read or write without findings; and
-//! the share of ordinary statements that would be held (a finding, or unknown) is reported.
+//! The classifier against tests/corpus/postgres.toml and tests/corpus/mysql.toml: every case's
+//! kinds and findings must match exactly; no risky case may come out as a plain read or write
+//! without findings; and the share of ordinary statements that would be held (a finding, or
+//! unknown) is reported.
 
 use std::collections::BTreeSet;
 
@@ -32,17 +33,23 @@ fn kind_name(k: Kind) -> String {
 
 #[test]
 fn postgres_corpus() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/corpus/postgres.toml"
-    ))
-    .unwrap();
+    run("postgres.toml", Dialect::Postgres);
+}
+
+#[test]
+fn mysql_corpus() {
+    run("mysql.toml", Dialect::MySql);
+}
+
+fn run(file: &str, dialect: Dialect) {
+    let path = format!("{}/tests/corpus/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
     let corpus: Corpus = toml::from_str(&text).unwrap();
     let mut mismatches = Vec::new();
     let (mut ordinary, mut held) = (0, 0);
     let mut risky_missed = Vec::new();
     for case in &corpus.case {
-        let got = classify(&case.sql, Dialect::Postgres);
+        let got = classify(&case.sql, dialect);
         let kinds: Vec<String> = got.iter().map(|c| kind_name(c.kind)).collect();
         let findings: BTreeSet<&str> = got
             .iter()
@@ -78,7 +85,7 @@ fn postgres_corpus() {
         }
     }
     println!(
-        "corpus: {} cases, {ordinary} ordinary of which {held} would be held ({:.1}%), {} risky",
+        "{file}: {} cases, {ordinary} ordinary of which {held} would be held ({:.1}%), {} risky",
         corpus.case.len(),
         100.0 * held as f64 / ordinary.max(1) as f64,
         corpus.case.len() - ordinary

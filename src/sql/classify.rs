@@ -301,7 +301,37 @@ fn classify_one(
             prepared.deallocate(None);
             out.push(from_statement(text, &statement, print));
         }
-        _ => out.push(from_statement(text, &statement, print)),
+        _ => {
+            let mut c = from_statement(text, &statement, print);
+            if dialect == Dialect::MySql {
+                mysql_findings(&statement, &mut c.findings);
+            }
+            out.push(c);
+        }
+    }
+}
+
+/// Findings only MySQL and MariaDB need: an ALTER TABLE that does not ask for an online
+/// algorithm may copy the whole table while blocking writes.
+fn mysql_findings(statement: &Statement, out: &mut Vec<Finding>) {
+    use sqlparser::ast::AlterTableAlgorithm as Algo;
+    if let Statement::AlterTable(alter) = statement {
+        let online = alter.operations.iter().any(|op| {
+            matches!(
+                op,
+                AlterTableOperation::Algorithm {
+                    algorithm: Algo::Instant | Algo::Inplace,
+                    ..
+                }
+            )
+        });
+        if !online {
+            out.push(finding(
+                "alter_without_algorithm",
+                "ALTER TABLE without ALGORITHM=INSTANT or INPLACE may copy the whole table while \
+                 blocking writes",
+            ));
+        }
     }
 }
 
@@ -484,6 +514,15 @@ impl Visitor for Walk {
                 .push(finding("data_modifying_cte", "a WITH clause changes data"));
         }
         if let SetExpr::Select(select) = &*query.body
+            && !query.locks.is_empty()
+            && !select.selection.as_ref().is_some_and(mentions_a_column)
+        {
+            self.findings.push(finding(
+                "lock_whole_table",
+                "SELECT ... FOR UPDATE/SHARE without a WHERE on any column locks every row",
+            ));
+        }
+        if let SetExpr::Select(select) = &*query.body
             && select.into.is_some()
         {
             self.kind = self.kind.max(Kind::Ddl);
@@ -585,9 +624,22 @@ fn finding(code: &'static str, reason: &str) -> Finding {
 fn kind_of(s: &Statement) -> Kind {
     use Statement as S;
     match s {
-        S::Query(_) | S::ExplainTable { .. } | S::ShowVariable { .. } | S::ShowVariables { .. } => {
-            Kind::Read
-        }
+        S::Query(_)
+        | S::ExplainTable { .. }
+        | S::ShowVariable { .. }
+        | S::ShowVariables { .. }
+        | S::ShowFunctions { .. }
+        | S::ShowStatus { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowCharset(_)
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowCollation { .. }
+        | S::ShowProcessList { .. } => Kind::Read,
+        S::Use(_) => Kind::Session,
         S::Explain { .. } => Kind::Read,
         S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) | S::Truncate(_) => Kind::Write,
         S::Drop {
