@@ -186,39 +186,48 @@ fn policy_check_explains_a_decision() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-policies"));
 }
 
-#[test]
-fn policy_test_runs_the_shipped_cases() {
-    let root = env!("CARGO_MANIFEST_DIR");
+/// Runs `airlock policy test` on a policy directory and its cases; returns its summary line.
+fn policy_test(policy_dir: &str, cases_dir: &str) -> String {
     let out = Command::new(BIN)
-        .args(["policy", "test", "--policy-dir"])
-        .arg(format!("{root}/policies"))
-        .arg("--cases-dir")
-        .arg(format!("{root}/policies/cases"))
+        .args([
+            "policy",
+            "test",
+            "--policy-dir",
+            policy_dir,
+            "--cases-dir",
+            cases_dir,
+        ])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.trim_end().ends_with("17 passed, 0 failed"), "{text}");
+    text.trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn policy_test_runs_the_shipped_cases() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let summary = policy_test(
+        &format!("{root}/policies"),
+        &format!("{root}/policies/cases"),
+    );
+    assert_eq!(summary, "17 passed, 0 failed");
 }
 
 #[test]
 fn policy_test_runs_the_production_example_cases() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let dir = format!("{root}/policies/examples/production");
-    let out = Command::new(BIN)
-        .args(["policy", "test", "--policy-dir", &dir, "--cases-dir"])
-        .arg(format!("{dir}/cases"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let dir = format!(
+        "{}/policies/examples/production",
+        env!("CARGO_MANIFEST_DIR")
     );
-    assert!(text.trim_end().ends_with("11 passed, 0 failed"), "{text}");
+    let summary = policy_test(&dir, &format!("{dir}/cases"));
+    assert_eq!(summary, "11 passed, 0 failed");
 }

@@ -46,6 +46,15 @@ impl Guard {
         }
     }
 
+    /// Who a session is, with the user's groups from the config.
+    pub fn who(&self, session: &crate::inspect::SessionInfo) -> Who {
+        Who {
+            user: session.user.clone(),
+            groups: self.groups.get(&session.user).cloned().unwrap_or_default(),
+            database: session.database.clone(),
+        }
+    }
+
     fn dialect(&self) -> Dialect {
         self.cache().dialect()
     }

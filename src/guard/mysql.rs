@@ -20,19 +20,9 @@ pub struct MyGuards(pub Arc<Guard>);
 
 impl MysqlInspectorFactory for MyGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
-        let groups = self
-            .0
-            .groups
-            .get(&session.user)
-            .cloned()
-            .unwrap_or_default();
         Box::new(MyGuard {
             guard: self.0.clone(),
-            who: Who {
-                user: session.user.clone(),
-                groups,
-                database: session.database.clone(),
-            },
+            who: self.0.who(session),
             statements: HashMap::new(),
             preparing: None,
             migration: None,

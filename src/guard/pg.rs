@@ -20,19 +20,9 @@ pub struct PgGuards(pub Arc<Guard>);
 
 impl InspectorFactory for PgGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
-        let groups = self
-            .0
-            .groups
-            .get(&session.user)
-            .cloned()
-            .unwrap_or_default();
         Box::new(PgGuard {
             guard: self.0.clone(),
-            who: Who {
-                user: session.user.clone(),
-                groups,
-                database: session.database.clone(),
-            },
+            who: self.0.who(session),
             names: Names::default(),
             migration: None,
             standard_strings: session.standard_strings,

@@ -4,7 +4,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream {
@@ -62,5 +63,25 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// How much a relay pump asks the kernel for at a time.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads more bytes, making room for `need` bytes in all (a whole message the pump must hold).
+/// EOF is an error here because every caller wanted more.
+pub async fn read_more<R: AsyncRead + Unpin>(
+    from: &mut R,
+    buf: &mut BytesMut,
+    need: usize,
+) -> std::io::Result<()> {
+    let want = need.saturating_sub(buf.len()).max(READ_CHUNK / 4);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want.max(READ_CHUNK));
+    }
+    match from.read_buf(buf).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(()),
     }
 }

@@ -4,3 +4,4 @@
 pub mod cancel;
 pub mod mysql;
 pub mod pg;
+pub mod target;

@@ -27,9 +27,9 @@ use crate::auth::scram::{Decoy, ScramVerifier};
 use crate::config::{Config, ConfigError, MysqlConfig};
 use crate::inspect::{MysqlInspectorFactory, SessionInfo};
 use crate::net::stream::Stream;
-use crate::net::tls::{ServerTls, UpstreamTls};
+use crate::net::tls::ServerTls;
 use crate::protocol::mysql::MyError;
-use crate::session::pg::{Secret, SetupError, UpstreamTarget};
+use crate::session::target::{SetupError, UpstreamTarget};
 use upstream::ServerInfo;
 
 /// Capabilities Airlock relays faithfully (each leg negotiates SSL and the auth details on
@@ -97,18 +97,7 @@ impl MyContext {
             }
             None => None,
         };
-        let up = &my.upstream;
-        let server_name = up
-            .server_name
-            .clone()
-            .unwrap_or_else(|| up.host().to_owned());
-        let upstream = UpstreamTarget {
-            address: up.address.clone(),
-            user: up.user.clone(),
-            password: up.load_password("mysql.upstream")?.map(Secret),
-            tls: UpstreamTls::new(up.tls, up.ca_file.as_deref(), &server_name)?,
-            connect_timeout: up.connect_timeout(),
-        };
+        let upstream = UpstreamTarget::from_config(&my.upstream, "mysql.upstream")?;
         let users = config
             .users
             .iter()

@@ -13,16 +13,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::inspect::{MysqlInspector, Verdict};
-use crate::net::stream::Stream;
+use crate::net::stream::{Stream, read_more};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, Next};
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// One leg: its stream and what was read from it but not yet relayed.
 pub struct End {
@@ -263,20 +261,4 @@ async fn send(to: &mut WriteHalf<Stream>, seq: u8, e: &MyError) -> std::io::Resu
 async fn write_out(to: &mut WriteHalf<Stream>, bytes: &[u8]) -> std::io::Result<()> {
     to.write_all(bytes).await?;
     to.flush().await
-}
-
-/// Reads more bytes, making room for `need` in all. EOF is an error: every caller wanted more.
-async fn read_more(
-    from: &mut ReadHalf<Stream>,
-    buf: &mut BytesMut,
-    need: usize,
-) -> std::io::Result<()> {
-    let want = need.saturating_sub(buf.len()).max(READ_CHUNK / 4);
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want.max(READ_CHUNK));
-    }
-    match from.read_buf(buf).await? {
-        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        _ => Ok(()),
-    }
 }

@@ -11,6 +11,8 @@ pub mod relay;
 pub mod substitute;
 pub mod upstream;
 
+pub use crate::session::target::{Secret, SetupError, UpstreamTarget};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use crate::auth::scram::{Decoy, ScramVerifier};
 use crate::config::{ClientAuthMethod, Config, ConfigError, PostgresConfig};
 use crate::inspect::{InspectorFactory, SessionInfo};
 use crate::net::stream::Stream;
-use crate::net::tls::{ServerTls, TlsError, UpstreamTls};
+use crate::net::tls::ServerTls;
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend;
 use crate::session::cancel::{CancelRegistry, Registration};
@@ -51,24 +53,6 @@ impl From<PgError> for SessionError {
     }
 }
 
-/// The database Airlock logs in to, and how.
-pub struct UpstreamTarget {
-    pub address: String,
-    pub user: String,
-    pub password: Option<Secret>,
-    pub tls: UpstreamTls,
-    pub connect_timeout: Duration,
-}
-
-/// A password that never appears in Debug output.
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// Everything a PostgreSQL listener's sessions share.
 pub struct PgContext {
     pub config: PostgresConfig,
@@ -81,14 +65,6 @@ pub struct PgContext {
     pub inspectors: Arc<dyn InspectorFactory>,
     /// Verifiers for unknown users, shaped like the real ones.
     pub decoy: Decoy,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
 }
 
 impl PgContext {
@@ -122,18 +98,7 @@ impl PgContext {
                 }
             }
         });
-        let up = &pg.upstream;
-        let server_name = up
-            .server_name
-            .clone()
-            .unwrap_or_else(|| up.host().to_owned());
-        let upstream = UpstreamTarget {
-            address: up.address.clone(),
-            user: up.user.clone(),
-            password: up.load_password("postgres.upstream")?.map(Secret),
-            tls: UpstreamTls::new(up.tls, up.ca_file.as_deref(), &server_name)?,
-            connect_timeout: up.connect_timeout(),
-        };
+        let upstream = UpstreamTarget::from_config(&pg.upstream, "postgres.upstream")?;
         let users = config
             .users
             .iter()

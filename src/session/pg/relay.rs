@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 
 use super::substitute::Substitutions;
 use crate::inspect::{Inspector, Interest, Verdict};
-use crate::net::stream::Stream;
+use crate::net::stream::{READ_CHUNK, Stream, read_more};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frame::{self, HEADER_LEN};
@@ -25,7 +25,6 @@ use crate::protocol::pg::frontend::{self, tag as fe};
 
 /// PostgreSQL's own limit for a message (PQ_LARGE_MESSAGE_LIMIT).
 const PROTOCOL_MAX: usize = 0x3fff_ffff;
-const READ_CHUNK: usize = 16 * 1024;
 /// A Terminate message.
 const TERMINATE: &[u8] = &[fe::TERMINATE, 0, 0, 0, 4];
 
@@ -642,23 +641,6 @@ fn lock(inspector: &Mutex<Box<dyn Inspector>>) -> std::sync::MutexGuard<'_, Box<
 async fn write_out<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     to.write_all(bytes).await?;
     to.flush().await
-}
-
-/// Reads more bytes, making room for `need` bytes in all (a whole message the pump must hold).
-/// EOF is an error here because every caller wanted more.
-async fn read_more<R: AsyncRead + Unpin>(
-    from: &mut R,
-    buf: &mut BytesMut,
-    need: usize,
-) -> std::io::Result<()> {
-    let want = need.saturating_sub(buf.len()).max(READ_CHUNK / 4);
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want.max(READ_CHUNK));
-    }
-    match from.read_buf(buf).await? {
-        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
