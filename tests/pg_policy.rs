@@ -23,6 +23,17 @@ async fn guarded() -> Proxy {
     .await
 }
 
+/// A setup guarded by a policy of one file with `text`; keep the directory while it runs.
+fn with_policy(text: &str) -> (tempfile::TempDir, Setup) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), text).unwrap();
+    let setup = Setup {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Setup::default()
+    };
+    (dir, setup)
+}
+
 /// A table with three rows, made directly in the database (DDL through Airlock is held).
 async fn table() -> String {
     let name = unique("guarded");
@@ -299,20 +310,12 @@ async fn a_function_call_message_is_held() {
 
 #[tokio::test]
 async fn a_deny_rule_gives_its_own_message() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("10-deny.toml"),
+    let (_dir, setup) = with_policy(
         "[defaults]\naction = \"allow\"\n\n\
          [[rule]]\nname = \"no-secrets\"\naction = \"deny\"\ntables = [\"guarded_*\"]\n\
          message = \"the guarded tables are off limits\"\n",
-    )
-    .unwrap();
-    let proxy = Setup {
-        policy_dir: Some(dir.path().to_owned()),
-        ..Setup::default()
-    }
-    .start()
-    .await;
+    );
+    let proxy = setup.start().await;
     let t = table().await;
     let client = proxy.connect().await;
     let e = client
@@ -330,18 +333,15 @@ async fn a_deny_rule_gives_its_own_message() {
 
 #[tokio::test]
 async fn groups_from_the_config_reach_the_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
+    let (_dir, setup) = with_policy(
         "[defaults]\naction = \"deny\"\n\n\
          [[rule]]\nname = \"dbas-may\"\naction = \"allow\"\ngroups = [\"dba\"]\n",
-    )
-    .unwrap();
+    );
     let t = table().await;
     for (groups, allowed) in [(vec![], false), (vec!["dba".to_owned()], true)] {
         let proxy = Setup {
-            policy_dir: Some(dir.path().to_owned()),
             groups: groups.clone(),
+            policy_dir: setup.policy_dir.clone(),
             ..Setup::default()
         }
         .start()
@@ -356,20 +356,12 @@ async fn groups_from_the_config_reach_the_policy() {
 
 #[tokio::test]
 async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
+    let (_dir, setup) = with_policy(
         "[defaults]\naction = \"deny\"\n\n\
          [[rule]]\nname = \"reads\"\naction = \"allow\"\nkinds = [\"read\", \"transaction\"]\n\n\
          [[rule]]\nname = \"migrations\"\naction = \"allow\"\nmigration = [\"rails/golang-migrate\"]\n",
-    )
-    .unwrap();
-    let proxy = Setup {
-        policy_dir: Some(dir.path().to_owned()),
-        ..Setup::default()
-    }
-    .start()
-    .await;
+    );
+    let proxy = setup.start().await;
     direct()
         .await
         .batch_execute("create table if not exists schema_migrations (version text primary key)")
@@ -406,19 +398,11 @@ async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
 
 #[tokio::test]
 async fn backslash_tricks_fail_closed_once_standard_strings_are_off() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
+    let (_dir, setup) = with_policy(
         "[defaults]\naction = \"allow\"\n\n\
          [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
-    )
-    .unwrap();
-    let proxy = Setup {
-        policy_dir: Some(dir.path().to_owned()),
-        ..Setup::default()
-    }
-    .start()
-    .await;
+    );
+    let proxy = setup.start().await;
     let t = table().await;
     let client = proxy.connect().await;
     // Read with standard_conforming_strings on (as Airlock reads it), this is one SELECT of a
