@@ -33,7 +33,7 @@ fn session() -> Box<dyn Inspector> {
         application_name: None,
         client_addr: "127.0.0.1:1".parse().unwrap(),
         tls: false,
-        standard_strings: true,
+        strings_as_classified: true,
     })
 }
 

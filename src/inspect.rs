@@ -23,9 +23,10 @@ pub struct SessionInfo {
     pub application_name: Option<String>,
     pub client_addr: SocketAddr,
     pub tls: bool,
-    /// Whether the database reads plain string literals with standard_conforming_strings on
-    /// (backslashes are ordinary characters) at the start of the session.
-    pub standard_strings: bool,
+    /// Whether the database reads string literals as Airlock's classifier does at the start of
+    /// the session: PostgreSQL with standard_conforming_strings on (backslashes are ordinary),
+    /// MySQL without NO_BACKSLASH_ESCAPES (backslashes escape).
+    pub strings_as_classified: bool,
 }
 
 /// What an inspector wants to be shown.
@@ -101,8 +102,12 @@ pub trait MysqlInspector: Send {
     /// A command from the client, already read whole.
     fn command(&mut self, command: &Command<'_>) -> Verdict;
 
-    /// The server answered the last COM_STMT_PREPARE: `Some(id)` if it accepted it.
+    /// The server answered the last COM_STMT_PREPARE: `Some(id)` if it accepted it. (`None`
+    /// also follows any refused command.)
     fn prepared(&mut self, _stmt_id: Option<u32>) {}
+
+    /// The server status flags of an OK or EOF; `None` when Airlock lost track of the answers.
+    fn status(&mut self, _flags: Option<u16>) {}
 }
 
 /// Makes one MySQL inspector per session.

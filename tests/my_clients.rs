@@ -330,3 +330,39 @@ async fn a_wrong_password_or_unknown_user_gets_1045() {
         assert_eq!(code(&e), 1045, "{user}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_tricks_fail_closed_once_the_server_stops_reading_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[defaults]\naction = \"allow\"\n\n\
+         [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(Some(dir.path().to_owned())).await;
+    let t = table().await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    // With backslash escapes (as Airlock reads strings) this is one SELECT of a string; with
+    // NO_BACKSLASH_ESCAPES the string ends early and a DROP follows.
+    let trick = format!("SELECT 'a\\'; DROP TABLE {t}; -- '");
+    conn.query_drop(&trick)
+        .await
+        .expect("harmless as the server reads it now");
+    conn.query_drop("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        .await
+        .unwrap();
+    let e = conn.query_drop(&trick).await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("no_backslash_escapes"),
+        "{}",
+        message(&e)
+    );
+    assert_eq!(rows_in(&t).await, 3, "the table is still there");
+    conn.query_drop("SET SESSION sql_mode = DEFAULT")
+        .await
+        .unwrap();
+    conn.query_drop(&trick).await.expect("back to normal");
+    assert_eq!(rows_in(&t).await, 3);
+}

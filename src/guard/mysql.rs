@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{Guard, Judged, Who, judge, tag_migration};
 use crate::inspect::{MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
 use crate::protocol::mysql::command::{self, Command};
+use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
 use crate::sql::classify::{Classified, Kind, Prepared, classify_in_session};
 
 /// Prepared statements remembered per session; past this, new ones are judged unknown.
@@ -26,6 +27,7 @@ impl MysqlInspectorFactory for MyGuards {
             statements: HashMap::new(),
             preparing: None,
             migration: None,
+            strings_as_classified: session.strings_as_classified,
         })
     }
 }
@@ -39,6 +41,10 @@ pub struct MyGuard {
     /// The statement of the COM_STMT_PREPARE awaiting the server's answer.
     preparing: Option<Arc<Judged>>,
     migration: Option<&'static str>,
+    /// Whether the server reads backslashes in strings as escapes, as the classifier does
+    /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
+    /// with a backslash is then judged unknown.
+    strings_as_classified: bool,
 }
 
 impl MysqlInspector for MyGuard {
@@ -77,6 +83,11 @@ impl MysqlInspector for MyGuard {
         }
     }
 
+    fn status(&mut self, flags: Option<u16>) {
+        self.strings_as_classified =
+            flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+    }
+
     fn prepared(&mut self, stmt_id: Option<u32>) {
         let judged = self.preparing.take();
         if let (Some(id), Some(judged)) = (stmt_id, judged)
@@ -108,6 +119,17 @@ impl MyGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         };
+        if !self.strings_as_classified && text.contains('\\') {
+            let statement = Classified::unknown(
+                text,
+                "no_backslash_escapes",
+                "the server reads backslashes in strings as ordinary characters \
+                 (NO_BACKSLASH_ESCAPES), so a string may end where Airlock would not; remove \
+                 that sql_mode for this session"
+                    .to_owned(),
+            );
+            return judge(&self.guard, &self.who, Arc::new([statement]), None);
+        }
         let cached = self.guard.cache().get(text);
         let statements = match cached {
             Some(hit) => hit,

@@ -25,7 +25,7 @@ impl InspectorFactory for PgGuards {
             who: self.0.who(session),
             names: Names::default(),
             migration: None,
-            standard_strings: session.standard_strings,
+            strings_as_classified: session.strings_as_classified,
         })
     }
 }
@@ -41,7 +41,7 @@ pub struct PgGuard {
     /// What the database last said of standard_conforming_strings. Off, a backslash in a
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
-    standard_strings: bool,
+    strings_as_classified: bool,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -113,7 +113,7 @@ impl Inspector for PgGuard {
         if tag == be::PARAMETER_STATUS
             && let Some((b"standard_conforming_strings", value)) = backend::parameter(body)
         {
-            self.standard_strings = value == b"on";
+            self.strings_as_classified = value == b"on";
         }
     }
 
@@ -138,10 +138,10 @@ impl PgGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         };
-        if !self.standard_strings && text.contains('\\') {
+        if !self.strings_as_classified && text.contains('\\') {
             let statement = Classified::unknown(
                 text,
-                "nonstandard_strings",
+                "nonstrings_as_classified",
                 "standard_conforming_strings is off, so a backslash may end or continue a \
                  string literal where Airlock would not; turn it on for this session"
                     .to_owned(),

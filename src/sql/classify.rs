@@ -365,7 +365,7 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
             "Airlock does not know what this kind of statement does",
         ));
     }
-    if turns_off_standard_strings(statement) {
+    if turns_off_strings_as_classified(statement) {
         findings.push(finding(
             "string_syntax_change",
             "turning standard_conforming_strings off changes where string literals end; \
@@ -385,7 +385,7 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
 
 /// `SET standard_conforming_strings` to anything but on: backslashes would then escape quotes
 /// in plain string literals, and text Airlock reads as one statement could be several.
-fn turns_off_standard_strings(statement: &Statement) -> bool {
+fn turns_off_strings_as_classified(statement: &Statement) -> bool {
     let Statement::Set(Set::SingleAssignment {
         variable, values, ..
     }) = statement
@@ -1241,7 +1241,7 @@ mod tests {
     }
 
     #[test]
-    fn turning_standard_strings_off_is_a_finding() {
+    fn turning_strings_as_classified_off_is_a_finding() {
         for sql in [
             "set standard_conforming_strings = off",
             "SET SESSION standard_conforming_strings TO 'off'",

@@ -129,6 +129,17 @@ impl MyError {
         )
     }
 
+    /// The database asked the client for a local file (LOAD DATA LOCAL INFILE), which Airlock
+    /// never offered and never relays.
+    pub fn local_infile_requested() -> MyError {
+        Self::new(
+            2068,
+            "HY000",
+            "the database asked this client for a local file, which Airlock never allows; the \
+             session is closed",
+        )
+    }
+
     /// ER_TABLEACCESS_DENIED_ERROR's number and state, for a statement the policy refused.
     pub fn denied(denial: &crate::inspect::Denial) -> MyError {
         let mut message = denial.message.clone();

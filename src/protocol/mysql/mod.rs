@@ -7,5 +7,6 @@
 pub mod command;
 pub mod error;
 pub mod packet;
+pub mod response;
 
 pub use error::MyError;

@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError, MysqlConfig};
 use crate::inspect::{MysqlInspectorFactory, SessionInfo};
 use crate::net::stream::Stream;
 use crate::net::tls::ServerTls;
-use crate::protocol::mysql::MyError;
+use crate::protocol::mysql::{MyError, response};
 use crate::session::target::{SetupError, UpstreamTarget};
 use upstream::ServerInfo;
 
@@ -167,7 +167,7 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
     let opened = tokio::time::timeout(auth_timeout, open(&ctx, tcp, id, client_addr)).await;
-    let Ok(Some((client, upstream, info))) = opened else {
+    let Ok(Some((client, upstream, info, deprecate_eof))) = opened else {
         return;
     };
     tracing::info!(
@@ -175,7 +175,14 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
         tls = info.tls, "MySQL session started"
     );
     let inspector = ctx.inspectors.for_session(&info);
-    let outcome = relay::run(client, upstream, inspector, ctx.config.max_packet_size).await;
+    let outcome = relay::run(
+        client,
+        upstream,
+        inspector,
+        ctx.config.max_packet_size,
+        deprecate_eof,
+    )
+    .await;
     tracing::info!(
         session = id,
         ?outcome,
@@ -190,7 +197,7 @@ async fn open(
     mut tcp: TcpStream,
     id: u32,
     client_addr: SocketAddr,
-) -> Option<(relay::End, relay::End, SessionInfo)> {
+) -> Option<(relay::End, relay::End, SessionInfo, bool)> {
     let server = match ctx.server_info().await {
         Ok(s) => s,
         Err(e) => {
@@ -244,8 +251,10 @@ async fn open(
         application_name: None,
         client_addr,
         tls: stream.is_tls(),
-        standard_strings: true,
+        strings_as_classified: response::ok_status(&connected.ok)
+            .is_some_and(|s| s & response::SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0),
     };
+    let deprecate_eof = capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let client = relay::End {
         stream,
         buf: reader.into_leftover(),
@@ -254,7 +263,7 @@ async fn open(
         stream: connected.stream,
         buf: upstream_leftover,
     };
-    Some((client, upstream, info))
+    Some((client, upstream, info, deprecate_eof))
 }
 
 async fn tell(stream: &mut Stream, seq: u8, e: &MyError) {

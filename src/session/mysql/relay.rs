@@ -10,7 +10,6 @@
 //! COM_STMT_EXECUTE can be judged as what was prepared.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -21,6 +20,7 @@ use crate::net::stream::{Stream, read_more};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, Next};
+use crate::protocol::mysql::response::{self, Answer, Event, Tracker};
 
 /// One leg: its stream and what was read from it but not yet relayed.
 pub struct End {
@@ -38,6 +38,9 @@ pub enum Outcome {
     ClientRefused,
     /// The database closed the connection.
     UpstreamClosed,
+    /// The database asked for something Airlock never relays (a local file); the client was
+    /// told and the session closed.
+    UpstreamRefused,
 }
 
 /// Relays until one side is done.
@@ -46,15 +49,16 @@ pub async fn run(
     upstream: End,
     inspector: Box<dyn MysqlInspector>,
     max_packet_size: usize,
+    deprecate_eof: bool,
 ) -> Outcome {
     let inspector = Mutex::new(inspector);
-    let awaiting_prepare = AtomicBool::new(false);
+    let tracker = Mutex::new(Tracker::new(deprecate_eof));
     let (mut client_r, mut client_w) = tokio::io::split(client.stream);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream.stream);
     let (tell_tx, tell_rx) = mpsc::unbounded_channel();
     let shared = Shared {
         inspector: &inspector,
-        awaiting_prepare: &awaiting_prepare,
+        tracker: &tracker,
     };
     let to_upstream = commands(
         &mut client_r,
@@ -87,12 +91,17 @@ pub async fn run(
 
 struct Shared<'a> {
     inspector: &'a Mutex<Box<dyn MysqlInspector>>,
-    awaiting_prepare: &'a AtomicBool,
+    /// The answers owed: the command pump says what comes, the answer pump follows it.
+    tracker: &'a Mutex<Tracker>,
 }
 
 impl Shared<'_> {
     fn inspector(&self) -> std::sync::MutexGuard<'_, Box<dyn MysqlInspector>> {
         self.inspector.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -142,18 +151,14 @@ async fn commands(
                 "replication connections",
                 "connect replicas to the database directly",
             )),
-            Ok(cmd) => {
-                let verdict = shared.inspector().command(&cmd);
-                if verdict == Verdict::Forward && matches!(cmd, Command::Prepare { .. }) {
-                    shared.awaiting_prepare.store(true, Ordering::Release);
-                }
-                verdict
-            }
+            Ok(cmd) => shared.inspector().command(&cmd),
         };
         let code = logical.payload.first().copied().unwrap_or(0);
         drop(logical);
         match verdict {
             Verdict::Forward => {
+                // Before the database can answer: the answer pump reads it by this.
+                shared.tracker().expect(Answer::to(code));
                 if write_out(to, &buf[..wire_len]).await.is_err() {
                     return Outcome::UpstreamClosed;
                 }
@@ -191,43 +196,36 @@ enum Told {
     Close(u8, MyError),
 }
 
-/// Database to client, untouched; and Airlock's own ERR packets, which the command pump sends
-/// only while the database owes the client nothing.
+/// Database to client, untouched: each packet's start is shown to the tracker (for status
+/// flags, statement ids and LOCAL INFILE requests) and the rest streams. Airlock's own ERR
+/// packets, which the command pump sends only while the database owes the client nothing, go
+/// out between packets.
 async fn answers(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
-    mut buf: BytesMut,
+    buf: BytesMut,
     mut told: mpsc::UnboundedReceiver<Told>,
     shared: &Shared<'_>,
 ) -> Outcome {
     let mut told_open = true;
+    let mut scan = AnswerScan {
+        buf,
+        streaming: 0,
+        continuing: false,
+    };
     loop {
-        if !buf.is_empty() {
-            if shared.awaiting_prepare.load(Ordering::Acquire) {
-                // The answer's first packet: 0x00 and the statement id, or an ERR.
-                if buf.len() < HEADER_LEN + 5 {
-                    let need = HEADER_LEN + 5;
-                    if read_more(from, &mut buf, need).await.is_err() {
-                        return Outcome::UpstreamClosed;
-                    }
-                    continue;
-                }
-                let id = match buf[HEADER_LEN] {
-                    0x00 => Some(u32::from_le_bytes([
-                        buf[HEADER_LEN + 1],
-                        buf[HEADER_LEN + 2],
-                        buf[HEADER_LEN + 3],
-                        buf[HEADER_LEN + 4],
-                    ])),
-                    _ => None,
-                };
-                shared.awaiting_prepare.store(false, Ordering::Release);
-                shared.inspector().prepared(id);
-            }
-            if write_out(to, &buf).await.is_err() {
+        let (ready, need, refused) = scan.scan(shared);
+        if ready > 0 {
+            if write_out(to, &scan.buf[..ready]).await.is_err() {
                 return Outcome::ClientVanished;
             }
-            buf.clear();
+            scan.buf.advance(ready);
+        }
+        if let Some(e) = refused {
+            tracing::warn!(reason = %e.message, "closing the session");
+            let _ = send(to, 1, &e).await;
+            let _ = to.shutdown().await;
+            return Outcome::UpstreamRefused;
         }
         tokio::select! {
             message = told.recv(), if told_open => match message {
@@ -243,12 +241,70 @@ async fn answers(
                 }
                 None => told_open = false,
             },
-            read = read_more(from, &mut buf, 0) => {
+            read = read_more(from, &mut scan.buf, need) => {
                 if read.is_err() {
                     return Outcome::UpstreamClosed;
                 }
             }
         }
+    }
+}
+
+/// The answer pump's buffer and where it is in the packet stream.
+struct AnswerScan {
+    buf: BytesMut,
+    /// Bytes of the current physical packet still to pass through.
+    streaming: usize,
+    /// The current logical packet continues in the next physical one (16 MiB pieces).
+    continuing: bool,
+}
+
+impl AnswerScan {
+    /// Walks the buffer (pure: no I/O): returns the bytes that may go to the client, the
+    /// buffer size needed to go on, and an error if the database must not be relayed further.
+    fn scan(&mut self, shared: &Shared<'_>) -> (usize, usize, Option<MyError>) {
+        let mut ready = 0;
+        while ready < self.buf.len() {
+            if self.streaming > 0 {
+                let n = self.streaming.min(self.buf.len() - ready);
+                self.streaming -= n;
+                ready += n;
+                continue;
+            }
+            let Some(h) = packet::header(&self.buf[ready..]) else {
+                return (ready, ready + HEADER_LEN, None);
+            };
+            let start = !self.continuing;
+            self.continuing = h.len == packet::MAX_CHUNK;
+            if start {
+                let head_len = h.len.min(response::HEAD);
+                let head_end = ready + HEADER_LEN + head_len;
+                if self.buf.len() < head_end {
+                    self.continuing = !start;
+                    return (ready, head_end, None);
+                }
+                let event = shared
+                    .tracker()
+                    .packet(h.len, &self.buf[ready + HEADER_LEN..head_end]);
+                match event {
+                    Some(Event::Status(flags)) => shared.inspector().status(Some(flags)),
+                    Some(Event::Prepared(id)) => shared.inspector().prepared(Some(id)),
+                    Some(Event::Error) => shared.inspector().prepared(None),
+                    Some(Event::Unexpected) => {
+                        tracing::debug!(
+                            "an answer Airlock did not follow; string syntax now unknown"
+                        );
+                        shared.inspector().status(None);
+                    }
+                    Some(Event::LocalInfile) => {
+                        return (ready, 0, Some(MyError::local_infile_requested()));
+                    }
+                    None => {}
+                }
+            }
+            self.streaming = HEADER_LEN + h.len;
+        }
+        (ready, 0, None)
     }
 }
 
