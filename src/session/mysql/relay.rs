@@ -318,3 +318,161 @@ async fn write_out(to: &mut WriteHalf<Stream>, bytes: &[u8]) -> std::io::Result<
     to.write_all(bytes).await?;
     to.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    //! The answer scanner against random answers cut at random points: every byte passes
+    //! exactly once and in order, and every OK/EOF's status reaches the inspector.
+
+    use super::*;
+    use crate::inspect::{Denial, MysqlInspector};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[derive(Default)]
+    struct Seen {
+        statuses: Vec<Option<u16>>,
+        prepared: Vec<Option<u32>>,
+    }
+
+    struct Recorder(std::sync::Arc<Mutex<Seen>>);
+
+    impl MysqlInspector for Recorder {
+        fn command(&mut self, _c: &Command<'_>) -> Verdict {
+            Verdict::Deny(Denial {
+                message: String::new(),
+                detail: None,
+                hint: None,
+            })
+        }
+        fn prepared(&mut self, id: Option<u32>) {
+            self.0.lock().unwrap().prepared.push(id);
+        }
+        fn status(&mut self, flags: Option<u16>) {
+            self.0.lock().unwrap().statuses.push(flags);
+        }
+    }
+
+    fn put(out: &mut BytesMut, seq: &mut u8, payload: &[u8]) {
+        *seq = packet::put(out, *seq, payload).wrapping_add(1);
+    }
+
+    fn terminator(deprecate: bool, status: u16) -> Vec<u8> {
+        if deprecate {
+            let mut p = vec![0xfe, 0, 0];
+            p.extend(status.to_le_bytes());
+            p.extend([0, 0]);
+            p
+        } else {
+            let mut p = vec![0xfe, 0, 0];
+            p.extend(status.to_le_bytes());
+            p
+        }
+    }
+
+    /// A random result-set answer; returns it with the statuses it reports.
+    fn results(rng: &mut StdRng, deprecate: bool) -> (Vec<u8>, Vec<Option<u16>>) {
+        let mut out = BytesMut::new();
+        let mut seq = 1;
+        let mut statuses = Vec::new();
+        let sets = rng.random_range(1..4);
+        for i in 0..sets {
+            let more = if i + 1 < sets { 0x0008 } else { 0 };
+            let status = 0x0002 | more | rng.random_range(0..2u16) * 0x0200;
+            if rng.random_bool(0.3) {
+                let mut ok = vec![0x00, 0x01, 0x00];
+                ok.extend(status.to_le_bytes());
+                ok.extend([0, 0]);
+                put(&mut out, &mut seq, &ok);
+                statuses.push(Some(status));
+                continue;
+            }
+            let columns = rng.random_range(1..5u8);
+            put(&mut out, &mut seq, &[columns]);
+            for _ in 0..columns {
+                put(
+                    &mut out,
+                    &mut seq,
+                    b"\x03def\x04test\x01t\x01t\x01c\x01c\x0c",
+                );
+            }
+            if !deprecate {
+                put(&mut out, &mut seq, &terminator(false, 0x0002));
+                statuses.push(Some(0x0002));
+            }
+            for _ in 0..rng.random_range(0..30) {
+                // Rows that start like OK, NULL or a long string, some longer than a chunk.
+                let first = [0x00, 0xfb, 0x05, 0xfc][rng.random_range(0..4)];
+                let len = rng.random_range(1..40_000);
+                let mut row = vec![7u8; len];
+                row[0] = first;
+                put(&mut out, &mut seq, &row);
+            }
+            put(&mut out, &mut seq, &terminator(deprecate, status));
+            statuses.push(Some(status));
+        }
+        (out.to_vec(), statuses)
+    }
+
+    #[test]
+    fn answers_pass_whole_in_order_and_report_every_status() {
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let deprecate = seed % 2 == 0;
+            let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
+            let inspector: Mutex<Box<dyn MysqlInspector>> =
+                Mutex::new(Box::new(Recorder(seen.clone())));
+            let tracker = Mutex::new(Tracker::new(deprecate));
+            let shared = Shared {
+                inspector: &inspector,
+                tracker: &tracker,
+            };
+            let mut expected = Vec::new();
+            for _ in 0..rng.random_range(1..6) {
+                let (input, statuses) = results(&mut rng, deprecate);
+                expected.extend(statuses);
+                shared.tracker().expect(Answer::Results);
+                let mut scan = AnswerScan {
+                    buf: BytesMut::new(),
+                    streaming: 0,
+                    continuing: false,
+                };
+                let mut forwarded = Vec::new();
+                let mut rest = &input[..];
+                while !rest.is_empty() {
+                    let n = rng.random_range(1..5000).min(rest.len());
+                    scan.buf.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    let (ready, _, refused) = scan.scan(&shared);
+                    assert!(refused.is_none());
+                    forwarded.extend_from_slice(&scan.buf[..ready]);
+                    scan.buf.advance(ready);
+                }
+                assert!(forwarded == input, "seed {seed}: every byte once, in order");
+                assert!(shared.tracker().is_idle(), "seed {seed}: the answer ended");
+            }
+            assert_eq!(seen.lock().unwrap().statuses, expected, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_local_infile_request_is_not_relayed() {
+        let inspector: Mutex<Box<dyn MysqlInspector>> =
+            Mutex::new(Box::new(Recorder(Default::default())));
+        let tracker = Mutex::new(Tracker::new(true));
+        let shared = Shared {
+            inspector: &inspector,
+            tracker: &tracker,
+        };
+        shared.tracker().expect(Answer::Results);
+        let mut scan = AnswerScan {
+            buf: BytesMut::new(),
+            streaming: 0,
+            continuing: false,
+        };
+        packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
+        let (ready, _, refused) = scan.scan(&shared);
+        assert_eq!(ready, 0, "nothing of it reaches the client");
+        assert_eq!(refused.map(|e| e.code), Some(2068));
+    }
+}
