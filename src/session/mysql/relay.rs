@@ -378,7 +378,7 @@ mod tests {
         let sets = rng.random_range(1..4);
         for i in 0..sets {
             let more = if i + 1 < sets { 0x0008 } else { 0 };
-            let status = 0x0002 | more | rng.random_range(0..2u16) * 0x0200;
+            let status = 0x0002 | more | (rng.random_range(0..2u16) * 0x0200);
             if rng.random_bool(0.3) {
                 let mut ok = vec![0x00, 0x01, 0x00];
                 ok.extend(status.to_le_bytes());
