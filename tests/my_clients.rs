@@ -366,3 +366,73 @@ async fn backslash_tricks_fail_closed_once_the_server_stops_reading_escapes() {
     conn.query_drop(&trick).await.expect("back to normal");
     assert_eq!(rows_in(&t).await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_names_airlocks_connection_ids() {
+    let proxy = proxy(None).await;
+    let port = proxy.mysql_port.unwrap();
+    let mut sleeper = connect(port).await;
+    let id = sleeper.id();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = sleeper.query_first("SELECT SLEEP(20)").await;
+        (r, sleeper)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut other = connect(port).await;
+    other
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("a KILL of one's own session's id is mapped to the database's thread");
+    let (r, mut sleeper) = running.await.unwrap();
+    // MariaDB ends an interrupted SLEEP early (returning 1) or with error 1317.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{r:?}"
+    );
+    let one: Option<i32> = sleeper.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "KILL QUERY keeps the connection");
+    let e = other.query_drop("KILL QUERY 4000000000").await.unwrap_err();
+    assert_eq!(code(&e), 1094, "an id Airlock never gave out: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_statement_does_not_leave_it_running() {
+    let proxy = proxy(None).await;
+    let port = proxy.mysql_port.unwrap();
+    let marker = unique("left_behind");
+    let sql = format!("SELECT SLEEP(30) AS {marker}");
+    let mut child = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", USER])
+        .arg(format!("-p{PASSWORD}"))
+        .args(["--protocol=tcp", "test", "-e", &sql])
+        .spawn()
+        .unwrap();
+    let mut db = direct().await;
+    let running = format!(
+        "select count(*) from information_schema.processlist where info like '%{marker}%' \
+         and info not like '%processlist%'"
+    );
+    let mut seen = false;
+    for _ in 0..50 {
+        let n: Option<i64> = db.query_first(&running).await.unwrap();
+        if n == Some(1) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the statement started");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut gone = false;
+    for _ in 0..50 {
+        let n: Option<i64> = db.query_first(&running).await.unwrap();
+        if n == Some(0) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the database stopped the departed client's statement");
+}

@@ -82,6 +82,65 @@ pub fn expects_answer(code: u8) -> bool {
     !matches!(code, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA | COM_QUIT)
 }
 
+/// A `KILL [QUERY | CONNECTION] <id>` to map from Airlock's connection ids to the database's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    /// `KILL QUERY`: stop the statement, keep the connection.
+    pub query_only: bool,
+    pub id: u32,
+}
+
+impl Kill {
+    /// The statement that kills `thread` on the database.
+    pub fn sql_for(&self, thread: u32) -> String {
+        let what = if self.query_only {
+            "QUERY"
+        } else {
+            "CONNECTION"
+        };
+        format!("KILL {what} {thread}")
+    }
+}
+
+/// A COM_QUERY text that is exactly one KILL of a connection id, or a COM_PROCESS_KILL.
+pub fn kill(command: &Command<'_>, payload: &[u8]) -> Option<Kill> {
+    match command {
+        Command::Query { sql } => {
+            let text = std::str::from_utf8(sql).ok()?.trim();
+            let text = text.strip_suffix(';').unwrap_or(text);
+            let mut words = text.split_ascii_whitespace();
+            if !words.next()?.eq_ignore_ascii_case("kill") {
+                return None;
+            }
+            let mut next = words.next()?;
+            let mut query_only = false;
+            if next.eq_ignore_ascii_case("query") {
+                query_only = true;
+                next = words.next()?;
+            } else if next.eq_ignore_ascii_case("connection") {
+                next = words.next()?;
+            }
+            if words.next().is_some() || !next.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(Kill {
+                query_only,
+                id: next.parse().ok()?,
+            })
+        }
+        Command::Other {
+            code: COM_PROCESS_KILL,
+        } => {
+            let b = payload.get(1..5)?;
+            Some(Kill {
+                query_only: false,
+                id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            })
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +168,53 @@ mod tests {
         assert!(parse(b"").is_err());
         assert!(parse(b"\x17\x01").is_err());
         assert_eq!(parse(b"\x0e"), Ok(Command::Other { code: COM_PING }));
+    }
+
+    #[test]
+    fn recognises_kills_of_a_connection_id_and_nothing_else() {
+        let k = |sql: &str| {
+            kill(
+                &Command::Query {
+                    sql: sql.as_bytes(),
+                },
+                b"",
+            )
+        };
+        assert_eq!(
+            k("KILL QUERY 42"),
+            Some(Kill {
+                query_only: true,
+                id: 42
+            })
+        );
+        assert_eq!(
+            k(" kill connection 7 ;"),
+            Some(Kill {
+                query_only: false,
+                id: 7
+            })
+        );
+        assert_eq!(
+            k("kill 9").map(|k| k.sql_for(100)).as_deref(),
+            Some("KILL CONNECTION 100")
+        );
+        for other in [
+            "KILL QUERY 4 OR 1",
+            "KILL QUERY",
+            "KILL USER bob",
+            "SELECT 1",
+            "KILL 1; DROP TABLE t",
+            "KILL -1",
+        ] {
+            assert_eq!(k(other), None, "{other}");
+        }
+        let payload = [COM_PROCESS_KILL, 5, 0, 0, 0];
+        assert_eq!(
+            kill(&parse(&payload).unwrap(), &payload),
+            Some(Kill {
+                query_only: false,
+                id: 5
+            })
+        );
     }
 }

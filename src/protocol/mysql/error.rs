@@ -129,6 +129,11 @@ impl MyError {
         )
     }
 
+    /// ER_NO_SUCH_THREAD: a KILL of a connection id that is not one of this user's sessions.
+    pub fn unknown_thread(id: u32) -> MyError {
+        Self::new(1094, "HY000", format!("Unknown thread id: {id}"))
+    }
+
     /// The database asked the client for a local file (LOAD DATA LOCAL INFILE), which Airlock
     /// never offered and never relays.
     pub fn local_infile_requested() -> MyError {

@@ -75,6 +75,8 @@ pub struct MyContext {
     /// What the database's greeting said last.
     server: tokio::sync::Mutex<Option<ServerInfo>>,
     next_id: AtomicU32,
+    /// Open sessions: Airlock's connection id to (user, the database's thread id).
+    threads: Mutex<HashMap<u32, (String, u32)>>,
 }
 
 impl MyContext {
@@ -123,6 +125,7 @@ impl MyContext {
             decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
             server: tokio::sync::Mutex::new(None),
             next_id: AtomicU32::new(rand::random_range(1..1 << 20)),
+            threads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -156,6 +159,18 @@ impl MyContext {
         Ok(info)
     }
 
+    fn threads(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (String, u32)>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database thread behind Airlock's connection `id`, if `user` owns that session.
+    fn thread_of(&self, id: u32, user: &str) -> Option<u32> {
+        match self.threads().get(&id) {
+            Some((owner, thread)) if owner == user => Some(*thread),
+            _ => None,
+        }
+    }
+
     async fn learn(&self, info: &ServerInfo) {
         *self.server.lock().await = Some(info.clone());
     }
@@ -167,22 +182,30 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
     let opened = tokio::time::timeout(auth_timeout, open(&ctx, tcp, id, client_addr)).await;
-    let Ok(Some((client, upstream, info, deprecate_eof))) = opened else {
+    let Ok(Some((client, upstream, info, deprecate_eof, thread))) = opened else {
         return;
     };
+    let _registered = Registered::new(ctx.clone(), id, &info.user, thread);
     tracing::info!(
         session = id, user = %info.user, database = %info.database, %client_addr,
         tls = info.tls, "MySQL session started"
     );
     let inspector = ctx.inspectors.for_session(&info);
-    let outcome = relay::run(
+    let user = info.user.clone();
+    let resolve = |id: u32| ctx.thread_of(id, &user);
+    let (outcome, busy) = relay::run(
         client,
         upstream,
         inspector,
         ctx.config.max_packet_size,
         deprecate_eof,
+        &resolve,
     )
     .await;
+    if busy && outcome == relay::Outcome::ClientVanished {
+        // The client left mid-statement: stop it rather than let it run to the end.
+        upstream::kill_query(&ctx.upstream, thread).await;
+    }
     tracing::info!(
         session = id,
         ?outcome,
@@ -197,7 +220,7 @@ async fn open(
     mut tcp: TcpStream,
     id: u32,
     client_addr: SocketAddr,
-) -> Option<(relay::End, relay::End, SessionInfo, bool)> {
+) -> Option<(relay::End, relay::End, SessionInfo, bool, u32)> {
     let server = match ctx.server_info().await {
         Ok(s) => s,
         Err(e) => {
@@ -263,7 +286,27 @@ async fn open(
         stream: connected.stream,
         buf: upstream_leftover,
     };
-    Some((client, upstream, info, deprecate_eof))
+    let thread = connected.thread_id;
+    Some((client, upstream, info, deprecate_eof, thread))
+}
+
+/// A session's entry in the connection-id map, removed when the session ends.
+struct Registered {
+    ctx: Arc<MyContext>,
+    id: u32,
+}
+
+impl Registered {
+    fn new(ctx: Arc<MyContext>, id: u32, user: &str, thread: u32) -> Registered {
+        ctx.threads().insert(id, (user.to_owned(), thread));
+        Registered { ctx, id }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.ctx.threads().remove(&self.id);
+    }
 }
 
 async fn tell(stream: &mut Stream, seq: u8, e: &MyError) {

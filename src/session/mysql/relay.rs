@@ -44,13 +44,20 @@ pub enum Outcome {
 }
 
 /// Relays until one side is done.
+/// Maps a connection id a client names in KILL (one Airlock gave out) to the database's
+/// thread id, if it is a session of the same user.
+pub type Resolve<'a> = &'a (dyn Fn(u32) -> Option<u32> + Sync);
+
+/// Relays until one side is done. Returns how it ended and whether the database still owed
+/// the client an answer (a statement was running).
 pub async fn run(
     client: End,
     upstream: End,
     inspector: Box<dyn MysqlInspector>,
     max_packet_size: usize,
     deprecate_eof: bool,
-) -> Outcome {
+    resolve: Resolve<'_>,
+) -> (Outcome, bool) {
     let inspector = Mutex::new(inspector);
     let tracker = Mutex::new(Tracker::new(deprecate_eof));
     let (mut client_r, mut client_w) = tokio::io::split(client.stream);
@@ -59,6 +66,7 @@ pub async fn run(
     let shared = Shared {
         inspector: &inspector,
         tracker: &tracker,
+        resolve,
     };
     let to_upstream = commands(
         &mut client_r,
@@ -76,7 +84,7 @@ pub async fn run(
         &shared,
     );
     tokio::pin!(to_upstream, to_client);
-    tokio::select! {
+    let outcome = tokio::select! {
         outcome = &mut to_upstream => match outcome {
             // Let the client hear why before the connection closes.
             Outcome::ClientRefused => {
@@ -86,13 +94,16 @@ pub async fn run(
             _ => outcome,
         },
         outcome = &mut to_client => outcome,
-    }
+    };
+    let busy = !shared.tracker().is_idle();
+    (outcome, busy)
 }
 
 struct Shared<'a> {
     inspector: &'a Mutex<Box<dyn MysqlInspector>>,
     /// The answers owed: the command pump says what comes, the answer pump follows it.
     tracker: &'a Mutex<Tracker>,
+    resolve: Resolve<'a>,
 }
 
 impl Shared<'_> {
@@ -134,11 +145,20 @@ async fn commands(
         };
         let reply_seq = logical.last_seq.wrapping_add(1);
         let wire_len = logical.wire_len;
-        let verdict = match command::parse(&logical.payload) {
+        let code = logical.payload.first().copied().unwrap_or(0);
+        let parsed = command::parse(&logical.payload);
+        // KILL names Airlock's connection ids: map it to the database's (the client's way to
+        // cancel a statement), without the policy, as a cancel request is in PostgreSQL.
+        let kill = parsed
+            .as_ref()
+            .ok()
+            .and_then(|c| command::kill(c, &logical.payload));
+        let verdict = match parsed {
             Err(e) => {
                 let _ = tell.send(Told::Close(reply_seq, MyError::bad_handshake(e)));
                 return Outcome::ClientRefused;
             }
+            Ok(_) if kill.is_some() => Verdict::Forward,
             Ok(Command::Other {
                 code: command::COM_CHANGE_USER,
             }) => Verdict::Deny(unsupported(
@@ -153,8 +173,26 @@ async fn commands(
             )),
             Ok(cmd) => shared.inspector().command(&cmd),
         };
-        let code = logical.payload.first().copied().unwrap_or(0);
         drop(logical);
+        if let Some(kill) = kill {
+            buf.advance(wire_len);
+            match (shared.resolve)(kill.id) {
+                Some(thread) => {
+                    let mut rewritten = vec![command::COM_QUERY];
+                    rewritten.extend_from_slice(kill.sql_for(thread).as_bytes());
+                    let mut out = BytesMut::new();
+                    packet::put(&mut out, 0, &rewritten);
+                    shared.tracker().expect(Answer::Results);
+                    if write_out(to, &out).await.is_err() {
+                        return Outcome::UpstreamClosed;
+                    }
+                }
+                None => {
+                    let _ = tell.send(Told::Error(reply_seq, MyError::unknown_thread(kill.id)));
+                }
+            }
+            continue;
+        }
         match verdict {
             Verdict::Forward => {
                 // Before the database can answer: the answer pump reads it by this.
@@ -426,6 +464,7 @@ mod tests {
             let shared = Shared {
                 inspector: &inspector,
                 tracker: &tracker,
+                resolve: &|_| None,
             };
             let mut expected = Vec::new();
             for _ in 0..rng.random_range(1..6) {
@@ -463,6 +502,7 @@ mod tests {
         let shared = Shared {
             inspector: &inspector,
             tracker: &tracker,
+            resolve: &|_| None,
         };
         shared.tracker().expect(Answer::Results);
         let mut scan = AnswerScan {

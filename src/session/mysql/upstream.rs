@@ -274,6 +274,40 @@ pub fn err_message(payload: &[u8]) -> String {
     String::from_utf8_lossy(rest).into_owned()
 }
 
+/// Stops the statement running on database thread `thread`, from a connection of its own (as
+/// the mysql client does on Ctrl-C). Best effort: failures are logged.
+pub async fn kill_query(target: &UpstreamTarget, thread: u32) {
+    let attempt = async {
+        let (mut c, _) = connect(target, super::SUPPORTED, None).await?;
+        let mut sql = vec![crate::protocol::mysql::command::COM_QUERY];
+        sql.extend_from_slice(format!("KILL QUERY {thread}").as_bytes());
+        let io = |e: std::io::Error| MyError::upstream_unreachable(&target.address, e);
+        write_packet(&mut c.stream, 0, &sql).await.map_err(io)?;
+        let mut reader = PacketReader::default();
+        let (answer, _) = reader
+            .next(&mut c.stream, MAX_HANDSHAKE_PACKET)
+            .await
+            .map_err(io)?;
+        let _ = write_packet(
+            &mut c.stream,
+            0,
+            &[crate::protocol::mysql::command::COM_QUIT],
+        )
+        .await;
+        match answer.first() {
+            Some(0xff) => Err(MyError::upstream_protocol(err_message(&answer))),
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(())) => tracing::info!(thread, "stopped the statement of a client that left"),
+        Ok(Err(e)) => {
+            tracing::warn!(thread, reason = %e, "could not stop a departed client's statement")
+        }
+        Err(_) => tracing::warn!(thread, "timed out stopping a departed client's statement"),
+    }
+}
+
 /// Logs in with Airlock's own capabilities and says goodbye: how the listener learns the
 /// server's version and capabilities without leaving an aborted connection behind.
 pub async fn probe(target: &UpstreamTarget) -> Result<ServerInfo, MyError> {
