@@ -1,7 +1,8 @@
 //! Real MySQL clients through Airlock's MySQL listener, in front of the MariaDB on
 //! 127.0.0.1:3306: the mariadb command-line client (batch mode, a deliberate error, `source`
-//! of a script) and mysql_async (text and binary protocol, prepared statements, several
-//! result sets, TLS, both login methods), with and without the shipped default policy.
+//! of a script), mysql_async (text and binary protocol, prepared statements, several result
+//! sets, TLS, both login methods), PyMySQL and mysql-connector-python, with and without the
+//! shipped default policy.
 
 mod common;
 
@@ -435,4 +436,32 @@ async fn a_client_that_leaves_mid_statement_does_not_leave_it_running() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(gone, "the database stopped the departed client's statement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymysql_and_mysql_connector_python() {
+    let python = common::python();
+    let proxy = proxy(Some(shipped_policies())).await;
+    let port = proxy.mysql_port.unwrap().to_string();
+    let t = table().await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/mysql_clients.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(&script)
+            .args(["127.0.0.1", &port, USER, PASSWORD, &t])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Python MySQL clients failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("mysql clients: all checks passed"),
+        "{stdout}"
+    );
 }

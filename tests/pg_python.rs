@@ -8,15 +8,7 @@ use std::path::PathBuf;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_client() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("AIRLOCK_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} not found: run scripts/test (it makes .venv with tests/python/requirements.txt) \
-         or set AIRLOCK_TEST_PYTHON",
-        python.display()
-    );
+    let python = common::python();
     let proxy = common::Proxy::start().await;
     let conninfo = proxy.conninfo("sslmode=disable");
     let script = root.join("tests/python/psycopg_client.py");

@@ -320,6 +320,22 @@ pub fn allow_all() -> Option<PathBuf> {
     Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/policies/allow-all"))
 }
 
+/// The Python with the client libraries the tests drive: `.venv/bin/python` at the repository
+/// root (made by scripts/test) or `AIRLOCK_TEST_PYTHON`; a missing one fails the test loudly.
+pub fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var_os("AIRLOCK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} not found: run scripts/test (it makes .venv with tests/python/requirements.txt) \
+         or set AIRLOCK_TEST_PYTHON",
+        python.display()
+    );
+    python
+}
+
 /// A unique name for tables and channels, so tests can run in parallel.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
