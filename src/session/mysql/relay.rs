@@ -9,7 +9,9 @@
 //! Airlock reads is the statement id in the answer to COM_STMT_PREPARE, so that each
 //! COM_STMT_EXECUTE can be judged as what was prepared.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -59,13 +61,15 @@ pub async fn run(
     resolve: Resolve<'_>,
 ) -> (Outcome, bool) {
     let inspector = Mutex::new(inspector);
-    let tracker = Mutex::new(Tracker::new(deprecate_eof));
+    let expected = Mutex::new(VecDeque::new());
+    let idle = AtomicBool::new(true);
     let (mut client_r, mut client_w) = tokio::io::split(client.stream);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream.stream);
     let (tell_tx, tell_rx) = mpsc::unbounded_channel();
     let shared = Shared {
         inspector: &inspector,
-        tracker: &tracker,
+        expected: &expected,
+        idle: &idle,
         resolve,
     };
     let to_upstream = commands(
@@ -82,6 +86,7 @@ pub async fn run(
         upstream.buf,
         tell_rx,
         &shared,
+        deprecate_eof,
     );
     tokio::pin!(to_upstream, to_client);
     let outcome = tokio::select! {
@@ -95,14 +100,17 @@ pub async fn run(
         },
         outcome = &mut to_client => outcome,
     };
-    let busy = !shared.tracker().is_idle();
+    let busy = !idle.load(Ordering::Acquire) || !shared.expected().is_empty();
     (outcome, busy)
 }
 
 struct Shared<'a> {
     inspector: &'a Mutex<Box<dyn MysqlInspector>>,
-    /// The answers owed: the command pump says what comes, the answer pump follows it.
-    tracker: &'a Mutex<Tracker>,
+    /// The answers owed, in order: the command pump adds each before it forwards the
+    /// command; the answer pump takes the next when an answer starts.
+    expected: &'a Mutex<VecDeque<Answer>>,
+    /// The answer pump has no answer in progress.
+    idle: &'a AtomicBool,
     resolve: Resolve<'a>,
 }
 
@@ -111,8 +119,15 @@ impl Shared<'_> {
         self.inspector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    fn expected(&self) -> std::sync::MutexGuard<'_, VecDeque<Answer>> {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The command pump forwarded a command that `answer`s.
+    fn expect(&self, answer: Answer) {
+        if answer != Answer::Nothing {
+            self.expected().push_back(answer);
+        }
     }
 }
 
@@ -182,7 +197,7 @@ async fn commands(
                     rewritten.extend_from_slice(kill.sql_for(thread).as_bytes());
                     let mut out = BytesMut::new();
                     packet::put(&mut out, 0, &rewritten);
-                    shared.tracker().expect(Answer::Results);
+                    shared.expect(Answer::Results);
                     if write_out(to, &out).await.is_err() {
                         return Outcome::UpstreamClosed;
                     }
@@ -196,7 +211,7 @@ async fn commands(
         match verdict {
             Verdict::Forward => {
                 // Before the database can answer: the answer pump reads it by this.
-                shared.tracker().expect(Answer::to(code));
+                shared.expect(Answer::to(code));
                 if write_out(to, &buf[..wire_len]).await.is_err() {
                     return Outcome::UpstreamClosed;
                 }
@@ -244,12 +259,14 @@ async fn answers(
     buf: BytesMut,
     mut told: mpsc::UnboundedReceiver<Told>,
     shared: &Shared<'_>,
+    deprecate_eof: bool,
 ) -> Outcome {
     let mut told_open = true;
     let mut scan = AnswerScan {
         buf,
         streaming: 0,
         continuing: false,
+        tracker: Tracker::new(deprecate_eof),
     };
     loop {
         let (ready, need, refused) = scan.scan(shared);
@@ -295,6 +312,7 @@ struct AnswerScan {
     streaming: usize,
     /// The current logical packet continues in the next physical one (16 MiB pieces).
     continuing: bool,
+    tracker: Tracker,
 }
 
 impl AnswerScan {
@@ -321,9 +339,18 @@ impl AnswerScan {
                     self.continuing = !start;
                     return (ready, head_end, None);
                 }
-                let event = shared
-                    .tracker()
+                if self.tracker.is_idle()
+                    && let Some(next) = shared.expected().pop_front()
+                {
+                    self.tracker.expect(next);
+                    shared.idle.store(false, Ordering::Release);
+                }
+                let event = self
+                    .tracker
                     .packet(h.len, &self.buf[ready + HEADER_LEN..head_end]);
+                if self.tracker.is_idle() {
+                    shared.idle.store(true, Ordering::Release);
+                }
                 match event {
                     Some(Event::Status(flags)) => shared.inspector().status(Some(flags)),
                     Some(Event::Prepared(id)) => shared.inspector().prepared(Some(id)),
@@ -460,21 +487,24 @@ mod tests {
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
             let inspector: Mutex<Box<dyn MysqlInspector>> =
                 Mutex::new(Box::new(Recorder(seen.clone())));
-            let tracker = Mutex::new(Tracker::new(deprecate));
+            let owed = Mutex::new(VecDeque::new());
+            let idle = AtomicBool::new(true);
             let shared = Shared {
                 inspector: &inspector,
-                tracker: &tracker,
+                expected: &owed,
+                idle: &idle,
                 resolve: &|_| None,
             };
             let mut expected = Vec::new();
             for _ in 0..rng.random_range(1..6) {
                 let (input, statuses) = results(&mut rng, deprecate);
                 expected.extend(statuses);
-                shared.tracker().expect(Answer::Results);
+                shared.expect(Answer::Results);
                 let mut scan = AnswerScan {
                     buf: BytesMut::new(),
                     streaming: 0,
                     continuing: false,
+                    tracker: Tracker::new(deprecate),
                 };
                 let mut forwarded = Vec::new();
                 let mut rest = &input[..];
@@ -488,7 +518,8 @@ mod tests {
                     scan.buf.advance(ready);
                 }
                 assert!(forwarded == input, "seed {seed}: every byte once, in order");
-                assert!(shared.tracker().is_idle(), "seed {seed}: the answer ended");
+                assert!(scan.tracker.is_idle(), "seed {seed}: the answer ended");
+                assert!(idle.load(Ordering::Acquire) && owed.lock().unwrap().is_empty());
             }
             assert_eq!(seen.lock().unwrap().statuses, expected, "seed {seed}");
         }
@@ -498,17 +529,20 @@ mod tests {
     fn a_local_infile_request_is_not_relayed() {
         let inspector: Mutex<Box<dyn MysqlInspector>> =
             Mutex::new(Box::new(Recorder(Default::default())));
-        let tracker = Mutex::new(Tracker::new(true));
+        let expected = Mutex::new(VecDeque::new());
+        let idle = AtomicBool::new(true);
         let shared = Shared {
             inspector: &inspector,
-            tracker: &tracker,
+            expected: &expected,
+            idle: &idle,
             resolve: &|_| None,
         };
-        shared.tracker().expect(Answer::Results);
+        shared.expect(Answer::Results);
         let mut scan = AnswerScan {
             buf: BytesMut::new(),
             streaming: 0,
             continuing: false,
+            tracker: Tracker::new(true),
         };
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
         let (ready, _, refused) = scan.scan(&shared);
