@@ -395,6 +395,40 @@ async fn kill_query_names_airlocks_connection_ids() {
     assert_eq!(one, Some(1), "KILL QUERY keeps the connection");
     let e = other.query_drop("KILL QUERY 4000000000").await.unwrap_err();
     assert_eq!(code(&e), 1094, "an id Airlock never gave out: {e}");
+    // The database's own id, as CONNECTION_ID() shows it through Airlock, works too.
+    let thread: Option<u32> = sleeper.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    other
+        .query_drop(format!("KILL QUERY {}", thread.unwrap()))
+        .await
+        .expect("the database's id of one's own session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_named_in_the_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let setup = Setup {
+        mysql: true,
+        ..Setup::default()
+    };
+    let text = setup.config_text().replace(
+        "address = \"127.0.0.1:3306\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+    );
+    let config = airlock::config::Config::parse(&text).unwrap();
+    let running = airlock::app::start_with(&config, airlock::app::Inspectors::none())
+        .await
+        .unwrap();
+    let e = mysql_async::Conn::new(opts(running.mysql_addr.unwrap().port()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 2003, "{e}");
+    assert!(
+        message(&e).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        message(&e)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,11 +163,18 @@ impl MyContext {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The database thread behind Airlock's connection `id`, if `user` owns that session.
+    /// The database thread behind connection `id`, if `user` owns that session. The id may be
+    /// Airlock's (from the greeting, what the mysql client uses on Ctrl-C) or the database's
+    /// own (what `SELECT CONNECTION_ID()` returns through Airlock).
     fn thread_of(&self, id: u32, user: &str) -> Option<u32> {
-        match self.threads().get(&id) {
+        let threads = self.threads();
+        match threads.get(&id) {
             Some((owner, thread)) if owner == user => Some(*thread),
-            _ => None,
+            Some(_) => None,
+            None => threads
+                .values()
+                .find(|(owner, thread)| *thread == id && owner == user)
+                .map(|(_, thread)| *thread),
         }
     }
 
