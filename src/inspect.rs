@@ -96,8 +96,9 @@ impl InspectorFactory for NoInspection {
     }
 }
 
-/// The MySQL listener's side of the seam: each command before it is forwarded, and the id the
-/// server gave each prepared statement.
+/// The MySQL listener's side of the seam: each command before it is forwarded; from the
+/// answers, the id the server gave each prepared statement, the status flags, and (when asked)
+/// column definitions and rows.
 pub trait MysqlInspector: Send {
     /// A command from the client, already read whole.
     fn command(&mut self, command: &Command<'_>) -> Verdict;
@@ -108,6 +109,19 @@ pub trait MysqlInspector: Send {
 
     /// The server status flags of an OK or EOF; `None` when Airlock lost track of the answers.
     fn status(&mut self, _flags: Option<u16>) {}
+
+    /// Whether to be shown column definitions and result rows (each held whole, up to
+    /// `max_packet_size`; a larger one closes the session rather than pass unread).
+    fn wants_rows(&self) -> bool {
+        false
+    }
+
+    /// A column (or parameter) definition from the server.
+    fn definition(&mut self, _payload: &[u8]) {}
+
+    /// A result row: in the binary protocol (answers to COM_STMT_EXECUTE and FETCH) or the
+    /// text one.
+    fn row(&mut self, _binary: bool, _payload: &[u8]) {}
 }
 
 /// Makes one MySQL inspector per session.

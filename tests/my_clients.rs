@@ -499,3 +499,80 @@ async fn pymysql_and_mysql_connector_python() {
         "{stdout}"
     );
 }
+
+/// Counts what the MySQL seam is shown.
+#[derive(Default)]
+struct RowCounter {
+    seen: std::sync::Arc<std::sync::Mutex<(usize, usize, usize)>>,
+}
+
+struct Counting(std::sync::Arc<std::sync::Mutex<(usize, usize, usize)>>);
+
+impl airlock::inspect::MysqlInspector for Counting {
+    fn command(
+        &mut self,
+        _c: &airlock::protocol::mysql::command::Command<'_>,
+    ) -> airlock::inspect::Verdict {
+        airlock::inspect::Verdict::Forward
+    }
+    fn wants_rows(&self) -> bool {
+        true
+    }
+    fn definition(&mut self, _payload: &[u8]) {
+        self.0.lock().unwrap().0 += 1;
+    }
+    fn row(&mut self, binary: bool, _payload: &[u8]) {
+        let mut seen = self.0.lock().unwrap();
+        if binary {
+            seen.2 += 1;
+        } else {
+            seen.1 += 1;
+        }
+    }
+}
+
+impl airlock::inspect::MysqlInspectorFactory for RowCounter {
+    fn for_session(
+        &self,
+        _s: &airlock::inspect::SessionInfo,
+    ) -> Box<dyn airlock::inspect::MysqlInspector> {
+        Box::new(Counting(self.seen.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_in_both_protocols_reach_the_seam() {
+    let counter = std::sync::Arc::new(RowCounter::default());
+    let seen = counter.seen.clone();
+    let setup = Setup {
+        mysql: true,
+        ..Setup::default()
+    };
+    let config = airlock::config::Config::parse(&setup.config_text()).unwrap();
+    let inspectors = airlock::app::Inspectors {
+        mysql: counter,
+        ..airlock::app::Inspectors::none()
+    };
+    let running = airlock::app::start_with(&config, inspectors).await.unwrap();
+    let mut conn = connect(running.mysql_addr.unwrap().port()).await;
+    // The client may have run its own queries while connecting: count from here.
+    let before = *seen.lock().unwrap();
+    let text: Vec<(i32, String)> = conn
+        .query("SELECT seq, CONCAT('row ', seq) FROM seq_1_to_25")
+        .await
+        .unwrap();
+    assert_eq!(text.len(), 25);
+    let mid = *seen.lock().unwrap();
+    assert_eq!(mid.1 - before.1, 25, "every text row");
+    assert!(mid.0 - before.0 >= 2, "the answer's columns: {mid:?}");
+    let binary: Vec<(i64, String)> = conn
+        .exec(
+            "SELECT seq, CONCAT('row ', seq) FROM seq_1_to_10 WHERE seq > ?",
+            (0,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(binary.len(), 10);
+    let after = *seen.lock().unwrap();
+    assert_eq!(after.2 - mid.2, 10, "every binary row");
+}

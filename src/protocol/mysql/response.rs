@@ -14,8 +14,10 @@ use super::command;
 pub enum Answer {
     /// One OK or ERR (COM_PING, COM_INIT_DB, COM_RESET_CONNECTION ...).
     Simple,
-    /// Result sets: COM_QUERY, COM_STMT_EXECUTE (rows in the binary protocol).
+    /// Result sets with rows in the text protocol: COM_QUERY.
     Results,
+    /// Result sets with rows in the binary protocol: COM_STMT_EXECUTE.
+    BinaryResults,
     /// COM_STMT_PREPARE: an OK with the statement id, then parameter and column definitions.
     Prepare,
     /// COM_FIELD_LIST: column definitions ending with EOF.
@@ -31,9 +33,8 @@ pub enum Answer {
 impl Answer {
     pub fn to(code: u8) -> Answer {
         match code {
-            command::COM_QUERY | command::COM_STMT_EXECUTE | command::COM_STMT_BULK_EXECUTE => {
-                Answer::Results
-            }
+            command::COM_QUERY => Answer::Results,
+            command::COM_STMT_EXECUTE | command::COM_STMT_BULK_EXECUTE => Answer::BinaryResults,
             command::COM_STMT_PREPARE => Answer::Prepare,
             command::COM_FIELD_LIST => Answer::FieldList,
             command::COM_STMT_FETCH => Answer::Fetch,
@@ -57,6 +58,10 @@ pub enum Event {
     LocalInfile,
     /// Not a packet Airlock expected here.
     Unexpected,
+    /// A column (or parameter) definition.
+    Definition,
+    /// A result row, in the binary protocol or the text one.
+    Row { binary: bool },
 }
 
 pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
@@ -94,6 +99,8 @@ enum After {
 pub struct Tracker {
     deprecate_eof: bool,
     state: State,
+    /// The rows of the answer in progress are in the binary protocol.
+    binary: bool,
 }
 
 impl Tracker {
@@ -102,12 +109,14 @@ impl Tracker {
         Tracker {
             deprecate_eof,
             state: State::Idle,
+            binary: false,
         }
     }
 
     /// A command was forwarded: its answer comes next.
     pub fn expect(&mut self, answer: Answer) {
         if answer != Answer::Nothing {
+            self.binary = matches!(answer, Answer::BinaryResults | Answer::Fetch);
             self.state = State::First(answer);
         }
     }
@@ -135,7 +144,7 @@ impl Tracker {
                     (0, true) => self.after(after),
                     _ => State::Definitions { left, after },
                 };
-                None
+                Some(Event::Definition)
             }
             State::DefinitionsEof(after) => {
                 if !is_eof(len, head) {
@@ -159,7 +168,9 @@ impl Tracker {
                     self.state = self.after_results(status);
                     status.map(Event::Status)
                 }
-                _ => None,
+                _ => Some(Event::Row {
+                    binary: self.binary,
+                }),
             },
             State::FieldList => match first {
                 Some(0xff) => {
@@ -170,7 +181,7 @@ impl Tracker {
                     self.state = State::Idle;
                     eof_status(head).map(Event::Status)
                 }
-                _ => None,
+                _ => Some(Event::Definition),
             },
         }
     }
@@ -224,7 +235,7 @@ impl Tracker {
                 };
                 Some(Event::Prepared(id))
             }
-            Answer::Results => match first {
+            Answer::Results | Answer::BinaryResults => match first {
                 Some(0x00) => {
                     let status = ok_status(head);
                     self.state = self.after_results(status);
@@ -265,7 +276,11 @@ impl Tracker {
     /// After a result set's terminator (or an OK): the next result set, or the end.
     fn after_results(&self, status: Option<u16>) -> State {
         match status {
-            Some(s) if s & SERVER_MORE_RESULTS_EXISTS != 0 => State::First(Answer::Results),
+            Some(s) if s & SERVER_MORE_RESULTS_EXISTS != 0 => State::First(if self.binary {
+                Answer::BinaryResults
+            } else {
+                Answer::Results
+            }),
             _ => State::Idle,
         }
     }
@@ -350,14 +365,15 @@ mod tests {
             let mut t = Tracker::new(deprecate);
             t.expect(Answer::Results);
             assert_eq!(feed(&mut t, &[0x02]), None, "two columns");
-            assert_eq!(feed(&mut t, b"\x03defcolumn one"), None);
-            assert_eq!(feed(&mut t, b"\x03defcolumn two"), None);
+            assert_eq!(feed(&mut t, b"\x03defcolumn one"), Some(Event::Definition));
+            assert_eq!(feed(&mut t, b"\x03defcolumn two"), Some(Event::Definition));
             if !deprecate {
                 assert_eq!(feed(&mut t, &eof(0x0002)), Some(Event::Status(2)));
             }
             // Rows, one starting with 0x00 (an empty string) and one with 0xfb (NULL).
-            assert_eq!(feed(&mut t, b"\x00\x01x"), None);
-            assert_eq!(feed(&mut t, b"\xfb\x01y"), None);
+            let row = Some(Event::Row { binary: false });
+            assert_eq!(feed(&mut t, b"\x00\x01x"), row);
+            assert_eq!(feed(&mut t, b"\xfb\x01y"), row);
             let end = if deprecate {
                 let mut p = ok(0x0202);
                 p[0] = 0xfe;
@@ -380,8 +396,8 @@ mod tests {
         );
         assert!(!t.is_idle());
         assert_eq!(feed(&mut t, &[0x01]), None);
-        assert_eq!(feed(&mut t, b"\x03def"), None);
-        assert_eq!(feed(&mut t, b"\x011"), None);
+        assert_eq!(feed(&mut t, b"\x03def"), Some(Event::Definition));
+        assert_eq!(feed(&mut t, b"\x011"), Some(Event::Row { binary: false }));
         let mut end = ok(2);
         end[0] = 0xfe;
         assert_eq!(feed(&mut t, &end), Some(Event::Status(2)));
@@ -397,12 +413,12 @@ mod tests {
             let head = [0x00, 7, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0];
             assert_eq!(feed(&mut t, &head), Some(Event::Prepared(7)));
             for _ in 0..2 {
-                assert_eq!(feed(&mut t, b"\x03defparam"), None);
+                assert_eq!(feed(&mut t, b"\x03defparam"), Some(Event::Definition));
             }
             if !deprecate {
                 assert_eq!(feed(&mut t, &eof(2)), Some(Event::Status(2)));
             }
-            assert_eq!(feed(&mut t, b"\x03defcol"), None);
+            assert_eq!(feed(&mut t, b"\x03defcol"), Some(Event::Definition));
             if !deprecate {
                 assert_eq!(feed(&mut t, &eof(2)), Some(Event::Status(2)));
             }
@@ -430,6 +446,18 @@ mod tests {
         );
         t.expect(Answer::Nothing);
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn binary_rows_are_told_apart() {
+        let mut t = Tracker::new(true);
+        t.expect(Answer::to(command::COM_STMT_EXECUTE));
+        assert_eq!(feed(&mut t, &[0x01]), None);
+        assert_eq!(feed(&mut t, b"\x03def"), Some(Event::Definition));
+        assert_eq!(
+            feed(&mut t, b"\x00\x00\x05hello"),
+            Some(Event::Row { binary: true })
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub async fn run(
     deprecate_eof: bool,
     resolve: Resolve<'_>,
 ) -> (Outcome, bool) {
+    let wants_rows = inspector.wants_rows();
     let inspector = Mutex::new(inspector);
     let expected = Mutex::new(VecDeque::new());
     let idle = AtomicBool::new(true);
@@ -71,6 +72,7 @@ pub async fn run(
         expected: &expected,
         idle: &idle,
         resolve,
+        wants_rows,
     };
     let to_upstream = commands(
         &mut client_r,
@@ -87,6 +89,7 @@ pub async fn run(
         tell_rx,
         &shared,
         deprecate_eof,
+        max_packet_size,
     );
     tokio::pin!(to_upstream, to_client);
     let outcome = tokio::select! {
@@ -112,6 +115,8 @@ struct Shared<'a> {
     /// The answer pump has no answer in progress.
     idle: &'a AtomicBool,
     resolve: Resolve<'a>,
+    /// The inspector reads column definitions and rows.
+    wants_rows: bool,
 }
 
 impl Shared<'_> {
@@ -260,6 +265,7 @@ async fn answers(
     mut told: mpsc::UnboundedReceiver<Told>,
     shared: &Shared<'_>,
     deprecate_eof: bool,
+    max_packet_size: usize,
 ) -> Outcome {
     let mut told_open = true;
     let mut scan = AnswerScan {
@@ -267,6 +273,7 @@ async fn answers(
         streaming: 0,
         continuing: false,
         tracker: Tracker::new(deprecate_eof),
+        max: max_packet_size,
     };
     loop {
         let (ready, need, refused) = scan.scan(shared);
@@ -313,6 +320,8 @@ struct AnswerScan {
     /// The current logical packet continues in the next physical one (16 MiB pieces).
     continuing: bool,
     tracker: Tracker,
+    /// Largest packet held whole for an inspector that reads rows.
+    max: usize,
 }
 
 impl AnswerScan {
@@ -333,7 +342,13 @@ impl AnswerScan {
             let start = !self.continuing;
             self.continuing = h.len == packet::MAX_CHUNK;
             if start {
-                let head_len = h.len.min(response::HEAD);
+                // An inspector that reads rows gets each packet whole (up to the limit).
+                let whole = shared.wants_rows && h.len < packet::MAX_CHUNK && h.len <= self.max;
+                let head_len = if whole {
+                    h.len
+                } else {
+                    h.len.min(response::HEAD)
+                };
                 let head_end = ready + HEADER_LEN + head_len;
                 if self.buf.len() < head_end {
                     self.continuing = !start;
@@ -364,7 +379,18 @@ impl AnswerScan {
                     Some(Event::LocalInfile) => {
                         return (ready, 0, Some(MyError::local_infile_requested()));
                     }
-                    None => {}
+                    Some(Event::Definition | Event::Row { .. }) if shared.wants_rows && !whole => {
+                        // Inspection fails closed: a row too large to hold is not passed unread.
+                        let e = MyError::packet_too_large(h.len, self.max);
+                        return (ready, 0, Some(e));
+                    }
+                    Some(Event::Definition) if shared.wants_rows => shared
+                        .inspector()
+                        .definition(&self.buf[ready + HEADER_LEN..head_end]),
+                    Some(Event::Row { binary }) if shared.wants_rows => shared
+                        .inspector()
+                        .row(binary, &self.buf[ready + HEADER_LEN..head_end]),
+                    Some(Event::Definition | Event::Row { .. }) | None => {}
                 }
             }
             self.streaming = HEADER_LEN + h.len;
@@ -398,6 +424,8 @@ mod tests {
     struct Seen {
         statuses: Vec<Option<u16>>,
         prepared: Vec<Option<u32>>,
+        rows: usize,
+        row_bytes: usize,
     }
 
     struct Recorder(std::sync::Arc<Mutex<Seen>>);
@@ -415,6 +443,14 @@ mod tests {
         }
         fn status(&mut self, flags: Option<u16>) {
             self.0.lock().unwrap().statuses.push(flags);
+        }
+        fn wants_rows(&self) -> bool {
+            true
+        }
+        fn row(&mut self, _binary: bool, payload: &[u8]) {
+            let mut seen = self.0.lock().unwrap();
+            seen.rows += 1;
+            seen.row_bytes += payload.len();
         }
     }
 
@@ -435,8 +471,10 @@ mod tests {
         }
     }
 
-    /// A random result-set answer; returns it with the statuses it reports.
-    fn results(rng: &mut StdRng, deprecate: bool) -> (Vec<u8>, Vec<Option<u16>>) {
+    /// A random result-set answer; returns it with the statuses it reports and its rows (count
+    /// and payload bytes).
+    fn results(rng: &mut StdRng, deprecate: bool) -> (Vec<u8>, Vec<Option<u16>>, (usize, usize)) {
+        let mut rows = (0, 0);
         let mut out = BytesMut::new();
         let mut seq = 1;
         let mut statuses = Vec::new();
@@ -472,11 +510,13 @@ mod tests {
                 let mut row = vec![7u8; len];
                 row[0] = first;
                 put(&mut out, &mut seq, &row);
+                rows.0 += 1;
+                rows.1 += len;
             }
             put(&mut out, &mut seq, &terminator(deprecate, status));
             statuses.push(Some(status));
         }
-        (out.to_vec(), statuses)
+        (out.to_vec(), statuses, rows)
     }
 
     #[test]
@@ -494,17 +534,21 @@ mod tests {
                 expected: &owed,
                 idle: &idle,
                 resolve: &|_| None,
+                wants_rows: true,
             };
             let mut expected = Vec::new();
+            let mut rows = (0, 0);
             for _ in 0..rng.random_range(1..6) {
-                let (input, statuses) = results(&mut rng, deprecate);
+                let (input, statuses, r) = results(&mut rng, deprecate);
                 expected.extend(statuses);
+                rows = (rows.0 + r.0, rows.1 + r.1);
                 shared.expect(Answer::Results);
                 let mut scan = AnswerScan {
                     buf: BytesMut::new(),
                     streaming: 0,
                     continuing: false,
                     tracker: Tracker::new(deprecate),
+                    max: 1 << 20,
                 };
                 let mut forwarded = Vec::new();
                 let mut rest = &input[..];
@@ -521,7 +565,13 @@ mod tests {
                 assert!(scan.tracker.is_idle(), "seed {seed}: the answer ended");
                 assert!(idle.load(Ordering::Acquire) && owed.lock().unwrap().is_empty());
             }
-            assert_eq!(seen.lock().unwrap().statuses, expected, "seed {seed}");
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.statuses, expected, "seed {seed}");
+            assert_eq!(
+                (seen.rows, seen.row_bytes),
+                rows,
+                "seed {seed}: every row seen whole"
+            );
         }
     }
 
@@ -536,6 +586,7 @@ mod tests {
             expected: &expected,
             idle: &idle,
             resolve: &|_| None,
+            wants_rows: false,
         };
         shared.expect(Answer::Results);
         let mut scan = AnswerScan {
@@ -543,6 +594,7 @@ mod tests {
             streaming: 0,
             continuing: false,
             tracker: Tracker::new(true),
+            max: 1 << 20,
         };
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
         let (ready, _, refused) = scan.scan(&shared);
