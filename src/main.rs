@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 listener: &listener,
                 database: &database,
             };
-            let dialect = airlock::sql::Dialect::Postgres;
+            let dialect = airlock::sql::Dialect::of_listener(&listener);
             print!(
                 "{}",
                 airlock::policy::explain::explain(&policy, &asker, &sql, dialect)

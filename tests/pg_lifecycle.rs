@@ -219,7 +219,7 @@ fn policy_test_runs_the_shipped_cases() {
         &format!("{root}/policies"),
         &format!("{root}/policies/cases"),
     );
-    assert_eq!(summary, "17 passed, 0 failed");
+    assert_eq!(summary, "19 passed, 0 failed");
 }
 
 #[test]

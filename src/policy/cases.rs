@@ -1,5 +1,6 @@
-//! `airlock policy test`: case files (statement, identity, expected decision) run against a
-//! policy; any mismatch is reported. Pure: the caller reads the files.
+//! `airlock policy test`: case files (statement, identity, listener, expected decision) run
+//! against a policy; any mismatch is reported. A case on the `mysql` listener is read in the
+//! MySQL dialect. Pure: the caller reads the files.
 
 use serde::Deserialize;
 
@@ -59,7 +60,7 @@ pub fn run(policy: &Policy, files: &[(String, String)]) -> Report {
             }
         };
         for case in file.cases {
-            let classified = classify(&case.sql, Dialect::Postgres);
+            let classified = classify(&case.sql, Dialect::of_listener(&case.listener));
             let requests: Vec<Request<'_>> = classified
                 .iter()
                 .map(|statement| Request {

@@ -25,6 +25,9 @@ use super::Dialect;
 use super::functions::{is_builtin_side_effect_free, is_side_effect_free};
 use super::split::{Piece, split_tokens};
 
+/// Longest statement text classified; longer text is unknown (fail closed, bounded work).
+const MAX_TEXT: usize = 16 << 20;
+
 /// Deepest nesting sqlparser may recurse into before the statement counts as unknown.
 const RECURSION_LIMIT: usize = 50;
 
@@ -115,6 +118,13 @@ pub fn classify_in_session(
     dialect: Dialect,
     prepared: &mut dyn PreparedStatements,
 ) -> Vec<Classified> {
+    if sql.len() > MAX_TEXT {
+        let reason = format!(
+            "{} bytes is more than Airlock classifies ({MAX_TEXT}); send it in smaller statements",
+            sql.len()
+        );
+        return vec![Classified::unknown("", "too_large", reason)];
+    }
     if dialect == Dialect::MySql && sql.contains("/*M!") {
         // MariaDB executes these; the MySQL lexer would skip them as comments.
         let reason = "MariaDB executes /*M! ... */ comments, which Airlock does not read yet";
@@ -210,6 +220,54 @@ fn classify_one(
 ) {
     let text = piece.text;
     let print = fingerprint(&piece.tokens);
+    let from_tokens = token_findings(&piece.tokens);
+    let start = out.len();
+    classify_parsed(piece, text, print, dialect, prepared, out);
+    for c in &mut out[start..] {
+        for f in &from_tokens {
+            if !c.has(f.code) {
+                c.findings.push(f.clone());
+            }
+        }
+    }
+}
+
+/// Findings read off the tokens, so that they hold even when the parser cannot read the
+/// statement: MySQL's INTO OUTFILE/DUMPFILE and LOAD DATA.
+fn token_findings(tokens: &[TokenWithSpan]) -> Vec<Finding> {
+    let words: Vec<String> = tokens
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+            Token::Whitespace(_) => None,
+            _ => Some(String::new()),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for pair in words.windows(2) {
+        match (pair[0].as_str(), pair[1].as_str()) {
+            ("into", "outfile" | "dumpfile") => out.push(finding(
+                "into_outfile",
+                "SELECT ... INTO OUTFILE/DUMPFILE writes a file on the database server",
+            )),
+            ("load", "data" | "xml") => out.push(finding(
+                "load_data",
+                "LOAD DATA reads a file (on the server, or the client's with LOCAL) into a table",
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn classify_parsed(
+    piece: Piece<'_>,
+    text: &str,
+    print: String,
+    dialect: Dialect,
+    prepared: &mut dyn PreparedStatements,
+    out: &mut Vec<Classified>,
+) {
     // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {
         Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
@@ -776,6 +834,12 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
                 code: "drop",
                 reason: format!("DROP removes {what}"),
             });
+            if *object_type == ObjectType::Index {
+                out.push(finding(
+                    "index_without_concurrently",
+                    "DROP INDEX without CONCURRENTLY blocks the table while it runs",
+                ));
+            }
         }
         S::Grant(_) | S::Revoke(_) | S::GrantRole(_) | S::RevokeRole(_) => {
             out.push(finding(

@@ -18,3 +18,14 @@ pub enum Dialect {
     /// names, `/*! ... */` comments that the server executes.
     MySql,
 }
+
+impl Dialect {
+    /// The dialect a listener speaks, by its name in policy files (`mysql`, else PostgreSQL).
+    pub fn of_listener(listener: &str) -> Dialect {
+        if listener.eq_ignore_ascii_case("mysql") {
+            Dialect::MySql
+        } else {
+            Dialect::Postgres
+        }
+    }
+}
