@@ -397,7 +397,7 @@ async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
 }
 
 #[tokio::test]
-async fn backslash_tricks_fail_closed_once_strings_as_classified_are_off() {
+async fn backslash_tricks_fail_closed_once_standard_strings_are_off() {
     let (_dir, setup) = with_policy(
         "[defaults]\naction = \"allow\"\n\n\
          [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
@@ -424,7 +424,7 @@ async fn backslash_tricks_fail_closed_once_strings_as_classified_are_off() {
             .unwrap()
             .detail()
             .unwrap_or("")
-            .contains("nonstrings_as_classified"),
+            .contains("nonstandard_strings"),
         "{}",
         text(&e)
     );

@@ -141,7 +141,7 @@ impl PgGuard {
         if !self.strings_as_classified && text.contains('\\') {
             let statement = Classified::unknown(
                 text,
-                "nonstrings_as_classified",
+                "nonstandard_strings",
                 "standard_conforming_strings is off, so a backslash may end or continue a \
                  string literal where Airlock would not; turn it on for this session"
                     .to_owned(),

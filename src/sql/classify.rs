@@ -423,7 +423,10 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
             "Airlock does not know what this kind of statement does",
         ));
     }
-    if turns_off_strings_as_classified(statement) {
+    if let Statement::CreateFunction(f) = statement {
+        function_body_findings(f, &mut findings);
+    }
+    if turns_off_standard_strings(statement) {
         findings.push(finding(
             "string_syntax_change",
             "turning standard_conforming_strings off changes where string literals end; \
@@ -441,9 +444,74 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
     }
 }
 
+thread_local! {
+    /// How deep classification is inside function bodies (a body may create a function).
+    static BODY_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// The deepest function body inside a function body that is read.
+const MAX_BODY_DEPTH: u8 = 4;
+
+/// What a function's body does: an SQL body quoted as a string is classified, and its
+/// findings become the CREATE's; a body in any other language runs statements Airlock cannot
+/// read, which is a finding of its own.
+fn function_body_findings(f: &sqlparser::ast::CreateFunction, out: &mut Vec<Finding>) {
+    use sqlparser::ast::{CreateFunctionBody as Body, Value};
+    let text = match &f.function_body {
+        Some(Body::AsBeforeOptions { body, .. } | Body::AsAfterOptions(body)) => match body {
+            Expr::Value(v) => match &v.value {
+                Value::DollarQuotedString(d) => Some(d.value.clone()),
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        },
+        // RETURN expressions and BEGIN ATOMIC bodies are parsed with the statement.
+        _ => return,
+    };
+    let language = f
+        .language
+        .as_ref()
+        .map(|l| l.value.to_ascii_lowercase())
+        .unwrap_or_else(|| "sql".to_owned());
+    let Some(text) = text.filter(|_| language == "sql") else {
+        out.push(Finding {
+            code: "opaque_body",
+            reason: format!(
+                "the function's body is in {language}, whose statements Airlock cannot read"
+            ),
+        });
+        return;
+    };
+    let depth = BODY_DEPTH.with(|d| d.get());
+    if depth >= MAX_BODY_DEPTH {
+        out.push(finding(
+            "opaque_body",
+            "function bodies nested this deep are not read",
+        ));
+        return;
+    }
+    BODY_DEPTH.with(|d| d.set(depth + 1));
+    let inner = classify(&text, Dialect::Postgres);
+    BODY_DEPTH.with(|d| d.set(depth));
+    for c in inner {
+        if c.kind == Kind::Unknown && !c.has("opaque_body") {
+            out.push(finding(
+                "opaque_body",
+                "the function's body holds a statement Airlock cannot read",
+            ));
+        }
+        for f in c.findings {
+            if !out.iter().any(|o| o.code == f.code) {
+                out.push(f);
+            }
+        }
+    }
+}
+
 /// `SET standard_conforming_strings` to anything but on: backslashes would then escape quotes
 /// in plain string literals, and text Airlock reads as one statement could be several.
-fn turns_off_strings_as_classified(statement: &Statement) -> bool {
+fn turns_off_standard_strings(statement: &Statement) -> bool {
     let Statement::Set(Set::SingleAssignment {
         variable, values, ..
     }) = statement
@@ -1305,7 +1373,37 @@ mod tests {
     }
 
     #[test]
-    fn turning_strings_as_classified_off_is_a_finding() {
+    fn function_bodies_are_read() {
+        let sql =
+            one("CREATE FUNCTION wipe() RETURNS void LANGUAGE sql AS $$ DELETE FROM users $$");
+        assert_eq!(sql.kind, Kind::Ddl);
+        assert!(sql.has("delete_without_where"), "{sql:?}");
+        let plpgsql = one(
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM users; END $$",
+        );
+        assert!(plpgsql.has("opaque_body"));
+        let harmless = one("CREATE FUNCTION one() RETURNS int LANGUAGE sql AS 'SELECT 1'");
+        assert!(harmless.findings.is_empty(), "{harmless:?}");
+        let mut nested = "SELECT 1".to_owned();
+        for i in 0..10 {
+            nested = format!(
+                "CREATE FUNCTION f{i}() RETURNS void LANGUAGE sql AS $f{i}$ {nested} $f{i}$"
+            );
+        }
+        assert!(one(&nested).has("opaque_body"), "depth is bounded");
+    }
+
+    #[test]
+    fn text_past_the_size_limit_is_unknown_without_reading_it() {
+        let huge = format!("select '{}'", "x".repeat(MAX_TEXT));
+        let c = classify(&huge, Dialect::Postgres);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].kind, Kind::Unknown);
+        assert!(c[0].has("too_large"));
+    }
+
+    #[test]
+    fn turning_standard_strings_off_is_a_finding() {
         for sql in [
             "set standard_conforming_strings = off",
             "SET SESSION standard_conforming_strings TO 'off'",

@@ -94,7 +94,7 @@ pub fn parameter(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Whether a ParameterStatus body says standard_conforming_strings is off (string literals
 /// then treat backslashes as escapes).
-pub fn turns_off_strings_as_classified(body: &[u8]) -> bool {
+pub fn turns_off_standard_strings(body: &[u8]) -> bool {
     matches!(parameter(body), Some((b"standard_conforming_strings", v)) if v != b"on")
 }
 
@@ -130,13 +130,13 @@ mod tests {
             parameter(b"TimeZone\0UTC\0"),
             Some((&b"TimeZone"[..], &b"UTC"[..]))
         );
-        assert!(turns_off_strings_as_classified(
+        assert!(turns_off_standard_strings(
             b"standard_conforming_strings\0off\0"
         ));
-        assert!(!turns_off_strings_as_classified(
+        assert!(!turns_off_standard_strings(
             b"standard_conforming_strings\0on\0"
         ));
-        assert!(!turns_off_strings_as_classified(b"TimeZone\0off\0"));
+        assert!(!turns_off_standard_strings(b"TimeZone\0off\0"));
         assert_eq!(parameter(b"no-terminator"), None);
     }
 

@@ -289,7 +289,7 @@ async fn open(
         application_name: startup.param("application_name").map(str::to_owned),
         client_addr,
         tls: client.is_tls(),
-        strings_as_classified: !says_nonstrings_as_classified(&connected.greeting),
+        strings_as_classified: !says_nonstandard_strings(&connected.greeting),
     };
     Ok(Some(Opened {
         client,
@@ -303,12 +303,11 @@ async fn open(
 
 /// Whether the database's start-up ParameterStatus messages say standard_conforming_strings
 /// is off.
-fn says_nonstrings_as_classified(greeting: &[u8]) -> bool {
+fn says_nonstandard_strings(greeting: &[u8]) -> bool {
     let mut rest = greeting;
     while let Ok(Some(h)) = crate::protocol::pg::frame::complete(rest, rest.len()) {
         let body = &rest[crate::protocol::pg::frame::HEADER_LEN..h.total_len];
-        if h.tag == backend::tag::PARAMETER_STATUS && backend::turns_off_strings_as_classified(body)
-        {
+        if h.tag == backend::tag::PARAMETER_STATUS && backend::turns_off_standard_strings(body) {
             return true;
         }
         rest = &rest[h.total_len..];
