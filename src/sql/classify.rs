@@ -235,27 +235,30 @@ fn classify_one(
 /// Findings read off the tokens, so that they hold even when the parser cannot read the
 /// statement: MySQL's INTO OUTFILE/DUMPFILE and LOAD DATA.
 fn token_findings(tokens: &[TokenWithSpan]) -> Vec<Finding> {
-    let words: Vec<String> = tokens
-        .iter()
-        .filter_map(|t| match &t.token {
-            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
-            Token::Whitespace(_) => None,
-            _ => Some(String::new()),
-        })
-        .collect();
     let mut out = Vec::new();
-    for pair in words.windows(2) {
-        match (pair[0].as_str(), pair[1].as_str()) {
-            ("into", "outfile" | "dumpfile") => out.push(finding(
-                "into_outfile",
-                "SELECT ... INTO OUTFILE/DUMPFILE writes a file on the database server",
-            )),
-            ("load", "data" | "xml") => out.push(finding(
-                "load_data",
-                "LOAD DATA reads a file (on the server, or the client's with LOCAL) into a table",
-            )),
-            _ => {}
+    // The previous significant token, if it was an unquoted word.
+    let mut previous: Option<&str> = None;
+    for t in tokens {
+        let word = match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.as_str()),
+            _ => None,
+        };
+        if let (Some(a), Some(b)) = (previous, word) {
+            let is = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
+            if is(a, "into") && (is(b, "outfile") || is(b, "dumpfile")) {
+                out.push(finding(
+                    "into_outfile",
+                    "SELECT ... INTO OUTFILE/DUMPFILE writes a file on the database server",
+                ));
+            } else if is(a, "load") && (is(b, "data") || is(b, "xml")) {
+                out.push(finding(
+                    "load_data",
+                    "LOAD DATA reads a file (on the server, or the client's with LOCAL) into a table",
+                ));
+            }
         }
+        previous = word;
     }
     out
 }
@@ -708,7 +711,8 @@ fn migration_tool(table: &str) -> Option<&'static str> {
 /// The statement's tokens with literals replaced by `?`, unquoted words lower-cased (as
 /// PostgreSQL folds them), comments dropped and white space collapsed.
 fn fingerprint(tokens: &[TokenWithSpan]) -> String {
-    let mut out = String::new();
+    use std::fmt::Write;
+    let mut out = String::with_capacity(tokens.len() * 4);
     let mut space = false;
     for TokenWithSpan { token, .. } in tokens {
         let literal = matches!(
@@ -732,8 +736,15 @@ fn fingerprint(tokens: &[TokenWithSpan]) -> String {
         space = false;
         match token {
             _ if literal => out.push('?'),
-            Token::Word(w) if w.quote_style.is_none() => out.push_str(&w.value.to_lowercase()),
-            other => out.push_str(&other.to_string()),
+            Token::Word(w) if w.quote_style.is_none() => {
+                // As PostgreSQL folds unquoted names: ASCII letters only.
+                let start = out.len();
+                out.push_str(&w.value);
+                out[start..].make_ascii_lowercase();
+            }
+            other => {
+                let _ = write!(out, "{other}");
+            }
         }
     }
     out
