@@ -220,7 +220,11 @@ fn classify_one(
 ) {
     let text = piece.text;
     let print = fingerprint(&piece.tokens);
-    let from_tokens = token_findings(&piece.tokens);
+    // INTO OUTFILE/DUMPFILE and LOAD DATA are MySQL's.
+    let from_tokens = match dialect {
+        Dialect::MySql => token_findings(&piece.tokens),
+        Dialect::Postgres => Vec::new(),
+    };
     let start = out.len();
     classify_parsed(piece, text, print, dialect, prepared, out);
     for c in &mut out[start..] {
