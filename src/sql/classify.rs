@@ -126,14 +126,26 @@ pub fn classify_in_session(
         return vec![Classified::unknown("", "too_large", reason)];
     }
     if dialect == Dialect::MySql && sql.contains("/*M!") {
-        // MariaDB executes these; the MySQL lexer would skip them as comments.
-        let reason = "MariaDB executes /*M! ... */ comments, which Airlock does not read yet";
-        return vec![Classified::unknown(
-            sql,
-            "executable_comment",
-            reason.to_owned(),
-        )];
+        // MariaDB executes these; the MySQL lexer would skip them as comments. Read the text
+        // as MariaDB runs it (whatever its version: the comment counts as executed).
+        return match mariadb_executed(sql) {
+            Some(text) => classify_text(&text, dialect, prepared),
+            None => vec![Classified::unknown(
+                sql,
+                "unparseable",
+                "Airlock cannot read this text's /*M! ... */ comments".to_owned(),
+            )],
+        };
     }
+    classify_text(sql, dialect, prepared)
+}
+
+/// Classifies text as the server reads it, statement by statement.
+fn classify_text(
+    sql: &str,
+    dialect: Dialect,
+    prepared: &mut dyn PreparedStatements,
+) -> Vec<Classified> {
     let pieces = match split_tokens(sql, dialect) {
         Ok(p) => p,
         Err(e) => return vec![Classified::unknown(sql, "unparseable", e.to_string())],
@@ -148,6 +160,27 @@ pub fn classify_in_session(
         }
     }
     out
+}
+
+/// MySQL text with each MariaDB executable comment (`/*M!NNNNNN ... */`) replaced by what it
+/// holds, as MariaDB runs it; `None` if the text does not lex.
+fn mariadb_executed(sql: &str) -> Option<String> {
+    use sqlparser::tokenizer::{Tokenizer, Whitespace};
+    let tokens = Tokenizer::new(&MySqlDialect {}, sql).tokenize().ok()?;
+    let mut out = String::with_capacity(sql.len());
+    for token in tokens {
+        match token {
+            Token::Whitespace(Whitespace::MultiLineComment(c)) if c.starts_with("M!") => {
+                let inner = c[2..].trim_start_matches(|ch: char| ch.is_ascii_digit());
+                out.push(' ');
+                out.push_str(inner);
+                out.push(' ');
+            }
+            Token::EOF => {}
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    Some(out)
 }
 
 /// What classification needs from a session: the statements it prepared by name, with
