@@ -130,7 +130,7 @@ impl MyGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         }
-        let cached = self.guard.cache().get(text);
+        let cached = self.guard.cache().get_shared(text);
         let statements = match cached {
             Some(hit) => hit,
             None => {

@@ -148,7 +148,7 @@ impl PgGuard {
             );
             return judge(&self.guard, &self.who, Arc::new([statement]), None);
         }
-        let cached = self.guard.cache().get(text);
+        let cached = self.guard.cache().get_shared(text);
         if let Some(hit) = cached {
             let hit = tag_migration(&mut self.migration, hit);
             return judge(&self.guard, &self.who, hit, None);

@@ -60,6 +60,16 @@ impl Cache {
         }
     }
 
+    /// Like [`Cache::get`], without copying: a statement of the same shape comes back as it
+    /// was cached, its `text` that of the first statement of that shape. For deciding, where
+    /// only the classification matters.
+    pub fn get_shared(&self, sql: &str) -> Option<Arc<[Classified]>> {
+        match shape(sql) {
+            Some((key, _)) => self.map.get(key.as_str()).cloned(),
+            None => self.map.get(sql).cloned(),
+        }
+    }
+
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
     /// large or its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
