@@ -325,11 +325,17 @@ async fn mariadb_cli_batch_errors_and_source() {
 async fn a_wrong_password_or_unknown_user_gets_1045() {
     let proxy = proxy(None).await;
     let port = proxy.mysql_port.unwrap();
+    let mut answers = Vec::new();
     for (user, pass) in [(USER, "wrong"), ("nobody_here", PASSWORD)] {
         let o = opts(port).user(Some(user)).pass(Some(pass));
         let e = mysql_async::Conn::new(o).await.unwrap_err();
         assert_eq!(code(&e), 1045, "{user}");
+        answers.push(message(&e).replace(user, "<user>"));
     }
+    assert_eq!(
+        answers[0], answers[1],
+        "the same answer: neither tells which users exist"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,26 +22,18 @@ impl MyError {
         }
     }
 
-    /// ER_ACCESS_DENIED_ERROR: the same for an unknown user and a wrong password.
-    pub fn access_denied(user: &str, host: &str) -> MyError {
-        Self::new(
-            1045,
-            "28000",
-            format!("Access denied for user '{user}'@'{host}' (using password: YES)"),
-        )
-    }
-
-    /// A caching_sha2_password login that needs the password itself, over plaintext.
-    pub fn full_auth_needs_tls(user: &str) -> MyError {
-        Self::new(
-            1045,
-            "28000",
-            format!(
-                "Access denied for user '{user}': Airlock needs this user's first \
-                 caching_sha2_password login over TLS (it does not do RSA key exchange); connect \
-                 with TLS once, or give the user a mysql_native_password hash in Airlock's config"
-            ),
-        )
+    /// ER_ACCESS_DENIED_ERROR: the same for an unknown user, a wrong password and, over
+    /// plaintext, a first caching_sha2_password login (which needs the password itself, so TLS:
+    /// Airlock does no RSA key exchange); only the transport changes the wording.
+    pub fn access_denied(user: &str, host: &str, tls: bool) -> MyError {
+        let mut message = format!("Access denied for user '{user}'@'{host}' (using password: YES)");
+        if !tls {
+            message.push_str(
+                "; a caching_sha2_password user's first login through Airlock must use TLS \
+                 (or give the user a mysql_native_password hash in Airlock's config)",
+            );
+        }
+        Self::new(1045, "28000", message)
     }
 
     /// ER_SECURE_TRANSPORT_REQUIRED.

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::MyContext;
 use super::upstream::{PacketReader, ServerInfo, write_packet};
-use crate::auth::mysql::Sha2Hash;
+use crate::auth::mysql::{NativeHash, Sha2Hash};
 use crate::net::stream::Stream;
 use crate::protocol::mysql::MyError;
 
@@ -136,14 +136,25 @@ pub async fn login(
         .unwrap_or_else(|| NATIVE.to_vec());
     let host = client_addr.ip().to_string();
     let known = ctx.users.get(&user);
-    let denied = || MyError::access_denied(&user, &host);
+    // One answer for a wrong password, an unknown user and a first caching_sha2 login over
+    // plaintext, so that none of them tells which users exist.
+    let tls = stream.is_tls();
+    let denied = || MyError::access_denied(&user, &host, tls);
     seq = seq.wrapping_add(1);
 
-    // mysql_native_password, if the client answered with it and the user has a hash.
+    // mysql_native_password, if the client answered with it and the user has a hash. An
+    // unknown user takes the path most configured users take (their shape, as the decoy
+    // SCRAM verifiers have), so the exchange itself does not tell either.
+    let native = match known {
+        Some(u) => u.native.clone(),
+        None if ctx.decoy_native => Some(NativeHash::from_password(&ctx.decoy_secret(&user))),
+        None => None,
+    };
     if plugin == NATIVE
-        && let Some(hash) = known.and_then(|u| u.native.as_ref())
+        && let Some(hash) = native
     {
-        return if hash.check(&nonce, response.scramble_buf()) {
+        let ok = hash.check(&nonce, response.scramble_buf()) && known.is_some();
+        return if ok {
             Ok(done(stream, reader, user, database, capabilities, seq))
         } else {
             Err(tell(stream, seq, denied()))
@@ -188,7 +199,7 @@ pub async fn login(
     }
     // Full authentication: the password itself, only over TLS.
     if !stream.is_tls() {
-        return Err(tell(stream, seq, MyError::full_auth_needs_tls(&user)));
+        return Err(tell(stream, seq, denied()));
     }
     write_packet(&mut stream, seq, &[0x01, 0x04])
         .await

@@ -72,6 +72,9 @@ pub struct MyContext {
     pub upstream: UpstreamTarget,
     pub inspectors: Arc<dyn MysqlInspectorFactory>,
     pub decoy: Decoy,
+    /// Whether unknown users are checked as mysql_native_password users (as most configured
+    /// users are), so the exchange looks the same for both.
+    pub decoy_native: bool,
     /// What the database's greeting said last.
     server: tokio::sync::Mutex<Option<ServerInfo>>,
     next_id: AtomicU32,
@@ -123,10 +126,21 @@ impl MyContext {
             upstream,
             inspectors,
             decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
+            decoy_native: 2 * config
+                .users
+                .iter()
+                .filter(|u| u.mysql_native_password.is_some())
+                .count()
+                >= config.users.len().max(1),
             server: tokio::sync::Mutex::new(None),
             next_id: AtomicU32::new(rand::random_range(1..1 << 20)),
             threads: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A stand-in password for an unknown user, stable for that name and unknowable.
+    fn decoy_secret(&self, user: &str) -> String {
+        self.decoy.for_user(user).to_string()
     }
 
     fn sha2_cache(&self, user: &str) -> Option<Sha2Hash> {
