@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
                 tag::QUERY,
                 black_box(&selects[n % selects.len()]),
             );
-            guard.reply(b'Z');
+            guard.reply(b'Z', Some(b'I'));
         })
     });
 
@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
             n += 1;
             for q in &scripts[n % scripts.len()] {
                 send(&mut *guard, tag::QUERY, black_box(q));
-                guard.reply(b'Z');
+                guard.reply(b'Z', Some(b'I'));
             }
         })
     });
@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
         b"P0_1\0SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\x01\0\0\0\x17",
     );
     send(&mut *guard, tag::SYNC, b"");
-    guard.reply(b'Z');
+    guard.reply(b'Z', Some(b'I'));
     let binds: Vec<Vec<u8>> = (0..4096u64)
         .map(|n| {
             let value = (n * 7919 % 100_000 + 1).to_string();
@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
             send(&mut *guard, tag::BIND, black_box(&binds[n % binds.len()]));
             send(&mut *guard, tag::EXECUTE, b"\0\0\0\0\0");
             send(&mut *guard, tag::SYNC, b"");
-            guard.reply(b'Z');
+            guard.reply(b'Z', Some(b'I'));
         })
     });
     group.finish();

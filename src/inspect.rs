@@ -71,8 +71,9 @@ pub trait Inspector: Send {
     /// `replies`, also each ParameterStatus (`b'S'`) body.
     fn backend(&mut self, _tag: u8, _body: &[u8]) {}
 
-    /// An ErrorResponse (`b'E'`) or ReadyForQuery (`b'Z'`) from the database.
-    fn reply(&mut self, _tag: u8) {}
+    /// An ErrorResponse (`b'E'`, `status` None) or ReadyForQuery (`b'Z'`, with its
+    /// transaction status: `I`, `T` or `E`) from the database.
+    fn reply(&mut self, _tag: u8, _status: Option<u8>) {}
 }
 
 /// Makes one inspector per session.

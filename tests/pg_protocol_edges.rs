@@ -234,7 +234,7 @@ impl Inspector for RecordingInspector {
         Verdict::Forward
     }
 
-    fn reply(&mut self, tag: u8) {
+    fn reply(&mut self, tag: u8, _status: Option<u8>) {
         self.0
             .lock()
             .unwrap()

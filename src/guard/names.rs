@@ -141,6 +141,13 @@ impl<T> Names<T> {
         self.log(Change::Clear(space));
     }
 
+    /// The database says no transaction block is open: every portal it held is gone (named
+    /// ones end with their transaction), so their names hold nothing any more. Changes the
+    /// client sent after that sync point are still pending and stay.
+    pub fn portals_gone(&mut self) {
+        self.settled.retain(|(space, _), _| *space != Space::Portal);
+    }
+
     /// The client sent a sync point (Query, Sync, FunctionCall).
     pub fn sync_point(&mut self) {
         self.sent += 1;
@@ -330,6 +337,22 @@ mod tests {
         n.sync_point();
         n.ready();
         assert_eq!(held(&n, S, "x"), ["drop", "select"]);
+    }
+
+    #[test]
+    fn portals_end_with_their_transaction() {
+        let mut n = Names::default();
+        n.set(Space::Portal, b"c1", vec![Arc::new("select")]);
+        n.set(S, b"s1", vec![Arc::new("select")]);
+        n.sync_point();
+        n.ready();
+        n.portals_gone();
+        assert!(held(&n, Space::Portal, "c1").is_empty());
+        assert_eq!(
+            held(&n, S, "s1"),
+            ["select"],
+            "statements outlive transactions"
+        );
     }
 
     #[test]

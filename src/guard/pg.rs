@@ -117,10 +117,16 @@ impl Inspector for PgGuard {
         }
     }
 
-    fn reply(&mut self, tag: u8) {
+    fn reply(&mut self, tag: u8, status: Option<u8>) {
         match tag {
             be::ERROR_RESPONSE => self.names.error(),
-            be::READY_FOR_QUERY => self.names.ready(),
+            be::READY_FOR_QUERY => {
+                self.names.ready();
+                // Outside a transaction block every portal is gone: forget their names.
+                if status == Some(b'I') {
+                    self.names.portals_gone();
+                }
+            }
             _ => {}
         }
     }

@@ -577,7 +577,7 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
             }
             if whole && let Some(ours) = ctx.substitutions.replacement(&pump.buf[body.clone()]) {
                 if ctx.interest.replies {
-                    lock(ctx.inspector).reply(h.tag);
+                    lock(ctx.inspector).reply(h.tag, None);
                 }
                 *last_was_error = true;
                 let end = Some(ScanEnd::Substitute {
@@ -604,7 +604,10 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 .settle(ctx.sync.answered.load(Ordering::Acquire));
         }
         if ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY) {
-            lock(ctx.inspector).reply(h.tag);
+            let status = (h.tag == be::READY_FOR_QUERY)
+                .then(|| pump.buf[body.clone()].first().copied())
+                .flatten();
+            lock(ctx.inspector).reply(h.tag, status);
         }
         if ctx.interest.replies && h.tag == be::PARAMETER_STATUS {
             if !whole && h.total_len <= ctx.limits.max_message_size {
