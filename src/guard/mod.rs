@@ -16,7 +16,9 @@ use crate::inspect::{Denial, Verdict};
 use crate::policy::{Decision, Policy, Request, check};
 use crate::sql::Dialect;
 use crate::sql::cache::Cache;
-use crate::sql::classify::Classified;
+use crate::sql::classify::{
+    Classified, PreparedStatements, classify_in_session, session_dependent,
+};
 
 /// Entries and bytes the classification cache of one listener may hold.
 const CACHE_ENTRIES: usize = 10_000;
@@ -27,6 +29,7 @@ pub struct Guard {
     policy: Arc<Policy>,
     listener: String,
     groups: HashMap<String, Vec<String>>,
+    dialect: Dialect,
     cache: Mutex<Cache>,
 }
 
@@ -42,6 +45,7 @@ impl Guard {
             policy,
             listener: listener.to_owned(),
             groups,
+            dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
         }
     }
@@ -53,10 +57,6 @@ impl Guard {
             groups: self.groups.get(&session.user).cloned().unwrap_or_default(),
             database: session.database.clone(),
         }
-    }
-
-    fn dialect(&self) -> Dialect {
-        self.cache().dialect()
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -146,6 +146,76 @@ pub fn tag_migration(
             .collect(),
         _ => statements,
     }
+}
+
+/// Judges one statement made up by a guard (a FunctionCall, a command with no text, text it
+/// cannot read).
+pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
+    judge(guard, who, Arc::new([statement]), None)
+}
+
+/// What a session's guard brings to judging statement text.
+pub struct TextSession<'a> {
+    pub who: &'a Who,
+    /// The session's migration run, if it is one (see [`tag_migration`]).
+    pub migration: &'a mut Option<&'static str>,
+    /// Whether the server reads string literals as the classifier does.
+    pub strings_as_classified: bool,
+    /// The session's prepared statements, for PREPARE and EXECUTE in the text.
+    pub prepared: &'a mut dyn PreparedStatements,
+}
+
+/// Classifies and judges statement text, from the cache when its meaning cannot depend on
+/// the session. Text that is not UTF-8, or that holds a backslash while the server reads
+/// string literals otherwise than the classifier does, is judged unknown.
+pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged {
+    let dialect = guard.dialect;
+    let Ok(text) = std::str::from_utf8(sql) else {
+        let fix = match dialect {
+            Dialect::Postgres => "connect with client_encoding UTF8",
+            Dialect::MySql => "connect with a utf8mb4 character set",
+        };
+        let reason = format!("the statement is not valid UTF-8; {fix}");
+        return judge_one(
+            guard,
+            session.who,
+            Classified::unknown("", "not_utf8", reason),
+        );
+    };
+    if !session.strings_as_classified && text.contains('\\') {
+        let (code, reason) = match dialect {
+            Dialect::Postgres => (
+                "nonstandard_strings",
+                "standard_conforming_strings is off, so a backslash may end or continue a \
+                 string literal where Airlock would not; turn it on for this session",
+            ),
+            Dialect::MySql => (
+                "no_backslash_escapes",
+                "the server reads backslashes in strings as ordinary characters \
+                 (NO_BACKSLASH_ESCAPES), so a string may end where Airlock would not; remove \
+                 that sql_mode for this session",
+            ),
+        };
+        let statement = Classified::unknown(text, code, reason.to_owned());
+        return judge_one(guard, session.who, statement);
+    }
+    let cached = guard.cache().get_shared(text);
+    let (statements, dynamic) = match cached {
+        Some(hit) => (hit, None),
+        None => {
+            let fresh: Arc<[Classified]> =
+                classify_in_session(text, dialect, session.prepared).into();
+            // The cache itself refuses text whose meaning depends on the session.
+            guard.cache().put(text, &fresh);
+            let dynamic = fresh
+                .iter()
+                .any(|s| session_dependent(&s.text))
+                .then(|| Box::from(text));
+            (fresh, dynamic)
+        }
+    };
+    let statements = tag_migration(session.migration, statements);
+    judge(guard, session.who, statements, dynamic)
 }
 
 fn severity(d: &Decision<'_>) -> u8 {

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Guard, Judged, Who, judge, tag_migration};
+use super::{Guard, Judged, TextSession, Who, judge_one, judge_text};
 use crate::inspect::{MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
-use crate::sql::classify::{Classified, Kind, Prepared, classify_in_session};
+use crate::sql::classify::{Classified, Kind, Prepared};
 
 /// Prepared statements remembered per session; past this, new ones are judged unknown.
 const MAX_STATEMENTS: usize = 10_000;
@@ -111,45 +111,20 @@ fn admin_command(code: u8) -> Option<&'static str> {
 
 impl MyGuard {
     fn judge_text(&mut self, sql: &[u8]) -> Judged {
-        let Ok(text) = std::str::from_utf8(sql) else {
-            let statement = Classified::unknown(
-                "",
-                "not_utf8",
-                "the statement is not valid UTF-8; connect with a utf8mb4 character set".to_owned(),
-            );
-            return judge(&self.guard, &self.who, Arc::new([statement]), None);
+        // MySQL's SQL-level PREPARE takes its statement from a string or a variable, which the
+        // parser does not read: such statements come out unknown, so nothing is remembered.
+        let session = TextSession {
+            who: &self.who,
+            migration: &mut self.migration,
+            strings_as_classified: self.strings_as_classified,
+            prepared: &mut Prepared::default(),
         };
-        if !self.strings_as_classified && text.contains('\\') {
-            let statement = Classified::unknown(
-                text,
-                "no_backslash_escapes",
-                "the server reads backslashes in strings as ordinary characters \
-                 (NO_BACKSLASH_ESCAPES), so a string may end where Airlock would not; remove \
-                 that sql_mode for this session"
-                    .to_owned(),
-            );
-            return judge(&self.guard, &self.who, Arc::new([statement]), None);
-        }
-        let cached = self.guard.cache().get_shared(text);
-        let statements = match cached {
-            Some(hit) => hit,
-            None => {
-                let dialect = self.guard.dialect();
-                // MySQL's SQL-level PREPARE takes its statement from a string or a variable,
-                // which the parser does not read: such statements come out unknown.
-                let fresh: Arc<[Classified]> =
-                    classify_in_session(text, dialect, &mut Prepared::default()).into();
-                self.guard.cache().put(text, &fresh);
-                fresh
-            }
-        };
-        let statements = tag_migration(&mut self.migration, statements);
-        judge(&self.guard, &self.who, statements, None)
+        judge_text(&self.guard, session, sql)
     }
 
     fn synthetic(&self, kind: Kind, code: &'static str, reason: String) -> Verdict {
         let mut statement = Classified::unknown("", code, reason);
         statement.kind = kind;
-        judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+        judge_one(&self.guard, &self.who, statement).verdict
     }
 }

@@ -6,13 +6,11 @@
 use std::sync::Arc;
 
 use super::names::{Names, Space};
-use super::{Guard, Judged, Who, judge, tag_migration};
+use super::{Guard, Judged, TextSession, Who, judge_one, judge_text};
 use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
 use crate::protocol::pg::backend::{self, tag as be};
 use crate::protocol::pg::frontend::FrontendMessage;
-use crate::sql::classify::{
-    Classified, PreparedStatements, classify_in_session, session_dependent,
-};
+use crate::sql::classify::{Classified, PreparedStatements};
 
 /// Makes a [`PgGuard`] for each session of a listener, all sharing one [`Guard`].
 #[derive(Clone)]
@@ -90,7 +88,7 @@ impl Inspector for PgGuard {
                     ),
                 );
                 self.names.sync_point();
-                judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+                judge_one(&self.guard, &self.who, statement).verdict
             }
             FrontendMessage::Close { target, name } => {
                 let space = if *target == b'S' {
@@ -133,49 +131,22 @@ impl Inspector for PgGuard {
 }
 
 impl PgGuard {
-    /// Classifies and judges statement text, from the cache when its meaning cannot depend
-    /// on the session.
+    /// Classifies and judges statement text; `effect` says whether a PREPARE or DEALLOCATE
+    /// in it surely runs.
     fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Judged {
-        let Ok(text) = std::str::from_utf8(sql) else {
-            let statement = Classified::unknown(
-                "",
-                "not_utf8",
-                "the statement is not valid UTF-8; connect with client_encoding UTF8".to_owned(),
-            );
-            return judge(&self.guard, &self.who, Arc::new([statement]), None);
-        };
-        if !self.strings_as_classified && text.contains('\\') {
-            let statement = Classified::unknown(
-                text,
-                "nonstandard_strings",
-                "standard_conforming_strings is off, so a backslash may end or continue a \
-                 string literal where Airlock would not; turn it on for this session"
-                    .to_owned(),
-            );
-            return judge(&self.guard, &self.who, Arc::new([statement]), None);
-        }
-        let cached = self.guard.cache().get_shared(text);
-        if let Some(hit) = cached {
-            let hit = tag_migration(&mut self.migration, hit);
-            return judge(&self.guard, &self.who, hit, None);
-        }
-        let dialect = self.guard.dialect();
-        let mut session = SessionView {
+        let mut view = SessionView {
             guard: &self.guard,
             who: &self.who,
             names: &mut self.names,
             effect,
         };
-        let statements: Arc<[Classified]> = classify_in_session(text, dialect, &mut session).into();
-        let dynamic = statements
-            .iter()
-            .any(|s| session_dependent(&s.text))
-            .then(|| Box::from(text));
-        if dynamic.is_none() {
-            self.guard.cache().put(text, &statements);
-        }
-        let statements = tag_migration(&mut self.migration, statements);
-        judge(&self.guard, &self.who, statements, dynamic)
+        let session = TextSession {
+            who: &self.who,
+            migration: &mut self.migration,
+            strings_as_classified: self.strings_as_classified,
+            prepared: &mut view,
+        };
+        judge_text(&self.guard, session, sql)
     }
 
     /// An Execute is judged as the strictest of what its portal may hold; a statement whose
@@ -200,7 +171,7 @@ impl PgGuard {
                         String::from_utf8_lossy(portal)
                     ),
                 );
-                judge(&self.guard, &self.who, Arc::new([statement]), None).verdict
+                judge_one(&self.guard, &self.who, statement).verdict
             }
         }
     }
@@ -225,7 +196,7 @@ impl PreparedStatements for SessionView<'_> {
     }
 
     fn prepare(&mut self, name: String, statement: Classified) {
-        let judged = Arc::new(judge(self.guard, self.who, Arc::new([statement]), None));
+        let judged = Arc::new(judge_one(self.guard, self.who, statement));
         match self.effect {
             Effect::Exact => self
                 .names

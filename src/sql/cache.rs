@@ -86,10 +86,6 @@ impl Cache {
         }
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     fn insert(&mut self, key: Box<str>, value: Arc<[Classified]>) {
         let size = cost(&key, &value);
         while !self.order.is_empty()
