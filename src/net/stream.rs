@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream {
@@ -84,4 +84,10 @@ pub async fn read_more<R: AsyncRead + Unpin>(
         0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
         _ => Ok(()),
     }
+}
+
+/// Writes all of `bytes` and flushes: a relay pump's unit of output.
+pub async fn write_out<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> io::Result<()> {
+    to.write_all(bytes).await?;
+    to.flush().await
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::inspect::{MysqlInspector, Verdict};
-use crate::net::stream::{Stream, read_more};
+use crate::net::stream::{Stream, read_more, write_out};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, Next};
@@ -403,11 +403,6 @@ async fn send(to: &mut WriteHalf<Stream>, seq: u8, e: &MyError) -> std::io::Resu
     let mut out = BytesMut::new();
     e.encode(seq, &mut out);
     write_out(to, &out).await
-}
-
-async fn write_out(to: &mut WriteHalf<Stream>, bytes: &[u8]) -> std::io::Result<()> {
-    to.write_all(bytes).await?;
-    to.flush().await
 }
 
 #[cfg(test)]

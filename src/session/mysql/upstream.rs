@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamTlsMode;
-use crate::net::stream::Stream;
+use crate::net::stream::{Stream, write_out};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::packet::{self, Next};
 use crate::session::pg::UpstreamTarget;
@@ -87,8 +87,7 @@ pub async fn write_packet<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(payload.len() + 4);
     packet::put(&mut out, seq, payload);
-    stream.write_all(&out).await?;
-    stream.flush().await
+    write_out(stream, &out).await
 }
 
 /// Connects and logs in with `capabilities` (the client's, for a session; Airlock's own for a

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::substitute::Substitutions;
 use crate::inspect::{Inspector, Interest, Verdict};
-use crate::net::stream::{READ_CHUNK, Stream, read_more};
+use crate::net::stream::{READ_CHUNK, Stream, read_more, write_out};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frame::{self, HEADER_LEN};
@@ -639,11 +639,6 @@ async fn send_error<W: AsyncWrite + Unpin>(to: &mut W, e: &PgError) -> std::io::
 
 fn lock(inspector: &Mutex<Box<dyn Inspector>>) -> std::sync::MutexGuard<'_, Box<dyn Inspector>> {
     inspector.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn write_out<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    to.write_all(bytes).await?;
-    to.flush().await
 }
 
 #[cfg(test)]
