@@ -36,25 +36,13 @@ impl NativeHash {
 
     pub fn from_password(password: &str) -> NativeHash {
         let once = digest(&SHA1, password.as_bytes());
-        NativeHash(to_20(digest(&SHA1, once.as_ref()).as_ref()))
+        NativeHash(array(digest(&SHA1, once.as_ref()).as_ref()))
     }
 
     /// Whether `response` proves the password for `nonce`:
     /// response = SHA1(password) XOR SHA1(nonce, SHA1(SHA1(password))).
     pub fn check(&self, nonce: &[u8], response: &[u8]) -> bool {
-        if response.len() != 20 {
-            return false;
-        }
-        let mut ctx = Context::new(&SHA1);
-        ctx.update(nonce);
-        ctx.update(&self.0);
-        let mask = ctx.finish();
-        let stage1: Vec<u8> = response
-            .iter()
-            .zip(mask.as_ref())
-            .map(|(a, b)| a ^ b)
-            .collect();
-        digest(&SHA1, &stage1).as_ref().ct_eq(&self.0).into()
+        proves(&SHA1, &self.0, [nonce, &self.0], response)
     }
 }
 
@@ -81,37 +69,42 @@ impl std::fmt::Debug for Sha2Hash {
 impl Sha2Hash {
     pub fn from_password(password: &[u8]) -> Sha2Hash {
         let once = digest(&SHA256, password);
-        Sha2Hash(to_32(digest(&SHA256, once.as_ref()).as_ref()))
+        Sha2Hash(array(digest(&SHA256, once.as_ref()).as_ref()))
     }
 
     /// Whether `response` proves the password for `nonce`:
     /// response = SHA256(password) XOR SHA256(SHA256(SHA256(password)), nonce).
     pub fn check(&self, nonce: &[u8], response: &[u8]) -> bool {
-        if response.len() != 32 {
-            return false;
-        }
-        let mut ctx = Context::new(&SHA256);
-        ctx.update(&self.0);
-        ctx.update(nonce);
-        let mask = ctx.finish();
-        let stage1: Vec<u8> = response
-            .iter()
-            .zip(mask.as_ref())
-            .map(|(a, b)| a ^ b)
-            .collect();
-        digest(&SHA256, &stage1).as_ref().ct_eq(&self.0).into()
+        proves(&SHA256, &self.0, [&self.0, nonce], response)
     }
 }
 
-fn to_20(b: &[u8]) -> [u8; 20] {
-    let mut out = [0u8; 20];
-    out.copy_from_slice(&b[..20]);
-    out
+/// Both plugins' proof: `response` XOR H(mask[0], mask[1]) is a value whose hash is `stored`.
+fn proves(
+    alg: &'static ring::digest::Algorithm,
+    stored: &[u8],
+    mask: [&[u8]; 2],
+    response: &[u8],
+) -> bool {
+    if response.len() != stored.len() {
+        return false;
+    }
+    let mut ctx = Context::new(alg);
+    ctx.update(mask[0]);
+    ctx.update(mask[1]);
+    let mask = ctx.finish();
+    let stage1: Vec<u8> = response
+        .iter()
+        .zip(mask.as_ref())
+        .map(|(a, b)| a ^ b)
+        .collect();
+    digest(alg, &stage1).as_ref().ct_eq(stored).into()
 }
 
-fn to_32(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&b[..32]);
+/// The first `N` bytes of a digest.
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[..N]);
     out
 }
 
