@@ -101,9 +101,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
     let mut postgres_addr = None;
     if config.postgres.is_some() {
         let ctx = Arc::new(PgContext::new(config, inspectors.postgres.clone())?);
-        let listener = bind(ctx.config.listen, 1, "postgres.listen")?.remove(0);
-        let addr = listener.local_addr()?;
-        let listener = TcpListener::from_std(listener)?;
+        let (listener, addr) = listen_once(ctx.config.listen, "postgres.listen")?;
         tasks.push(tokio::spawn(serve_listener(
             ctx,
             listener,
@@ -116,9 +114,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
     let mut mysql_addr = None;
     if config.mysql.is_some() {
         let ctx = Arc::new(MyContext::new(config, inspectors.mysql.clone())?);
-        let listener = bind(ctx.config.listen, 1, "mysql.listen")?.remove(0);
-        let addr = listener.local_addr()?;
-        let listener = TcpListener::from_std(listener)?;
+        let (listener, addr) = listen_once(ctx.config.listen, "mysql.listen")?;
         tasks.push(tokio::spawn(serve_mysql(
             ctx,
             listener,
@@ -213,6 +209,13 @@ async fn reap_idle(pool: Arc<ServerPool>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// One listening socket on the current runtime, and the address it bound.
+fn listen_once(addr: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let socket = bind(addr, 1, key)?.remove(0);
+    let bound = socket.local_addr()?;
+    Ok((TcpListener::from_std(socket)?, bound))
 }
 
 /// `count` non-blocking listening sockets on one address with SO_REUSEPORT. With port 0 the
