@@ -52,16 +52,11 @@ unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
 # No TLS anywhere: direct, relay, PgBouncer and Airlock all run in clear on loopback.
 export PGSSLMODE=disable PGCONNECT_TIMEOUT=5
 
-log() { printf '%s\n' "$*" >&2; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 # ---------------------------------------------------------------- build and tools
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building (release)..."
-    cargo build --release --quiet --bin airlock --example tcp_relay
-fi
-AIRLOCK=$PWD/target/release/airlock
-RELAY=$PWD/target/release/examples/tcp_relay
-[[ -x $AIRLOCK && -x $RELAY ]] || { log "missing $AIRLOCK or $RELAY"; exit 1; }
+build_binaries
 
 PGBOUNCER=$(command -v pgbouncer || true)
 [[ -z $PGBOUNCER && -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer
@@ -70,35 +65,12 @@ if [[ -z $PGBOUNCER ]]; then
     apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 fi
-for tool in psql pgbench python3; do
-    command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
-done
+require_tools psql pgbench python3
 
 # ---------------------------------------------------------------- temp dir and cleanup
-TMP=$(mktemp -d /tmp/airlock-e2e.XXXXXX)
+setup_tmp airlock-e2e
 chmod 755 "$TMP" # PgBouncer drops root and must still read its files
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Four free loopback ports, held open together so they are distinct.
-read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))
-')
+read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT < <(free_ports 4)
 
 # ---------------------------------------------------------------- Airlock
 VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
@@ -201,13 +173,6 @@ wait_ready() {
     exit 1
 }
 for t in "${TARGETS[@]}"; do wait_ready "$t"; done
-
-cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
 
 # ---------------------------------------------------------------- machine
 PG_VERSION=$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$DB" -XAtqc 'select version()')

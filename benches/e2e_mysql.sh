@@ -21,34 +21,13 @@ DB=airlock_bench
 PASS=bench-pass
 
 cd "$(dirname "$0")/.."
-log() { printf '%s\n' "$*" >&2; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building (release)..."
-    cargo build --release --quiet --bin airlock --example tcp_relay
-fi
-AIRLOCK=$PWD/target/release/airlock
-RELAY=$PWD/target/release/examples/tcp_relay
-for tool in sysbench mariadb python3; do
-    command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
-done
-
-TMP=$(mktemp -d /tmp/airlock-e2e-mysql.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
-read -r AIRLOCK_PORT RELAY_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))
-')
+build_binaries
+require_tools sysbench mariadb python3
+setup_tmp airlock-e2e-mysql
+read -r AIRLOCK_PORT RELAY_PORT < <(free_ports 2)
 
 VERIFIER=$(printf '%s' "$PASS" | "$AIRLOCK" passwd)
 NATIVE=$(printf '%s' "$PASS" | "$AIRLOCK" passwd --mysql-native)
@@ -97,13 +76,6 @@ for _ in $(seq 50); do
     sb airlock oltp_point_select run --time=1 >/dev/null 2>&1 && break
     sleep 0.2
 done
-
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
 
 echo "== machine"
 echo "cpus:      $(nproc)"

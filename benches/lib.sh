@@ -1,0 +1,61 @@
+# Pieces both end-to-end benchmarks use; sourced from the repository root by benches/e2e.sh
+# and benches/e2e_mysql.sh (not run on its own).
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Builds the release airlock binary and the plain TCP relay (unless SKIP_BUILD=1) and sets
+# AIRLOCK and RELAY to their paths.
+build_binaries() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "building (release)..."
+        cargo build --release --quiet --bin airlock --example tcp_relay
+    fi
+    AIRLOCK=$PWD/target/release/airlock
+    RELAY=$PWD/target/release/examples/tcp_relay
+    [[ -x $AIRLOCK && -x $RELAY ]] || { log "missing $AIRLOCK or $RELAY"; exit 1; }
+}
+
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
+    done
+}
+
+# Makes TMP (a temp dir named after $1) and arranges that every process in PIDS is stopped
+# and TMP removed (unless KEEP_TMP=1) when the script exits.
+setup_tmp() {
+    TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+
+# Prints $1 free loopback ports, held open together so they are distinct.
+free_ports() {
+    python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))
+' "$1"
+}
+
+cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
