@@ -45,7 +45,9 @@ enum Change<T> {
 
 /// A session's names. `T` is whatever the caller judges a statement by.
 pub struct Names<T> {
-    settled: HashMap<Key, Vec<Arc<T>>>,
+    /// What each name holds as far as the answers settled it: statements and portals apart,
+    /// so that forgetting every portal does not walk the statements.
+    settled: Settled<T>,
     /// Every candidate the window gives each name, for lookups while it is open.
     pending: HashMap<Key, Vec<Arc<T>>>,
     /// The window's changes in order, for an exact settle.
@@ -67,7 +69,7 @@ pub struct Names<T> {
 impl<T> Default for Names<T> {
     fn default() -> Self {
         Names {
-            settled: HashMap::new(),
+            settled: Settled::default(),
             pending: HashMap::new(),
             window: Vec::new(),
             overflowed: false,
@@ -145,7 +147,7 @@ impl<T> Names<T> {
     /// ones end with their transaction), so their names hold nothing any more. Changes the
     /// client sent after that sync point are still pending and stay.
     pub fn portals_gone(&mut self) {
-        self.settled.retain(|(space, _), _| *space != Space::Portal);
+        self.settled.space(Space::Portal).clear();
     }
 
     /// The client sent a sync point (Query, Sync, FunctionCall).
@@ -171,7 +173,7 @@ impl<T> Names<T> {
 
     fn room_for(&self, key: &Key) -> bool {
         self.settled.len() + self.pending.len() < MAX_NAMES
-            || self.settled.contains_key(key)
+            || self.settled.get(key).is_some()
             || self.pending.contains_key(key)
     }
 
@@ -190,18 +192,18 @@ impl<T> Names<T> {
             for change in self.window.drain(..) {
                 match change {
                     Change::Set(key, candidates) => {
-                        self.settled.insert(key, candidates);
+                        self.settled.space(key.0).insert(key.1, candidates);
                     }
                     Change::Remove(key) => {
-                        self.settled.remove(&key);
+                        self.settled.space(key.0).remove(&key.1);
                     }
-                    Change::Clear(space) => self.settled.retain(|(s, _), _| *s != space),
+                    Change::Clear(space) => self.settled.space(space).clear(),
                 }
             }
         } else {
             self.window.clear();
             for (key, candidates) in self.pending.drain() {
-                let slot = self.settled.entry(key).or_default();
+                let slot = self.settled.space(key.0).entry(key.1).or_default();
                 for c in candidates {
                     push_unique(slot, c);
                 }
@@ -210,6 +212,41 @@ impl<T> Names<T> {
         self.pending.clear();
         self.overflowed = false;
         self.errored = false;
+    }
+}
+
+/// Settled names, one map per space.
+struct Settled<T> {
+    statements: HashMap<Box<[u8]>, Vec<Arc<T>>>,
+    portals: HashMap<Box<[u8]>, Vec<Arc<T>>>,
+}
+
+impl<T> Default for Settled<T> {
+    fn default() -> Self {
+        Settled {
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Settled<T> {
+    fn space(&mut self, space: Space) -> &mut HashMap<Box<[u8]>, Vec<Arc<T>>> {
+        match space {
+            Space::Statement => &mut self.statements,
+            Space::Portal => &mut self.portals,
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<&Vec<Arc<T>>> {
+        match key.0 {
+            Space::Statement => self.statements.get(&key.1),
+            Space::Portal => self.portals.get(&key.1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.statements.len() + self.portals.len()
     }
 }
 
