@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::mysql::{code, connect, direct, mariadb, message, opts};
 use common::{Certs, PASSWORD, Proxy, Setup, USER, unique};
 use mysql_async::prelude::*;
 
@@ -24,50 +25,6 @@ async fn proxy(policy: Option<PathBuf>) -> Proxy {
     }
     .start()
     .await
-}
-
-fn opts(port: u16) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some(USER))
-        .pass(Some(PASSWORD))
-        .db_name(Some("test"))
-        // Otherwise mysql_async asks for the server's socket and reconnects through it.
-        .prefer_socket(false)
-}
-
-async fn connect(port: u16) -> mysql_async::Conn {
-    mysql_async::Conn::new(opts(port))
-        .await
-        .expect("logs in through Airlock")
-}
-
-/// A direct connection to MariaDB, to set up and observe from the side.
-async fn direct() -> mysql_async::Conn {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(3306)
-        .user(Some("root"))
-        .db_name(Some("test"))
-        .prefer_socket(false);
-    mysql_async::Conn::new(opts)
-        .await
-        .expect("MariaDB on 127.0.0.1:3306 (root, no password) must be running")
-}
-
-fn code(e: &mysql_async::Error) -> u16 {
-    match e {
-        mysql_async::Error::Server(s) => s.code,
-        other => panic!("not a server error: {other}"),
-    }
-}
-
-fn message(e: &mysql_async::Error) -> String {
-    match e {
-        mysql_async::Error::Server(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A table with three rows, made directly in MariaDB.
@@ -249,16 +206,6 @@ async fn caching_sha2_logs_in_over_tls_first_then_by_the_fast_path() {
     let wrong = opts(port).pass(Some("not-the-password"));
     let e = mysql_async::Conn::new(wrong).await.unwrap_err();
     assert_eq!(code(&e), 1045);
-}
-
-fn mariadb(port: u16, args: &[&str]) -> std::process::Output {
-    Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", USER])
-        .arg(format!("-p{PASSWORD}"))
-        .args(["--protocol=tcp", "--batch", "test"])
-        .args(args)
-        .output()
-        .expect("the mariadb client must be installed (mariadb-client)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

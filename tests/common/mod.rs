@@ -2,6 +2,7 @@
 //! 127.0.0.1:5432, makes real TLS certificates, and connects real clients.
 #![allow(dead_code)]
 
+pub mod mysql;
 pub mod raw;
 
 use std::path::PathBuf;
@@ -114,6 +115,10 @@ pub struct Setup {
     /// Give the test user a mysql_native_password hash (without one it logs in to the MySQL
     /// listener with caching_sha2_password).
     pub mysql_native: bool,
+    /// Extra lines for [mysql].
+    pub mysql_extra: String,
+    /// The body of [mysql.upstream].
+    pub mysql_upstream: String,
 }
 
 impl Default for Setup {
@@ -130,6 +135,9 @@ impl Default for Setup {
             groups: Vec::new(),
             mysql: false,
             mysql_native: true,
+            mysql_extra: String::new(),
+            mysql_upstream: "address = \"127.0.0.1:3306\"\nuser = \"root\"\ntls = \"disable\"\n"
+                .to_string(),
         }
     }
 }
@@ -150,11 +158,13 @@ impl Setup {
             None => String::new(),
         };
         let mysql = if self.mysql {
-            "[mysql]\nlisten = \"127.0.0.1:0\"\n\
-             [mysql.upstream]\naddress = \"127.0.0.1:3306\"\nuser = \"root\"\ntls = \"disable\"\n\
-             connect_timeout_secs = 3\n"
+            format!(
+                "[mysql]\nlisten = \"127.0.0.1:0\"\n{}\n\
+                 [mysql.upstream]\n{}connect_timeout_secs = 3\n",
+                self.mysql_extra, self.mysql_upstream
+            )
         } else {
-            ""
+            String::new()
         };
         let native = if self.mysql_native {
             format!(
