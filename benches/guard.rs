@@ -34,6 +34,7 @@ fn session() -> Box<dyn Inspector> {
         client_addr: "127.0.0.1:1".parse().unwrap(),
         tls: false,
         strings_as_classified: true,
+        local_infile: false,
     })
 }
 

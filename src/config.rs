@@ -212,6 +212,11 @@ pub struct MysqlConfig {
     /// Seconds a client has to finish TLS and authentication.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_secs: u64,
+    /// Relay LOAD DATA LOCAL INFILE: offer clients CLIENT_LOCAL_FILES and pass the database's
+    /// request for the file, and the file, through. Off: such statements are refused by
+    /// Airlock, and a database's request for a local file ends the session.
+    #[serde(default)]
+    pub allow_local_infile: bool,
     pub upstream: UpstreamConfig,
 }
 

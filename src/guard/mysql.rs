@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Guard, Judged, TextSession, Who, judge_one, judge_text};
-use crate::inspect::{MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
+use crate::inspect::{Denial, MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
 use crate::sql::classify::{Classified, Kind, Prepared};
@@ -28,6 +28,7 @@ impl MysqlInspectorFactory for MyGuards {
             preparing: None,
             migration: None,
             strings_as_classified: session.strings_as_classified,
+            local_infile: session.local_infile,
         })
     }
 }
@@ -45,12 +46,20 @@ pub struct MyGuard {
     /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
     /// with a backslash is then judged unknown.
     strings_as_classified: bool,
+    /// Airlock relays LOAD DATA LOCAL INFILE (`mysql.allow_local_infile`).
+    local_infile: bool,
 }
 
 impl MysqlInspector for MyGuard {
     fn command(&mut self, command: &Command<'_>) -> Verdict {
         match command {
-            Command::Query { sql } => self.judge_text(sql).verdict,
+            Command::Query { sql } => {
+                let judged = self.judge_text(sql);
+                if !self.local_infile && has_finding(&judged, "local_infile") {
+                    return Verdict::Deny(local_infile_off());
+                }
+                judged.verdict
+            }
             Command::Prepare { sql } => {
                 // Preparing runs nothing: it is judged when executed.
                 self.preparing = Some(Arc::new(self.judge_text(sql)));
@@ -95,6 +104,26 @@ impl MysqlInspector for MyGuard {
         {
             self.statements.insert(id, judged);
         }
+    }
+}
+
+fn has_finding(judged: &Judged, code: &str) -> bool {
+    judged
+        .statements
+        .iter()
+        .any(|s| s.findings.iter().any(|f| f.code == code))
+}
+
+/// Before any policy: Airlock itself does not relay a client's files unless configured to.
+fn local_infile_off() -> Denial {
+    Denial {
+        message: "LOAD DATA LOCAL INFILE is turned off in Airlock".into(),
+        detail: None,
+        hint: Some(
+            "set allow_local_infile = true under [mysql] in Airlock's config to relay the \
+             client's file, or load a file on the database server with LOAD DATA INFILE"
+                .into(),
+        ),
     }
 }
 

@@ -273,16 +273,27 @@ fn classify_one(
 /// statement: MySQL's INTO OUTFILE/DUMPFILE and LOAD DATA.
 fn token_findings(tokens: &[TokenWithSpan]) -> Vec<Finding> {
     let mut out = Vec::new();
-    // The previous significant token, if it was an unquoted word.
+    // The two previous significant tokens, where they were unquoted words.
+    let mut before: Option<&str> = None;
     let mut previous: Option<&str> = None;
+    let is = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
     for t in tokens {
         let word = match &t.token {
             Token::Whitespace(_) => continue,
             Token::Word(w) if w.quote_style.is_none() => Some(w.value.as_str()),
             _ => None,
         };
+        if let (Some(a), Some(b), Some(c)) = (before, previous, word)
+            && is(a, "load")
+            && (is(b, "data") || is(b, "xml"))
+            && is(c, "local")
+        {
+            out.push(finding(
+                "local_infile",
+                "LOAD DATA LOCAL sends a file from the client's machine to the database",
+            ));
+        }
         if let (Some(a), Some(b)) = (previous, word) {
-            let is = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
             if is(a, "into") && (is(b, "outfile") || is(b, "dumpfile")) {
                 out.push(finding(
                     "into_outfile",
@@ -295,6 +306,7 @@ fn token_findings(tokens: &[TokenWithSpan]) -> Vec<Finding> {
                 ));
             }
         }
+        before = previous;
         previous = word;
     }
     out

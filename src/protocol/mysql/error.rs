@@ -132,8 +132,9 @@ impl MyError {
         Self::new(
             2068,
             "HY000",
-            "the database asked this client for a local file, which Airlock never allows; the \
-             session is closed",
+            "the database asked this client for a local file, which Airlock relays only in \
+             answer to LOAD DATA LOCAL and only with allow_local_infile = true under [mysql] in \
+             its config; the session is closed",
         )
     }
 

@@ -4,8 +4,8 @@
 //!
 //! Airlock needs three things from answers: the server status flags of every OK and EOF
 //! (`SERVER_STATUS_NO_BACKSLASH_ESCAPES` changes how string literals are read), the statement
-//! id of a COM_STMT_PREPARE's answer, and the one packet a server must never send through
-//! Airlock: a LOCAL INFILE request (Airlock never offers CLIENT_LOCAL_FILES).
+//! id of a COM_STMT_PREPARE's answer, and a LOCAL INFILE request, which the relay passes on
+//! only where the config allows it.
 
 use super::command;
 
@@ -54,8 +54,9 @@ pub enum Event {
     Prepared(u32),
     /// The server refused the command.
     Error,
-    /// The server asks the client to send a local file.
-    LocalInfile,
+    /// The server asks the client to send a local file. `text`: in answer to COM_QUERY (the
+    /// only command LOAD DATA LOCAL can come from); the answer then goes on after the file.
+    LocalInfile { text: bool },
     /// Not a packet Airlock expected here.
     Unexpected,
     /// A column (or parameter) definition.
@@ -242,8 +243,10 @@ impl Tracker {
                     status.map(Event::Status)
                 }
                 Some(0xfb) => {
-                    self.state = State::Idle;
-                    Some(Event::LocalInfile)
+                    // After the file (sent by the client), the same answer: an OK or ERR, and
+                    // more result sets if the OK says so.
+                    self.state = State::First(Answer::Results);
+                    Some(Event::LocalInfile { text: !self.binary })
                 }
                 _ => match lenenc(head) {
                     Some((count, _)) if count > 0 => {
@@ -433,7 +436,21 @@ mod tests {
         assert_eq!(feed(&mut t, b"\xff\x7a\x04#42S02no"), Some(Event::Error));
         assert!(t.is_idle());
         t.expect(Answer::Results);
-        assert_eq!(feed(&mut t, b"\xfb/etc/passwd"), Some(Event::LocalInfile));
+        assert_eq!(
+            feed(&mut t, b"\xfb/etc/passwd"),
+            Some(Event::LocalInfile { text: true })
+        );
+        // The file's answer, then the next result set of a multi-statement.
+        assert!(!t.is_idle());
+        let more = ok(SERVER_MORE_RESULTS_EXISTS);
+        assert_eq!(feed(&mut t, &more), Some(Event::Status(8)));
+        assert_eq!(feed(&mut t, &ok(0)), Some(Event::Status(0)));
+        assert!(t.is_idle());
+        t.expect(Answer::BinaryResults);
+        assert_eq!(
+            feed(&mut t, b"\xfb/etc/passwd"),
+            Some(Event::LocalInfile { text: false })
+        );
         t.expect(Answer::Simple);
         assert_eq!(
             feed(&mut t, &ok(SERVER_STATUS_NO_BACKSLASH_ESCAPES)),

@@ -63,6 +63,13 @@ pub async fn login(
         | CapabilityFlags::CLIENT_CONNECT_WITH_DB;
     let mut offered = offered;
     offered.set(CapabilityFlags::CLIENT_SSL, ctx.server_tls.is_some());
+    offered.set(
+        CapabilityFlags::CLIENT_LOCAL_FILES,
+        ctx.config.allow_local_infile
+            && info
+                .capabilities
+                .contains(CapabilityFlags::CLIENT_LOCAL_FILES),
+    );
     let nonce = nonce();
     // The second part travels NUL-terminated (13 bytes), as servers send it.
     let mut part2 = nonce[8..].to_vec();

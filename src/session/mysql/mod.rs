@@ -5,8 +5,8 @@
 //! The greeting carries the database's own version string and capabilities (learned by a
 //! clean login at start-up and refreshed by every session), so clients pick the right dialect
 //! and features; capabilities that would change how Airlock must read the traffic
-//! (compression, LOCAL INFILE, query attributes, optional result metadata, MariaDB's extended
-//! ones) are never offered.
+//! (compression, query attributes, optional result metadata, MariaDB's extended ones) are
+//! never offered, and LOCAL INFILE only where the config allows it.
 
 pub mod handshake;
 pub mod relay;
@@ -218,8 +218,11 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
         client,
         upstream,
         inspector,
-        ctx.config.max_packet_size,
-        deprecate_eof,
+        relay::Settings {
+            max_packet_size: ctx.config.max_packet_size,
+            deprecate_eof,
+            local_infile: ctx.config.allow_local_infile,
+        },
         &resolve,
     )
     .await;
@@ -297,6 +300,7 @@ async fn open(
         tls: stream.is_tls(),
         strings_as_classified: response::ok_status(&connected.ok)
             .is_some_and(|s| s & response::SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0),
+        local_infile: ctx.config.allow_local_infile,
     };
     let deprecate_eof = capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let client = relay::End {

@@ -8,6 +8,10 @@
 //! database refused: MySQL does not abort a transaction on an error. The one part of an answer
 //! Airlock reads is the statement id in the answer to COM_STMT_PREPARE, so that each
 //! COM_STMT_EXECUTE can be judged as what was prepared.
+//!
+//! LOAD DATA LOCAL INFILE, where allowed, is the one exchange that turns this around: the
+//! database's answer to a COM_QUERY asks for a file, and the client's next packets (until an
+//! empty one) are that file, relayed without inspection, before the answer goes on.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -40,15 +44,25 @@ pub enum Outcome {
     ClientRefused,
     /// The database closed the connection.
     UpstreamClosed,
-    /// The database asked for something Airlock never relays (a local file); the client was
-    /// told and the session closed.
+    /// The database asked for something Airlock does not relay (a local file, where not
+    /// allowed); the client was told and the session closed.
     UpstreamRefused,
 }
 
-/// Relays until one side is done.
 /// Maps a connection id a client names in KILL (one Airlock gave out) to the database's
 /// thread id, if it is a session of the same user.
 pub type Resolve<'a> = &'a (dyn Fn(u32) -> Option<u32> + Sync);
+
+/// How a session is relayed.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Largest logical packet held whole.
+    pub max_packet_size: usize,
+    /// The session negotiated CLIENT_DEPRECATE_EOF.
+    pub deprecate_eof: bool,
+    /// The database may ask for a client's file (`mysql.allow_local_infile`).
+    pub local_infile: bool,
+}
 
 /// Relays until one side is done. Returns how it ended and whether the database still owed
 /// the client an answer (a statement was running).
@@ -56,14 +70,19 @@ pub async fn run(
     client: End,
     upstream: End,
     inspector: Box<dyn MysqlInspector>,
-    max_packet_size: usize,
-    deprecate_eof: bool,
+    settings: Settings,
     resolve: Resolve<'_>,
 ) -> (Outcome, bool) {
+    let Settings {
+        max_packet_size,
+        deprecate_eof,
+        local_infile,
+    } = settings;
     let wants_rows = inspector.wants_rows();
     let inspector = Mutex::new(inspector);
     let expected = Mutex::new(VecDeque::new());
     let idle = AtomicBool::new(true);
+    let infile = AtomicBool::new(false);
     let (mut client_r, mut client_w) = tokio::io::split(client.stream);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream.stream);
     let (tell_tx, tell_rx) = mpsc::unbounded_channel();
@@ -71,6 +90,7 @@ pub async fn run(
         inspector: &inspector,
         expected: &expected,
         idle: &idle,
+        infile: local_infile.then_some(&infile),
         resolve,
         wants_rows,
     };
@@ -114,6 +134,10 @@ struct Shared<'a> {
     expected: &'a Mutex<VecDeque<Answer>>,
     /// The answer pump has no answer in progress.
     idle: &'a AtomicBool,
+    /// Where LOCAL INFILE is allowed: the client is sending a file (set by the answer pump
+    /// before the database's request reaches the client, cleared by the command pump after
+    /// the file's last, empty, packet).
+    infile: Option<&'a AtomicBool>,
     resolve: Resolve<'a>,
     /// The inspector reads column definitions and rows.
     wants_rows: bool,
@@ -163,8 +187,22 @@ async fn commands(
             }
             Next::Packet(p) => p,
         };
-        let reply_seq = logical.last_seq.wrapping_add(1);
         let wire_len = logical.wire_len;
+        if let Some(infile) = shared.infile
+            && infile.load(Ordering::Acquire)
+        {
+            let last = logical.payload.is_empty();
+            drop(logical);
+            if write_out(to, &buf[..wire_len]).await.is_err() {
+                return Outcome::UpstreamClosed;
+            }
+            buf.advance(wire_len);
+            if last {
+                infile.store(false, Ordering::Release);
+            }
+            continue;
+        }
+        let reply_seq = logical.last_seq.wrapping_add(1);
         let code = logical.payload.first().copied().unwrap_or(0);
         let parsed = command::parse(&logical.payload);
         // KILL names Airlock's connection ids: map it to the database's (the client's way to
@@ -376,7 +414,12 @@ impl AnswerScan {
                         );
                         shared.inspector().status(None);
                     }
-                    Some(Event::LocalInfile) => {
+                    Some(Event::LocalInfile { text: true }) if shared.infile.is_some() => {
+                        if let Some(infile) = shared.infile {
+                            infile.store(true, Ordering::Release);
+                        }
+                    }
+                    Some(Event::LocalInfile { .. }) => {
                         return (ready, 0, Some(MyError::local_infile_requested()));
                     }
                     Some(Event::Definition | Event::Row { .. }) if shared.wants_rows && !whole => {
@@ -528,6 +571,7 @@ mod tests {
                 inspector: &inspector,
                 expected: &owed,
                 idle: &idle,
+                infile: None,
                 resolve: &|_| None,
                 wants_rows: true,
             };
@@ -570,20 +614,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_local_infile_request_is_not_relayed() {
+    /// Scans a LOCAL INFILE request in answer to `answer`: what reached the client, whether
+    /// the session was refused and whether the command pump now expects the file.
+    fn local_infile_request(allowed: bool, answer: Answer) -> (usize, Option<u16>, bool) {
         let inspector: Mutex<Box<dyn MysqlInspector>> =
             Mutex::new(Box::new(Recorder(Default::default())));
         let expected = Mutex::new(VecDeque::new());
         let idle = AtomicBool::new(true);
+        let infile = AtomicBool::new(false);
         let shared = Shared {
             inspector: &inspector,
             expected: &expected,
             idle: &idle,
+            infile: allowed.then_some(&infile),
             resolve: &|_| None,
             wants_rows: false,
         };
-        shared.expect(Answer::Results);
+        shared.expect(answer);
         let mut scan = AnswerScan {
             buf: BytesMut::new(),
             streaming: 0,
@@ -593,7 +640,29 @@ mod tests {
         };
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
         let (ready, _, refused) = scan.scan(&shared);
-        assert_eq!(ready, 0, "nothing of it reaches the client");
-        assert_eq!(refused.map(|e| e.code), Some(2068));
+        (
+            ready,
+            refused.map(|e| e.code),
+            infile.load(Ordering::Acquire),
+        )
+    }
+
+    #[test]
+    fn a_local_infile_request_is_relayed_only_where_allowed_and_only_for_com_query() {
+        assert_eq!(
+            local_infile_request(false, Answer::Results),
+            (0, Some(2068), false),
+            "not allowed: nothing of it reaches the client"
+        );
+        assert_eq!(
+            local_infile_request(true, Answer::Results),
+            (HEADER_LEN + 12, None, true),
+            "allowed: relayed, and the client's next packets are the file"
+        );
+        assert_eq!(
+            local_infile_request(true, Answer::BinaryResults),
+            (0, Some(2068), false),
+            "a prepared statement cannot LOAD DATA: a request there is refused"
+        );
     }
 }

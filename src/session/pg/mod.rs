@@ -290,6 +290,7 @@ async fn open(
         client_addr,
         tls: client.is_tls(),
         strings_as_classified: !says_nonstandard_strings(&connected.greeting),
+        local_infile: false,
     };
     Ok(Some(Opened {
         client,
