@@ -120,6 +120,50 @@ async fn the_greeting_carries_the_databases_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_character_set_is_the_sessions() {
+    let proxy = proxy(None).await;
+    let port = proxy.mysql_port.unwrap();
+    // mysql_async logs in with utf8mb4: four-byte characters survive the round trip.
+    let mut conn = connect(port).await;
+    let charset: String = conn
+        .query_first("select @@character_set_client")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(charset, "utf8mb4");
+    let t = unique("my_charset");
+    conn.query_drop(format!(
+        "create table {t} (v varchar(20)) character set utf8mb4"
+    ))
+    .await
+    .unwrap();
+    conn.exec_drop(
+        format!("insert into {t} values (?)"),
+        ("snow \u{2603} \u{1F600}",),
+    )
+    .await
+    .unwrap();
+    let back: String = conn
+        .query_first(format!("select v from {t}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, "snow \u{2603} \u{1F600}");
+    conn.query_drop(format!("drop table {t}")).await.unwrap();
+    // The CLI asks for latin1 in its login, and gets it.
+    let out = mariadb(
+        port,
+        &[
+            "--default-character-set=latin1",
+            "-N",
+            "-e",
+            "select @@character_set_client",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "latin1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_policy_refuses_with_1142_and_judges_every_execute() {
     let proxy = proxy(Some(shipped_policies())).await;
     let t = table().await;

@@ -25,11 +25,18 @@ const MAX_LOGIN_PACKET: usize = 64 * 1024;
 pub struct LoggedIn {
     pub stream: Stream,
     pub reader: PacketReader,
+    pub client: Client,
+    /// Sequence id for Airlock's next packet to the client (the OK).
+    pub seq: u8,
+}
+
+/// What the client's login asked for, which Airlock's own login to the database repeats.
+pub struct Client {
     pub user: String,
     pub database: Option<Vec<u8>>,
     pub capabilities: CapabilityFlags,
-    /// Sequence id for Airlock's next packet to the client (the OK).
-    pub seq: u8,
+    /// The character set and collation of the connection.
+    pub collation: u8,
 }
 
 /// Why a login did not finish: an error to send (with its sequence id) or a vanished client.
@@ -135,8 +142,13 @@ pub async fn login(
             MyError::bad_handshake("the client does not speak protocol 4.1"),
         ));
     }
-    let user = String::from_utf8_lossy(response.user()).into_owned();
-    let database = response.db_name().map(<[u8]>::to_vec);
+    let client = Client {
+        user: String::from_utf8_lossy(response.user()).into_owned(),
+        database: response.db_name().map(<[u8]>::to_vec),
+        capabilities,
+        collation: response.collation(),
+    };
+    let user = client.user.clone();
     let plugin = response
         .auth_plugin()
         .map(|p| p.as_bytes().to_vec())
@@ -162,7 +174,7 @@ pub async fn login(
     {
         let ok = hash.check(&nonce, response.scramble_buf()) && known.is_some();
         return if ok {
-            Ok(done(stream, reader, user, database, capabilities, seq))
+            Ok(done(stream, reader, client, seq))
         } else {
             Err(tell(stream, seq, denied()))
         };
@@ -198,7 +210,7 @@ pub async fn login(
         write_packet(&mut stream, seq, &[0x01, 0x03])
             .await
             .map_err(|_| Failed::Gone)?;
-        return Ok(done(stream, reader, user, database, capabilities, seq + 1));
+        return Ok(done(stream, reader, client, seq + 1));
     }
     if scramble.is_empty() {
         // An empty answer is an empty password, which no configured user has.
@@ -232,23 +244,14 @@ pub async fn login(
         return Err(tell(stream, seq, denied()));
     }
     ctx.remember_sha2(&user, Sha2Hash::from_password(&password));
-    Ok(done(stream, reader, user, database, capabilities, seq))
+    Ok(done(stream, reader, client, seq))
 }
 
-fn done(
-    stream: Stream,
-    reader: PacketReader,
-    user: String,
-    database: Option<Vec<u8>>,
-    capabilities: CapabilityFlags,
-    seq: u8,
-) -> LoggedIn {
+fn done(stream: Stream, reader: PacketReader, client: Client, seq: u8) -> LoggedIn {
     LoggedIn {
         stream,
         reader,
-        user,
-        database,
-        capabilities,
+        client,
         seq,
     }
 }

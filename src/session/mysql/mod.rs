@@ -267,13 +267,10 @@ async fn open(
     let handshake::LoggedIn {
         mut stream,
         reader,
-        user,
-        database,
-        capabilities,
+        client,
         seq,
     } = logged;
-    let connected = match upstream::connect(&ctx.upstream, capabilities, database.as_deref()).await
-    {
+    let connected = match upstream::connect(&ctx.upstream, Some(&client)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%client_addr, reason = %e, "MySQL upstream login failed");
@@ -291,8 +288,9 @@ async fn open(
     }
     let info = SessionInfo {
         id: id as i32,
-        user,
-        database: database
+        user: client.user,
+        database: client
+            .database
             .map(|d| String::from_utf8_lossy(&d).into_owned())
             .unwrap_or_default(),
         application_name: None,
@@ -302,7 +300,9 @@ async fn open(
             .is_some_and(|s| s & response::SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0),
         local_infile: ctx.config.allow_local_infile,
     };
-    let deprecate_eof = capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let deprecate_eof = client
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let client = relay::End {
         stream,
         buf: reader.into_leftover(),

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::handshake::Client;
 use crate::config::UpstreamTlsMode;
 use crate::net::stream::{Stream, write_out};
 use crate::protocol::mysql::MyError;
@@ -90,13 +91,16 @@ pub async fn write_packet<S: AsyncWrite + Unpin>(
     write_out(stream, &out).await
 }
 
-/// Connects and logs in with `capabilities` (the client's, for a session; Airlock's own for a
-/// probe), selecting `database` if given.
+/// Connects and logs in as the client's login asked (its capabilities, database and
+/// character set), or with Airlock's own capabilities for a probe.
 pub async fn connect(
     target: &UpstreamTarget,
-    capabilities: CapabilityFlags,
-    database: Option<&[u8]>,
+    client: Option<&Client>,
 ) -> Result<(Connected, BytesMut), MyError> {
+    let (capabilities, database, collation) = match client {
+        Some(c) => (c.capabilities, c.database.as_deref(), c.collation),
+        None => (super::SUPPORTED, None, COLLATION_UTF8MB4),
+    };
     let unreachable = |e: &dyn std::fmt::Display| MyError::upstream_unreachable(&target.address, e);
     let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.address))
         .await
@@ -130,7 +134,13 @@ pub async fn connect(
         | CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
         | CapabilityFlags::CLIENT_PLUGIN_AUTH;
-    caps.remove(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+    // Airlock sends no connection attributes of its own; the TLS request must announce exactly
+    // the capabilities of the login that follows it.
+    caps.remove(
+        CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+    );
     if database.is_some() {
         caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
     }
@@ -140,7 +150,7 @@ pub async fn connect(
         (Some(config), _) if server_tls => {
             caps |= CapabilityFlags::CLIENT_SSL;
             let mut req = Vec::new();
-            SslRequest::new(caps, packet::MAX_CHUNK as u32, COLLATION_UTF8MB4).serialize(&mut req);
+            SslRequest::new(caps, packet::MAX_CHUNK as u32, collation).serialize(&mut req);
             write_packet(&mut stream, seq, &req)
                 .await
                 .map_err(|e| unreachable(&e))?;
@@ -179,6 +189,9 @@ pub async fn connect(
     );
     let mut out = Vec::new();
     response.serialize(&mut out);
+    // mysql_common picks the character set from a server version; the client's own goes in
+    // its place (protocol 4.1: capabilities, max packet size, then this byte).
+    out[8] = collation;
     write_packet(&mut stream, seq, &out)
         .await
         .map_err(|e| unreachable(&e))?;
@@ -277,7 +290,7 @@ pub fn err_message(payload: &[u8]) -> String {
 /// the mysql client does on Ctrl-C). Best effort: failures are logged.
 pub async fn kill_query(target: &UpstreamTarget, thread: u32) {
     let attempt = async {
-        let (mut c, _) = connect(target, super::SUPPORTED, None).await?;
+        let (mut c, _) = connect(target, None).await?;
         let mut sql = vec![crate::protocol::mysql::command::COM_QUERY];
         sql.extend_from_slice(format!("KILL QUERY {thread}").as_bytes());
         let io = |e: std::io::Error| MyError::upstream_unreachable(&target.address, e);
@@ -310,7 +323,7 @@ pub async fn kill_query(target: &UpstreamTarget, thread: u32) {
 /// Logs in with Airlock's own capabilities and says goodbye: how the listener learns the
 /// server's version and capabilities without leaving an aborted connection behind.
 pub async fn probe(target: &UpstreamTarget) -> Result<ServerInfo, MyError> {
-    let (mut connected, _) = connect(target, super::SUPPORTED, None).await?;
+    let (mut connected, _) = connect(target, None).await?;
     let _ = write_packet(
         &mut connected.stream,
         0,
