@@ -29,7 +29,11 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
     // Start of the run of bytes not yet copied to `out`.
     let mut copied = 0;
     while i < b.len() {
-        let c = b[i];
+        // Names, keywords, spaces and operators are copied as they are: skip them in a run.
+        while i < b.len() && PLAIN[b[i] as usize] {
+            i += 1;
+        }
+        let Some(&c) = b.get(i) else { break };
         match c {
             b'\'' => {
                 if i > 0 && (is_word(b[i - 1]) || b[i - 1] == b'&') {
@@ -44,7 +48,7 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
             b'"' => i = quoted_end(b, i)?,
             b'0'..=b'9' => {
                 if i > 0 && is_word(b[i - 1]) {
-                    i = word_end(b, i)?; // part of a name such as t1
+                    i += 1; // part of a name such as t1
                     continue;
                 }
                 if i > 0 && b[i - 1] == b'.' {
@@ -56,34 +60,47 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
                 i = end;
                 copied = i;
             }
-            b'-' if b.get(i + 1) == Some(&b'-') => return None,
-            b'/' if b.get(i + 1) == Some(&b'*') => return None,
-            // `$`: dollar quotes and parameters; backslash: escapes; `#` and backquotes: MySQL's
-            // comments and quoted names.
-            b'$' | b'\\' | b';' | b'#' | b'`' => return None,
-            _ if is_word(c) => i = word_end(b, i)?,
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            _ if c < 0x20 || c == 0x7f => return None,
-            _ => i += 1,
+            b'-' | b'/' => {
+                if b.get(i + 1) == Some(&if c == b'-' { b'-' } else { b'*' }) {
+                    return None; // a comment
+                }
+                i += 1;
+            }
+            // `$`: dollar quotes, parameters and names such as a$b; backslash: escapes; `#` and
+            // backquotes: MySQL's comments and quoted names; control characters.
+            _ => return None,
         }
     }
     out.push_str(&text[copied..]);
     Some((out, text))
 }
 
+/// Bytes the scanner copies without looking further: everything but quotes, digits, the
+/// starts of comments, and the bytes that give no shape (`$ \ ; # \``, control characters).
+/// A quote or `$` right after a name is caught where the quote or `$` is.
+const PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = false;
+        c += 1;
+    }
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[0x7f] = false;
+    let special = b"'\"0123456789-/$\\;#`";
+    let mut k = 0;
+    while k < special.len() {
+        t[special[k] as usize] = false;
+        k += 1;
+    }
+    t
+};
+
 /// Letters, digits, `_` and any byte of a multi-byte UTF-8 character: what names are made of.
 fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-}
-
-fn word_end(b: &[u8], mut i: usize) -> Option<usize> {
-    while i < b.len() && is_word(b[i]) {
-        i += 1;
-    }
-    if b.get(i) == Some(&b'$') || b.get(i) == Some(&b'\'') {
-        return None; // a$b, or a prefixed string
-    }
-    Some(i)
 }
 
 /// The end of a `'...'` literal starting at `start` (`''` is a quote inside it). A backslash
@@ -165,6 +182,10 @@ mod tests {
             key("select 'é', ünïcode from t2").as_deref(),
             Some("select '?', ünïcode from t2")
         );
+        assert_eq!(
+            key("select 5/2, 5-2, x1y2 from t where a-b > 3").as_deref(),
+            Some("select #/#, #-#, x1y2 from t where a-b > #")
+        );
     }
 
     #[test]
@@ -196,6 +217,11 @@ mod tests {
             "select 'open",
             "select \"open",
             "select a$b from t",
+            "select t1$ from t",
+            "select n'x'",
+            "select 1--c",
+            "select 1 -- c",
+            "select 1/*c*/",
             "select `1` from t",
             "delete from t # where id = 1",
             "select \u{1}",
