@@ -378,7 +378,14 @@ async fn a_session_that_touches_a_migration_table_is_a_migration_run() {
     assert_eq!(sqlstate(&e), "42501");
 
     // The migration tool reads its bookkeeping table first; from then on the session is its run.
+    // The same DDL sent before that is refused, and the refusal the session remembers for the
+    // statement's shape does not outlive the start of the run.
     let tool = proxy.connect().await;
+    let e = tool
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
     tool.query("select version from schema_migrations", &[])
         .await
         .unwrap();

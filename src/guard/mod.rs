@@ -73,7 +73,7 @@ pub struct Who {
 }
 
 /// Statements and what the policy decided for them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Judged {
     pub statements: Arc<[Classified]>,
     pub verdict: Verdict,
@@ -154,11 +154,56 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
     judge(guard, who, Arc::new([statement]), None)
 }
 
+/// Decisions a session remembers, at most.
+const DECIDED_ENTRIES: usize = 256;
+
+/// What a session's text judging remembers from one statement to the next.
+#[derive(Default)]
+pub struct TextState {
+    /// The session's migration run, if it is one (see [`tag_migration`]): once a statement
+    /// touches a migration tool's bookkeeping table, every later statement is tagged with it.
+    migration: Option<&'static str>,
+    /// Decisions made for cached classifications, by the classification's address, so that
+    /// a statement of a shape the session sent before (pgbench's, an application's, with
+    /// fresh literal values) skips the policy: the policy, the session's identity and the
+    /// classification are all the same as last time. Each entry holds its classification,
+    /// so an address cannot be reused while it is remembered.
+    decided: HashMap<usize, Judged, foldhash::fast::RandomState>,
+}
+
+impl TextState {
+    /// The decision remembered for `statements`, while the session is no migration run.
+    fn recall(&self, statements: &Arc<[Classified]>) -> Option<&Judged> {
+        if self.migration.is_some() {
+            return None;
+        }
+        self.decided.get(&address(statements))
+    }
+
+    /// Remembers `judged`, if it was made outside a migration run for a classification that
+    /// names no migration tool (so tagging left it as it was).
+    fn remember(&mut self, judged: &Judged) {
+        let untagged = judged.statements.iter().all(|s| s.migration.is_none());
+        if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
+            return;
+        }
+        if self.decided.len() >= DECIDED_ENTRIES {
+            self.decided.clear();
+        }
+        self.decided
+            .insert(address(&judged.statements), judged.clone());
+    }
+}
+
+fn address(statements: &Arc<[Classified]>) -> usize {
+    Arc::as_ptr(statements) as *const Classified as usize
+}
+
 /// What a session's guard brings to judging statement text.
 pub struct TextSession<'a> {
     pub who: &'a Who,
-    /// The session's migration run, if it is one (see [`tag_migration`]).
-    pub migration: &'a mut Option<&'static str>,
+    /// The session's migration run and remembered decisions.
+    pub state: &'a mut TextState,
     /// Whether the server reads string literals as the classifier does.
     pub strings_as_classified: bool,
     /// The session's prepared statements, for PREPARE and EXECUTE in the text.
@@ -200,8 +245,14 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
         return judge_one(guard, session.who, statement);
     }
     let cached = guard.cache().get_shared(text);
+    let was_cached = cached.is_some();
     let (statements, dynamic) = match cached {
-        Some(hit) => (hit, None),
+        Some(hit) => {
+            if let Some(judged) = session.state.recall(&hit) {
+                return judged.clone();
+            }
+            (hit, None)
+        }
         None => {
             let fresh: Arc<[Classified]> =
                 classify_in_session(text, dialect, session.prepared).into();
@@ -214,8 +265,12 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
             (fresh, dynamic)
         }
     };
-    let statements = tag_migration(session.migration, statements);
-    judge(guard, session.who, statements, dynamic)
+    let statements = tag_migration(&mut session.state.migration, statements);
+    let judged = judge(guard, session.who, statements, dynamic);
+    if was_cached {
+        session.state.remember(&judged);
+    }
+    judged
 }
 
 fn severity(d: &Decision<'_>) -> u8 {

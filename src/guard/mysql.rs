@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Guard, Judged, TextSession, Who, judge_one, judge_text};
+use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
 use crate::inspect::{Denial, MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
@@ -26,7 +26,7 @@ impl MysqlInspectorFactory for MyGuards {
             who: self.0.who(session),
             statements: HashMap::new(),
             preparing: None,
-            migration: None,
+            text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
             local_infile: session.local_infile,
         })
@@ -41,7 +41,7 @@ pub struct MyGuard {
     statements: HashMap<u32, Arc<Judged>>,
     /// The statement of the COM_STMT_PREPARE awaiting the server's answer.
     preparing: Option<Arc<Judged>>,
-    migration: Option<&'static str>,
+    text: TextState,
     /// Whether the server reads backslashes in strings as escapes, as the classifier does
     /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
     /// with a backslash is then judged unknown.
@@ -144,7 +144,7 @@ impl MyGuard {
         // parser does not read: such statements come out unknown, so nothing is remembered.
         let session = TextSession {
             who: &self.who,
-            migration: &mut self.migration,
+            state: &mut self.text,
             strings_as_classified: self.strings_as_classified,
             prepared: &mut Prepared::default(),
         };

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::names::{Names, Space};
-use super::{Guard, Judged, TextSession, Who, judge_one, judge_text};
+use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
 use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
 use crate::protocol::pg::backend::{self, tag as be};
 use crate::protocol::pg::frontend::FrontendMessage;
@@ -22,7 +22,7 @@ impl InspectorFactory for PgGuards {
             guard: self.0.clone(),
             who: self.0.who(session),
             names: Names::default(),
-            migration: None,
+            text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
         })
     }
@@ -33,9 +33,8 @@ pub struct PgGuard {
     guard: Arc<Guard>,
     who: Who,
     names: Names<Judged>,
-    /// Once a statement touches a migration tool's bookkeeping table, the session is that
-    /// tool's migration run, and every later statement is tagged with it.
-    migration: Option<&'static str>,
+    /// The session's migration run and the decisions it has made (see [`TextState`]).
+    text: TextState,
     /// What the database last said of standard_conforming_strings. Off, a backslash in a
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
@@ -142,7 +141,7 @@ impl PgGuard {
         };
         let session = TextSession {
             who: &self.who,
-            migration: &mut self.migration,
+            state: &mut self.text,
             strings_as_classified: self.strings_as_classified,
             prepared: &mut view,
         };

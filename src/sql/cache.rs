@@ -13,7 +13,7 @@ use super::shape::shape;
 /// One dialect's cache (a listener speaks one dialect).
 pub struct Cache {
     dialect: Dialect,
-    map: HashMap<Box<str>, Arc<[Classified]>>,
+    map: HashMap<Box<str>, Arc<[Classified]>, foldhash::fast::RandomState>,
     order: VecDeque<Box<str>>,
     bytes: usize,
     max_entries: usize,
@@ -24,7 +24,7 @@ impl Cache {
     pub fn new(dialect: Dialect, max_entries: usize, max_bytes: usize) -> Cache {
         Cache {
             dialect,
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             bytes: 0,
             max_entries: max_entries.max(1),
