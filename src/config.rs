@@ -59,6 +59,38 @@ pub struct Config {
     /// Users that may log in to Airlock (not to the database: Airlock logs in upstream itself).
     #[serde(default, rename = "users")]
     pub users: Vec<UserConfig>,
+    /// Where Airlock keeps its state (approval tickets). Without it, statements a policy holds
+    /// for review are refused, since nobody could approve them.
+    pub state: Option<StateConfig>,
+    /// The admin HTTP API, where approvers decide on held statements.
+    pub admin: Option<AdminConfig>,
+    /// Who may decide on held statements, through the admin API.
+    #[serde(default, rename = "approvers")]
+    pub approvers: Vec<ApproverConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of `airlock.db` (SQLite, WAL mode); created if missing.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    pub name: String,
+    /// The groups a policy rule's `approvers` name.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// SHA-256 (hex) of the approver's API token, as `airlock token` prints it.
+    pub token_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +314,9 @@ impl Config {
         if let Some(policy) = &mut self.policy {
             fix(&mut policy.dir);
         }
+        if let Some(state) = &mut self.state {
+            fix(&mut state.dir);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
@@ -327,6 +362,7 @@ impl Config {
         if let Some(my) = &self.mysql {
             self.check_mysql(my)?;
         }
+        self.check_approvals()?;
         let mut seen = std::collections::HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
             let key = format!("users[{i}]");
@@ -471,6 +507,45 @@ impl Config {
             ));
         }
         check_upstream("mysql.upstream", &my.upstream, "3306")
+    }
+
+    fn check_approvals(&self) -> Result<(), ConfigError> {
+        if self.admin.is_some() && self.state.is_none() {
+            return Err(invalid(
+                "admin",
+                "the admin API decides on held statements, which need a state directory",
+                "add [state] with dir = \"state\" (or any directory Airlock may write)",
+            ));
+        }
+        if !self.approvers.is_empty() && self.admin.is_none() {
+            return Err(invalid(
+                "approvers",
+                "approvers act through the admin API, which is not configured",
+                "add [admin] with listen = \"127.0.0.1:9090\"",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashSet::new();
+        for (i, a) in self.approvers.iter().enumerate() {
+            let key = format!("approvers[{i}]");
+            if a.name.is_empty() || !names.insert(a.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is empty or defined twice", a.name),
+                    "give each approver one definition with a name",
+                ));
+            }
+            let hex =
+                a.token_sha256.len() == 64 && a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex || !tokens.insert(a.token_sha256.to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("{key}.token_sha256"),
+                    "is not 64 hex digits, or is another approver's",
+                    "make a token and its hash with `airlock token`",
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {

@@ -3,10 +3,13 @@
 //!
 //! Layers, from pure to I/O: [`protocol`], [`auth`], [`sql`] (classification) and [`policy`]
 //! (no sockets), [`inspect`] (the seam) and [`guard`] (the inspector that judges statements
-//! by the policy), [`net`] and [`session`] (the only code that owns sockets), and [`app`]
-//! (wiring).
+//! by the policy), [`approval`] (statements held until an approver decides, kept in the
+//! embedded store), [`net`] and [`session`] (the only code that owns sockets), [`admin`] (the
+//! HTTP API) and [`app`] (wiring).
 
+pub mod admin;
 pub mod app;
+pub mod approval;
 pub mod auth;
 pub mod config;
 pub mod guard;

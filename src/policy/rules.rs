@@ -66,6 +66,8 @@ pub struct Rule {
     pub timeout_secs: Option<u64>,
     /// For `review`: what happens on timeout.
     pub on_timeout: Option<OnTimeout>,
+    /// For `review`: how many distinct approvers must approve (default 1).
+    pub approvals: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -102,6 +104,8 @@ struct Defaults {
     #[serde(default)]
     approvers: Vec<String>,
     timeout_secs: Option<u64>,
+    on_timeout: Option<OnTimeout>,
+    approvals: Option<u32>,
 }
 
 /// The whole policy: rules in order and the default for statements no rule matches.
@@ -147,6 +151,8 @@ impl Policy {
                     message: d.message,
                     approvers: d.approvers,
                     timeout_secs: d.timeout_secs,
+                    on_timeout: d.on_timeout,
+                    approvals: d.approvals,
                     ..Rule::empty()
                 };
                 check_rule(name, &rule)?;
@@ -182,6 +188,7 @@ impl Rule {
             approvers: vec![],
             timeout_secs: None,
             on_timeout: None,
+            approvals: None,
         }
     }
 
@@ -223,6 +230,18 @@ fn check_rule(file: &str, rule: &Rule) -> Result<(), PolicyError> {
                 "use action = \"review\" or remove them",
             ))
         }
+        Action::Allow | Action::Deny if rule.approvals.is_some() => Err(invalid(
+            file,
+            &rule.name,
+            "approvals on a rule that does not review",
+            "use action = \"review\" or remove approvals",
+        )),
+        _ if rule.approvals == Some(0) => Err(invalid(
+            file,
+            &rule.name,
+            "approvals = 0 would run held statements with nobody's approval",
+            "use 1 or more, or action = \"allow\"",
+        )),
         _ if rule.timeout_secs == Some(0) => Err(invalid(
             file,
             &rule.name,

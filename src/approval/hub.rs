@@ -1,0 +1,340 @@
+//! The approvals hub: where sessions hold statements and approvers decide on them. Tickets
+//! live in the store; a session waiting on one is woken through a watch channel (no
+//! polling), and keeps its own deadline, so a thousand held statements cost a thousand idle
+//! tasks and nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use super::store::{Event, StoreError, TicketStore};
+use super::ticket::{Refused, Request, State, Ticket};
+
+/// Why an approver's action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a held statement ended, for the session that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Approved,
+    Denied {
+        by: String,
+        reason: String,
+    },
+    Expired,
+    /// The store could not be read or written: the statement does not run (fail closed).
+    Failed(String),
+}
+
+/// Approvals shared by every listener and the admin API.
+pub struct Approvals {
+    store: Arc<dyn TicketStore>,
+    /// Serialises every read-modify-save of a ticket, and holds the waiting sessions.
+    waiting: Mutex<HashMap<i64, watch::Sender<State>>>,
+    /// Bumped at every change, for callers that wait for changes.
+    changes: watch::Sender<u64>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Approvals {
+    /// A hub over `store`. Tickets still open from an earlier run are abandoned: no session
+    /// waits for them any more.
+    pub fn new(store: Arc<dyn TicketStore>) -> Result<Arc<Approvals>, StoreError> {
+        let abandoned = store.abandon_open(now())?;
+        if abandoned > 0 {
+            tracing::warn!(
+                tickets = abandoned,
+                "tickets held when Airlock last stopped are abandoned"
+            );
+        }
+        Ok(Arc::new(Approvals {
+            store,
+            waiting: Mutex::new(HashMap::new()),
+            changes: watch::channel(0).0,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<State>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` off the event loop (the store blocks).
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Approvals) -> T + Send + 'static,
+    ) -> T {
+        let hub = self.clone();
+        match tokio::task::spawn_blocking(move || f(&hub)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Holds a statement: stores its ticket and returns what the session waits on.
+    pub async fn hold(self: &Arc<Self>, request: Request) -> Result<Held, StoreError> {
+        let (ticket, rx) = self
+            .blocking(move |hub| {
+                let at = now();
+                let deadline = at + request.timeout_secs as i64;
+                let ticket = hub.store.create(&request, at, deadline)?;
+                let (tx, rx) = watch::channel(State::Pending);
+                hub.lock().insert(ticket.id, tx);
+                hub.changed();
+                Ok::<_, StoreError>((ticket, rx))
+            })
+            .await?;
+        tracing::info!(
+            ticket = ticket.id, rule = %ticket.request.rule, user = %ticket.request.requester,
+            approvers = %ticket.request.approvers.join(","), "statement held for approval"
+        );
+        Ok(Held {
+            hub: self.clone(),
+            ticket,
+            rx,
+            done: false,
+        })
+    }
+
+    /// Changes ticket `id` with `f` under the lock, saves it with the event `f` returns, and
+    /// wakes its session if it closed.
+    fn change(
+        &self,
+        id: i64,
+        f: impl FnOnce(&mut Ticket) -> Result<Option<Event>, Refused>,
+    ) -> Result<Ticket, DecideError> {
+        let mut waiting = self.lock();
+        let mut ticket = self.store.get(id)?.ok_or(Refused::NoSuchTicket(id))?;
+        if let Some(event) = f(&mut ticket)? {
+            self.store.save(&ticket, &event)?;
+            if let Some(tx) = waiting.get(&id) {
+                let _ = tx.send(ticket.state);
+            }
+            if !ticket.state.is_open() {
+                waiting.remove(&id);
+            }
+            drop(waiting);
+            self.changed();
+        }
+        Ok(ticket)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// `approver` (in `groups`) approves ticket `id`.
+    pub async fn approve(
+        self: &Arc<Self>,
+        id: i64,
+        approver: String,
+        groups: Vec<String>,
+    ) -> Result<Ticket, DecideError> {
+        let ticket = self
+            .blocking(move |hub| {
+                hub.change(id, |t| {
+                    let done = t.approve(&approver, &groups, now())?;
+                    let event = if done { "approved" } else { "approval" };
+                    Ok(Some(Event {
+                        at: now(),
+                        actor: Some(approver.clone()),
+                        event: event.into(),
+                        detail: Some(format!(
+                            "{} of {} approvals",
+                            t.approvals.len(),
+                            t.request.required.max(1)
+                        )),
+                    }))
+                })
+            })
+            .await?;
+        tracing::info!(ticket = id, state = ticket.state.as_str(), by = ?ticket.approvals.last().map(|a| &a.approver), "approval given");
+        Ok(ticket)
+    }
+
+    /// `approver` (in `groups`) denies ticket `id` for `reason`.
+    pub async fn deny(
+        self: &Arc<Self>,
+        id: i64,
+        approver: String,
+        groups: Vec<String>,
+        reason: String,
+    ) -> Result<Ticket, DecideError> {
+        let ticket = self
+            .blocking(move |hub| {
+                hub.change(id, |t| {
+                    t.deny(&approver, &groups, &reason, now())?;
+                    Ok(Some(Event {
+                        at: now(),
+                        actor: Some(approver.clone()),
+                        event: "denied".into(),
+                        detail: Some(reason.clone()),
+                    }))
+                })
+            })
+            .await?;
+        tracing::info!(ticket = id, by = ?ticket.decided_by, "ticket denied");
+        Ok(ticket)
+    }
+
+    pub async fn get(self: &Arc<Self>, id: i64) -> Result<Option<Ticket>, StoreError> {
+        self.blocking(move |hub| hub.store.get(id)).await
+    }
+
+    pub async fn events(self: &Arc<Self>, id: i64) -> Result<Vec<Event>, StoreError> {
+        self.blocking(move |hub| hub.store.events(id)).await
+    }
+
+    pub async fn list(
+        self: &Arc<Self>,
+        state: Option<State>,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        self.blocking(move |hub| hub.store.list(state, limit)).await
+    }
+
+    /// The change counter, to wait on with [`watch::Receiver::changed`].
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// A statement held in a live session. Dropping it before it is decided abandons the ticket.
+pub struct Held {
+    hub: Arc<Approvals>,
+    pub ticket: Ticket,
+    rx: watch::Receiver<State>,
+    done: bool,
+}
+
+impl Held {
+    /// Waits for the decision, timing out (and escalating) at each stage's deadline.
+    pub async fn decision(&mut self) -> Outcome {
+        loop {
+            let left = (self.ticket.deadline - now()).max(0) as u64;
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    let state = *self.rx.borrow_and_update();
+                    if changed.is_err() || !state.is_open() {
+                        return self.finish().await;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(left)) => {
+                    let id = self.ticket.id;
+                    let timed_out = self.hub.blocking(move |hub| hub.change(id, |t| {
+                        if !t.state.is_open() || t.deadline > now() {
+                            return Ok(None);
+                        }
+                        let state = t.time_out(now());
+                        let detail = (state == State::Escalated)
+                            .then(|| format!("to {}", t.stage_approvers().join(", ")));
+                        Ok(Some(Event { at: now(), actor: None, event: state.as_str().into(), detail }))
+                    })).await;
+                    match timed_out {
+                        Ok(t) if t.state.is_open() => {
+                            if t.state == State::Escalated && self.ticket.state != State::Escalated {
+                                tracing::info!(ticket = t.id, approvers = %t.stage_approvers().join(","), "ticket escalated");
+                            }
+                            self.ticket = t;
+                        }
+                        Ok(t) => {
+                            self.ticket = t;
+                            return self.outcome();
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Outcome::Failed(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Outcome {
+        match self.hub.get(self.ticket.id).await {
+            Ok(Some(t)) => {
+                self.ticket = t;
+                self.outcome()
+            }
+            Ok(None) => {
+                self.done = true;
+                Outcome::Failed(format!("ticket {} vanished from the store", self.ticket.id))
+            }
+            Err(e) => {
+                self.done = true;
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    fn outcome(&mut self) -> Outcome {
+        self.done = !self.ticket.state.is_open();
+        match self.ticket.state {
+            State::Approved => Outcome::Approved,
+            State::Denied => Outcome::Denied {
+                by: self.ticket.decided_by.clone().unwrap_or_default(),
+                reason: self.ticket.reason.clone().unwrap_or_default(),
+            },
+            State::Expired => Outcome::Expired,
+            State::Abandoned => Outcome::Failed("the ticket was abandoned".into()),
+            State::Pending | State::Escalated => Outcome::Failed("the ticket is still open".into()),
+        }
+    }
+
+    /// The client left: the ticket can no longer be approved.
+    pub async fn abandon(mut self) {
+        self.done = true;
+        let id = self.ticket.id;
+        let _ = self.hub.blocking(move |hub| abandon(hub, id)).await;
+    }
+}
+
+fn abandon(hub: &Approvals, id: i64) -> Result<Ticket, DecideError> {
+    let result = hub.change(id, |t| {
+        Ok(t.abandon(now()).then(|| Event {
+            at: now(),
+            actor: None,
+            event: "abandoned".into(),
+            detail: Some("the client left while it was held".into()),
+        }))
+    });
+    hub.lock().remove(&id);
+    if let Ok(t) = &result {
+        tracing::info!(
+            ticket = t.id,
+            state = t.state.as_str(),
+            "held statement's client left"
+        );
+    }
+    result
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // The session ended another way (shutdown, the database went away): abandon it
+        // off the event loop.
+        let (hub, id) = (self.hub.clone(), self.ticket.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || abandon(&hub, id));
+        } else {
+            let _ = abandon(&hub, id);
+        }
+    }
+}
