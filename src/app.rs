@@ -19,6 +19,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::{self, Admin};
+use crate::approval::Approvals;
+use crate::approval::store::SqliteStore;
 use crate::config::Config;
 use crate::guard::Guard;
 use crate::guard::mysql::MyGuards;
@@ -38,6 +41,7 @@ use crate::sql::Dialect;
 pub struct Running {
     pub postgres_addr: Option<SocketAddr>,
     pub mysql_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
     tracker: Tracker,
@@ -98,9 +102,24 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
         closing: closing_rx,
     };
     let mut tasks = Vec::new();
+    let approvals = open_approvals(config)?;
+    let mut admin_addr = None;
+    if let (Some(admin), Some(approvals)) = (&config.admin, &approvals) {
+        let (listener, addr) = listen_once(admin.listen, "admin.listen")?;
+        let api = Arc::new(Admin::new(approvals.clone(), &config.approvers));
+        tasks.push(tokio::spawn(admin::serve(
+            listener,
+            api,
+            signals.shutdown.clone(),
+        )));
+        tracing::info!(admin_addr = %addr, "admin API ready");
+        admin_addr = Some(addr);
+    }
     let mut postgres_addr = None;
     if config.postgres.is_some() {
-        let ctx = Arc::new(PgContext::new(config, inspectors.postgres.clone())?);
+        let mut ctx = PgContext::new(config, inspectors.postgres.clone())?;
+        ctx.approvals = approvals.clone();
+        let ctx = Arc::new(ctx);
         let (listener, addr) = listen_once(ctx.config.listen, "postgres.listen")?;
         tasks.push(tokio::spawn(serve_listener(
             ctx,
@@ -113,7 +132,9 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
     }
     let mut mysql_addr = None;
     if config.mysql.is_some() {
-        let ctx = Arc::new(MyContext::new(config, inspectors.mysql.clone())?);
+        let mut ctx = MyContext::new(config, inspectors.mysql.clone())?;
+        ctx.approvals = approvals.clone();
+        let ctx = Arc::new(ctx);
         let (listener, addr) = listen_once(ctx.config.listen, "mysql.listen")?;
         tasks.push(tokio::spawn(serve_mysql(
             ctx,
@@ -127,6 +148,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
     Ok(Running {
         postgres_addr,
         mysql_addr,
+        admin_addr,
         shutdown,
         closing,
         tracker,
@@ -256,6 +278,16 @@ async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
     let _ = tcp.shutdown().await;
 }
 
+/// The approvals hub over the store in `[state]`, if the config has one.
+pub fn open_approvals(config: &Config) -> anyhow::Result<Option<Arc<Approvals>>> {
+    let Some(state) = &config.state else {
+        return Ok(None);
+    };
+    let store = SqliteStore::open(&state.dir)
+        .with_context(|| format!("state.dir = {}", state.dir.display()))?;
+    Ok(Some(Approvals::new(Arc::new(store))?))
+}
+
 /// The built-in policy, used when the config names no policy directory.
 const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
 
@@ -316,9 +348,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = config.server.workers;
     let inspectors = guards(&config)?;
+    let approvals = open_approvals(&config)?;
+    let admin_socket = match &config.admin {
+        Some(a) => Some(bind(a.listen, 1, "admin.listen")?.remove(0)),
+        None => None,
+    };
     let pg = match &config.postgres {
         Some(_) => {
-            let ctx = Arc::new(PgContext::new(&config, inspectors.postgres.clone())?);
+            let mut ctx = PgContext::new(&config, inspectors.postgres.clone())?;
+            ctx.approvals = approvals.clone();
+            let ctx = Arc::new(ctx);
             let sockets = bind(ctx.config.listen, workers, "postgres.listen")?;
             Some((ctx, sockets))
         }
@@ -326,7 +365,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let my = match &config.mysql {
         Some(_) => {
-            let ctx = Arc::new(MyContext::new(&config, inspectors.mysql.clone())?);
+            let mut ctx = MyContext::new(&config, inspectors.mysql.clone())?;
+            ctx.approvals = approvals.clone();
+            let ctx = Arc::new(ctx);
             let sockets = bind(ctx.config.listen, workers, "mysql.listen")?;
             Some((ctx, sockets))
         }
@@ -420,6 +461,17 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The admin API runs on this thread, served while it waits for a signal.
+    if let (Some(socket), Some(approvals)) = (admin_socket, &approvals) {
+        let addr = socket.local_addr()?;
+        let listener = {
+            let _runtime = signals.enter();
+            TcpListener::from_std(socket)?
+        };
+        let api = Arc::new(Admin::new(approvals.clone(), &config.approvers));
+        signals.spawn(admin::serve(listener, api, shutdown.subscribe()));
+        tracing::info!(admin_addr = %addr, "admin API ready");
+    }
     let early_exit = signals.block_on(async {
         tokio::select! {
             r = wait_for_signal() => r.map(|()| None),

@@ -51,6 +51,17 @@ pub enum Verdict {
     Forward,
     /// The message does not reach the database; the client gets this error in its place.
     Deny(Denial),
+    /// The message waits, in the session, for an approver's decision (see
+    /// [`crate::approval`]); where nothing can hold it, the client gets `refusal`.
+    Hold(Box<Hold>),
+}
+
+/// A statement to hold: the ticket to open, and the refusal for a listener without an
+/// approvals store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub request: crate::approval::ticket::Request,
+    pub refusal: Denial,
 }
 
 /// Why a statement was refused, in words for the client. Protocol-neutral: each listener

@@ -45,6 +45,24 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Make an approver's API token: prints the token (give it to the approver) and its
+    /// SHA-256 (for `token_sha256` in the config's [[approvers]]).
+    Token,
+    /// Decide on held statements through the admin API. The token is read from AIRLOCK_TOKEN.
+    Approvals {
+        /// The admin API's address.
+        #[arg(
+            long,
+            env = "AIRLOCK_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        url: String,
+        /// Print the API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Write a self-signed certificate and key for local TLS (cert.pem, key.pem).
     DevCert {
         /// Directory to write into.
@@ -53,6 +71,26 @@ enum Command {
         /// Host names and addresses the certificate is valid for.
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Tickets, newest first (all states unless --state).
+    List {
+        /// pending, escalated, approved, denied, expired or abandoned.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One ticket and its history.
+    Show { id: i64 },
+    /// Approve a ticket: the held statement runs once enough approvers have.
+    Approve { id: i64 },
+    /// Deny a ticket; the client is told the reason.
+    Deny {
+        id: i64,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -164,6 +202,48 @@ fn main() -> anyhow::Result<()> {
             }
             println!("{} passed, {} failed", report.passed, report.failures.len());
             anyhow::ensure!(report.failures.is_empty(), "policy cases failed");
+            Ok(())
+        }
+        Command::Token => {
+            let token = airlock::admin::new_token();
+            let hash = airlock::admin::token_hash(&token);
+            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+            println!("token:        {token}");
+            println!("token_sha256: {hex}");
+            Ok(())
+        }
+        Command::Approvals { url, json, command } => {
+            let token = std::env::var("AIRLOCK_TOKEN").context(
+                "set AIRLOCK_TOKEN to your approver token (it is never taken as an argument, \
+                 so it stays out of shell history)",
+            )?;
+            let client = airlock::admin::client::Client { url, token };
+            let (value, human) = match command {
+                ApprovalsCommand::List { state } => {
+                    let v = client.list(state.as_deref())?;
+                    let text = airlock::admin::client::render_list(&v);
+                    (v, text)
+                }
+                ApprovalsCommand::Show { id } => {
+                    let v = client.show(id)?;
+                    let text = airlock::admin::client::render_ticket(&v);
+                    (v, text)
+                }
+                ApprovalsCommand::Approve { id } => {
+                    let v = client.approve(id)?;
+                    let state = v["ticket"]["state"].as_str().unwrap_or("").to_owned();
+                    (v, format!("ticket {id}: {state}\n"))
+                }
+                ApprovalsCommand::Deny { id, reason } => {
+                    let v = client.deny(id, &reason)?;
+                    (v, format!("ticket {id}: denied\n"))
+                }
+            };
+            if json {
+                println!("{value}");
+            } else {
+                print!("{human}");
+            }
             Ok(())
         }
         Command::DevCert { out_dir, hosts } => {

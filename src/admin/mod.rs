@@ -10,6 +10,8 @@
 //! | `POST /api/approvals/{id}/deny` with `{"reason": "..."}` | deny it |
 //! | `GET /api/approvals/changes?since=V&wait_secs=30` | waits until something changes after version `V`, then the open tickets and the new version |
 
+pub mod client;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,13 @@ pub struct Approver {
 pub struct Admin {
     approvals: Arc<Approvals>,
     approvers: Vec<Approver>,
+}
+
+/// A new random API token (32 bytes, URL-safe base64).
+pub fn new_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// SHA-256 of a token, as the config stores it.

@@ -12,8 +12,10 @@ pub mod pg;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::inspect::{Denial, Verdict};
-use crate::policy::{Decision, Policy, Request, check};
+use crate::approval::ticket::{Escalation, Request};
+use crate::inspect::{Denial, Hold, Verdict};
+use crate::policy::rules::OnTimeout;
+use crate::policy::{Decision, Policy, check};
 use crate::sql::Dialect;
 use crate::sql::cache::Cache;
 use crate::sql::classify::{
@@ -56,6 +58,7 @@ impl Guard {
             user: session.user.clone(),
             groups: self.groups.get(&session.user).cloned().unwrap_or_default(),
             database: session.database.clone(),
+            client_addr: session.client_addr.to_string(),
         }
     }
 
@@ -70,6 +73,7 @@ pub struct Who {
     pub user: String,
     pub groups: Vec<String>,
     pub database: String,
+    pub client_addr: String,
 }
 
 /// Statements and what the policy decided for them.
@@ -101,7 +105,7 @@ pub fn judge(
 ) -> Judged {
     let mut worst: Option<(Decision<'_>, &Classified)> = None;
     for statement in statements.iter() {
-        let request = Request {
+        let request = crate::policy::Request {
             user: &who.user,
             groups: &who.groups,
             listener: &guard.listener,
@@ -118,13 +122,72 @@ pub fn judge(
     }
     let (severity, verdict) = match &worst {
         None | Some((Decision::Allow { .. }, _)) => (0, Verdict::Forward),
-        Some((decision, statement)) => (severity(decision), denial(decision, statement)),
+        Some((decision, statement)) => {
+            let verdict = denial(decision, statement);
+            let verdict = match (decision, verdict) {
+                (Decision::Review { rule }, Verdict::Deny(refusal)) => {
+                    let text = statement_text(&statements);
+                    Verdict::Hold(Box::new(Hold {
+                        request: ticket_request(guard, who, rule, statement, text),
+                        refusal,
+                    }))
+                }
+                (_, verdict) => verdict,
+            };
+            (severity(decision), verdict)
+        }
     };
     Judged {
         statements,
         verdict,
         severity,
         dynamic,
+    }
+}
+
+/// The statements' text as one string, as held for approval.
+fn statement_text(statements: &[Classified]) -> String {
+    let texts: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
+    texts.join(";\n")
+}
+
+/// The ticket to open for `statement`, which `rule` holds for review.
+fn ticket_request(
+    guard: &Guard,
+    who: &Who,
+    rule: &crate::policy::Rule,
+    statement: &Classified,
+    text: String,
+) -> Request {
+    let escalation = match &rule.on_timeout {
+        Some(OnTimeout::Escalate {
+            approvers,
+            timeout_secs,
+        }) => Some(Escalation {
+            approvers: approvers.clone(),
+            timeout_secs: *timeout_secs,
+        }),
+        _ => None,
+    };
+    Request {
+        requester: who.user.clone(),
+        groups: who.groups.clone(),
+        client_addr: who.client_addr.clone(),
+        listener: guard.listener.clone(),
+        database: who.database.clone(),
+        statement: text,
+        kind: statement.kind.as_str().to_owned(),
+        findings: statement
+            .findings
+            .iter()
+            .map(|f| f.code.to_owned())
+            .collect(),
+        rule: rule.name.clone(),
+        message: rule.message.clone(),
+        approvers: rule.approvers.clone(),
+        required: rule.approvals.unwrap_or(1),
+        timeout_secs: rule.review_timeout_secs(),
+        escalation,
     }
 }
 
@@ -249,7 +312,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
     let (statements, dynamic) = match cached {
         Some(hit) => {
             if let Some(judged) = session.state.recall(&hit) {
-                return judged.clone();
+                return with_text(judged.clone(), text);
             }
             (hit, None)
         }
@@ -269,6 +332,15 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
     let judged = judge(guard, session.who, statements, dynamic);
     if was_cached {
         session.state.remember(&judged);
+    }
+    with_text(judged, text)
+}
+
+/// A held statement is held as the client sent it: a cached classification (or a remembered
+/// decision) may carry the text of another statement of the same shape.
+fn with_text(mut judged: Judged, text: &str) -> Judged {
+    if let Verdict::Hold(hold) = &mut judged.verdict {
+        hold.request.statement = text.trim().to_owned();
     }
     judged
 }
@@ -318,8 +390,8 @@ fn denial(decision: &Decision<'_>, statement: &Classified) -> Verdict {
                     rule.name
                 ),
                 format!(
-                    "this Airlock cannot hold statements for approval yet, so it refused it; \
-                     ask {approvers} to run it, or to change the policy"
+                    "this Airlock keeps no approval tickets (its config has no [state]), so it \
+                     refused the statement; ask {approvers} to run it, or to change the policy"
                 ),
             )
         }

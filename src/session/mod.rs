@@ -2,6 +2,7 @@
 //! pure layers what to do, and writes to the peer.
 
 pub mod cancel;
+pub mod hold;
 pub mod mysql;
 pub mod pg;
 pub mod target;

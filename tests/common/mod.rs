@@ -119,6 +119,8 @@ pub struct Setup {
     pub mysql_extra: String,
     /// The body of [mysql.upstream].
     pub mysql_upstream: String,
+    /// Appended to the config as it is (more sections: [state], [admin], [[approvers]]).
+    pub extra: String,
 }
 
 impl Default for Setup {
@@ -138,6 +140,7 @@ impl Default for Setup {
             mysql_extra: String::new(),
             mysql_upstream: "address = \"127.0.0.1:3306\"\nuser = \"root\"\ntls = \"disable\"\n"
                 .to_string(),
+            extra: String::new(),
         }
     }
 }
@@ -177,13 +180,14 @@ impl Setup {
         format!(
             "{tls}{policy}{mysql}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
              [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
-             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n{native}",
+             [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n{native}\n{}",
             self.require_tls,
             self.client_auth,
             self.postgres_extra,
             self.upstream_address,
             self.upstream_extra,
-            self.groups
+            self.groups,
+            self.extra
         )
     }
 
@@ -204,6 +208,7 @@ impl Setup {
         Proxy {
             port: running.postgres_addr.expect("postgres listener").port(),
             mysql_port: mysql_port(&running),
+            admin_port: running.admin_addr.map(|a| a.port()),
             running,
             certs: self.certs,
         }
@@ -214,6 +219,8 @@ pub struct Proxy {
     pub port: u16,
     /// The MySQL listener's port, when the setup asked for one.
     pub mysql_port: Option<u16>,
+    /// The admin API's port, when the setup configured one.
+    pub admin_port: Option<u16>,
     pub running: Running,
     pub certs: Option<Certs>,
 }

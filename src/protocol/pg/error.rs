@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use pgwire::messages::Message;
-use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 
 /// SQLSTATE codes Airlock uses (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +22,13 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    pub const SUCCESSFUL_COMPLETION: SqlState = SqlState("00000");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// Sent as a NoticeResponse: the client is told, nothing fails.
+    Notice,
     Error,
     Fatal,
 }
@@ -203,6 +206,7 @@ impl PgError {
 
     fn fields(&self) -> Vec<(u8, String)> {
         let severity = match self.severity {
+            Severity::Notice => "NOTICE",
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
         };
@@ -221,11 +225,26 @@ impl PgError {
         fields
     }
 
-    /// Appends this error as an ErrorResponse.
+    /// Appends this error as an ErrorResponse (a notice as a NoticeResponse).
     pub fn encode(&self, out: &mut BytesMut) {
-        ErrorResponse::new(self.fields())
-            .encode(out)
-            .expect("ErrorResponse has no size limit that these messages reach");
+        let encoded = match self.severity {
+            Severity::Notice => NoticeResponse::new(self.fields()).encode(out),
+            Severity::Error | Severity::Fatal => ErrorResponse::new(self.fields()).encode(out),
+        };
+        encoded.expect("these messages reach no size limit");
+    }
+
+    /// The notice a client gets when its statement is held for approval.
+    pub fn held(message: &str) -> PgError {
+        PgError {
+            severity: Severity::Notice,
+            code: SqlState::SUCCESSFUL_COMPLETION,
+            message: message.to_owned(),
+            detail: None,
+            hint: Some(
+                "the statement runs once approved; cancel or disconnect to withdraw it".into(),
+            ),
+        }
     }
 }
 

@@ -80,6 +80,8 @@ pub struct MyContext {
     next_id: AtomicU32,
     /// Open sessions: Airlock's connection id to (user, the database's thread id).
     threads: Mutex<HashMap<u32, (String, u32)>>,
+    /// Where statements a policy holds wait for approval (set by the caller; none: refused).
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
 }
 
 impl MyContext {
@@ -135,6 +137,7 @@ impl MyContext {
             server: tokio::sync::Mutex::new(None),
             next_id: AtomicU32::new(rand::random_range(1..1 << 20)),
             threads: Mutex::new(HashMap::new()),
+            approvals: None,
         })
     }
 
@@ -222,6 +225,7 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
             max_packet_size: ctx.config.max_packet_size,
             deprecate_eof,
             local_infile: ctx.config.allow_local_infile,
+            approvals: ctx.approvals.clone(),
         },
         &resolve,
     )

@@ -14,19 +14,21 @@
 //! empty one) are that file, relayed without inspection, before the answer goes on.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use crate::approval::Approvals;
 use crate::inspect::{MysqlInspector, Verdict};
 use crate::net::stream::{Stream, read_more, write_out};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, Next};
 use crate::protocol::mysql::response::{self, Answer, Event, Tracker};
+use crate::session::hold::{self, HoldEnd};
 
 /// One leg: its stream and what was read from it but not yet relayed.
 pub struct End {
@@ -54,7 +56,7 @@ pub enum Outcome {
 pub type Resolve<'a> = &'a (dyn Fn(u32) -> Option<u32> + Sync);
 
 /// How a session is relayed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Settings {
     /// Largest logical packet held whole.
     pub max_packet_size: usize,
@@ -62,6 +64,8 @@ pub struct Settings {
     pub deprecate_eof: bool,
     /// The database may ask for a client's file (`mysql.allow_local_infile`).
     pub local_infile: bool,
+    /// Where statements a policy holds wait for approval; without it they are refused.
+    pub approvals: Option<Arc<Approvals>>,
 }
 
 /// Relays until one side is done. Returns how it ended and whether the database still owed
@@ -77,6 +81,7 @@ pub async fn run(
         max_packet_size,
         deprecate_eof,
         local_infile,
+        approvals,
     } = settings;
     let wants_rows = inspector.wants_rows();
     let inspector = Mutex::new(inspector);
@@ -93,6 +98,7 @@ pub async fn run(
         infile: local_infile.then_some(&infile),
         resolve,
         wants_rows,
+        approvals: approvals.as_ref(),
     };
     let to_upstream = commands(
         &mut client_r,
@@ -141,6 +147,7 @@ struct Shared<'a> {
     resolve: Resolve<'a>,
     /// The inspector reads column definitions and rows.
     wants_rows: bool,
+    approvals: Option<&'a Arc<Approvals>>,
 }
 
 impl Shared<'_> {
@@ -251,7 +258,21 @@ async fn commands(
             }
             continue;
         }
+        let verdict = match (verdict, shared.approvals) {
+            (Verdict::Hold(hold), Some(approvals)) => {
+                // The classic protocol has no way to tell the client while it waits.
+                let limit = max;
+                match hold::wait(approvals, *hold, from, &mut buf, limit, |_| {}).await {
+                    HoldEnd::Approved => Verdict::Forward,
+                    HoldEnd::Refused(denial) => Verdict::Deny(denial),
+                    HoldEnd::ClientGone => return Outcome::ClientVanished,
+                }
+            }
+            (Verdict::Hold(hold), None) => Verdict::Deny(hold.refusal),
+            (verdict, _) => verdict,
+        };
         match verdict {
+            Verdict::Hold(_) => unreachable!("decided above"),
             Verdict::Forward => {
                 // Before the database can answer: the answer pump reads it by this.
                 shared.expect(Answer::to(code));
@@ -574,6 +595,7 @@ mod tests {
                 infile: None,
                 resolve: &|_| None,
                 wants_rows: true,
+                approvals: None,
             };
             let mut expected = Vec::new();
             let mut rows = (0, 0);
@@ -629,6 +651,7 @@ mod tests {
             infile: allowed.then_some(&infile),
             resolve: &|_| None,
             wants_rows: false,
+            approvals: None,
         };
         shared.expect(answer);
         let mut scan = AnswerScan {

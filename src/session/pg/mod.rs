@@ -65,6 +65,8 @@ pub struct PgContext {
     pub inspectors: Arc<dyn InspectorFactory>,
     /// Verifiers for unknown users, shaped like the real ones.
     pub decoy: Decoy,
+    /// Where statements a policy holds wait for approval (set by the caller; none: refused).
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
 }
 
 impl PgContext {
@@ -117,6 +119,7 @@ impl PgContext {
             cancels: CancelRegistry::default(),
             inspectors,
             decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
+            approvals: None,
         })
     }
 
@@ -177,7 +180,15 @@ pub async fn serve(
         upstream: stream,
         upstream_buf: leftover,
     };
-    let (outcome, idle) = relay::run(ends, inspector, limits, pool.enabled(), closing).await;
+    let (outcome, idle) = relay::run(
+        ends,
+        inspector,
+        limits,
+        pool.enabled(),
+        closing,
+        ctx.approvals.as_ref(),
+    )
+    .await;
     // This client's cancel key is void from here on, whatever happens to the database session.
     drop(registration);
     if let Some(stream) = idle {

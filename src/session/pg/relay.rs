@@ -8,20 +8,22 @@
 //! `max_message_size`; everything else (COPY data, large rows nobody inspects) streams through
 //! in pieces, so memory stays bounded whatever the result or COPY size.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::substitute::Substitutions;
-use crate::inspect::{Inspector, Interest, Verdict};
+use crate::approval::Approvals;
+use crate::inspect::{Denial, Hold, Inspector, Interest, Verdict};
 use crate::net::stream::{READ_CHUNK, Stream, read_more, write_out};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frame::{self, HEADER_LEN};
 use crate::protocol::pg::frontend::{self, tag as fe};
+use crate::session::hold::{self, HoldEnd};
 
 /// PostgreSQL's own limit for a message (PQ_LARGE_MESSAGE_LIMIT).
 const PROTOCOL_MAX: usize = 0x3fff_ffff;
@@ -59,6 +61,7 @@ pub async fn run(
     limits: Limits,
     keep_upstream: bool,
     closing: watch::Receiver<bool>,
+    approvals: Option<&Arc<Approvals>>,
 ) -> (Outcome, Option<Stream>) {
     let interest = inspector.interest();
     let inspector = Mutex::new(inspector);
@@ -78,12 +81,17 @@ pub async fn run(
         // The frontend pump never writes to the client: a refusal goes to the backend pump,
         // which owns the client's write half and sends it at the next message boundary.
         let (refuse_tx, refuse_rx) = oneshot::channel();
+        // Notices for the client (a statement held for approval), sent by the backend pump
+        // at a message boundary.
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let ctx = PumpCtx {
             inspector: &inspector,
             interest,
             limits,
             sync: &sync,
             substitutions: &substitutions,
+            approvals,
+            notices: notices_tx,
         };
         let to_upstream = pump_frontend(
             &mut client_r,
@@ -96,7 +104,10 @@ pub async fn run(
         let to_client = pump_backend(
             &mut upstream_r,
             &mut client_w,
-            refuse_rx,
+            Waiting {
+                refusal: refuse_rx,
+                notices: notices_rx,
+            },
             &ctx,
             &mut backend,
             closing,
@@ -167,6 +178,9 @@ struct PumpCtx<'a> {
     limits: Limits,
     sync: &'a SyncState,
     substitutions: &'a Substitutions,
+    /// Where statements are held for approval; without it a held statement is refused.
+    approvals: Option<&'a Arc<Approvals>>,
+    notices: mpsc::UnboundedSender<BytesMut>,
 }
 
 /// Whether the database owes the client anything: sync points sent (Query, Sync,
@@ -244,6 +258,8 @@ enum Step {
     Terminate { n: usize },
     /// A denied message of `n` bytes: send `with` instead.
     Substitute { n: usize, with: BytesMut },
+    /// A message of `n` bytes with `tag` to hold for approval.
+    Hold { n: usize, tag: u8, hold: Box<Hold> },
 }
 
 /// Client to database.
@@ -283,6 +299,29 @@ async fn pump_frontend(
             pump.buf.advance(n);
             continue;
         }
+        if let Some(ScanEnd::Hold { n, tag, hold }) = end {
+            let approvals = ctx
+                .approvals
+                .expect("only held where approvals are configured");
+            let limit = ctx.limits.max_message_size;
+            let notices = &ctx.notices;
+            let told = |t: &crate::approval::ticket::Ticket| {
+                let mut out = BytesMut::new();
+                PgError::held(&hold::held_message(t)).encode(&mut out);
+                let _ = notices.send(out);
+            };
+            let end = hold::wait(approvals, *hold, from, &mut pump.buf, limit, told).await;
+            let out = match end {
+                HoldEnd::Approved => BytesMut::from(&pump.buf[..n]),
+                HoldEnd::Refused(denial) => refusal(ctx, tag, &denial),
+                HoldEnd::ClientGone => return (Outcome::ClientVanished, None),
+            };
+            if write_out(to, &out).await.is_err() {
+                return (Outcome::UpstreamClosed, None);
+            }
+            pump.buf.advance(n);
+            continue;
+        }
         if terminate {
             if !keep_upstream {
                 let _ = to.shutdown().await;
@@ -313,6 +352,8 @@ enum ScanEnd {
     Fail(PgError),
     /// Pass the next `n` bytes on as `with` (a denied statement, or the answer to one).
     Substitute { n: usize, with: BytesMut },
+    /// Hold the next `n` bytes (a message with `tag`) for approval.
+    Hold { n: usize, tag: u8, hold: Box<Hold> },
 }
 
 /// Walks the client's bytes in `pump` (pure: no I/O), handing statements to the seam.
@@ -334,6 +375,14 @@ fn scan_frontend(pump: &mut Pump, ctx: &PumpCtx<'_>, keep_upstream: bool) -> Sca
             Ok(Step::Forward { n }) => ready = pump.forward(ready, n),
             Ok(Step::Substitute { n, with }) => {
                 let end = Some(ScanEnd::Substitute { n, with });
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
+            }
+            Ok(Step::Hold { n, tag, hold }) => {
+                let end = Some(ScanEnd::Hold { n, tag, hold });
                 return Scan {
                     ready,
                     need: 0,
@@ -400,20 +449,19 @@ fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
             ctx.sync.note_sent(h.tag);
             match verdict {
                 Verdict::Forward => Ok(Step::Forward { n: h.total_len }),
-                Verdict::Deny(denial) => {
-                    let error = PgError::denied(&denial);
-                    tracing::info!(reason = %error.message, "statement denied");
-                    let sent = ctx.sync.sent.load(Ordering::Acquire);
-                    let sync_point = match h.tag {
-                        fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => sent,
-                        _ => sent + 1,
-                    };
-                    let with = ctx.substitutions.substitute(h.tag, &error, sync_point);
-                    Ok(Step::Substitute {
-                        n: h.total_len,
-                        with,
-                    })
-                }
+                Verdict::Hold(hold) if ctx.approvals.is_some() => Ok(Step::Hold {
+                    n: h.total_len,
+                    tag: h.tag,
+                    hold,
+                }),
+                Verdict::Hold(hold) => Ok(Step::Substitute {
+                    n: h.total_len,
+                    with: refusal(ctx, h.tag, &hold.refusal),
+                }),
+                Verdict::Deny(denial) => Ok(Step::Substitute {
+                    n: h.total_len,
+                    with: refusal(ctx, h.tag, &denial),
+                }),
             }
         }
         fe::TERMINATE if h.body_len() == 0 => Ok(Step::Terminate { n: h.total_len }),
@@ -442,15 +490,40 @@ impl SyncState {
     }
 }
 
+/// What stands in for a refused message with `tag`: it fails at the database, which then
+/// skips to the next sync point, and its error is swapped for `denial`'s.
+fn refusal(ctx: &PumpCtx<'_>, tag: u8, denial: &Denial) -> BytesMut {
+    let error = PgError::denied(denial);
+    tracing::info!(reason = %error.message, "statement denied");
+    let sent = ctx.sync.sent.load(Ordering::Acquire);
+    let sync_point = match tag {
+        fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => sent,
+        _ => sent + 1,
+    };
+    ctx.substitutions.substitute(tag, &error, sync_point)
+}
+
+/// What the backend pump waits for besides the database: a refusal to deliver before the
+/// session ends, and notices for the client.
+struct Waiting {
+    refusal: oneshot::Receiver<Refusal>,
+    notices: mpsc::UnboundedReceiver<BytesMut>,
+}
+
 /// Database to client.
 async fn pump_backend(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
-    mut refusal: oneshot::Receiver<Refusal>,
+    waiting: Waiting,
     ctx: &PumpCtx<'_>,
     pump: &mut Pump,
     mut closing: watch::Receiver<bool>,
 ) -> Outcome {
+    let Waiting {
+        mut refusal,
+        mut notices,
+    } = waiting;
+    let mut notices_open = true;
     pump.buf.reserve(READ_CHUNK);
     // Whether the last message forwarded was an ErrorResponse (a FATAL before closing).
     let mut last_was_error = false;
@@ -492,6 +565,14 @@ async fn pump_backend(
             refused = &mut refusal, if refusal_open && pending.is_none() => match refused {
                 Ok(r) => pending = Some(r),
                 Err(_) => refusal_open = false,
+            },
+            notice = notices.recv(), if notices_open && at_boundary => match notice {
+                Some(notice) => {
+                    if write_out(to, &notice).await.is_err() {
+                        return Outcome::ClientVanished;
+                    }
+                }
+                None => notices_open = false,
             },
             // Airlock's shutdown grace is over: say so at a message boundary, as PostgreSQL does.
             changed = closing.changed(), if closing_open && at_boundary && pending.is_none() => {
@@ -845,6 +926,8 @@ mod tests {
                 },
                 sync: &self.sync,
                 substitutions: &self.substitutions,
+                approvals: None,
+                notices: mpsc::unbounded_channel().0,
             }
         }
     }

@@ -1,0 +1,127 @@
+//! The `airlock approvals` command's side of the admin API: blocking HTTP calls, and the
+//! tickets printed for people.
+
+use serde_json::Value;
+
+/// Where the API is and who is calling.
+pub struct Client {
+    pub url: String,
+    pub token: String,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let auth = format!("Bearer {}", self.token);
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let response = match (method, body) {
+            ("POST", Some(body)) => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(body),
+            ("POST", None) => agent.post(&url).header("Authorization", &auth).send_empty(),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut response = response
+            .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {}: {e}", self.url))?;
+        let status = response.status();
+        let value: Value = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| anyhow::anyhow!("the admin API answered {status} without JSON: {e}"))?;
+        if !status.is_success() {
+            let error = value["error"].as_str().unwrap_or("no reason given");
+            anyhow::bail!("{status}: {error}");
+        }
+        Ok(value)
+    }
+
+    pub fn list(&self, state: Option<&str>) -> anyhow::Result<Value> {
+        let query = state.map(|s| format!("?state={s}")).unwrap_or_default();
+        self.call("GET", &format!("/api/approvals{query}"), None)
+    }
+
+    pub fn show(&self, id: i64) -> anyhow::Result<Value> {
+        self.call("GET", &format!("/api/approvals/{id}"), None)
+    }
+
+    pub fn approve(&self, id: i64) -> anyhow::Result<Value> {
+        self.call("POST", &format!("/api/approvals/{id}/approve"), None)
+    }
+
+    pub fn deny(&self, id: i64, reason: &str) -> anyhow::Result<Value> {
+        let body = serde_json::json!({ "reason": reason });
+        self.call("POST", &format!("/api/approvals/{id}/deny"), Some(body))
+    }
+}
+
+/// One line per ticket: id, state, who, rule, deadline, statement.
+pub fn render_list(value: &Value) -> String {
+    let mut out = String::from("ID\tSTATE\tREQUESTER\tRULE\tSTATEMENT\n");
+    for t in value["tickets"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            t["id"],
+            t["state"].as_str().unwrap_or(""),
+            t["requester"].as_str().unwrap_or(""),
+            t["rule"].as_str().unwrap_or(""),
+            one_line(t["statement"].as_str().unwrap_or(""), 80),
+        ));
+    }
+    out
+}
+
+/// A ticket in full, with its history.
+pub fn render_ticket(value: &Value) -> String {
+    let t = &value["ticket"];
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "ticket {}: {}\nrequester: {} ({}) from {}\nlistener: {}  database: {}\nrule: {}  kind: {}  findings: {}\napprovers: {}  approvals needed: {}\nstatement:\n  {}\n",
+        t["id"],
+        t["state"].as_str().unwrap_or(""),
+        t["requester"].as_str().unwrap_or(""),
+        list(&t["groups"]),
+        t["client_addr"].as_str().unwrap_or(""),
+        t["listener"].as_str().unwrap_or(""),
+        t["database"].as_str().unwrap_or(""),
+        t["rule"].as_str().unwrap_or(""),
+        t["kind"].as_str().unwrap_or(""),
+        list(&t["findings"]),
+        list(&t["approvers"]),
+        t["required"],
+        t["statement"].as_str().unwrap_or("").replace('\n', "\n  "),
+    );
+    if let Some(reason) = t["reason"].as_str() {
+        out.push_str(&format!("reason: {reason}\n"));
+    }
+    for e in value["events"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  {}  {}  {}\n",
+            e["at"],
+            e["event"].as_str().unwrap_or(""),
+            e["actor"].as_str().unwrap_or("airlock"),
+            e["detail"].as_str().unwrap_or(""),
+        ));
+    }
+    out
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &flat[..i]),
+        None => flat,
+    }
+}

@@ -1,0 +1,123 @@
+//! Holding a statement inside a live session, for both listeners: the ticket is opened, the
+//! client is told (where its protocol allows), and the session waits for the decision while
+//! still watching the client, so a client that leaves abandons its ticket at once.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::ReadHalf;
+
+use crate::approval::ticket::Ticket;
+use crate::approval::{Approvals, Outcome};
+use crate::inspect::{Denial, Hold};
+use crate::net::stream::{Stream, read_more};
+
+/// How a hold ended.
+#[derive(Debug)]
+pub enum HoldEnd {
+    /// Forward exactly the held message.
+    Approved,
+    /// Tell the client this instead.
+    Refused(Denial),
+    /// The client left; the ticket is abandoned and the statement never runs.
+    ClientGone,
+}
+
+/// Holds `hold` until it is decided. `told` is called once the ticket exists (to tell the
+/// client). Meanwhile bytes the client sends are kept in `buf` (up to `limit` bytes), and
+/// a closed connection ends the wait.
+pub async fn wait(
+    approvals: &Arc<Approvals>,
+    hold: Hold,
+    from: &mut ReadHalf<Stream>,
+    buf: &mut BytesMut,
+    limit: usize,
+    told: impl FnOnce(&Ticket),
+) -> HoldEnd {
+    let refusal = hold.refusal;
+    let mut held = match approvals.hold(hold.request).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hold a statement for approval; refusing it");
+            return HoldEnd::Refused(Denial {
+                message: "Airlock could not record this statement for approval, so it did not \
+                          run it"
+                    .into(),
+                detail: Some(refusal.message),
+                hint: Some(
+                    "try again; an Airlock administrator should check the state directory".into(),
+                ),
+            });
+        }
+    };
+    told(&held.ticket);
+    loop {
+        tokio::select! {
+            outcome = held.decision() => {
+                return match outcome {
+                    Outcome::Approved => HoldEnd::Approved,
+                    other => HoldEnd::Refused(refused(&held.ticket, other)),
+                };
+            }
+            read = read_more(from, buf, 0), if buf.len() < limit => {
+                if read.is_err() {
+                    held.abandon().await;
+                    return HoldEnd::ClientGone;
+                }
+            }
+        }
+    }
+}
+
+/// The client's error for a held statement that will not run.
+fn refused(ticket: &Ticket, outcome: Outcome) -> Denial {
+    let id = ticket.id;
+    let detail = Some(format!(
+        "rule: {}; kind: {}",
+        ticket.request.rule, ticket.request.kind
+    ));
+    match outcome {
+        Outcome::Denied { by, reason } => Denial {
+            message: format!("Airlock: {by} denied this statement (ticket {id}): {reason}"),
+            detail,
+            hint: Some(format!(
+                "change the statement, or ask {by} or another approver about ticket {id}"
+            )),
+        },
+        Outcome::Expired => Denial {
+            message: format!(
+                "Airlock: nobody approved this statement in time (ticket {id} timed out)"
+            ),
+            detail,
+            hint: Some(format!(
+                "ask a member of {} to approve it while it waits, then run it again",
+                ticket.stage_approvers().join(" or ")
+            )),
+        },
+        Outcome::Failed(e) => Denial {
+            message: format!("Airlock could not decide ticket {id}, so the statement did not run"),
+            detail: Some(e),
+            hint: Some("run it again; an Airlock administrator should check the log".into()),
+        },
+        Outcome::Approved => unreachable!("an approved statement is not refused"),
+    }
+}
+
+/// What a client is told when its statement is held.
+pub fn held_message(ticket: &Ticket) -> String {
+    let left = (ticket.deadline - crate::approval::hub::now()).max(0);
+    format!(
+        "held for approval: ticket {}, approvers {}, expires in {}",
+        ticket.id,
+        ticket.stage_approvers().join(", "),
+        duration(left)
+    )
+}
+
+fn duration(secs: i64) -> String {
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

@@ -1,0 +1,648 @@
+//! Statements held inside live sessions until an approver decides, through both listeners,
+//! with real clients (tokio-postgres, psql, mysql_async), the real databases, the admin API
+//! over HTTP and the `airlock approvals` command.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::mysql::{code as my_code, direct as my_direct, message as my_message, opts};
+use common::{Proxy, Setup, USER, sqlstate, text, unique};
+use mysql_async::prelude::*;
+use serde_json::Value;
+
+const POLICY: &str = r#"
+[defaults]
+action = "allow"
+
+[[rule]]
+name = "ddl-needs-a-dba"
+action = "review"
+kinds = ["ddl"]
+approvers = ["dba"]
+message = "schema changes need a DBA"
+timeout_secs = 60
+
+[[rule]]
+name = "truncate-needs-two"
+action = "review"
+findings = ["truncate"]
+approvers = ["dba"]
+approvals = 2
+
+[[rule]]
+name = "bulk-delete-escalates"
+action = "review"
+findings = ["delete_without_where"]
+approvers = ["dba"]
+timeout_secs = 1
+on_timeout = { escalate = { approvers = ["oncall"], timeout_secs = 60 } }
+
+[[rule]]
+name = "bulk-update-times-out"
+action = "review"
+findings = ["update_without_where"]
+approvers = ["dba"]
+timeout_secs = 1
+
+[[rule]]
+name = "probe-reads-need-a-dba"
+action = "review"
+tables = ["approval_probe*"]
+approvers = ["dba"]
+"#;
+
+/// Approvers and their tokens. "app" is also the test's database user: it may approve
+/// others' statements but never its own.
+const APPROVERS: [(&str, &str, &str); 4] = [
+    ("alice", "dba", "token-alice-0123456789"),
+    ("bob", "dba", "token-bob-0123456789"),
+    ("carol", "oncall", "token-carol-0123456789"),
+    ("app", "dba", "token-app-0123456789"),
+];
+
+fn token(name: &str) -> &'static str {
+    APPROVERS.iter().find(|a| a.0 == name).unwrap().2
+}
+
+struct Env {
+    proxy: Proxy,
+    _policy: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Env {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start_in(state: tempfile::TempDir) -> Env {
+        let policy = tempfile::tempdir().unwrap();
+        std::fs::write(policy.path().join("policy.toml"), POLICY).unwrap();
+        let mut extra = format!(
+            "[state]\ndir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            state.path().display().to_string()
+        );
+        for (name, group, token) in APPROVERS {
+            let hash: String = airlock::admin::token_hash(token)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            extra.push_str(&format!(
+                "[[approvers]]\nname = \"{name}\"\ngroups = [\"{group}\"]\ntoken_sha256 = \"{hash}\"\n"
+            ));
+        }
+        let proxy = Setup {
+            policy_dir: Some(policy.path().to_owned()),
+            mysql: true,
+            extra,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        Env {
+            proxy,
+            _policy: policy,
+            state,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy.admin_port.unwrap())
+    }
+
+    /// The admin API, as `who`: (HTTP status, JSON body).
+    async fn api(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url());
+        let auth = format!("Bearer {}", token(who));
+        let method = method.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
+            let response = match (method.as_str(), body) {
+                ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+                ("POST", None) => agent.post(&url).header("Authorization", &auth).send_empty(),
+                _ => agent.get(&url).header("Authorization", &auth).call(),
+            };
+            let mut response = response.unwrap();
+            let status = response.status().as_u16();
+            (status, response.body_mut().read_json().unwrap())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The `airlock approvals` command as `who`.
+    fn cli(&self, who: &str, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .arg("approvals")
+            .args(args)
+            .env("AIRLOCK_ADMIN_URL", self.url())
+            .env("AIRLOCK_TOKEN", token(who))
+            .output()
+            .unwrap()
+    }
+
+    /// Waits (bounded) for an open ticket holding exactly `statement`; returns its id.
+    async fn ticket_for(&self, statement: &str) -> i64 {
+        for _ in 0..200 {
+            let (_, v) = self.api("alice", "GET", "/api/approvals", None).await;
+            let found = v["tickets"].as_array().unwrap().iter().find(|t| {
+                t["statement"] == statement
+                    && matches!(t["state"].as_str(), Some("pending" | "escalated"))
+            });
+            if let Some(t) = found {
+                return t["id"].as_i64().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no open ticket for {statement:?}");
+    }
+
+    async fn state_of(&self, id: i64) -> String {
+        let (_, v) = self
+            .api("alice", "GET", &format!("/api/approvals/{id}"), None)
+            .await;
+        v["ticket"]["state"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn table_exists(name: &str) -> bool {
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let row = db
+        .query_one("select to_regclass($1) is not null", &[&name])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_then_approved_with_the_cli_and_the_client_gets_its_result() {
+    let env = Env::start().await;
+    let t = unique("held");
+    let sql = format!("create table {t} (id int)");
+
+    // psql, to see the notice a held statement's client is given at once.
+    let port = env.proxy.port.to_string();
+    let psql = tokio::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            "-d",
+            "test",
+            "-c",
+            &sql,
+        ])
+        .env("PGPASSWORD", common::PASSWORD)
+        .output();
+    let waiting = tokio::spawn(psql);
+    let id = env.ticket_for(&sql).await;
+    assert!(!table_exists(&t).await, "nothing runs while it is held");
+
+    let shown = env.cli("bob", &["show", &id.to_string()]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&sql) && shown.contains("ddl-needs-a-dba"),
+        "{shown}"
+    );
+    let listed = env.cli("bob", &["list", "--state", "pending"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&t));
+
+    let approved = env.cli("alice", &["approve", &id.to_string()]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let out = waiting.await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CREATE TABLE");
+    assert!(
+        stderr.contains(&format!(
+            "NOTICE:  held for approval: ticket {id}, approvers dba"
+        )),
+        "{stderr}"
+    );
+    assert!(table_exists(&t).await);
+    assert_eq!(env.state_of(id).await, "approved");
+
+    // The history names who did what.
+    let (_, v) = env
+        .api("bob", "GET", &format!("/api/approvals/{id}"), None)
+        .await;
+    let events: Vec<(&str, &str)> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["actor"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(events, [("created", ""), ("approved", "alice")]);
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_with_a_reason_and_the_session_carries_on() {
+    let env = Env::start().await;
+    let t = unique("denied");
+    let sql = format!("create table {t} (id int)");
+    let client = env.proxy.connect().await;
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let r = client.batch_execute(&sql).await;
+            (client, r)
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+
+    // A reason is required; the requester cannot decide; nor can someone outside the group.
+    let (status, _) = env
+        .api("alice", "POST", &format!("/api/approvals/{id}/deny"), None)
+        .await;
+    assert_eq!(status, 400);
+    let (status, v) = env
+        .api("app", "POST", &format!("/api/approvals/{id}/approve"), None)
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("asked for this statement")
+    );
+    let (status, _) = env
+        .api(
+            "carol",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let denied = env.cli(
+        "alice",
+        &["deny", &id.to_string(), "--reason", "not during the freeze"],
+    );
+    assert!(
+        denied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+
+    let (client, result) = held.await.unwrap();
+    let e = result.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        text(&e).contains("alice denied this statement"),
+        "{}",
+        text(&e)
+    );
+    assert!(text(&e).contains("not during the freeze"));
+    assert!(!table_exists(&t).await);
+    // Decided is decided.
+    let (status, _) = env
+        .api("bob", "POST", &format!("/api/approvals/{id}/approve"), None)
+        .await;
+    assert_eq!(status, 409);
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
+    let env = Env::start().await;
+    let t = unique("timeouts");
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute(&format!(
+        "create table {t} (id int); insert into {t} values (1), (2)"
+    ))
+    .await
+    .unwrap();
+
+    // No escalation: denied once the deadline passes.
+    let client = env.proxy.connect().await;
+    let e = client
+        .batch_execute(&format!("update {t} set id = 0"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(text(&e).contains("timed out"), "{}", text(&e));
+
+    // Escalated after a second, then only the second group decides.
+    let sql = format!("delete from {t}");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move { client.execute(&sql, &[]).await })
+    };
+    let id = env.ticket_for(&sql).await;
+    for _ in 0..100 {
+        if env.state_of(id).await == "escalated" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.state_of(id).await, "escalated");
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "the first stage's group no longer decides");
+    let (status, v) = env
+        .api(
+            "carol",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        2,
+        "the delete ran and removed both rows"
+    );
+    db.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_distinct_approvals_for_a_rule_that_needs_two() {
+    let env = Env::start().await;
+    let t = unique("two");
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute(&format!(
+        "create table {t} (id int); insert into {t} values (1)"
+    ))
+    .await
+    .unwrap();
+    let client = env.proxy.connect().await;
+    let sql = format!("truncate {t}");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move { client.batch_execute(&sql).await })
+    };
+    let id = env.ticket_for(&sql).await;
+    let (status, v) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, v["ticket"]["state"].as_str()),
+        (200, Some("pending"))
+    );
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "the same approver twice is one approval");
+    let rows: i64 = db
+        .query_one(&format!("select count(*) from {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one approval of two runs nothing");
+    let (status, _) = env
+        .api("bob", "POST", &format!("/api/approvals/{id}/approve"), None)
+        .await;
+    assert_eq!(status, 200);
+    held.await.unwrap().unwrap();
+    let rows: i64 = db
+        .query_one(&format!("select count(*) from {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    db.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_abandons_its_ticket_and_the_statement_never_runs() {
+    let env = Env::start().await;
+    let t = unique("abandoned");
+    let sql = format!("create table {t} (id int)");
+    let port = env.proxy.port.to_string();
+    let mut psql = tokio::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            "-d",
+            "test",
+            "-c",
+            &sql,
+        ])
+        .env("PGPASSWORD", common::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let id = env.ticket_for(&sql).await;
+    psql.kill().await.unwrap();
+    for _ in 0..100 {
+        if env.state_of(id).await == "abandoned" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.state_of(id).await, "abandoned");
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!table_exists(&t).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_open_when_airlock_stopped_are_abandoned_at_the_next_start() {
+    use airlock::approval::store::{SqliteStore, TicketStore};
+    let state = tempfile::tempdir().unwrap();
+    // A ticket left open by an Airlock that was killed.
+    let id = {
+        let store = SqliteStore::open(state.path()).unwrap();
+        let request: airlock::approval::ticket::Request = serde_json::from_value(serde_json::json!({
+            "requester": "app", "groups": [], "client_addr": "127.0.0.1:1", "listener": "postgres",
+            "database": "test", "statement": "drop table important", "kind": "ddl",
+            "findings": ["drop"], "rule": "ddl-needs-a-dba", "message": null,
+            "approvers": ["dba"], "required": 1, "timeout_secs": 900, "escalation": null
+        }))
+        .unwrap();
+        store.create(&request, 100, 1000).unwrap().id
+    };
+    let env = Env::start_in(state).await;
+    assert_eq!(env.state_of(id).await, "abandoned");
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(env.state.path().join("airlock.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_held_statements_are_approved_or_denied_with_1142() {
+    let env = Env::start().await;
+    let port = env.proxy.mysql_port.unwrap();
+    let t = unique("my_held");
+
+    let sql = format!("create table {t} (id int)");
+    let mut conn = mysql_async::Conn::new(opts(port)).await.unwrap();
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let r = conn.query_drop(&sql).await;
+            (conn, r)
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+    let (status, v) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (mut conn, r) = held.await.unwrap();
+    r.unwrap();
+    let mut db = my_direct().await;
+    let n: Option<i64> = db
+        .query_first(format!(
+            "select count(*) from information_schema.tables where table_name = '{t}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+
+    let drop = format!("drop table {t}");
+    let held = {
+        let drop = drop.clone();
+        tokio::spawn(async move {
+            let r = conn.query_drop(&drop).await;
+            (conn, r)
+        })
+    };
+    let id = env.ticket_for(&drop).await;
+    let (status, _) = env
+        .api(
+            "bob",
+            "POST",
+            &format!("/api/approvals/{id}/deny"),
+            Some(serde_json::json!({"reason": "keep it"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (mut conn, r) = held.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(my_code(&e), 1142);
+    assert!(
+        my_message(&e).contains("bob denied this statement"),
+        "{}",
+        my_message(&e)
+    );
+    let one: Option<i32> = conn.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1), "the session carries on");
+    db.query_drop(&drop).await.unwrap();
+}
+
+/// A hundred sessions each holding a statement, half on each listener (PostgreSQL's default
+/// of 100 connections leaves no room for a hundred on one alongside the other tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_held_statements_approved_in_random_order_each_get_their_own_result() {
+    let env = Env::start().await;
+    let probe = unique("approval_probe");
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute(&format!(
+        "create table {probe} (n int); insert into {probe} values (1000)"
+    ))
+    .await
+    .unwrap();
+    let mut my = my_direct().await;
+    my.query_drop(format!(
+        "create table {probe} (n int); insert into {probe} values (1000)"
+    ))
+    .await
+    .unwrap();
+    let sql = |i: i32| format!("select n + {i} from {probe}");
+    let mut waiting = Vec::new();
+    for i in 0..100 {
+        let sql = sql(i);
+        if i % 2 == 0 {
+            let client = env.proxy.connect().await;
+            waiting.push(tokio::spawn(async move {
+                client.query_one(&sql, &[]).await.unwrap().get::<_, i32>(0) as i64
+            }));
+        } else {
+            let mut conn = mysql_async::Conn::new(opts(env.proxy.mysql_port.unwrap()))
+                .await
+                .unwrap();
+            waiting.push(tokio::spawn(async move {
+                let n: Option<i64> = conn.query_first(&sql).await.unwrap();
+                n.unwrap()
+            }));
+        }
+    }
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(env.ticket_for(&sql(i)).await);
+    }
+    // A fixed shuffle, so that a failure repeats.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for k in (1..ids.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ids.swap(k, (x % (k as u64 + 1)) as usize);
+    }
+    for id in &ids {
+        let path = format!("/api/approvals/{id}/approve");
+        let (status, v) = env.api("alice", "POST", &path, None).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    for (i, task) in waiting.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), 1000 + i as i64);
+    }
+    db.batch_execute(&format!("drop table {probe}"))
+        .await
+        .unwrap();
+    my.query_drop(format!("drop table {probe}")).await.unwrap();
+}
