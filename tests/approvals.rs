@@ -488,6 +488,31 @@ async fn a_client_that_leaves_abandons_its_ticket_and_the_statement_never_runs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_withdraws_a_held_statement() {
+    let env = Env::start().await;
+    let t = unique("cancelled");
+    let sql = format!("create table {t} (id int)");
+    let client = env.proxy.connect().await;
+    let cancel = client.cancel_token();
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let r = client.batch_execute(&sql).await;
+            (client, r)
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (client, r) = held.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{}", text(&e));
+    assert_eq!(env.state_of(id).await, "abandoned");
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session carries on");
+    assert!(!table_exists(&t).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_open_when_airlock_stopped_are_abandoned_at_the_next_start() {
     use airlock::approval::store::{SqliteStore, TicketStore};
     let state = tempfile::tempdir().unwrap();

@@ -109,7 +109,7 @@ pub fn render_ticket(value: &Value) -> String {
     for e in value["events"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  {}  {}  {}  {}\n",
-            e["at"],
+            utc(e["at"].as_i64().unwrap_or(0)),
             e["event"].as_str().unwrap_or(""),
             e["actor"].as_str().unwrap_or("airlock"),
             e["detail"].as_str().unwrap_or(""),
@@ -118,10 +118,41 @@ pub fn render_ticket(value: &Value) -> String {
     out
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC), for people.
+pub fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn one_line(s: &str, max: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &flat[..i]),
         None => flat,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(super::utc(1_795_643_441), "2026-11-25 21:50:41Z");
     }
 }

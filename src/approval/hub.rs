@@ -295,21 +295,21 @@ impl Held {
         }
     }
 
-    /// The client left: the ticket can no longer be approved.
-    pub async fn abandon(mut self) {
+    /// The client left or withdrew it (`why`): the ticket can no longer be approved.
+    pub async fn abandon(mut self, why: &'static str) {
         self.done = true;
         let id = self.ticket.id;
-        let _ = self.hub.blocking(move |hub| abandon(hub, id)).await;
+        let _ = self.hub.blocking(move |hub| abandon(hub, id, why)).await;
     }
 }
 
-fn abandon(hub: &Approvals, id: i64) -> Result<Ticket, DecideError> {
+fn abandon(hub: &Approvals, id: i64, why: &str) -> Result<Ticket, DecideError> {
     let result = hub.change(id, |t| {
         Ok(t.abandon(now()).then(|| Event {
             at: now(),
             actor: None,
             event: "abandoned".into(),
-            detail: Some("the client left while it was held".into()),
+            detail: Some(why.to_owned()),
         }))
     });
     hub.lock().remove(&id);
@@ -332,9 +332,10 @@ impl Drop for Held {
         // off the event loop.
         let (hub, id) = (self.hub.clone(), self.ticket.id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(move || abandon(&hub, id));
+            runtime
+                .spawn_blocking(move || abandon(&hub, id, "the session ended while it was held"));
         } else {
-            let _ = abandon(&hub, id);
+            let _ = abandon(&hub, id, "the session ended while it was held");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Cancel keys. Each client gets Airlock's own BackendKeyData; a CancelRequest carrying it is
-//! mapped to the upstream session's key. Unknown or wrong keys do nothing, as in PostgreSQL.
+//! mapped to the upstream session's key, and also withdraws a statement the session holds
+//! for approval. Unknown or wrong keys do nothing, as in PostgreSQL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ pub struct UpstreamKey {
 struct Entry {
     secret: [u8; 4],
     upstream: UpstreamKey,
+    cancel: Arc<tokio::sync::Notify>,
 }
 
 /// Live sessions' keys, shared by a listener's sessions.
@@ -29,6 +31,8 @@ pub struct Registration {
     registry: CancelRegistry,
     pub pid: i32,
     pub secret: i32,
+    /// Woken by a CancelRequest with this session's key (only while something waits on it).
+    pub cancel: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Registration {
@@ -54,25 +58,33 @@ impl CancelRegistry {
             }
         };
         let secret: i32 = rand::random();
+        let cancel = Arc::new(tokio::sync::Notify::new());
         map.insert(
             pid,
             Entry {
                 secret: secret.to_be_bytes(),
                 upstream,
+                cancel: cancel.clone(),
             },
         );
         Registration {
             registry: self.clone(),
             pid,
             secret,
+            cancel,
         }
     }
 
-    /// The upstream key for a CancelRequest, if its pid and secret match a live session.
+    /// The upstream key for a CancelRequest, if its pid and secret match a live session;
+    /// a statement that session holds for approval is withdrawn.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<UpstreamKey> {
         let map = self.lock();
         let entry = map.get(&pid)?;
         let ok: bool = secret.len() == 4 && bool::from(entry.secret.ct_eq(secret));
+        if ok {
+            // No permit is stored: a cancel with nothing held must not withdraw a later hold.
+            entry.cancel.notify_waiters();
+        }
         ok.then(|| entry.upstream.clone())
     }
 

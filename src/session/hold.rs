@@ -21,6 +21,8 @@ pub enum HoldEnd {
     Refused(Denial),
     /// The client left; the ticket is abandoned and the statement never runs.
     ClientGone,
+    /// The client withdrew it (a PostgreSQL CancelRequest); the ticket is abandoned.
+    Cancelled,
 }
 
 /// Holds `hold` until it is decided. `told` is called once the ticket exists (to tell the
@@ -32,6 +34,7 @@ pub async fn wait(
     from: &mut ReadHalf<Stream>,
     buf: &mut BytesMut,
     limit: usize,
+    cancel: Option<&tokio::sync::Notify>,
     told: impl FnOnce(&Ticket),
 ) -> HoldEnd {
     let refusal = hold.refusal;
@@ -61,11 +64,22 @@ pub async fn wait(
             }
             read = read_more(from, buf, 0), if buf.len() < limit => {
                 if read.is_err() {
-                    held.abandon().await;
+                    held.abandon("the client left while it was held").await;
                     return HoldEnd::ClientGone;
                 }
             }
+            () = cancelled(cancel) => {
+                held.abandon("the client cancelled it while it was held").await;
+                return HoldEnd::Cancelled;
+            }
         }
+    }
+}
+
+async fn cancelled(cancel: Option<&tokio::sync::Notify>) {
+    match cancel {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     pub const SUCCESSFUL_COMPLETION: SqlState = SqlState("00000");
+    pub const QUERY_CANCELED: SqlState = SqlState("57014");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +233,17 @@ impl PgError {
             Severity::Error | Severity::Fatal => ErrorResponse::new(self.fields()).encode(out),
         };
         encoded.expect("these messages reach no size limit");
+    }
+
+    /// A held statement the client cancelled, as PostgreSQL reports a cancelled query.
+    pub fn cancelled() -> PgError {
+        PgError {
+            severity: Severity::Error,
+            code: SqlState::QUERY_CANCELED,
+            message: "canceling statement due to user request".into(),
+            detail: Some("it was held for approval and never ran".into()),
+            hint: None,
+        }
     }
 
     /// The notice a client gets when its statement is held for approval.

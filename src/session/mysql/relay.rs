@@ -262,10 +262,10 @@ async fn commands(
             (Verdict::Hold(hold), Some(approvals)) => {
                 // The classic protocol has no way to tell the client while it waits.
                 let limit = max;
-                match hold::wait(approvals, *hold, from, &mut buf, limit, |_| {}).await {
+                match hold::wait(approvals, *hold, from, &mut buf, limit, None, |_| {}).await {
                     HoldEnd::Approved => Verdict::Forward,
                     HoldEnd::Refused(denial) => Verdict::Deny(denial),
-                    HoldEnd::ClientGone => return Outcome::ClientVanished,
+                    HoldEnd::ClientGone | HoldEnd::Cancelled => return Outcome::ClientVanished,
                 }
             }
             (Verdict::Hold(hold), None) => Verdict::Deny(hold.refusal),

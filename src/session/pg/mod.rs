@@ -187,6 +187,7 @@ pub async fn serve(
         pool.enabled(),
         closing,
         ctx.approvals.as_ref(),
+        &registration.cancel,
     )
     .await;
     // This client's cancel key is void from here on, whatever happens to the database session.

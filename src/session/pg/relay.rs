@@ -62,6 +62,7 @@ pub async fn run(
     keep_upstream: bool,
     closing: watch::Receiver<bool>,
     approvals: Option<&Arc<Approvals>>,
+    cancel: &tokio::sync::Notify,
 ) -> (Outcome, Option<Stream>) {
     let interest = inspector.interest();
     let inspector = Mutex::new(inspector);
@@ -92,6 +93,7 @@ pub async fn run(
             substitutions: &substitutions,
             approvals,
             notices: notices_tx,
+            cancel: Some(cancel),
         };
         let to_upstream = pump_frontend(
             &mut client_r,
@@ -181,6 +183,8 @@ struct PumpCtx<'a> {
     /// Where statements are held for approval; without it a held statement is refused.
     approvals: Option<&'a Arc<Approvals>>,
     notices: mpsc::UnboundedSender<BytesMut>,
+    /// A CancelRequest for this session: withdraws a held statement.
+    cancel: Option<&'a tokio::sync::Notify>,
 }
 
 /// Whether the database owes the client anything: sync points sent (Query, Sync,
@@ -310,10 +314,19 @@ async fn pump_frontend(
                 PgError::held(&hold::held_message(t)).encode(&mut out);
                 let _ = notices.send(out);
             };
-            let end = hold::wait(approvals, *hold, from, &mut pump.buf, limit, told).await;
-            let out = match end {
+            let end = hold::wait(
+                approvals,
+                *hold,
+                from,
+                &mut pump.buf,
+                limit,
+                ctx.cancel,
+                told,
+            );
+            let out = match end.await {
                 HoldEnd::Approved => BytesMut::from(&pump.buf[..n]),
                 HoldEnd::Refused(denial) => refusal(ctx, tag, &denial),
+                HoldEnd::Cancelled => substitute(ctx, tag, &PgError::cancelled()),
                 HoldEnd::ClientGone => return (Outcome::ClientVanished, None),
             };
             if write_out(to, &out).await.is_err() {
@@ -495,12 +508,17 @@ impl SyncState {
 fn refusal(ctx: &PumpCtx<'_>, tag: u8, denial: &Denial) -> BytesMut {
     let error = PgError::denied(denial);
     tracing::info!(reason = %error.message, "statement denied");
+    substitute(ctx, tag, &error)
+}
+
+/// What stands in for a message with `tag` that must fail with `error`.
+fn substitute(ctx: &PumpCtx<'_>, tag: u8, error: &PgError) -> BytesMut {
     let sent = ctx.sync.sent.load(Ordering::Acquire);
     let sync_point = match tag {
         fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => sent,
         _ => sent + 1,
     };
-    ctx.substitutions.substitute(tag, &error, sync_point)
+    ctx.substitutions.substitute(tag, error, sync_point)
 }
 
 /// What the backend pump waits for besides the database: a refusal to deliver before the
@@ -928,6 +946,7 @@ mod tests {
                 substitutions: &self.substitutions,
                 approvals: None,
                 notices: mpsc::unbounded_channel().0,
+                cancel: None,
             }
         }
     }
