@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, Admin};
 use crate::approval::Approvals;
+use crate::approval::notify::Notifier;
 use crate::approval::store::SqliteStore;
 use crate::config::Config;
 use crate::guard::Guard;
@@ -285,7 +286,8 @@ pub fn open_approvals(config: &Config) -> anyhow::Result<Option<Arc<Approvals>>>
     };
     let store = SqliteStore::open(&state.dir)
         .with_context(|| format!("state.dir = {}", state.dir.display()))?;
-    Ok(Some(Approvals::new(Arc::new(store))?))
+    let notifier = Notifier::start(&config.webhooks);
+    Ok(Some(Approvals::new(Arc::new(store), notifier)?))
 }
 
 /// The built-in policy, used when the config names no policy directory.

@@ -67,6 +67,27 @@ pub struct Config {
     /// Who may decide on held statements, through the admin API.
     #[serde(default, rename = "approvers")]
     pub approvers: Vec<ApproverConfig>,
+    /// Where to announce tickets (created, escalated, decided, expired, abandoned).
+    #[serde(default, rename = "webhooks")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// http:// or https:// URL to POST to.
+    pub url: String,
+    /// `json` (the ticket and the event) or `slack` (an incoming-webhook message).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -523,6 +544,22 @@ impl Config {
                 "approvers act through the admin API, which is not configured",
                 "add [admin] with listen = \"127.0.0.1:9090\"",
             ));
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if self.state.is_none() {
+                return Err(invalid(
+                    "webhooks",
+                    "webhooks announce held statements, which need a state directory",
+                    "add [state] with dir = \"state\"",
+                ));
+            }
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("webhooks[{i}].url"),
+                    format!("{:?} is not an http:// or https:// URL", hook.url),
+                    "use the URL the receiver gives (for Slack, the incoming webhook's URL)",
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         let mut tokens = std::collections::HashSet::new();

@@ -5,7 +5,12 @@
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 
 use common::mysql::{code as my_code, direct as my_direct, message as my_message, opts};
 use common::{Proxy, Setup, USER, sqlstate, text, unique};
@@ -70,6 +75,58 @@ struct Env {
     proxy: Proxy,
     _policy: tempfile::TempDir,
     state: tempfile::TempDir,
+    hooks: Hooks,
+}
+
+/// A webhook receiver: an HTTP server of the test's own that records what it is sent, by
+/// path. `/flaky` fails its first request, so the notice arrives only by a retry.
+#[derive(Clone, Default)]
+struct Hooks {
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    flaky_failed: Arc<AtomicBool>,
+}
+
+impl Hooks {
+    async fn start(&self) -> u16 {
+        let app = axum::Router::new()
+            .route("/{kind}", axum::routing::post(receive))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    /// Waits (bounded) until `kind` has received something `matches` accepts.
+    async fn wait_for(&self, kind: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let found = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(k, v)| k == kind && matches(v))
+                .map(|(_, v)| v.clone());
+            if let Some(v) = found {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seen = self.seen.lock().unwrap().clone();
+        panic!("webhook {kind} received nothing matching; got {seen:?}");
+    }
+}
+
+async fn receive(
+    State(hooks): State<Hooks>,
+    Path(kind): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> StatusCode {
+    if kind == "flaky" && !hooks.flaky_failed.swap(true, Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    hooks.seen.lock().unwrap().push((kind, body));
+    StatusCode::OK
 }
 
 impl Env {
@@ -80,10 +137,20 @@ impl Env {
     async fn start_in(state: tempfile::TempDir) -> Env {
         let policy = tempfile::tempdir().unwrap();
         std::fs::write(policy.path().join("policy.toml"), POLICY).unwrap();
+        let hooks = Hooks::default();
+        let hook_port = hooks.start().await;
         let mut extra = format!(
             "[state]\ndir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             state.path().display().to_string()
         );
+        // A receiver for each format, one that fails once, and one that is never there: a
+        // failing hook must not hold anything up.
+        for (path, format) in [("json", "json"), ("slack", "slack"), ("flaky", "json")] {
+            extra.push_str(&format!(
+                "[[webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/{path}\"\nformat = \"{format}\"\n"
+            ));
+        }
+        extra.push_str("[[webhooks]]\nurl = \"http://127.0.0.1:1/nobody\"\n");
         for (name, group, token) in APPROVERS {
             let hash: String = airlock::admin::token_hash(token)
                 .iter()
@@ -105,6 +172,7 @@ impl Env {
             proxy,
             _policy: policy,
             state,
+            hooks,
         }
     }
 
@@ -250,6 +318,23 @@ async fn held_then_approved_with_the_cli_and_the_client_gets_its_result() {
         })
         .collect();
     assert_eq!(events, [("created", ""), ("approved", "alice")]);
+
+    // The webhooks heard of it: JSON with the ticket, Slack text with the command to approve,
+    // and the flaky receiver by a retry.
+    let is = |event: &'static str| move |v: &Value| v["event"] == event && v["ticket"]["id"] == id;
+    let created = env.hooks.wait_for("json", is("created")).await;
+    assert_eq!(created["ticket"]["statement"], sql.as_str());
+    assert_eq!(created["ticket"]["rule"], "ddl-needs-a-dba");
+    env.hooks.wait_for("json", is("approved")).await;
+    let approve = format!("airlock approvals approve {id}");
+    let slack = env
+        .hooks
+        .wait_for("slack", |v| {
+            v["text"].as_str().is_some_and(|t| t.contains(&approve))
+        })
+        .await;
+    assert!(slack["text"].as_str().unwrap().contains(&sql));
+    env.hooks.wait_for("flaky", is("approved")).await;
     let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
     db.batch_execute(&format!("drop table {t}")).await.unwrap();
 }
@@ -356,6 +441,11 @@ async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(env.state_of(id).await, "escalated");
+    env.hooks
+        .wait_for("json", |v| {
+            v["event"] == "escalated" && v["ticket"]["id"] == id
+        })
+        .await;
     let (status, _) = env
         .api(
             "alice",
@@ -474,6 +564,11 @@ async fn a_client_that_leaves_abandons_its_ticket_and_the_statement_never_runs()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(env.state_of(id).await, "abandoned");
+    env.hooks
+        .wait_for("json", |v| {
+            v["event"] == "abandoned" && v["ticket"]["id"] == id
+        })
+        .await;
     let (status, _) = env
         .api(
             "alice",

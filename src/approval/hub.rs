@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+use super::notify::{Notifier, What};
 use super::store::{Event, StoreError, TicketStore};
 use super::ticket::{Refused, Request, State, Ticket};
 
@@ -41,6 +42,7 @@ pub struct Approvals {
     waiting: Mutex<HashMap<i64, watch::Sender<State>>>,
     /// Bumped at every change, for callers that wait for changes.
     changes: watch::Sender<u64>,
+    notifier: Notifier,
 }
 
 pub fn now() -> i64 {
@@ -53,7 +55,10 @@ pub fn now() -> i64 {
 impl Approvals {
     /// A hub over `store`. Tickets still open from an earlier run are abandoned: no session
     /// waits for them any more.
-    pub fn new(store: Arc<dyn TicketStore>) -> Result<Arc<Approvals>, StoreError> {
+    pub fn new(
+        store: Arc<dyn TicketStore>,
+        notifier: Notifier,
+    ) -> Result<Arc<Approvals>, StoreError> {
         let abandoned = store.abandon_open(now())?;
         if abandoned > 0 {
             tracing::warn!(
@@ -65,6 +70,7 @@ impl Approvals {
             store,
             waiting: Mutex::new(HashMap::new()),
             changes: watch::channel(0).0,
+            notifier,
         }))
     }
 
@@ -94,6 +100,7 @@ impl Approvals {
                 let (tx, rx) = watch::channel(State::Pending);
                 hub.lock().insert(ticket.id, tx);
                 hub.changed();
+                hub.notifier.send(What::Created, &ticket);
                 Ok::<_, StoreError>((ticket, rx))
             })
             .await?;
@@ -118,8 +125,21 @@ impl Approvals {
     ) -> Result<Ticket, DecideError> {
         let mut waiting = self.lock();
         let mut ticket = self.store.get(id)?.ok_or(Refused::NoSuchTicket(id))?;
+        let before = ticket.state;
         if let Some(event) = f(&mut ticket)? {
             self.store.save(&ticket, &event)?;
+            let what = match ticket.state {
+                _ if ticket.state == before => None,
+                State::Escalated => Some(What::Escalated),
+                State::Approved => Some(What::Approved),
+                State::Denied => Some(What::Denied),
+                State::Expired => Some(What::Expired),
+                State::Abandoned => Some(What::Abandoned),
+                State::Pending => None,
+            };
+            if let Some(what) = what {
+                self.notifier.send(what, &ticket);
+            }
             if let Some(tx) = waiting.get(&id) {
                 let _ = tx.send(ticket.state);
             }

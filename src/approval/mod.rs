@@ -4,6 +4,7 @@
 //! (SQLite), [`hub`] connects waiting sessions with approvers.
 
 pub mod hub;
+pub mod notify;
 pub mod store;
 pub mod ticket;
 
