@@ -85,7 +85,13 @@ enum ApprovalsCommand {
     /// One ticket and its history.
     Show { id: i64 },
     /// Approve a ticket: the held statement runs once enough approvers have.
-    Approve { id: i64 },
+    Approve {
+        id: i64,
+        /// once (the held statement only), session (and the rest of that session's
+        /// statements the same rule holds), or minutes such as 30m (the same, for 30 minutes).
+        #[arg(long, default_value = "once")]
+        scope: String,
+    },
     /// Deny a ticket; the client is told the reason.
     Deny {
         id: i64,
@@ -229,8 +235,8 @@ fn main() -> anyhow::Result<()> {
                     let text = airlock::admin::client::render_ticket(&v);
                     (v, text)
                 }
-                ApprovalsCommand::Approve { id } => {
-                    let v = client.approve(id)?;
+                ApprovalsCommand::Approve { id, scope } => {
+                    let v = client.approve(id, &scope)?;
                     let state = v["ticket"]["state"].as_str().unwrap_or("").to_owned();
                     (v, format!("ticket {id}: {state}\n"))
                 }

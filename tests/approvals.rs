@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -765,4 +766,128 @@ async fn a_hundred_held_statements_approved_in_random_order_each_get_their_own_r
         .await
         .unwrap();
     my.query_drop(format!("drop table {probe}")).await.unwrap();
+}
+
+/// An Alembic migration run through Airlock, approved once with the session's scope: its
+/// first schema change waits for a DBA, and the rest of the run passes under that approval,
+/// each statement still recorded as a ticket approved within its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alembic_run_approved_once_for_the_session() {
+    let env = Env::start().await;
+    let prefix = unique("alembic");
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute("drop table if exists alembic_version")
+        .await
+        .unwrap();
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/alembic_run");
+    let url = format!(
+        "postgresql+psycopg://{USER}:{}@127.0.0.1:{}/test",
+        common::PASSWORD,
+        env.proxy.port
+    );
+    let alembic = tokio::process::Command::new(common::python())
+        .args(["-m", "alembic", "-c"])
+        .arg(project.join("alembic.ini"))
+        .args(["upgrade", "head"])
+        .env("AIRLOCK_TEST_DB_URL", &url)
+        .env("AIRLOCK_TEST_PREFIX", &prefix)
+        .kill_on_drop(true)
+        .output();
+    let run = tokio::spawn(alembic);
+
+    // The first schema change holds the run.
+    let mut first = None;
+    for _ in 0..200 {
+        let (_, v) = env
+            .api("alice", "GET", "/api/approvals?state=pending", None)
+            .await;
+        first = v["tickets"].as_array().unwrap().iter().find_map(|t| {
+            let s = t["statement"].as_str().unwrap_or("");
+            s.contains("alembic_version")
+                .then(|| t["id"].as_i64().unwrap())
+        });
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("Alembic's first schema change is held");
+    let approved = env.cli(
+        "alice",
+        &["approve", &first.to_string(), "--scope", "session"],
+    );
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run finishes once approved")
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "alembic failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table_exists(&format!("{prefix}_accounts")).await);
+    assert!(table_exists(&format!("{prefix}_events")).await);
+
+    // Every later schema change of the run has its own ticket, approved within the scope.
+    let (_, v) = env
+        .api("alice", "GET", "/api/approvals?state=approved", None)
+        .await;
+    let within: Vec<&Value> = v["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["statement"]
+                .as_str()
+                .unwrap_or("")
+                .contains(prefix.as_str())
+        })
+        .collect();
+    assert!(within.len() >= 3, "{within:?}");
+    for t in &within {
+        assert_eq!(
+            t["reason"].as_str(),
+            Some(format!("within the scope of ticket {first}").as_str())
+        );
+        assert_eq!(t["decided_by"], "alice");
+    }
+    let (_, v) = env
+        .api("alice", "GET", "/api/approvals?state=pending", None)
+        .await;
+    assert_eq!(
+        v["tickets"].as_array().unwrap().len(),
+        0,
+        "nothing else waits"
+    );
+
+    // Another session is not covered by that approval.
+    let other = env.proxy.connect().await;
+    let sql = format!("drop table {prefix}_events");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move { other.batch_execute(&sql).await })
+    };
+    let id = env.ticket_for(&sql).await;
+    let path = format!("/api/approvals/{id}/deny");
+    let (status, _) = env
+        .api(
+            "bob",
+            "POST",
+            &path,
+            Some(serde_json::json!({"reason": "not yet"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sqlstate(&held.await.unwrap().unwrap_err()), "42501");
+    db.batch_execute(&format!(
+        "drop table {prefix}_events; drop table {prefix}_accounts; drop table alembic_version"
+    ))
+    .await
+    .unwrap();
 }

@@ -48,8 +48,10 @@ impl Client {
         self.call("GET", &format!("/api/approvals/{id}"), None)
     }
 
-    pub fn approve(&self, id: i64) -> anyhow::Result<Value> {
-        self.call("POST", &format!("/api/approvals/{id}/approve"), None)
+    /// Approves ticket `id`, as far as `scope` (`once`, `session`, or minutes as `30m`).
+    pub fn approve(&self, id: i64, scope: &str) -> anyhow::Result<Value> {
+        let body = serde_json::json!({ "scope": scope });
+        self.call("POST", &format!("/api/approvals/{id}/approve"), Some(body))
     }
 
     pub fn deny(&self, id: i64, reason: &str) -> anyhow::Result<Value> {

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /api/approvals?state=pending&limit=100` | tickets, newest first |
 //! | `GET /api/approvals/{id}` | one ticket and its history |
-//! | `POST /api/approvals/{id}/approve` | approve it as the caller |
+//! | `POST /api/approvals/{id}/approve`, optionally with `{"scope": "once" \| "session" \| "30m"}` | approve it as the caller; a scope also lets through the same session's statements that the same rule holds, for the rest of the session or N minutes |
 //! | `POST /api/approvals/{id}/deny` with `{"reason": "..."}` | deny it |
 //! | `GET /api/approvals/changes?since=V&wait_secs=30` | waits until something changes after version `V`, then the open tickets and the new version |
 
@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::approval::hub::DecideError;
-use crate::approval::ticket::{Refused, State as TicketState};
+use crate::approval::ticket::{Refused, Scope, State as TicketState};
 use crate::approval::{Approvals, store::StoreError};
 use crate::config::ApproverConfig;
 
@@ -240,12 +240,30 @@ async fn show(
     Ok(Json(json!({ "ticket": ticket, "events": events })))
 }
 
+#[derive(Deserialize)]
+struct ApproveBody {
+    scope: Option<String>,
+}
+
 async fn approve(
     State(admin): State<Arc<Admin>>,
     Caller(who): Caller,
     Path(id): Path<i64>,
+    body: Option<Json<ApproveBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let ticket = admin.approvals.approve(id, who.name, who.groups).await?;
+    let scope = match body.and_then(|Json(b)| b.scope) {
+        None => Scope::Once,
+        Some(s) => Scope::parse(&s).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown scope {s:?}; use once, session, or minutes such as 30m"),
+            )
+        })?,
+    };
+    let ticket = admin
+        .approvals
+        .approve(id, who.name, who.groups, scope)
+        .await?;
     Ok(Json(json!({ "ticket": ticket })))
 }
 

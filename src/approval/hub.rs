@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::notify::{Notifier, What};
 use super::store::{Event, StoreError, TicketStore};
-use super::ticket::{Refused, Request, State, Ticket};
+use super::ticket::{Refused, Request, Scope, State, Ticket};
 
 /// Why an approver's action failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,18 @@ pub struct Approvals {
     /// Bumped at every change, for callers that wait for changes.
     changes: watch::Sender<u64>,
     notifier: Notifier,
+    /// Approvals that reach beyond their statement, by (listener, session).
+    grants: Mutex<HashMap<(String, i64), Vec<Grant>>>,
+}
+
+/// A scoped approval: the session's statements that `rule` holds pass until `until` (unix
+/// seconds; the session's end if none).
+#[derive(Debug, Clone)]
+struct Grant {
+    rule: String,
+    until: Option<i64>,
+    ticket: i64,
+    approver: String,
 }
 
 pub fn now() -> i64 {
@@ -71,6 +83,7 @@ impl Approvals {
             waiting: Mutex::new(HashMap::new()),
             changes: watch::channel(0).0,
             notifier,
+            grants: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -90,20 +103,46 @@ impl Approvals {
         }
     }
 
-    /// Holds a statement: stores its ticket and returns what the session waits on.
+    /// Holds a statement: stores its ticket and returns what the session waits on. Within
+    /// a scoped approval of the same session and rule, the ticket is approved at once (and
+    /// recorded as such).
     pub async fn hold(self: &Arc<Self>, request: Request) -> Result<Held, StoreError> {
         let (ticket, rx) = self
             .blocking(move |hub| {
                 let at = now();
                 let deadline = at + request.timeout_secs as i64;
-                let ticket = hub.store.create(&request, at, deadline)?;
+                let grant = hub.grant_for(&request, at);
+                let mut ticket = hub.store.create(&request, at, deadline)?;
                 let (tx, rx) = watch::channel(State::Pending);
-                hub.lock().insert(ticket.id, tx);
+                if let Some(grant) = grant {
+                    ticket.approve_by_grant(grant.ticket, &grant.approver, at);
+                    let event = Event {
+                        at,
+                        actor: Some(grant.approver.clone()),
+                        event: "approved".into(),
+                        detail: ticket.reason.clone(),
+                    };
+                    hub.store.save(&ticket, &event)?;
+                } else {
+                    hub.lock().insert(ticket.id, tx);
+                    hub.notifier.send(What::Created, &ticket);
+                }
                 hub.changed();
-                hub.notifier.send(What::Created, &ticket);
                 Ok::<_, StoreError>((ticket, rx))
             })
             .await?;
+        if !ticket.state.is_open() {
+            tracing::info!(
+                ticket = ticket.id, rule = %ticket.request.rule, reason = ?ticket.reason,
+                "statement approved within an earlier approval's scope"
+            );
+            return Ok(Held {
+                hub: self.clone(),
+                ticket,
+                rx,
+                done: true,
+            });
+        }
         tracing::info!(
             ticket = ticket.id, rule = %ticket.request.rule, user = %ticket.request.requester,
             approvers = %ticket.request.approvers.join(","), "statement held for approval"
@@ -152,6 +191,43 @@ impl Approvals {
         Ok(ticket)
     }
 
+    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Vec<Grant>>> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A scoped approval covering `request` at `at`, if any.
+    fn grant_for(&self, request: &Request, at: i64) -> Option<Grant> {
+        let key = (request.listener.clone(), request.session);
+        let grants = self.grants();
+        grants
+            .get(&key)?
+            .iter()
+            .find(|g| g.rule == request.rule && g.until.is_none_or(|u| at < u))
+            .cloned()
+    }
+
+    /// Remembers the scope of an approved ticket for its session.
+    fn grant(&self, ticket: &Ticket) {
+        let until = match ticket.scope() {
+            Scope::Once => return,
+            Scope::Session => None,
+            Scope::Minutes(m) => Some(ticket.decided_at.unwrap_or_else(now) + 60 * i64::from(m)),
+        };
+        let grant = Grant {
+            rule: ticket.request.rule.clone(),
+            until,
+            ticket: ticket.id,
+            approver: ticket.decided_by.clone().unwrap_or_default(),
+        };
+        let key = (ticket.request.listener.clone(), ticket.request.session);
+        self.grants().entry(key).or_default().push(grant);
+    }
+
+    /// A session ended: its scoped approvals end with it.
+    pub fn session_ended(&self, listener: &str, session: i64) {
+        self.grants().remove(&(listener.to_owned(), session));
+    }
+
     fn changed(&self) {
         self.changes.send_modify(|v| *v += 1);
     }
@@ -162,23 +238,26 @@ impl Approvals {
         id: i64,
         approver: String,
         groups: Vec<String>,
+        scope: Scope,
     ) -> Result<Ticket, DecideError> {
         let ticket = self
             .blocking(move |hub| {
-                hub.change(id, |t| {
-                    let done = t.approve(&approver, &groups, now())?;
+                let ticket = hub.change(id, |t| {
+                    let done = t.approve(&approver, &groups, scope, now())?;
                     let event = if done { "approved" } else { "approval" };
                     Ok(Some(Event {
                         at: now(),
                         actor: Some(approver.clone()),
                         event: event.into(),
                         detail: Some(format!(
-                            "{} of {} approvals",
+                            "{} of {} approvals, scope {scope:?}",
                             t.approvals.len(),
                             t.request.required.max(1)
                         )),
                     }))
-                })
+                })?;
+                hub.grant(&ticket);
+                Ok::<_, DecideError>(ticket)
             })
             .await?;
         tracing::info!(ticket = id, state = ticket.state.as_str(), by = ?ticket.approvals.last().map(|a| &a.approver), "approval given");
@@ -243,6 +322,9 @@ pub struct Held {
 impl Held {
     /// Waits for the decision, timing out (and escalating) at each stage's deadline.
     pub async fn decision(&mut self) -> Outcome {
+        if !self.ticket.state.is_open() {
+            return self.outcome();
+        }
         loop {
             let left = (self.ticket.deadline - now()).max(0) as u64;
             tokio::select! {

@@ -268,11 +268,12 @@ impl TicketStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::ticket::Request;
+    use crate::approval::ticket::{Request, Scope};
 
     fn request(statement: &str) -> Request {
         Request {
             requester: "app".into(),
+            session: 1,
             groups: vec![],
             client_addr: "127.0.0.1:1".into(),
             listener: "postgres".into(),
@@ -296,7 +297,8 @@ mod tests {
             let store = SqliteStore::open(dir.path()).unwrap();
             let a = store.create(&request("drop table a"), 100, 160).unwrap();
             let mut b = store.create(&request("drop table b"), 101, 161).unwrap();
-            b.approve("alice", &["dba".to_owned()], 105).unwrap();
+            b.approve("alice", &["dba".to_owned()], Scope::Once, 105)
+                .unwrap();
             let approved = Event {
                 at: 105,
                 actor: Some("alice".into()),

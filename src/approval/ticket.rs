@@ -54,6 +54,9 @@ impl State {
 pub struct Request {
     /// Airlock's user name of the session.
     pub requester: String,
+    /// The session's id on its listener (what an approval's scope is bound to).
+    #[serde(default)]
+    pub session: i64,
     pub groups: Vec<String>,
     pub client_addr: String,
     /// `postgres` or `mysql`.
@@ -86,6 +89,38 @@ pub struct Approval {
     pub approver: String,
     /// Unix seconds.
     pub at: i64,
+    /// What else the approval lets through.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// How far an approval reaches. Beyond the held statement itself, a scope only ever covers
+/// statements of the same session that the same rule holds: a migration run is approved once
+/// rather than statement by statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Exactly the held statement.
+    #[default]
+    Once,
+    /// And the rest of the session.
+    Session,
+    /// And the session's next N minutes.
+    Minutes(u32),
+}
+
+impl Scope {
+    /// `once`, `session`, or minutes as `30m`.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "once" => Some(Scope::Once),
+            "session" => Some(Scope::Session),
+            m => {
+                let n: u32 = m.strip_suffix('m')?.parse().ok()?;
+                (n > 0).then_some(Scope::Minutes(n))
+            }
+        }
+    }
 }
 
 /// A held statement and what has happened to it.
@@ -157,6 +192,7 @@ impl Ticket {
         &mut self,
         approver: &str,
         groups: &[String],
+        scope: Scope,
         now: i64,
     ) -> Result<bool, Refused> {
         self.may_decide(approver, groups)?;
@@ -166,6 +202,7 @@ impl Ticket {
         self.approvals.push(Approval {
             approver: approver.to_owned(),
             at: now,
+            scope,
         });
         if self.approvals.len() as u32 >= self.request.required.max(1) {
             self.close(State::Approved, Some(approver), None, now);
@@ -202,6 +239,24 @@ impl Ticket {
         self.state
     }
 
+    /// The scope the approval that decided it gave (`Once` unless approved).
+    pub fn scope(&self) -> Scope {
+        match self.state {
+            State::Approved => self.approvals.last().map_or(Scope::Once, |a| a.scope),
+            _ => Scope::Once,
+        }
+    }
+
+    /// Approved at creation, within the scope `by` gave on ticket `grant`.
+    pub fn approve_by_grant(&mut self, grant: i64, by: &str, now: i64) {
+        self.close(
+            State::Approved,
+            Some(by),
+            Some(&format!("within the scope of ticket {grant}")),
+            now,
+        );
+    }
+
     /// The client left while it waited. Returns false if it was already closed.
     pub fn abandon(&mut self, now: i64) -> bool {
         if !self.state.is_open() {
@@ -228,6 +283,7 @@ mod tests {
             id: 7,
             request: Request {
                 requester: "app".into(),
+                session: 1,
                 groups: vec!["dba".into()],
                 client_addr: "127.0.0.1:5000".into(),
                 listener: "postgres".into(),
@@ -260,7 +316,7 @@ mod tests {
     fn the_requester_cannot_decide_even_in_the_group() {
         let mut t = ticket(1, None);
         assert_eq!(
-            t.approve("app", &dba(), 110),
+            t.approve("app", &dba(), Scope::Once, 110),
             Err(Refused::OwnStatement("app".into()))
         );
         assert_eq!(
@@ -279,16 +335,16 @@ mod tests {
         let mut t = ticket(1, Some(escalation));
         let oncall = vec!["oncall".to_owned()];
         assert!(matches!(
-            t.approve("bob", &oncall, 110),
+            t.approve("bob", &oncall, Scope::Once, 110),
             Err(Refused::NotAnApprover { .. })
         ));
         assert_eq!(t.time_out(160), State::Escalated);
         assert_eq!(t.deadline, 190);
         assert!(matches!(
-            t.approve("alice", &dba(), 170),
+            t.approve("alice", &dba(), Scope::Once, 170),
             Err(Refused::NotAnApprover { .. })
         ));
-        assert_eq!(t.approve("bob", &oncall, 170), Ok(true));
+        assert_eq!(t.approve("bob", &oncall, Scope::Once, 170), Ok(true));
         assert_eq!(t.state, State::Approved);
         assert_eq!(t.decided_by.as_deref(), Some("bob"));
     }
@@ -296,13 +352,13 @@ mod tests {
     #[test]
     fn n_distinct_approvals() {
         let mut t = ticket(2, None);
-        assert_eq!(t.approve("alice", &dba(), 110), Ok(false));
+        assert_eq!(t.approve("alice", &dba(), Scope::Once, 110), Ok(false));
         assert_eq!(
-            t.approve("alice", &dba(), 111),
+            t.approve("alice", &dba(), Scope::Once, 111),
             Err(Refused::AlreadyApproved("alice".into()))
         );
         assert_eq!(t.state, State::Pending);
-        assert_eq!(t.approve("carol", &dba(), 112), Ok(true));
+        assert_eq!(t.approve("carol", &dba(), Scope::Once, 112), Ok(true));
         assert_eq!(t.state, State::Approved);
         assert_eq!(t.approvals.len(), 2);
     }
@@ -313,7 +369,7 @@ mod tests {
         assert_eq!(t.time_out(160), State::Expired);
         assert!(!t.abandon(161));
         assert!(matches!(
-            t.approve("alice", &dba(), 162),
+            t.approve("alice", &dba(), Scope::Once, 162),
             Err(Refused::Closed { .. })
         ));
         let mut t = ticket(1, None);

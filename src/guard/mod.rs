@@ -59,6 +59,7 @@ impl Guard {
             groups: self.groups.get(&session.user).cloned().unwrap_or_default(),
             database: session.database.clone(),
             client_addr: session.client_addr.to_string(),
+            session: i64::from(session.id),
         }
     }
 
@@ -74,6 +75,8 @@ pub struct Who {
     pub groups: Vec<String>,
     pub database: String,
     pub client_addr: String,
+    /// The session's id on its listener.
+    pub session: i64,
 }
 
 /// Statements and what the policy decided for them.
@@ -171,6 +174,7 @@ fn ticket_request(
     };
     Request {
         requester: who.user.clone(),
+        session: who.session,
         groups: who.groups.clone(),
         client_addr: who.client_addr.clone(),
         listener: guard.listener.clone(),

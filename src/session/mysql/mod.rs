@@ -230,6 +230,9 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
         &resolve,
     )
     .await;
+    if let Some(approvals) = &ctx.approvals {
+        approvals.session_ended("mysql", i64::from(id));
+    }
     if busy && outcome == relay::Outcome::ClientVanished {
         // The client left mid-statement: stop it rather than let it run to the end.
         upstream::kill_query(&ctx.upstream, thread).await;

@@ -192,6 +192,9 @@ pub async fn serve(
     .await;
     // This client's cancel key is void from here on, whatever happens to the database session.
     drop(registration);
+    if let Some(approvals) = &ctx.approvals {
+        approvals.session_ended("postgres", i64::from(info.id));
+    }
     if let Some(stream) = idle {
         pool.checkin(pool_key, stream, key.clone(), greeting).await;
     }
