@@ -891,3 +891,50 @@ async fn an_alembic_run_approved_once_for_the_session() {
     .await
     .unwrap();
 }
+
+/// A held Execute's ticket carries the parameters the client bound (tokio-postgres binds in
+/// binary: shown as hex), and the approval runs exactly that portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_execute_shows_its_parameters() {
+    let env = Env::start().await;
+    let probe = unique("approval_probe");
+    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    db.batch_execute(&format!(
+        "create table {probe} (n int); insert into {probe} values (1000)"
+    ))
+    .await
+    .unwrap();
+    let client = env.proxy.connect().await;
+    let sql = format!("select n + $1 from {probe}");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let row = client.query_one(&sql, &[&7i32]).await.unwrap();
+            row.get::<_, i32>(0)
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+    let (_, v) = env
+        .api("alice", "GET", &format!("/api/approvals/{id}"), None)
+        .await;
+    assert_eq!(v["ticket"]["params"], serde_json::json!(["\\x00000007"]));
+    let shown = env.cli("bob", &["show", &id.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("$1 = \\x00000007"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(held.await.unwrap(), 1007);
+    db.batch_execute(&format!("drop table {probe}"))
+        .await
+        .unwrap();
+}

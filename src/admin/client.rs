@@ -105,6 +105,10 @@ pub fn render_ticket(value: &Value) -> String {
         t["required"],
         t["statement"].as_str().unwrap_or("").replace('\n', "\n  "),
     );
+    for (i, p) in t["params"].as_array().into_iter().flatten().enumerate() {
+        let value = p.as_str().unwrap_or("NULL");
+        out.push_str(&format!("  ${} = {value}\n", i + 1));
+    }
     if let Some(reason) = t["reason"].as_str() {
         out.push_str(&format!("reason: {reason}\n"));
     }

@@ -172,6 +172,15 @@ fn slack_text(what: What, t: &Ticket) -> String {
         r.rule,
         r.kind
     );
+    if !r.params.is_empty() {
+        let params: Vec<String> = r
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("${} = {}", i + 1, p.as_deref().unwrap_or("NULL")))
+            .collect();
+        text.push_str(&format!("\nparameters: {}", params.join(", ")));
+    }
     if t.state.is_open() {
         text.push_str(&format!(
             "\napprove: `airlock approvals approve {id}`  deny: `airlock approvals deny {id} --reason ...`",

@@ -279,6 +279,7 @@ mod tests {
             listener: "postgres".into(),
             database: "test".into(),
             statement: statement.into(),
+            params: vec![],
             kind: "ddl".into(),
             findings: vec!["drop".into()],
             rule: "ddl".into(),

@@ -64,6 +64,9 @@ pub struct Request {
     pub database: String,
     /// The statement text exactly as held.
     pub statement: String,
+    /// Its parameters (extended protocol), as the client bound them; NULL as `None`.
+    #[serde(default)]
+    pub params: Vec<Option<String>>,
     pub kind: String,
     pub findings: Vec<String>,
     /// The rule that holds it, and the message it gives approvers.
@@ -289,6 +292,7 @@ mod tests {
                 listener: "postgres".into(),
                 database: "test".into(),
                 statement: "drop table t".into(),
+                params: vec![],
                 kind: "ddl".into(),
                 findings: vec!["drop".into()],
                 rule: "ddl-needs-a-dba".into(),

@@ -180,6 +180,7 @@ fn ticket_request(
         listener: guard.listener.clone(),
         database: who.database.clone(),
         statement: text,
+        params: Vec::new(),
         kind: statement.kind.as_str().to_owned(),
         findings: statement
             .findings
@@ -316,7 +317,9 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
     let (statements, dynamic) = match cached {
         Some(hit) => {
             if let Some(judged) = session.state.recall(&hit) {
-                return with_text(judged.clone(), text);
+                let mut judged = judged.clone();
+                held_as_sent(&mut judged, text);
+                return judged;
             }
             (hit, None)
         }
@@ -333,20 +336,21 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
         }
     };
     let statements = tag_migration(&mut session.state.migration, statements);
-    let judged = judge(guard, session.who, statements, dynamic);
+    let mut judged = judge(guard, session.who, statements, dynamic);
     if was_cached {
         session.state.remember(&judged);
     }
-    with_text(judged, text)
+    held_as_sent(&mut judged, text);
+    judged
 }
 
 /// A held statement is held as the client sent it: a cached classification (or a remembered
 /// decision) may carry the text of another statement of the same shape.
-fn with_text(mut judged: Judged, text: &str) -> Judged {
+#[inline]
+fn held_as_sent(judged: &mut Judged, text: &str) {
     if let Verdict::Hold(hold) = &mut judged.verdict {
         hold.request.statement = text.trim().to_owned();
     }
-    judged
 }
 
 fn severity(d: &Decision<'_>) -> u8 {

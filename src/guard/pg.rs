@@ -3,13 +3,14 @@
 //! all) is judged as an unknown statement with a finding. What the session prepared and bound
 //! is tracked by name, with the database's answers, in [`Names`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::names::{Names, Space};
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
 use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
 use crate::protocol::pg::backend::{self, tag as be};
-use crate::protocol::pg::frontend::FrontendMessage;
+use crate::protocol::pg::frontend::{FrontendMessage, Params};
 use crate::sql::classify::{Classified, PreparedStatements};
 
 /// Makes a [`PgGuard`] for each session of a listener, all sharing one [`Guard`].
@@ -23,6 +24,7 @@ impl InspectorFactory for PgGuards {
             who: self.0.who(session),
             names: Names::default(),
             text: TextState::default(),
+            bound: HashMap::default(),
             strings_as_classified: session.strings_as_classified,
         })
     }
@@ -35,6 +37,8 @@ pub struct PgGuard {
     names: Names<Judged>,
     /// The session's migration run and the decisions it has made (see [`TextState`]).
     text: TextState,
+    /// The parameters last bound to each portal, for the ticket of a held Execute.
+    bound: HashMap<Vec<u8>, Params, foldhash::fast::RandomState>,
     /// What the database last said of standard_conforming_strings. Off, a backslash in a
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
@@ -73,7 +77,17 @@ impl Inspector for PgGuard {
             }
             FrontendMessage::Bind(b) => {
                 let candidates = self.names.lookup(Space::Statement, b.statement);
+                // Only a statement that may be held needs its parameters kept for the ticket.
+                let holdable = candidates
+                    .iter()
+                    .any(|c| matches!(c.verdict, Verdict::Hold(_)));
                 self.names.set(Space::Portal, b.portal, candidates);
+                if holdable {
+                    self.bound
+                        .entry(b.portal.to_vec())
+                        .or_default()
+                        .copy_from(b);
+                }
                 Verdict::Forward
             }
             FrontendMessage::Execute { portal, .. } => self.judge_execute(portal),
@@ -122,6 +136,9 @@ impl Inspector for PgGuard {
                 // Outside a transaction block every portal is gone: forget their names.
                 if status == Some(b'I') {
                     self.names.portals_gone();
+                    if !self.bound.is_empty() {
+                        self.bound.clear();
+                    }
                 }
             }
             _ => {}
@@ -160,7 +177,16 @@ impl PgGuard {
         }
         let all = candidates.iter().map(|c| &**c).chain(fresh.iter());
         match Judged::strictest(all) {
-            Some(j) => j.verdict.clone(),
+            Some(j) => match &j.verdict {
+                Verdict::Hold(hold) => {
+                    let mut hold = hold.clone();
+                    if let Some(params) = self.bound.get(portal) {
+                        hold.request.params = params.display();
+                    }
+                    Verdict::Hold(hold)
+                }
+                verdict => verdict.clone(),
+            },
             None => {
                 let statement = Classified::unknown(
                     "",

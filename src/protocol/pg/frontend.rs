@@ -113,6 +113,42 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// A Bind's parameters copied out of the message, to show later (the parameters of a held
+/// Execute). Copying into the same buffers again allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    formats: Vec<u8>,
+    count: u16,
+    values: Vec<u8>,
+}
+
+impl Params {
+    pub fn copy_from(&mut self, bind: &Bind<'_>) {
+        self.formats.clear();
+        self.formats.extend_from_slice(bind.param_formats);
+        self.count = bind.param_count;
+        self.values.clear();
+        self.values.extend_from_slice(bind.params);
+    }
+
+    /// Each parameter for people: text-format values as sent, binary ones as `\x` and hex,
+    /// NULL as `None`.
+    pub fn display(&self) -> Vec<Option<String>> {
+        values(&self.values, self.count)
+            .enumerate()
+            .map(|(i, v)| {
+                v.map(|v| match format_code(&self.formats, i) {
+                    0 => String::from_utf8_lossy(v).into_owned(),
+                    _ => {
+                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                        format!("\\x{hex}")
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
 impl<'a> FunctionCall<'a> {
     pub fn args(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
         values(self.args, self.arg_count)
