@@ -485,11 +485,50 @@ async fn two_distinct_approvals_for_a_rule_that_needs_two() {
     .unwrap();
     let client = env.proxy.connect().await;
     let sql = format!("truncate {t}");
+
+    // An approver's tool waits for changes instead of polling: it is woken by the hold.
+    let (_, v) = env
+        .api(
+            "bob",
+            "GET",
+            "/api/approvals/changes?since=0&wait_secs=0",
+            None,
+        )
+        .await;
+    let version = v["version"].as_u64().unwrap();
+    let waiter = {
+        let path = format!("/api/approvals/changes?since={version}&wait_secs=60");
+        let env_url = env.url();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut response = ureq::get(format!("{env_url}{path}"))
+                .header("Authorization", format!("Bearer {}", token("bob")))
+                .call()
+                .unwrap();
+            let body: Value = response.body_mut().read_json().unwrap();
+            (body, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let held = {
         let sql = sql.clone();
         tokio::spawn(async move { client.batch_execute(&sql).await })
     };
     let id = env.ticket_for(&sql).await;
+    let (changed, waited) = waiter.await.unwrap();
+    assert!(changed["version"].as_u64().unwrap() > version);
+    assert!(
+        waited < Duration::from_secs(30),
+        "woken by the change, not the timeout"
+    );
+    assert!(
+        changed["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id),
+        "{changed}"
+    );
     let (status, v) = env
         .api(
             "alice",
@@ -937,4 +976,74 @@ async fn a_held_execute_shows_its_parameters() {
     db.batch_execute(&format!("drop table {probe}"))
         .await
         .unwrap();
+}
+
+/// The MySQL listener's side of timeouts, disconnects and KILL QUERY on a held statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_timeouts_disconnects_and_kill_query_end_a_hold() {
+    let env = Env::start().await;
+    let port = env.proxy.mysql_port.unwrap();
+    let t = unique("my_holds");
+    let mut my = my_direct().await;
+    my.query_drop(format!(
+        "create table {t} (id int); insert into {t} values (1), (2)"
+    ))
+    .await
+    .unwrap();
+
+    // Timed out: 1142 saying so, and the rows are untouched.
+    let mut conn = mysql_async::Conn::new(opts(port)).await.unwrap();
+    let e = conn
+        .query_drop(format!("update {t} set id = 0"))
+        .await
+        .unwrap_err();
+    assert_eq!(my_code(&e), 1142);
+    assert!(my_message(&e).contains("timed out"), "{}", my_message(&e));
+
+    // KILL QUERY from the user's other connection withdraws the held statement (1317), and
+    // the session carries on.
+    let airlock_id = conn.id();
+    let sql = format!("create table {t}_k (id int)");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let r = conn.query_drop(&sql).await;
+            (conn, r)
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+    let mut other = mysql_async::Conn::new(opts(port)).await.unwrap();
+    other
+        .query_drop(format!("KILL QUERY {airlock_id}"))
+        .await
+        .unwrap();
+    let (mut conn, r) = held.await.unwrap();
+    assert_eq!(my_code(&r.unwrap_err()), 1317);
+    assert_eq!(env.state_of(id).await, "abandoned");
+    let one: Option<i32> = conn.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1));
+
+    // A client that disconnects abandons its ticket.
+    let sql = format!("create table {t}_d (id int)");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move { conn.query_drop(&sql).await })
+    };
+    let id = env.ticket_for(&sql).await;
+    held.abort();
+    for _ in 0..100 {
+        if env.state_of(id).await == "abandoned" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.state_of(id).await, "abandoned");
+    let n: Option<i64> = my
+        .query_first(format!(
+            "select count(*) from information_schema.tables where table_name in ('{t}_k', '{t}_d')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0), "neither held statement ran");
+    my.query_drop(format!("drop table {t}")).await.unwrap();
 }

@@ -441,3 +441,73 @@ impl Drop for Held {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The hub with its real SQLite store: a thousand statements held at once, each woken by
+    //! its own decision.
+
+    use super::*;
+    use crate::approval::store::SqliteStore;
+
+    fn request(i: usize) -> Request {
+        Request {
+            requester: "app".into(),
+            session: i as i64,
+            groups: vec![],
+            client_addr: "127.0.0.1:1".into(),
+            listener: "postgres".into(),
+            database: "test".into(),
+            statement: format!("drop table t{i}"),
+            params: vec![],
+            kind: "ddl".into(),
+            findings: vec!["drop".into()],
+            rule: "ddl".into(),
+            message: None,
+            approvers: vec!["dba".into()],
+            required: 1,
+            timeout_secs: 600,
+            escalation: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_held_at_once_each_get_their_own_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let hub = Approvals::new(store, Notifier::default()).unwrap();
+        let mut waiting = Vec::new();
+        for i in 0..1000 {
+            let mut held = hub.hold(request(i)).await.unwrap();
+            let id = held.ticket.id;
+            waiting.push((id, tokio::spawn(async move { held.decision().await })));
+        }
+        let dba = vec!["dba".to_owned()];
+        for (k, (id, _)) in waiting.iter().enumerate() {
+            if k % 2 == 0 {
+                hub.approve(*id, "alice".into(), dba.clone(), Scope::Once)
+                    .await
+                    .unwrap();
+            } else {
+                hub.deny(*id, "alice".into(), dba.clone(), format!("no {k}"))
+                    .await
+                    .unwrap();
+            }
+        }
+        for (k, (_, task)) in waiting.into_iter().enumerate() {
+            let outcome = task.await.unwrap();
+            if k % 2 == 0 {
+                assert_eq!(outcome, Outcome::Approved);
+            } else {
+                assert_eq!(
+                    outcome,
+                    Outcome::Denied {
+                        by: "alice".into(),
+                        reason: format!("no {k}")
+                    }
+                );
+            }
+        }
+        assert!(hub.lock().is_empty(), "no session is left registered");
+    }
+}

@@ -121,6 +121,15 @@ impl MyError {
         )
     }
 
+    /// ER_QUERY_INTERRUPTED: a statement held for approval was withdrawn by a KILL QUERY.
+    pub fn query_interrupted() -> MyError {
+        Self::new(
+            1317,
+            "70100",
+            "Query execution was interrupted (it was held for approval and never ran)",
+        )
+    }
+
     /// ER_NO_SUCH_THREAD: a KILL of a connection id that is not one of this user's sessions.
     pub fn unknown_thread(id: u32) -> MyError {
         Self::new(1094, "HY000", format!("Unknown thread id: {id}"))

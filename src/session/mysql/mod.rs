@@ -78,8 +78,9 @@ pub struct MyContext {
     /// What the database's greeting said last.
     server: tokio::sync::Mutex<Option<ServerInfo>>,
     next_id: AtomicU32,
-    /// Open sessions: Airlock's connection id to (user, the database's thread id).
-    threads: Mutex<HashMap<u32, (String, u32)>>,
+    /// Open sessions: Airlock's connection id to the session's user, database thread and
+    /// KILL signal.
+    threads: Mutex<HashMap<u32, Thread>>,
     /// Where statements a policy holds wait for approval (set by the caller; none: refused).
     pub approvals: Option<Arc<crate::approval::Approvals>>,
 }
@@ -176,23 +177,23 @@ impl MyContext {
         Ok(info)
     }
 
-    fn threads(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (String, u32)>> {
+    fn threads(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Thread>> {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The database thread behind connection `id`, if `user` owns that session. The id may be
-    /// Airlock's (from the greeting, what the mysql client uses on Ctrl-C) or the database's
-    /// own (what `SELECT CONNECTION_ID()` returns through Airlock).
-    fn thread_of(&self, id: u32, user: &str) -> Option<u32> {
+    /// The database thread behind connection `id`, if `user` owns that session, for a KILL;
+    /// a statement that session holds for approval is withdrawn. The id may be Airlock's (from
+    /// the greeting, what the mysql client uses on Ctrl-C) or the database's own (what
+    /// `SELECT CONNECTION_ID()` returns through Airlock).
+    fn kill_target(&self, id: u32, user: &str) -> Option<u32> {
         let threads = self.threads();
-        match threads.get(&id) {
-            Some((owner, thread)) if owner == user => Some(*thread),
+        let target = match threads.get(&id) {
+            Some(t) if t.user == user => Some(t),
             Some(_) => None,
-            None => threads
-                .values()
-                .find(|(owner, thread)| *thread == id && owner == user)
-                .map(|(_, thread)| *thread),
-        }
+            None => threads.values().find(|t| t.thread == id && t.user == user),
+        }?;
+        target.kill.notify_waiters();
+        Some(target.thread)
     }
 
     async fn learn(&self, info: &ServerInfo) {
@@ -209,14 +210,14 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
     let Ok(Some((client, upstream, info, deprecate_eof, thread))) = opened else {
         return;
     };
-    let _registered = Registered::new(ctx.clone(), id, &info.user, thread);
+    let registered = Registered::new(ctx.clone(), id, &info.user, thread);
     tracing::info!(
         session = id, user = %info.user, database = %info.database, %client_addr,
         tls = info.tls, "MySQL session started"
     );
     let inspector = ctx.inspectors.for_session(&info);
     let user = info.user.clone();
-    let resolve = |id: u32| ctx.thread_of(id, &user);
+    let resolve = |id: u32| ctx.kill_target(id, &user);
     let (outcome, busy) = relay::run(
         client,
         upstream,
@@ -226,6 +227,7 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
             deprecate_eof,
             local_infile: ctx.config.allow_local_infile,
             approvals: ctx.approvals.clone(),
+            kill: registered.kill.clone(),
         },
         &resolve,
     )
@@ -322,16 +324,32 @@ async fn open(
     Some((client, upstream, info, deprecate_eof, thread))
 }
 
+/// An open session, as KILL finds it.
+struct Thread {
+    user: String,
+    /// The database's thread id.
+    thread: u32,
+    /// Woken by a KILL of this session (while something waits on it).
+    kill: Arc<tokio::sync::Notify>,
+}
+
 /// A session's entry in the connection-id map, removed when the session ends.
 struct Registered {
     ctx: Arc<MyContext>,
     id: u32,
+    kill: Arc<tokio::sync::Notify>,
 }
 
 impl Registered {
     fn new(ctx: Arc<MyContext>, id: u32, user: &str, thread: u32) -> Registered {
-        ctx.threads().insert(id, (user.to_owned(), thread));
-        Registered { ctx, id }
+        let kill = Arc::new(tokio::sync::Notify::new());
+        let entry = Thread {
+            user: user.to_owned(),
+            thread,
+            kill: kill.clone(),
+        };
+        ctx.threads().insert(id, entry);
+        Registered { ctx, id, kill }
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Settings {
     pub local_infile: bool,
     /// Where statements a policy holds wait for approval; without it they are refused.
     pub approvals: Option<Arc<Approvals>>,
+    /// A KILL of this session: withdraws a statement it holds for approval.
+    pub kill: Arc<tokio::sync::Notify>,
 }
 
 /// Relays until one side is done. Returns how it ended and whether the database still owed
@@ -82,6 +84,7 @@ pub async fn run(
         deprecate_eof,
         local_infile,
         approvals,
+        kill,
     } = settings;
     let wants_rows = inspector.wants_rows();
     let inspector = Mutex::new(inspector);
@@ -99,6 +102,7 @@ pub async fn run(
         resolve,
         wants_rows,
         approvals: approvals.as_ref(),
+        kill: Some(&kill),
     };
     let to_upstream = commands(
         &mut client_r,
@@ -148,6 +152,7 @@ struct Shared<'a> {
     /// The inspector reads column definitions and rows.
     wants_rows: bool,
     approvals: Option<&'a Arc<Approvals>>,
+    kill: Option<&'a tokio::sync::Notify>,
 }
 
 impl Shared<'_> {
@@ -262,10 +267,16 @@ async fn commands(
             (Verdict::Hold(hold), Some(approvals)) => {
                 // The classic protocol has no way to tell the client while it waits.
                 let limit = max;
-                match hold::wait(approvals, *hold, from, &mut buf, limit, None, |_| {}).await {
+                let end = hold::wait(approvals, *hold, from, &mut buf, limit, shared.kill, |_| {});
+                match end.await {
                     HoldEnd::Approved => Verdict::Forward,
                     HoldEnd::Refused(denial) => Verdict::Deny(denial),
-                    HoldEnd::ClientGone | HoldEnd::Cancelled => return Outcome::ClientVanished,
+                    HoldEnd::Cancelled => {
+                        buf.advance(wire_len);
+                        let _ = tell.send(Told::Error(reply_seq, MyError::query_interrupted()));
+                        continue;
+                    }
+                    HoldEnd::ClientGone => return Outcome::ClientVanished,
                 }
             }
             (Verdict::Hold(hold), None) => Verdict::Deny(hold.refusal),
@@ -596,6 +607,7 @@ mod tests {
                 resolve: &|_| None,
                 wants_rows: true,
                 approvals: None,
+                kill: None,
             };
             let mut expected = Vec::new();
             let mut rows = (0, 0);
@@ -652,6 +664,7 @@ mod tests {
             resolve: &|_| None,
             wants_rows: false,
             approvals: None,
+            kill: None,
         };
         shared.expect(answer);
         let mut scan = AnswerScan {
