@@ -121,7 +121,9 @@ pub trait MysqlInspector: Send {
 
     /// The server answered the last COM_STMT_PREPARE: `Some(id)` if it accepted it. (`None`
     /// also follows any refused command.)
-    fn prepared(&mut self, _stmt_id: Option<u32>) {}
+    /// The server's answer to the last COM_STMT_PREPARE: the statement's id and parameter
+    /// count, or `None` if it refused.
+    fn prepared(&mut self, _statement: Option<(u32, u16)>) {}
 
     /// The server status flags of an OK or EOF; `None` when Airlock lost track of the answers.
     fn status(&mut self, _flags: Option<u16>) {}

@@ -1047,3 +1047,44 @@ async fn mysql_timeouts_disconnects_and_kill_query_end_a_hold() {
     assert_eq!(n, Some(0), "neither held statement ran");
     my.query_drop(format!("drop table {t}")).await.unwrap();
 }
+
+/// A held COM_STMT_EXECUTE's ticket shows the values it would run with, read from the binary
+/// protocol, and the approval runs exactly that command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_mysql_execute_shows_its_parameters() {
+    let env = Env::start().await;
+    let probe = unique("approval_probe");
+    let mut my = my_direct().await;
+    my.query_drop(format!(
+        "create table {probe} (n int); insert into {probe} values (1000)"
+    ))
+    .await
+    .unwrap();
+    let mut conn = mysql_async::Conn::new(opts(env.proxy.mysql_port.unwrap()))
+        .await
+        .unwrap();
+    let sql = format!("select n + ? from {probe} where ? <> ''");
+    let held = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let n: Option<i64> = conn.exec_first(&sql, (7, "it's")).await.unwrap();
+            n
+        })
+    };
+    let id = env.ticket_for(&sql).await;
+    let (_, v) = env
+        .api("alice", "GET", &format!("/api/approvals/{id}"), None)
+        .await;
+    assert_eq!(v["ticket"]["params"], serde_json::json!(["7", "'it\\'s'"]));
+    let (status, _) = env
+        .api(
+            "alice",
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(held.await.unwrap(), Some(1007));
+    my.query_drop(format!("drop table {probe}")).await.unwrap();
+}

@@ -38,7 +38,7 @@ pub struct MyGuard {
     guard: Arc<Guard>,
     who: Who,
     /// Prepared statements by the server's id.
-    statements: HashMap<u32, Arc<Judged>>,
+    statements: HashMap<u32, Statement>,
     /// The statement of the COM_STMT_PREPARE awaiting the server's answer.
     preparing: Option<Arc<Judged>>,
     text: TextState,
@@ -65,8 +65,20 @@ impl MysqlInspector for MyGuard {
                 self.preparing = Some(Arc::new(self.judge_text(sql)));
                 Verdict::Forward
             }
-            Command::Execute { stmt_id, .. } => match self.statements.get(stmt_id) {
-                Some(j) => j.verdict.clone(),
+            Command::Execute { stmt_id, params } => match self.statements.get_mut(stmt_id) {
+                Some(s) => match &s.judged.verdict {
+                    // A held statement's ticket shows the values it would run with.
+                    Verdict::Hold(hold) => {
+                        let mut hold = hold.clone();
+                        let shown = command::execute_params(params, s.params, &mut s.types);
+                        hold.request.params = match shown {
+                            Some(values) => values.into_iter().map(Some).collect(),
+                            None => vec![Some("(parameters not readable)".into()); s.params.into()],
+                        };
+                        Verdict::Hold(hold)
+                    }
+                    verdict => verdict.clone(),
+                },
                 None => self.synthetic(
                     Kind::Unknown,
                     "unknown_prepared_statement",
@@ -97,14 +109,28 @@ impl MysqlInspector for MyGuard {
             flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
     }
 
-    fn prepared(&mut self, stmt_id: Option<u32>) {
+    fn prepared(&mut self, statement: Option<(u32, u16)>) {
         let judged = self.preparing.take();
-        if let (Some(id), Some(judged)) = (stmt_id, judged)
+        if let (Some((id, params)), Some(judged)) = (statement, judged)
             && (self.statements.len() < MAX_STATEMENTS || self.statements.contains_key(&id))
         {
-            self.statements.insert(id, judged);
+            let statement = Statement {
+                judged,
+                params,
+                types: None,
+            };
+            self.statements.insert(id, statement);
         }
     }
+}
+
+/// A statement the session prepared.
+struct Statement {
+    judged: Arc<Judged>,
+    /// Its parameter count, from the server's answer.
+    params: u16,
+    /// The parameter types last sent with it (only read for a statement that may be held).
+    types: Option<Vec<(u8, u8)>>,
 }
 
 fn has_finding(judged: &Judged, code: &str) -> bool {

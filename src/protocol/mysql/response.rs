@@ -50,8 +50,8 @@ impl Answer {
 pub enum Event {
     /// An OK or EOF with these server status flags.
     Status(u16),
-    /// The server accepted a prepared statement under this id.
-    Prepared(u32),
+    /// The server accepted a prepared statement under this id, with this many parameters.
+    Prepared { id: u32, params: u16 },
     /// The server refused the command.
     Error,
     /// The server asks the client to send a local file. `text`: in answer to COM_QUERY (the
@@ -234,7 +234,10 @@ impl Tracker {
                         after: After::Columns(c),
                     },
                 };
-                Some(Event::Prepared(id))
+                Some(Event::Prepared {
+                    id,
+                    params: params as u16,
+                })
             }
             Answer::Results | Answer::BinaryResults => match first {
                 Some(0x00) => {
@@ -414,7 +417,10 @@ mod tests {
             t.expect(Answer::Prepare);
             // id 7, one column, two parameters
             let head = [0x00, 7, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0];
-            assert_eq!(feed(&mut t, &head), Some(Event::Prepared(7)));
+            assert_eq!(
+                feed(&mut t, &head),
+                Some(Event::Prepared { id: 7, params: 2 })
+            );
             for _ in 0..2 {
                 assert_eq!(feed(&mut t, b"\x03defparam"), Some(Event::Definition));
             }

@@ -438,7 +438,9 @@ impl AnswerScan {
                 }
                 match event {
                     Some(Event::Status(flags)) => shared.inspector().status(Some(flags)),
-                    Some(Event::Prepared(id)) => shared.inspector().prepared(Some(id)),
+                    Some(Event::Prepared { id, params }) => {
+                        shared.inspector().prepared(Some((id, params)))
+                    }
                     Some(Event::Error) => shared.inspector().prepared(None),
                     Some(Event::Unexpected) => {
                         tracing::debug!(
@@ -493,7 +495,7 @@ mod tests {
     #[derive(Default)]
     struct Seen {
         statuses: Vec<Option<u16>>,
-        prepared: Vec<Option<u32>>,
+        prepared: Vec<Option<(u32, u16)>>,
         rows: usize,
         row_bytes: usize,
     }
@@ -508,7 +510,7 @@ mod tests {
                 hint: None,
             })
         }
-        fn prepared(&mut self, id: Option<u32>) {
+        fn prepared(&mut self, id: Option<(u32, u16)>) {
             self.0.lock().unwrap().prepared.push(id);
         }
         fn status(&mut self, flags: Option<u16>) {
