@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod inspect;
+pub mod mask;
 pub mod net;
 pub mod policy;
 pub mod protocol;

@@ -1,0 +1,87 @@
+//! The masker on column values: clean ones (what nearly every row holds: names, emails,
+//! timestamps, amounts, UUIDs, prose) and ones dense with secrets.
+//!
+//! `cargo bench --bench mask`
+
+use std::hint::black_box;
+
+use airlock::mask::Masker;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// About 1 MiB of ordinary column values.
+fn clean_values() -> Vec<Vec<u8>> {
+    (0..20_000)
+        .map(|i| {
+            match i % 5 {
+                0 => format!("customer-{:05} ordered {} items on monday", i, i % 17),
+                1 => format!("user{}@example.com", i % 977),
+                2 => format!("2024-05-{:02} 12:34:56.{:03}+00", 1 + i % 28, i % 1000),
+                3 => format!("550e8400-e29b-41d4-a716-{:012x}", i * 7919),
+                _ => format!(
+                    "{{\"id\": {i}, \"status\": \"shipped\", \"items\": [{}, {}], \"note\": \"left at the door\"}}",
+                    i % 13,
+                    i % 29
+                ),
+            }
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// Values that each hold a secret.
+fn dense_values() -> Vec<Vec<u8>> {
+    (0..5_000)
+        .map(|i| {
+            match i % 4 {
+                0 => format!("key AKIA{:016} in the config", i),
+                1 => format!("postgres://app:pw{i:08}x9@db.internal:5432/prod"),
+                2 => format!("ghp_{:036}", i),
+                _ => format!("{{\"password\": \"Zx9!qL2#vB7@mN4${i:06}\"}}"),
+            }
+            .into_bytes()
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let masker = Masker::built_in();
+    let mut group = c.benchmark_group("mask");
+    // A row of six clean values, as a DataRow's column values sit one after another: one
+    // prefilter pass decides for the whole row.
+    let rows: Vec<Vec<u8>> = clean_values()
+        .chunks(6)
+        .map(|c| {
+            c.iter()
+                .flat_map(|v| v.iter().copied().chain([0u8]))
+                .collect()
+        })
+        .collect();
+    let bytes: usize = rows.iter().map(Vec::len).sum();
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("clean_rows", |b| {
+        b.iter(|| {
+            rows.iter()
+                .filter(|r| masker.may_hold(black_box(r)))
+                .count()
+        })
+    });
+    for (name, values) in [("clean", clean_values()), ("dense", dense_values())] {
+        let bytes: usize = values.iter().map(Vec::len).sum();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut masked = 0;
+                for v in &values {
+                    if masker.mask(black_box(v)).is_some() {
+                        masked += 1;
+                    }
+                }
+                masked
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
