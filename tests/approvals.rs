@@ -231,6 +231,39 @@ impl Env {
         panic!("no open ticket for {statement:?}");
     }
 
+    /// psql running `sql` through Airlock, to be spawned.
+    fn psql(&self, sql: &str) -> tokio::process::Command {
+        let mut psql = tokio::process::Command::new("psql");
+        psql.args(["-h", "127.0.0.1", "-p", &self.proxy.port.to_string()])
+            .args(["-U", USER, "-d", "test", "-c", sql])
+            .env("PGPASSWORD", common::PASSWORD);
+        psql
+    }
+
+    /// `who` approves ticket `id` (this statement only): the status and the body.
+    async fn approve(&self, who: &str, id: i64) -> (u16, Value) {
+        let path = format!("/api/approvals/{id}/approve");
+        self.api(who, "POST", &path, None).await
+    }
+
+    /// `who` denies ticket `id` for `reason`.
+    async fn deny(&self, who: &str, id: i64, reason: &str) -> (u16, Value) {
+        let path = format!("/api/approvals/{id}/deny");
+        let body = serde_json::json!({ "reason": reason });
+        self.api(who, "POST", &path, Some(body)).await
+    }
+
+    /// Waits (bounded) until ticket `id` is in `state`.
+    async fn wait_state(&self, id: i64, state: &str) {
+        for _ in 0..100 {
+            if self.state_of(id).await == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.state_of(id).await, state, "ticket {id}");
+    }
+
     async fn state_of(&self, id: i64) -> String {
         let (_, v) = self
             .api("alice", "GET", &format!("/api/approvals/{id}"), None)
@@ -255,23 +288,8 @@ async fn held_then_approved_with_the_cli_and_the_client_gets_its_result() {
     let sql = format!("create table {t} (id int)");
 
     // psql, to see the notice a held statement's client is given at once.
-    let port = env.proxy.port.to_string();
-    let psql = tokio::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            USER,
-            "-d",
-            "test",
-            "-c",
-            &sql,
-        ])
-        .env("PGPASSWORD", common::PASSWORD)
-        .output();
-    let waiting = tokio::spawn(psql);
+    let mut psql = env.psql(&sql);
+    let waiting = tokio::spawn(async move { psql.output().await });
     let id = env.ticket_for(&sql).await;
     assert!(!table_exists(&t).await, "nothing runs while it is held");
 
@@ -360,9 +378,7 @@ async fn denied_with_a_reason_and_the_session_carries_on() {
         .api("alice", "POST", &format!("/api/approvals/{id}/deny"), None)
         .await;
     assert_eq!(status, 400);
-    let (status, v) = env
-        .api("app", "POST", &format!("/api/approvals/{id}/approve"), None)
-        .await;
+    let (status, v) = env.approve("app", id).await;
     assert_eq!(status, 403, "{v}");
     assert!(
         v["error"]
@@ -370,14 +386,7 @@ async fn denied_with_a_reason_and_the_session_carries_on() {
             .unwrap()
             .contains("asked for this statement")
     );
-    let (status, _) = env
-        .api(
-            "carol",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("carol", id).await;
     assert_eq!(status, 403);
     let denied = env.cli(
         "alice",
@@ -400,9 +409,7 @@ async fn denied_with_a_reason_and_the_session_carries_on() {
     assert!(text(&e).contains("not during the freeze"));
     assert!(!table_exists(&t).await);
     // Decided is decided.
-    let (status, _) = env
-        .api("bob", "POST", &format!("/api/approvals/{id}/approve"), None)
-        .await;
+    let (status, _) = env.approve("bob", id).await;
     assert_eq!(status, 409);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
@@ -435,35 +442,15 @@ async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
         tokio::spawn(async move { client.execute(&sql, &[]).await })
     };
     let id = env.ticket_for(&sql).await;
-    for _ in 0..100 {
-        if env.state_of(id).await == "escalated" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(env.state_of(id).await, "escalated");
+    env.wait_state(id, "escalated").await;
     env.hooks
         .wait_for("json", |v| {
             v["event"] == "escalated" && v["ticket"]["id"] == id
         })
         .await;
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 403, "the first stage's group no longer decides");
-    let (status, v) = env
-        .api(
-            "carol",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, v) = env.approve("carol", id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         held.await.unwrap().unwrap(),
@@ -529,26 +516,12 @@ async fn two_distinct_approvals_for_a_rule_that_needs_two() {
             .any(|t| t["id"] == id),
         "{changed}"
     );
-    let (status, v) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, v) = env.approve("alice", id).await;
     assert_eq!(
         (status, v["ticket"]["state"].as_str()),
         (200, Some("pending"))
     );
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 409, "the same approver twice is one approval");
     let rows: i64 = db
         .query_one(&format!("select count(*) from {t}"), &[])
@@ -556,9 +529,7 @@ async fn two_distinct_approvals_for_a_rule_that_needs_two() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 1, "one approval of two runs nothing");
-    let (status, _) = env
-        .api("bob", "POST", &format!("/api/approvals/{id}/approve"), None)
-        .await;
+    let (status, _) = env.approve("bob", id).await;
     assert_eq!(status, 200);
     held.await.unwrap().unwrap();
     let rows: i64 = db
@@ -575,21 +546,8 @@ async fn a_client_that_leaves_abandons_its_ticket_and_the_statement_never_runs()
     let env = Env::start().await;
     let t = unique("abandoned");
     let sql = format!("create table {t} (id int)");
-    let port = env.proxy.port.to_string();
-    let mut psql = tokio::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            USER,
-            "-d",
-            "test",
-            "-c",
-            &sql,
-        ])
-        .env("PGPASSWORD", common::PASSWORD)
+    let mut psql = env
+        .psql(&sql)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -597,26 +555,13 @@ async fn a_client_that_leaves_abandons_its_ticket_and_the_statement_never_runs()
         .unwrap();
     let id = env.ticket_for(&sql).await;
     psql.kill().await.unwrap();
-    for _ in 0..100 {
-        if env.state_of(id).await == "abandoned" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(env.state_of(id).await, "abandoned");
+    env.wait_state(id, "abandoned").await;
     env.hooks
         .wait_for("json", |v| {
             v["event"] == "abandoned" && v["ticket"]["id"] == id
         })
         .await;
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 409);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!table_exists(&t).await);
@@ -665,14 +610,7 @@ async fn tickets_open_when_airlock_stopped_are_abandoned_at_the_next_start() {
     };
     let env = Env::start_in(state).await;
     assert_eq!(env.state_of(id).await, "abandoned");
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 409);
     assert!(env.state.path().join("airlock.db").exists());
 }
@@ -693,14 +631,7 @@ async fn mysql_held_statements_are_approved_or_denied_with_1142() {
         })
     };
     let id = env.ticket_for(&sql).await;
-    let (status, v) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, v) = env.approve("alice", id).await;
     assert_eq!(status, 200, "{v}");
     let (mut conn, r) = held.await.unwrap();
     r.unwrap();
@@ -722,14 +653,7 @@ async fn mysql_held_statements_are_approved_or_denied_with_1142() {
         })
     };
     let id = env.ticket_for(&drop).await;
-    let (status, _) = env
-        .api(
-            "bob",
-            "POST",
-            &format!("/api/approvals/{id}/deny"),
-            Some(serde_json::json!({"reason": "keep it"})),
-        )
-        .await;
+    let (status, _) = env.deny("bob", id, "keep it").await;
     assert_eq!(status, 200);
     let (mut conn, r) = held.await.unwrap();
     let e = r.unwrap_err();
@@ -793,9 +717,8 @@ async fn a_hundred_held_statements_approved_in_random_order_each_get_their_own_r
         x ^= x << 17;
         ids.swap(k, (x % (k as u64 + 1)) as usize);
     }
-    for id in &ids {
-        let path = format!("/api/approvals/{id}/approve");
-        let (status, v) = env.api("alice", "POST", &path, None).await;
+    for &id in &ids {
+        let (status, v) = env.approve("alice", id).await;
         assert_eq!(status, 200, "{v}");
     }
     for (i, task) in waiting.into_iter().enumerate() {
@@ -913,15 +836,7 @@ async fn an_alembic_run_approved_once_for_the_session() {
         tokio::spawn(async move { other.batch_execute(&sql).await })
     };
     let id = env.ticket_for(&sql).await;
-    let path = format!("/api/approvals/{id}/deny");
-    let (status, _) = env
-        .api(
-            "bob",
-            "POST",
-            &path,
-            Some(serde_json::json!({"reason": "not yet"})),
-        )
-        .await;
+    let (status, _) = env.deny("bob", id, "not yet").await;
     assert_eq!(status, 200);
     assert_eq!(sqlstate(&held.await.unwrap().unwrap_err()), "42501");
     db.batch_execute(&format!(
@@ -963,14 +878,7 @@ async fn a_held_execute_shows_its_parameters() {
         "{}",
         String::from_utf8_lossy(&shown.stdout)
     );
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 200);
     assert_eq!(held.await.unwrap(), 1007);
     db.batch_execute(&format!("drop table {probe}"))
@@ -1031,13 +939,7 @@ async fn mysql_timeouts_disconnects_and_kill_query_end_a_hold() {
     };
     let id = env.ticket_for(&sql).await;
     held.abort();
-    for _ in 0..100 {
-        if env.state_of(id).await == "abandoned" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(env.state_of(id).await, "abandoned");
+    env.wait_state(id, "abandoned").await;
     let n: Option<i64> = my
         .query_first(format!(
             "select count(*) from information_schema.tables where table_name in ('{t}_k', '{t}_d')"
@@ -1076,14 +978,7 @@ async fn a_held_mysql_execute_shows_its_parameters() {
         .api("alice", "GET", &format!("/api/approvals/{id}"), None)
         .await;
     assert_eq!(v["ticket"]["params"], serde_json::json!(["7", "'it\\'s'"]));
-    let (status, _) = env
-        .api(
-            "alice",
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            None,
-        )
-        .await;
+    let (status, _) = env.approve("alice", id).await;
     assert_eq!(status, 200);
     assert_eq!(held.await.unwrap(), Some(1007));
     my.query_drop(format!("drop table {probe}")).await.unwrap();

@@ -541,7 +541,8 @@ async fn pump_backend(
         mut refusal,
         mut notices,
     } = waiting;
-    let mut notices_open = true;
+    // Only a session that can hold statements has notices to wait for.
+    let mut notices_open = ctx.approvals.is_some();
     pump.buf.reserve(READ_CHUNK);
     // Whether the last message forwarded was an ErrorResponse (a FATAL before closing).
     let mut last_was_error = false;
