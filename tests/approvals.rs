@@ -272,8 +272,13 @@ impl Env {
     }
 }
 
+/// A direct connection to PostgreSQL, to set up and observe from the side.
+async fn pg_direct() -> tokio_postgres::Client {
+    common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await
+}
+
 async fn table_exists(name: &str) -> bool {
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     let row = db
         .query_one("select to_regclass($1) is not null", &[&name])
         .await
@@ -354,7 +359,7 @@ async fn held_then_approved_with_the_cli_and_the_client_gets_its_result() {
         .await;
     assert!(slack["text"].as_str().unwrap().contains(&sql));
     env.hooks.wait_for("flaky", is("approved")).await;
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute(&format!("drop table {t}")).await.unwrap();
 }
 
@@ -419,7 +424,7 @@ async fn denied_with_a_reason_and_the_session_carries_on() {
 async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
     let env = Env::start().await;
     let t = unique("timeouts");
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute(&format!(
         "create table {t} (id int); insert into {t} values (1), (2)"
     ))
@@ -464,7 +469,7 @@ async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
 async fn two_distinct_approvals_for_a_rule_that_needs_two() {
     let env = Env::start().await;
     let t = unique("two");
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute(&format!(
         "create table {t} (id int); insert into {t} values (1)"
     ))
@@ -674,7 +679,7 @@ async fn mysql_held_statements_are_approved_or_denied_with_1142() {
 async fn a_hundred_held_statements_approved_in_random_order_each_get_their_own_result() {
     let env = Env::start().await;
     let probe = unique("approval_probe");
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute(&format!(
         "create table {probe} (n int); insert into {probe} values (1000)"
     ))
@@ -737,7 +742,7 @@ async fn a_hundred_held_statements_approved_in_random_order_each_get_their_own_r
 async fn an_alembic_run_approved_once_for_the_session() {
     let env = Env::start().await;
     let prefix = unique("alembic");
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute("drop table if exists alembic_version")
         .await
         .unwrap();
@@ -852,7 +857,7 @@ async fn an_alembic_run_approved_once_for_the_session() {
 async fn a_held_execute_shows_its_parameters() {
     let env = Env::start().await;
     let probe = unique("approval_probe");
-    let db = common::connect_plain("host=127.0.0.1 port=5432 user=postgres dbname=test").await;
+    let db = pg_direct().await;
     db.batch_execute(&format!(
         "create table {probe} (n int); insert into {probe} values (1000)"
     ))
