@@ -233,7 +233,7 @@ pub async fn serve(ctx: Arc<MyContext>, tcp: TcpStream, client_addr: SocketAddr)
     )
     .await;
     if let Some(approvals) = &ctx.approvals {
-        approvals.session_ended("mysql", i64::from(id));
+        approvals.session_ended("mysql", i64::from(info.id));
     }
     if busy && outcome == relay::Outcome::ClientVanished {
         // The client left mid-statement: stop it rather than let it run to the end.
