@@ -116,11 +116,9 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
         tracing::info!(admin_addr = %addr, "admin API ready");
         admin_addr = Some(addr);
     }
+    let contexts = contexts(config, &inspectors, approvals)?;
     let mut postgres_addr = None;
-    if config.postgres.is_some() {
-        let mut ctx = PgContext::new(config, inspectors.postgres.clone())?;
-        ctx.approvals = approvals.clone();
-        let ctx = Arc::new(ctx);
+    if let Some(ctx) = contexts.postgres {
         let (listener, addr) = listen_once(ctx.config.listen, "postgres.listen")?;
         tasks.push(tokio::spawn(serve_listener(
             ctx,
@@ -132,10 +130,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
         postgres_addr = Some(addr);
     }
     let mut mysql_addr = None;
-    if config.mysql.is_some() {
-        let mut ctx = MyContext::new(config, inspectors.mysql.clone())?;
-        ctx.approvals = approvals.clone();
-        let ctx = Arc::new(ctx);
+    if let Some(ctx) = contexts.mysql {
         let (listener, addr) = listen_once(ctx.config.listen, "mysql.listen")?;
         tasks.push(tokio::spawn(serve_mysql(
             ctx,
@@ -279,6 +274,41 @@ async fn refuse(mut tcp: tokio::net::TcpStream, e: PgError) {
     let _ = tcp.shutdown().await;
 }
 
+/// The configured listeners' shared state.
+pub struct Contexts {
+    pub postgres: Option<Arc<PgContext>>,
+    pub mysql: Option<Arc<MyContext>>,
+}
+
+/// The configured listeners' shared state, each with its inspectors and the approvals hub
+/// (reading their certificates and secrets).
+pub fn contexts(
+    config: &Config,
+    inspectors: &Inspectors,
+    approvals: Option<Arc<Approvals>>,
+) -> anyhow::Result<Contexts> {
+    let pg = match &config.postgres {
+        Some(_) => {
+            let mut ctx = PgContext::new(config, inspectors.postgres.clone())?;
+            ctx.approvals = approvals.clone();
+            Some(Arc::new(ctx))
+        }
+        None => None,
+    };
+    let my = match &config.mysql {
+        Some(_) => {
+            let mut ctx = MyContext::new(config, inspectors.mysql.clone())?;
+            ctx.approvals = approvals;
+            Some(Arc::new(ctx))
+        }
+        None => None,
+    };
+    Ok(Contexts {
+        postgres: pg,
+        mysql: my,
+    })
+}
+
 /// The approvals hub over the store in `[state]`, if the config has one.
 pub fn open_approvals(config: &Config) -> anyhow::Result<Option<Arc<Approvals>>> {
     let Some(state) = &config.state else {
@@ -355,21 +385,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         Some(a) => Some(bind(a.listen, 1, "admin.listen")?.remove(0)),
         None => None,
     };
-    let pg = match &config.postgres {
-        Some(_) => {
-            let mut ctx = PgContext::new(&config, inspectors.postgres.clone())?;
-            ctx.approvals = approvals.clone();
-            let ctx = Arc::new(ctx);
+    let contexts = contexts(&config, &inspectors, approvals.clone())?;
+    let pg = match contexts.postgres {
+        Some(ctx) => {
             let sockets = bind(ctx.config.listen, workers, "postgres.listen")?;
             Some((ctx, sockets))
         }
         None => None,
     };
-    let my = match &config.mysql {
-        Some(_) => {
-            let mut ctx = MyContext::new(&config, inspectors.mysql.clone())?;
-            ctx.approvals = approvals.clone();
-            let ctx = Arc::new(ctx);
+    let my = match contexts.mysql {
+        Some(ctx) => {
             let sockets = bind(ctx.config.listen, workers, "mysql.listen")?;
             Some((ctx, sockets))
         }

@@ -142,12 +142,8 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = Config::load(&config)?;
             let inspectors = airlock::app::guards(&config)?;
-            if config.postgres.is_some() {
-                airlock::session::pg::PgContext::new(&config, inspectors.postgres)?;
-            }
-            if config.mysql.is_some() {
-                airlock::session::mysql::MyContext::new(&config, inspectors.mysql)?;
-            }
+            // The listeners' certificates and secrets, without opening the state store.
+            airlock::app::contexts(&config, &inspectors, None)?;
             println!("config OK");
             Ok(())
         }

@@ -77,7 +77,7 @@ impl CancelRegistry {
 
     /// The upstream key for a CancelRequest, if its pid and secret match a live session;
     /// a statement that session holds for approval is withdrawn.
-    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<UpstreamKey> {
+    pub fn cancel(&self, pid: i32, secret: &[u8]) -> Option<UpstreamKey> {
         let map = self.lock();
         let entry = map.get(&pid)?;
         let ok: bool = secret.len() == 4 && bool::from(entry.secret.ct_eq(secret));
@@ -114,11 +114,11 @@ mod tests {
         let a = reg.register(key(100));
         let b = reg.register(key(200));
         assert_ne!(a.pid, b.pid);
-        assert_eq!(reg.lookup(a.pid, &a.secret.to_be_bytes()), Some(key(100)));
-        assert_eq!(reg.lookup(b.pid, &b.secret.to_be_bytes()), Some(key(200)));
-        assert_eq!(reg.lookup(a.pid, &b.secret.to_be_bytes()), None);
-        assert_eq!(reg.lookup(a.pid, &[1, 2]), None);
-        assert_eq!(reg.lookup(12345, &a.secret.to_be_bytes()), None);
+        assert_eq!(reg.cancel(a.pid, &a.secret.to_be_bytes()), Some(key(100)));
+        assert_eq!(reg.cancel(b.pid, &b.secret.to_be_bytes()), Some(key(200)));
+        assert_eq!(reg.cancel(a.pid, &b.secret.to_be_bytes()), None);
+        assert_eq!(reg.cancel(a.pid, &[1, 2]), None);
+        assert_eq!(reg.cancel(12345, &a.secret.to_be_bytes()), None);
     }
 
     #[test]
@@ -127,7 +127,7 @@ mod tests {
         let a = reg.register(key(1));
         let (pid, secret) = (a.pid, a.secret);
         drop(a);
-        assert_eq!(reg.lookup(pid, &secret.to_be_bytes()), None);
+        assert_eq!(reg.cancel(pid, &secret.to_be_bytes()), None);
         assert!(reg.is_empty());
     }
 }

@@ -266,8 +266,7 @@ async fn commands(
         let verdict = match (verdict, shared.approvals) {
             (Verdict::Hold(hold), Some(approvals)) => {
                 // The classic protocol has no way to tell the client while it waits.
-                let limit = max;
-                let end = hold::wait(approvals, *hold, from, &mut buf, limit, shared.kill, |_| {});
+                let end = hold::wait(approvals, *hold, from, &mut buf, max, shared.kill, |_| {});
                 match end.await {
                     HoldEnd::Approved => Verdict::Forward,
                     HoldEnd::Refused(denial) => Verdict::Deny(denial),

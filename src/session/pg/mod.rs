@@ -237,7 +237,7 @@ async fn open(
 ) -> Result<Option<Opened>, SessionError> {
     let (mut client, startup) = match handshake::accept(ctx, tcp).await? {
         handshake::Accepted::Cancel { pid, secret } => {
-            if let Some(key) = ctx.cancels.lookup(pid, &secret) {
+            if let Some(key) = ctx.cancels.cancel(pid, &secret) {
                 tracing::debug!(%client_addr, "forwarding cancel request");
                 upstream::cancel(&ctx.upstream, &key).await;
             }

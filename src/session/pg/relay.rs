@@ -323,13 +323,16 @@ async fn pump_frontend(
                 ctx.cancel,
                 told,
             );
-            let out = match end.await {
-                HoldEnd::Approved => BytesMut::from(&pump.buf[..n]),
-                HoldEnd::Refused(denial) => refusal(ctx, tag, &denial),
-                HoldEnd::Cancelled => substitute(ctx, tag, &PgError::cancelled()),
+            // Approved: exactly the held bytes; otherwise what stands in for them.
+            let written = match end.await {
+                HoldEnd::Approved => write_out(to, &pump.buf[..n]).await,
+                HoldEnd::Refused(denial) => write_out(to, &refusal(ctx, tag, &denial)).await,
+                HoldEnd::Cancelled => {
+                    write_out(to, &substitute(ctx, tag, &PgError::cancelled())).await
+                }
                 HoldEnd::ClientGone => return (Outcome::ClientVanished, None),
             };
-            if write_out(to, &out).await.is_err() {
+            if written.is_err() {
                 return (Outcome::UpstreamClosed, None);
             }
             pump.buf.advance(n);
