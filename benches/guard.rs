@@ -12,6 +12,7 @@ use std::sync::Arc;
 use airlock::guard::Guard;
 use airlock::guard::pg::PgGuards;
 use airlock::inspect::{Inspector, InspectorFactory, SessionInfo, Verdict};
+use airlock::mask::Masking;
 use airlock::policy::Policy;
 use airlock::protocol::pg::frontend::{self, tag};
 use airlock::sql::Dialect;
@@ -20,11 +21,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn session() -> Box<dyn Inspector> {
     let text = std::fs::read_to_string("policies/default.toml").expect("run from the repo root");
     let policy = Policy::parse(&[("default.toml".into(), text)]).unwrap();
+    let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
     let guard = Guard::new(
         Arc::new(policy),
         "postgres",
         Dialect::Postgres,
         Default::default(),
+        masking,
     );
     PgGuards(Arc::new(guard)).for_session(&SessionInfo {
         id: 1,

@@ -28,6 +28,7 @@ use crate::guard::Guard;
 use crate::guard::mysql::MyGuards;
 use crate::guard::pg::PgGuards;
 use crate::inspect::{InspectorFactory, MysqlInspectorFactory, NoInspection};
+use crate::mask::Masking;
 use crate::net::listener::{Tracker, accept_loop};
 use crate::policy::Policy;
 use crate::protocol::mysql::MyError;
@@ -360,18 +361,42 @@ pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
         .iter()
         .map(|u| (u.name.clone(), u.groups.clone()))
         .collect();
+    let masking = Arc::new(masking(&policy.mask)?);
     let policy = Arc::new(policy);
     let postgres = Guard::new(
         policy.clone(),
         "postgres",
         Dialect::Postgres,
         groups.clone(),
+        masking.clone(),
     );
-    let mysql = Guard::new(policy, "mysql", Dialect::MySql, groups);
+    let mysql = Guard::new(policy, "mysql", Dialect::MySql, groups, masking);
     Ok(Inspectors {
         postgres: Arc::new(PgGuards(Arc::new(postgres))),
         mysql: Arc::new(MyGuards(Arc::new(mysql))),
     })
+}
+
+/// The policy's masking compiled, with the keyed-hash key from the environment variable it
+/// names (which must then be set: placeholders never silently lose their hash).
+fn masking(mask: &crate::policy::mask::MaskPolicy) -> anyhow::Result<Masking> {
+    let key = match &mask.hash_key_env {
+        Some(var) => {
+            let key = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!(
+                    "the policy's [mask] hash_key_env names {var}, which is not set: set it \
+                     to a secret of at least 16 characters, or remove hash_key_env"
+                )
+            })?;
+            anyhow::ensure!(
+                key.len() >= 16,
+                "{var} (the [mask] hash key) is shorter than 16 characters; use a longer secret"
+            );
+            Some(key.into_bytes())
+        }
+        None => None,
+    };
+    Masking::new(mask, key.as_deref()).map_err(|e| anyhow::anyhow!("[mask]: {e}"))
 }
 
 /// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions

@@ -38,7 +38,8 @@ pub struct SessionInfo {
 pub struct Interest {
     /// Query, Parse, Bind, Execute and FunctionCall from the client.
     pub statements: bool,
-    /// RowDescription and DataRow from the database.
+    /// Results: every message from the database, each held whole (through
+    /// [`Inspector::backend`], which may rewrite it), and Describe from the client.
     pub rows: bool,
     /// ErrorResponse and ReadyForQuery (their tags, through [`Inspector::reply`]) and
     /// ParameterStatus (through [`Inspector::backend`]) from the database.
@@ -64,6 +65,24 @@ pub struct Hold {
     pub refusal: Denial,
 }
 
+/// What becomes of a message (or packet) from the database that an inspector was shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    Keep,
+    /// The client gets this body (or payload) instead.
+    Replace(Vec<u8>),
+    /// The message must not reach the client and cannot be made fit: the session ends,
+    /// telling the client this reason.
+    Refuse(String),
+}
+
+impl Rewrite {
+    /// `Replace` with `Some` body, `Keep` with `None`.
+    pub fn from_body(body: Option<Vec<u8>>) -> Rewrite {
+        body.map_or(Rewrite::Keep, Rewrite::Replace)
+    }
+}
+
 /// Why a statement was refused, in words for the client. Protocol-neutral: each listener
 /// turns it into its own error (PostgreSQL 42501, MySQL 1142).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +101,11 @@ pub trait Inspector: Send {
         Verdict::Forward
     }
 
-    /// A RowDescription (`b'T'`) or DataRow (`b'D'`) body from the database; with
-    /// `replies`, also each ParameterStatus (`b'S'`) body.
-    fn backend(&mut self, _tag: u8, _body: &[u8]) {}
+    /// A message body from the database: with `rows`, every one; with `replies`, each
+    /// ParameterStatus (`b'S'`). The client gets what the answer says.
+    fn backend(&mut self, _tag: u8, _body: &[u8]) -> Rewrite {
+        Rewrite::Keep
+    }
 
     /// An ErrorResponse (`b'E'`, `status` None) or ReadyForQuery (`b'Z'`, with its
     /// transaction status: `I`, `T` or `E`) from the database.
@@ -134,12 +155,22 @@ pub trait MysqlInspector: Send {
         false
     }
 
+    /// A result set starts: its column definitions follow.
+    fn columns(&mut self) {}
+
     /// A column (or parameter) definition from the server.
     fn definition(&mut self, _payload: &[u8]) {}
 
     /// A result row: in the binary protocol (answers to COM_STMT_EXECUTE and FETCH) or the
     /// text one.
-    fn row(&mut self, _binary: bool, _payload: &[u8]) {}
+    fn row(&mut self, _binary: bool, _payload: &[u8]) -> Rewrite {
+        Rewrite::Keep
+    }
+
+    /// An ERR packet from the server (with `wants_rows`, whole).
+    fn error(&mut self, _payload: &[u8]) -> Rewrite {
+        Rewrite::Keep
+    }
 }
 
 /// Makes one MySQL inspector per session.

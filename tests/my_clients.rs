@@ -518,13 +518,14 @@ impl airlock::inspect::MysqlInspector for Counting {
     fn definition(&mut self, _payload: &[u8]) {
         self.0.lock().unwrap().0 += 1;
     }
-    fn row(&mut self, binary: bool, _payload: &[u8]) {
+    fn row(&mut self, binary: bool, _payload: &[u8]) -> airlock::inspect::Rewrite {
         let mut seen = self.0.lock().unwrap();
         if binary {
             seen.2 += 1;
         } else {
             seen.1 += 1;
         }
+        airlock::inspect::Rewrite::Keep
     }
 }
 

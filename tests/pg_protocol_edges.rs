@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use airlock::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
+use airlock::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
 use airlock::protocol::pg::frontend::FrontendMessage;
 use common::raw::{Raw, field, msg, tags};
 use common::{PASSWORD, Proxy, Setup, USER};
@@ -227,6 +227,7 @@ impl Inspector for RecordingInspector {
             FrontendMessage::Execute { .. } => "Execute".into(),
             FrontendMessage::FunctionCall(f) => format!("FunctionCall {}", f.function_oid),
             FrontendMessage::Close { target, .. } => format!("Close {}", *target as char),
+            FrontendMessage::Describe { target, .. } => format!("Describe {}", *target as char),
             FrontendMessage::Sync => "Sync".into(),
             FrontendMessage::Other { tag } => format!("Other {}", *tag as char),
         };
@@ -241,11 +242,15 @@ impl Inspector for RecordingInspector {
             .push(format!("reply {}", tag as char));
     }
 
-    fn backend(&mut self, tag: u8, _body: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("backend {}", tag as char));
+    fn backend(&mut self, tag: u8, _body: &[u8]) -> Rewrite {
+        // Rows and their descriptions; the seam shows every message to a row inspector.
+        if matches!(tag, b'T' | b'D') {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("backend {}", tag as char));
+        }
+        Rewrite::Keep
     }
 }
 

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::approval::ticket::{Escalation, Request};
 use crate::inspect::{Denial, Hold, Verdict};
+use crate::mask::Masking;
+use crate::policy::mask::Applies;
 use crate::policy::rules::OnTimeout;
 use crate::policy::{Decision, Policy, check};
 use crate::sql::Dialect;
@@ -33,15 +35,20 @@ pub struct Guard {
     groups: HashMap<String, Vec<String>>,
     dialect: Dialect,
     cache: Mutex<Cache>,
+    /// The policy's masking, compiled: of result values for the sessions it covers, and of
+    /// statement text and parameters in tickets for every session.
+    masking: Arc<Masking>,
 }
 
 impl Guard {
-    /// A guard for `listener`, speaking `dialect`, with each user's groups.
+    /// A guard for `listener`, speaking `dialect`, with each user's groups and the policy's
+    /// masking compiled.
     pub fn new(
         policy: Arc<Policy>,
         listener: &str,
         dialect: Dialect,
         groups: HashMap<String, Vec<String>>,
+        masking: Arc<Masking>,
     ) -> Guard {
         Guard {
             policy,
@@ -49,7 +56,38 @@ impl Guard {
             groups,
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
+            masking,
         }
+    }
+
+    /// The masking of result values for `who`'s session, if it applies. An exempt session
+    /// is logged as such.
+    pub fn masking_for(&self, who: &Who) -> Option<Arc<Masking>> {
+        match self
+            .masking
+            .policy
+            .applies(&who.user, &who.groups, &self.listener)
+        {
+            Applies::Masked => Some(self.masking.clone()),
+            Applies::Exempt => {
+                tracing::info!(
+                    session = who.session, user = %who.user, listener = %self.listener,
+                    "session exempt from masking: it sees result values unmasked"
+                );
+                None
+            }
+            Applies::NotCovered => None,
+        }
+    }
+
+    /// `value` with secrets masked, if it holds any.
+    pub fn mask(&self, value: &[u8]) -> Option<Vec<u8>> {
+        self.masking.masker.mask(value)
+    }
+
+    /// `text` with secrets masked, for tickets, notifications and records.
+    pub fn redact(&self, text: &str) -> String {
+        self.masking.masker.text(text).into_owned()
     }
 
     /// Who a session is, with the user's groups from the config.
@@ -179,7 +217,7 @@ fn ticket_request(
         client_addr: who.client_addr.clone(),
         listener: guard.listener.clone(),
         database: who.database.clone(),
-        statement: text,
+        statement: guard.redact(&text),
         params: Vec::new(),
         kind: statement.kind.as_str().to_owned(),
         findings: statement
@@ -318,7 +356,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
         Some(hit) => {
             if let Some(judged) = session.state.recall(&hit) {
                 let mut judged = judged.clone();
-                held_as_sent(&mut judged, text);
+                held_as_sent(guard, &mut judged, text);
                 return judged;
             }
             (hit, None)
@@ -340,16 +378,16 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
     if was_cached {
         session.state.remember(&judged);
     }
-    held_as_sent(&mut judged, text);
+    held_as_sent(guard, &mut judged, text);
     judged
 }
 
 /// A held statement is held as the client sent it: a cached classification (or a remembered
 /// decision) may carry the text of another statement of the same shape.
 #[inline]
-fn held_as_sent(judged: &mut Judged, text: &str) {
+fn held_as_sent(guard: &Guard, judged: &mut Judged, text: &str) {
     if let Verdict::Hold(hold) = &mut judged.verdict {
-        hold.request.statement = text.trim().to_owned();
+        hold.request.statement = guard.redact(text.trim());
     }
 }
 

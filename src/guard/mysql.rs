@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
-use crate::inspect::{Denial, MysqlInspector, MysqlInspectorFactory, SessionInfo, Verdict};
+use crate::inspect::{
+    Denial, MysqlInspector, MysqlInspectorFactory, Rewrite, SessionInfo, Verdict,
+};
+use crate::mask::mysql::MyResults;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
 use crate::sql::classify::{Classified, Kind, Prepared};
@@ -21,9 +24,11 @@ pub struct MyGuards(pub Arc<Guard>);
 
 impl MysqlInspectorFactory for MyGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
+        let who = self.0.who(session);
         Box::new(MyGuard {
             guard: self.0.clone(),
-            who: self.0.who(session),
+            results: self.0.masking_for(&who).map(MyResults::new),
+            who,
             statements: HashMap::new(),
             preparing: None,
             text: TextState::default(),
@@ -48,6 +53,8 @@ pub struct MyGuard {
     strings_as_classified: bool,
     /// Airlock relays LOAD DATA LOCAL INFILE (`mysql.allow_local_infile`).
     local_infile: bool,
+    /// Result masking, when it applies to the session.
+    results: Option<MyResults>,
 }
 
 impl MysqlInspector for MyGuard {
@@ -72,7 +79,10 @@ impl MysqlInspector for MyGuard {
                         let mut hold = hold.clone();
                         let shown = command::execute_params(params, s.params, &mut s.types);
                         hold.request.params = match shown {
-                            Some(values) => values.into_iter().map(Some).collect(),
+                            Some(values) => values
+                                .into_iter()
+                                .map(|v| Some(self.guard.redact(&v)))
+                                .collect(),
                             None => vec![Some("(parameters not readable)".into()); s.params.into()],
                         };
                         Verdict::Hold(hold)
@@ -107,6 +117,34 @@ impl MysqlInspector for MyGuard {
     fn status(&mut self, flags: Option<u16>) {
         self.strings_as_classified =
             flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+    }
+
+    fn wants_rows(&self) -> bool {
+        self.results.is_some()
+    }
+
+    fn columns(&mut self) {
+        if let Some(r) = &mut self.results {
+            r.columns();
+        }
+    }
+
+    fn definition(&mut self, payload: &[u8]) {
+        if let Some(r) = &mut self.results {
+            r.definition(payload);
+        }
+    }
+
+    fn row(&mut self, binary: bool, payload: &[u8]) -> Rewrite {
+        match self.results.as_mut().map(|r| r.row(binary, payload)) {
+            Some(Ok(body)) => Rewrite::from_body(body),
+            Some(Err(e)) => Rewrite::Refuse(e.reason),
+            None => Rewrite::Keep,
+        }
+    }
+
+    fn error(&mut self, payload: &[u8]) -> Rewrite {
+        Rewrite::from_body(self.results.as_ref().and_then(|r| r.error(payload)))
     }
 
     fn prepared(&mut self, statement: Option<(u32, u16)>) {

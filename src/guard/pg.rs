@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::names::{Names, Space};
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
-use crate::inspect::{Inspector, InspectorFactory, Interest, SessionInfo, Verdict};
+use crate::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
+use crate::mask::pg::PgResults;
 use crate::protocol::pg::backend::{self, tag as be};
 use crate::protocol::pg::frontend::{FrontendMessage, Params};
 use crate::sql::classify::{Classified, PreparedStatements};
@@ -19,9 +20,11 @@ pub struct PgGuards(pub Arc<Guard>);
 
 impl InspectorFactory for PgGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
+        let who = self.0.who(session);
         Box::new(PgGuard {
             guard: self.0.clone(),
-            who: self.0.who(session),
+            results: self.0.masking_for(&who).map(PgResults::new),
+            who,
             names: Names::default(),
             text: TextState::default(),
             bound: HashMap::default(),
@@ -43,6 +46,8 @@ pub struct PgGuard {
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
     strings_as_classified: bool,
+    /// Result masking, when it applies to the session.
+    results: Option<PgResults>,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -57,16 +62,65 @@ impl Inspector for PgGuard {
     fn interest(&self) -> Interest {
         Interest {
             statements: true,
-            rows: false,
+            rows: self.results.is_some(),
             replies: true,
         }
     }
 
     fn frontend(&mut self, message: &FrontendMessage<'_>) -> Verdict {
-        match message {
+        let (verdict, tables) = self.judge(message);
+        if let Some(results) = &mut self.results {
+            results.frontend(message, tables);
+        }
+        verdict
+    }
+
+    fn backend(&mut self, tag: u8, body: &[u8]) -> Rewrite {
+        if tag == be::PARAMETER_STATUS
+            && let Some((b"standard_conforming_strings", value)) = backend::parameter(body)
+        {
+            self.strings_as_classified = value == b"on";
+        }
+        match &mut self.results {
+            Some(results) => match results.backend(tag, body) {
+                Ok(body) => Rewrite::from_body(body),
+                Err(e) => Rewrite::Refuse(e.reason),
+            },
+            None => Rewrite::Keep,
+        }
+    }
+
+    fn reply(&mut self, tag: u8, status: Option<u8>) {
+        match tag {
+            be::ERROR_RESPONSE => self.names.error(),
+            be::READY_FOR_QUERY => {
+                self.names.ready();
+                // Outside a transaction block every portal is gone: forget their names.
+                if status == Some(b'I') {
+                    self.names.portals_gone();
+                    if !self.bound.is_empty() {
+                        self.bound.clear();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl PgGuard {
+    /// The verdict on `message`, and (when result masking asks) the tables that the
+    /// statement of a Query or Execute reads.
+    fn judge(&mut self, message: &FrontendMessage<'_>) -> (Verdict, Vec<String>) {
+        let wants_tables = self.results.as_ref().is_some_and(PgResults::wants_tables);
+        let mut tables = Vec::new();
+        let verdict = match message {
             FrontendMessage::Query { sql } => {
                 let judged = self.judge_text(sql, Effect::Exact);
                 self.names.sync_point();
+                if wants_tables {
+                    tables = tables_of([&judged]);
+                }
                 judged.verdict
             }
             FrontendMessage::Parse(p) => {
@@ -90,7 +144,13 @@ impl Inspector for PgGuard {
                 }
                 Verdict::Forward
             }
-            FrontendMessage::Execute { portal, .. } => self.judge_execute(portal),
+            FrontendMessage::Execute { portal, .. } => {
+                if wants_tables {
+                    let candidates = self.names.lookup(Space::Portal, portal);
+                    tables = tables_of(candidates.iter().map(|c| &**c));
+                }
+                self.judge_execute(portal)
+            }
             FrontendMessage::FunctionCall(f) => {
                 let statement = Classified::unknown(
                     "",
@@ -116,37 +176,10 @@ impl Inspector for PgGuard {
                 self.names.sync_point();
                 Verdict::Forward
             }
-            FrontendMessage::Other { .. } => Verdict::Forward,
-        }
+            FrontendMessage::Describe { .. } | FrontendMessage::Other { .. } => Verdict::Forward,
+        };
+        (verdict, tables)
     }
-
-    fn backend(&mut self, tag: u8, body: &[u8]) {
-        if tag == be::PARAMETER_STATUS
-            && let Some((b"standard_conforming_strings", value)) = backend::parameter(body)
-        {
-            self.strings_as_classified = value == b"on";
-        }
-    }
-
-    fn reply(&mut self, tag: u8, status: Option<u8>) {
-        match tag {
-            be::ERROR_RESPONSE => self.names.error(),
-            be::READY_FOR_QUERY => {
-                self.names.ready();
-                // Outside a transaction block every portal is gone: forget their names.
-                if status == Some(b'I') {
-                    self.names.portals_gone();
-                    if !self.bound.is_empty() {
-                        self.bound.clear();
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-impl PgGuard {
     /// Classifies and judges statement text; `effect` says whether a PREPARE or DEALLOCATE
     /// in it surely runs.
     fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Judged {
@@ -181,7 +214,7 @@ impl PgGuard {
                 Verdict::Hold(hold) => {
                     let mut hold = hold.clone();
                     if let Some(params) = self.bound.get(portal) {
-                        hold.request.params = params.display();
+                        hold.request.params = params.display(|v| self.guard.mask(v));
                     }
                     Verdict::Hold(hold)
                 }
@@ -239,4 +272,12 @@ impl PreparedStatements for SessionView<'_> {
             }
         }
     }
+}
+
+/// Every table the statements of `judged` name.
+fn tables_of<'a>(judged: impl IntoIterator<Item = &'a Judged>) -> Vec<String> {
+    judged
+        .into_iter()
+        .flat_map(|j| j.statements.iter().flat_map(|s| s.tables.iter().cloned()))
+        .collect()
 }

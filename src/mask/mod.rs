@@ -6,56 +6,109 @@
 //! single pass. Only a value with an anchor is searched by the detectors' patterns.
 
 pub mod detectors;
+pub mod mysql;
+pub mod pg;
+pub mod value;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexBuilder};
 
-use detectors::{BUILT_IN, Spec};
+use crate::policy::mask::{ColumnRules, MaskPolicy};
+use detectors::BUILT_IN;
+
+/// What a listener's sessions share for masking: the policy's `[mask]` table, its detectors
+/// compiled and its column rules split.
+pub struct Masking {
+    pub masker: Masker,
+    pub columns: ColumnRules,
+    pub policy: MaskPolicy,
+}
+
+impl Masking {
+    /// Compiles `policy`; `key` is the keyed-hash key its `hash_key_env` names, if any.
+    pub fn new(policy: &MaskPolicy, key: Option<&[u8]>) -> Result<Masking, String> {
+        Ok(Masking {
+            masker: Masker::new(policy, key)?,
+            columns: ColumnRules::new(&policy.columns),
+            policy: policy.clone(),
+        })
+    }
+}
 
 /// A compiled detector.
 struct Detector {
-    name: &'static str,
+    name: Box<str>,
     regex: Regex,
     min_entropy: f64,
 }
 
-/// The detectors, compiled once.
+/// The detectors, compiled once per policy load.
 pub struct Masker {
     detectors: Vec<Detector>,
     prefilter: AhoCorasick,
+    /// Values never masked.
+    allow: HashSet<Box<[u8]>>,
+    /// With a key, placeholders carry a short keyed hash of what they replace.
+    key: Option<ring::hmac::Key>,
 }
 
 impl Masker {
     /// The built-in detectors.
     pub fn built_in() -> Masker {
-        Masker::new(BUILT_IN).expect("the built-in patterns compile")
+        Masker::new(&MaskPolicy::default(), None).expect("the built-in patterns compile")
     }
 
-    fn new(specs: &[Spec]) -> Result<Masker, regex::Error> {
-        let detectors = specs
-            .iter()
-            .map(|s| {
-                Ok(Detector {
-                    name: s.name,
-                    regex: Regex::new(s.pattern)?,
+    /// The detectors `policy` asks for (built-in and its own), its allow-list, and `key` for
+    /// keyed hashes in placeholders. Patterns were checked when the policy was parsed; an
+    /// error here names the detector.
+    pub fn new(policy: &MaskPolicy, key: Option<&[u8]>) -> Result<Masker, String> {
+        let built_in = BUILT_IN.iter().filter(|_| policy.built_in).map(|s| {
+            let regex = Regex::new(s.pattern).map_err(|e| format!("{}: {e}", s.name))?;
+            Ok::<_, String>((
+                Detector {
+                    name: s.name.into(),
+                    regex,
                     min_entropy: s.min_entropy,
-                })
-            })
-            .collect::<Result<Vec<_>, regex::Error>>()?;
-        let anchors: Vec<&str> = specs
-            .iter()
-            .flat_map(|s| s.anchors.iter().copied())
-            .collect();
+                },
+                s.anchors.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ))
+        });
+        let custom = policy.detectors.iter().map(|d| {
+            let regex = RegexBuilder::new(&d.pattern)
+                .unicode(false)
+                .build()
+                .map_err(|e| format!("detector {}: {e}", d.name))?;
+            Ok((
+                Detector {
+                    name: d.name.as_str().into(),
+                    regex,
+                    min_entropy: 0.0,
+                },
+                d.anchors.clone(),
+            ))
+        });
+        let mut detectors = Vec::new();
+        let mut anchors = Vec::new();
+        for compiled in built_in.chain(custom) {
+            let (detector, its_anchors): (Detector, Vec<String>) = compiled?;
+            detectors.push(detector);
+            anchors.extend(its_anchors);
+        }
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
             // A full DFA: one table lookup per byte, whatever the number of anchors.
             .kind(Some(AhoCorasickKind::DFA))
             .build(anchors)
-            .expect("the anchors build an automaton");
+            .map_err(|e| format!("detector anchors: {e}"))?;
         Ok(Masker {
             detectors,
             prefilter,
+            allow: policy.allow.iter().map(|v| v.as_bytes().into()).collect(),
+            key: key.map(|k| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k)),
         })
     }
 
@@ -67,10 +120,21 @@ impl Masker {
 
     /// `value` with every secret found replaced, or `None` if it holds none.
     pub fn mask(&self, value: &[u8]) -> Option<Vec<u8>> {
+        self.mask_where(value, |_| true)
+    }
+
+    /// As [`Masker::mask`] for JSON text: a secret is masked only inside one string, so the
+    /// document stays JSON.
+    pub fn mask_json(&self, value: &[u8]) -> Option<Vec<u8>> {
+        self.mask_where(value, |found| !found.contains(&b'"'))
+    }
+
+    /// Masks what the detectors find and `keep` accepts.
+    fn mask_where(&self, value: &[u8], keep: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
         if !self.may_hold(value) {
             return None;
         }
-        let mut found: Vec<(usize, usize, &'static str)> = Vec::new();
+        let mut found: Vec<(usize, usize, &str)> = Vec::new();
         for d in &self.detectors {
             for caps in d.regex.captures_iter(value) {
                 let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
@@ -82,8 +146,12 @@ impl Masker {
                 while end > start && value[end - 1] == b'\\' {
                     end -= 1;
                 }
-                if end > start && entropy(&value[start..end]) >= d.min_entropy {
-                    found.push((start, end, d.name));
+                if end > start
+                    && entropy(&value[start..end]) >= d.min_entropy
+                    && !self.allow.contains(&value[start..end])
+                    && keep(&value[start..end])
+                {
+                    found.push((start, end, &d.name));
                 }
             }
         }
@@ -98,13 +166,37 @@ impl Masker {
                 continue; // inside (or overlapping) a range already masked
             }
             out.extend_from_slice(&value[copied..start]);
-            out.extend_from_slice(b"[masked:");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b']');
+            self.placeholder(name, &value[start..end], &mut out);
             copied = end;
         }
         out.extend_from_slice(&value[copied..]);
         Some(out)
+    }
+}
+
+impl Masker {
+    /// `[masked:NAME]`, or `[masked:NAME:HASH]` with a key: the first four bytes of
+    /// HMAC-SHA-256 of the secret, in hex.
+    pub fn placeholder(&self, name: &str, secret: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"[masked:");
+        out.extend_from_slice(name.as_bytes());
+        if let Some(key) = &self.key {
+            let tag = ring::hmac::sign(key, secret);
+            out.push(b':');
+            for b in &tag.as_ref()[..4] {
+                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+        }
+        out.push(b']');
+    }
+
+    /// `text` with every secret masked, for logs, tickets and records.
+    pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.mask(text.as_bytes()) {
+            // Placeholders are ASCII and secrets are cut at ASCII boundaries, but be sure.
+            Some(masked) => Cow::Owned(String::from_utf8_lossy(&masked).into_owned()),
+            None => Cow::Borrowed(text),
+        }
     }
 }
 
@@ -171,6 +263,47 @@ mod tests {
         ] {
             assert_eq!(masked(s), s);
         }
+    }
+
+    #[test]
+    fn allow_list_custom_detectors_and_keyed_hashes() {
+        let policy = MaskPolicy {
+            allow: vec!["AKIAIOSFODNN7EXAMPLE".into()],
+            detectors: vec![crate::policy::mask::CustomDetector {
+                name: "acme_key".into(),
+                pattern: r"acme_[a-z0-9]{12}".into(),
+                anchors: vec!["acme_".into()],
+            }],
+            ..MaskPolicy::default()
+        };
+        let m = Masker::new(&policy, Some(b"a key of sixteen bytes")).unwrap();
+        let text = |s: &str| m.text(s).into_owned();
+        assert_eq!(text("doc AKIAIOSFODNN7EXAMPLE"), "doc AKIAIOSFODNN7EXAMPLE");
+        let a = text("k acme_0123456789ab");
+        assert!(
+            a.starts_with("k [masked:acme_key:") && a.len() == "k [masked:acme_key:]".len() + 8
+        );
+        assert_eq!(
+            text("again acme_0123456789ab")[6..],
+            a[2..],
+            "equal secrets, equal hashes"
+        );
+        assert_ne!(
+            text("k acme_0123456789ac"),
+            a,
+            "different secrets, different hashes"
+        );
+        let unkeyed = Masker::new(&policy, None).unwrap();
+        assert_eq!(unkeyed.text("acme_0123456789ab"), "[masked:acme_key]");
+        let none = MaskPolicy {
+            built_in: false,
+            ..MaskPolicy::default()
+        };
+        let m = Masker::new(&none, None).unwrap();
+        assert_eq!(
+            m.text("ghp_R8x2Lq9ZtV4mK7pW3nY6cH1jB5dF0sG2aE8u"),
+            "ghp_R8x2Lq9ZtV4mK7pW3nY6cH1jB5dF0sG2aE8u"
+        );
     }
 
     #[test]

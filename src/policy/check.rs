@@ -96,7 +96,7 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
 }
 
 /// `*` matches any run of characters, `?` any one; case-insensitive, as unquoted names are.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
     let t: Vec<char> = text.to_lowercase().chars().collect();
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);

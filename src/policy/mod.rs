@@ -10,6 +10,7 @@
 pub mod cases;
 pub mod check;
 pub mod explain;
+pub mod mask;
 pub mod rules;
 
 pub use check::{Decision, Request, check};

@@ -92,6 +92,7 @@ pub enum OnTimeout {
 #[serde(deny_unknown_fields)]
 struct File {
     defaults: Option<Defaults>,
+    mask: Option<super::mask::MaskPolicy>,
     #[serde(default, rename = "rule")]
     rules: Vec<Rule>,
 }
@@ -113,6 +114,8 @@ struct Defaults {
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub default: Rule,
+    /// Who has values masked, and how (the `[mask]` table; masking everyone without one).
+    pub mask: super::mask::MaskPolicy,
 }
 
 const DEFAULT_REVIEW_TIMEOUT_SECS: u64 = 15 * 60;
@@ -127,6 +130,7 @@ impl Policy {
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut rules = Vec::new();
         let mut default = None;
+        let mut mask: Option<super::mask::MaskPolicy> = None;
         for (name, text) in sorted {
             let file: File = toml::from_str(text).map_err(|e| PolicyError::Parse {
                 file: name.clone(),
@@ -135,6 +139,20 @@ impl Policy {
             for rule in file.rules {
                 check_rule(name, &rule)?;
                 rules.push(rule);
+            }
+            if let Some(m) = file.mask {
+                if mask.is_some() {
+                    return Err(invalid(
+                        name,
+                        "mask",
+                        "a second [mask] table",
+                        "keep [mask] in one file",
+                    ));
+                }
+                if let Some((problem, fix)) = m.problem() {
+                    return Err(invalid(name, "mask", &problem, fix));
+                }
+                mask = Some(m);
             }
             if let Some(d) = file.defaults {
                 if default.is_some() {
@@ -166,7 +184,11 @@ impl Policy {
             message: Some("no policy rule allows this statement".into()),
             ..Rule::empty()
         });
-        Ok(Policy { rules, default })
+        Ok(Policy {
+            rules,
+            default,
+            mask: mask.unwrap_or_default(),
+        })
     }
 }
 

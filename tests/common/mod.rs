@@ -374,6 +374,16 @@ pub struct Binary {
 impl Binary {
     /// Starts `airlock serve` with `setup`'s config plus `extra` TOML appended.
     pub fn spawn(setup: &Setup, extra: &str, log_level: &str) -> Binary {
+        Binary::spawn_logging(setup, extra, log_level, std::process::Stdio::inherit())
+    }
+
+    /// As [`Binary::spawn`], with its log (stderr) going to `log`.
+    pub fn spawn_logging(
+        setup: &Setup,
+        extra: &str,
+        log_level: &str,
+        log: impl Into<std::process::Stdio>,
+    ) -> Binary {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -391,7 +401,7 @@ impl Binary {
             .arg(&config)
             .env("AIRLOCK_LOG", log_level)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         Binary {

@@ -74,6 +74,20 @@ impl MyError {
         )
     }
 
+    /// ER_SPECIFIC_ACCESS_DENIED_ERROR: a result value that looks like a credential and
+    /// cannot be masked; the session ends.
+    pub fn unmaskable(reason: &str) -> MyError {
+        Self::new(
+            1227,
+            "42000",
+            format!(
+                "Airlock ended the session rather than show an unmasked value: {reason}; \
+                 masking applies to this session (the policy's [mask] table): select the \
+                 column as text, or ask for an exemption"
+            ),
+        )
+    }
+
     /// ER_CON_COUNT_ERROR.
     pub fn too_many_connections(max: usize) -> MyError {
         Self::new(

@@ -59,6 +59,8 @@ pub enum Event {
     LocalInfile { text: bool },
     /// Not a packet Airlock expected here.
     Unexpected,
+    /// A result set starts (the column-count packet): its definitions follow.
+    Columns,
     /// A column (or parameter) definition.
     Definition,
     /// A result row, in the binary protocol or the text one.
@@ -257,7 +259,7 @@ impl Tracker {
                             left: count,
                             after: After::Rows,
                         };
-                        None
+                        Some(Event::Columns)
                     }
                     _ => {
                         self.state = State::Idle;
@@ -370,7 +372,7 @@ mod tests {
         for deprecate in [false, true] {
             let mut t = Tracker::new(deprecate);
             t.expect(Answer::Results);
-            assert_eq!(feed(&mut t, &[0x02]), None, "two columns");
+            assert_eq!(feed(&mut t, &[0x02]), Some(Event::Columns), "two columns");
             assert_eq!(feed(&mut t, b"\x03defcolumn one"), Some(Event::Definition));
             assert_eq!(feed(&mut t, b"\x03defcolumn two"), Some(Event::Definition));
             if !deprecate {
@@ -401,7 +403,7 @@ mod tests {
             Some(Event::Status(10))
         );
         assert!(!t.is_idle());
-        assert_eq!(feed(&mut t, &[0x01]), None);
+        assert_eq!(feed(&mut t, &[0x01]), Some(Event::Columns));
         assert_eq!(feed(&mut t, b"\x03def"), Some(Event::Definition));
         assert_eq!(feed(&mut t, b"\x011"), Some(Event::Row { binary: false }));
         let mut end = ok(2);
@@ -475,7 +477,7 @@ mod tests {
     fn binary_rows_are_told_apart() {
         let mut t = Tracker::new(true);
         t.expect(Answer::to(command::COM_STMT_EXECUTE));
-        assert_eq!(feed(&mut t, &[0x01]), None);
+        assert_eq!(feed(&mut t, &[0x01]), Some(Event::Columns));
         assert_eq!(feed(&mut t, b"\x03def"), Some(Event::Definition));
         assert_eq!(
             feed(&mut t, b"\x00\x00\x05hello"),

@@ -96,6 +96,15 @@ impl PgError {
         .hint("select fewer or smaller columns, or raise postgres.max_message_size in Airlock's config")
     }
 
+    /// A result value Airlock can neither pass (it looks like a credential) nor mask.
+    pub fn unmaskable(reason: &str) -> PgError {
+        Self::fatal(
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            format!("Airlock ended the session rather than show an unmasked value: {reason}"),
+        )
+        .hint("masking applies to this session (the policy's [mask] table); ask for text results, or ask for an exemption")
+    }
+
     pub fn tls_required() -> PgError {
         Self::fatal(
             SqlState::INVALID_AUTHORIZATION,

@@ -52,6 +52,12 @@ pub enum FrontendMessage<'a> {
         target: u8,
         name: &'a [u8],
     },
+    /// Asks for the parameter and result types of a prepared statement (`target` `b'S'`) or
+    /// the result types and formats of a portal (`b'P'`).
+    Describe {
+        target: u8,
+        name: &'a [u8],
+    },
     Sync,
     /// Any other message; passed through unread.
     Other {
@@ -131,17 +137,23 @@ impl Params {
         self.values.extend_from_slice(bind.params);
     }
 
-    /// Each parameter for people: text-format values as sent, binary ones as `\x` and hex,
-    /// NULL as `None`.
-    pub fn display(&self) -> Vec<Option<String>> {
+    /// Each parameter for people, after `mask` (which returns a value's replacement, if it
+    /// changes it): text-format values as sent; binary ones as text when they are printable
+    /// UTF-8 (a text parameter sent in binary), otherwise as `\x` and hex; NULL as `None`.
+    pub fn display(&self, mask: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<Option<String>> {
         values(&self.values, self.count)
             .enumerate()
             .map(|(i, v)| {
-                v.map(|v| match format_code(&self.formats, i) {
-                    0 => String::from_utf8_lossy(v).into_owned(),
-                    _ => {
-                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-                        format!("\\x{hex}")
+                v.map(|v| {
+                    let masked = mask(v);
+                    let v = masked.as_deref().unwrap_or(v);
+                    match (format_code(&self.formats, i), std::str::from_utf8(v)) {
+                        (0, _) => String::from_utf8_lossy(v).into_owned(),
+                        (_, Ok(text)) if !text.chars().any(char::is_control) => text.to_owned(),
+                        _ => {
+                            let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("\\x{hex}")
+                        }
                     }
                 })
             })
@@ -313,18 +325,24 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<FrontendMessage<'_>, MalformedMessa
             r.finish()?;
             Ok(FrontendMessage::Execute { portal, max_rows })
         }
-        tag::CLOSE => {
-            let mut r = Reader {
-                buf: body,
-                message: "Close",
+        tag::CLOSE | tag::DESCRIBE => {
+            let message = if tag == tag::CLOSE {
+                "Close"
+            } else {
+                "Describe"
             };
-            let target = r.take(1, "missing close target")?[0];
+            let mut r = Reader { buf: body, message };
+            let target = r.take(1, "missing target")?[0];
             if target != b'S' && target != b'P' {
-                return Err(bad("Close", "target is neither 'S' nor 'P'"));
+                return Err(bad(message, "target is neither 'S' nor 'P'"));
             }
             let name = r.cstr("name is not NUL-terminated")?;
             r.finish()?;
-            Ok(FrontendMessage::Close { target, name })
+            Ok(if tag == tag::CLOSE {
+                FrontendMessage::Close { target, name }
+            } else {
+                FrontendMessage::Describe { target, name }
+            })
         }
         tag::SYNC => {
             let r = Reader {

@@ -22,7 +22,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::approval::Approvals;
-use crate::inspect::{MysqlInspector, Verdict};
+use crate::inspect::{MysqlInspector, Rewrite, Verdict};
 use crate::net::stream::{Stream, read_more, write_out};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::command::{self, Command};
@@ -352,11 +352,21 @@ async fn answers(
             }
             scan.buf.advance(ready);
         }
-        if let Some(e) = refused {
-            tracing::warn!(reason = %e.message, "closing the session");
-            let _ = send(to, 1, &e).await;
-            let _ = to.shutdown().await;
-            return Outcome::UpstreamRefused;
+        match refused {
+            Some(AnswerEnd::Refuse(e)) => {
+                tracing::warn!(reason = %e.message, "closing the session");
+                let _ = send(to, 1, &e).await;
+                let _ = to.shutdown().await;
+                return Outcome::UpstreamRefused;
+            }
+            Some(AnswerEnd::Replace { n, with }) => {
+                if write_out(to, &with).await.is_err() {
+                    return Outcome::ClientVanished;
+                }
+                scan.buf.advance(n);
+                continue;
+            }
+            None => {}
         }
         tokio::select! {
             message = told.recv(), if told_open => match message {
@@ -395,8 +405,9 @@ struct AnswerScan {
 
 impl AnswerScan {
     /// Walks the buffer (pure: no I/O): returns the bytes that may go to the client, the
-    /// buffer size needed to go on, and an error if the database must not be relayed further.
-    fn scan(&mut self, shared: &Shared<'_>) -> (usize, usize, Option<MyError>) {
+    /// buffer size needed to go on, and what must happen after those bytes: a packet
+    /// rewritten, or an error because the database must not be relayed further.
+    fn scan(&mut self, shared: &Shared<'_>) -> (usize, usize, Option<AnswerEnd>) {
         let mut ready = 0;
         while ready < self.buf.len() {
             if self.streaming > 0 {
@@ -453,25 +464,64 @@ impl AnswerScan {
                         }
                     }
                     Some(Event::LocalInfile { .. }) => {
-                        return (ready, 0, Some(MyError::local_infile_requested()));
+                        let e = MyError::local_infile_requested();
+                        return (ready, 0, Some(AnswerEnd::Refuse(e)));
                     }
                     Some(Event::Definition | Event::Row { .. }) if shared.wants_rows && !whole => {
                         // Inspection fails closed: a row too large to hold is not passed unread.
                         let e = MyError::packet_too_large(h.len, self.max);
-                        return (ready, 0, Some(e));
+                        return (ready, 0, Some(AnswerEnd::Refuse(e)));
                     }
+                    Some(Event::Columns) if shared.wants_rows => shared.inspector().columns(),
                     Some(Event::Definition) if shared.wants_rows => shared
                         .inspector()
                         .definition(&self.buf[ready + HEADER_LEN..head_end]),
-                    Some(Event::Row { binary }) if shared.wants_rows => shared
-                        .inspector()
-                        .row(binary, &self.buf[ready + HEADER_LEN..head_end]),
-                    Some(Event::Definition | Event::Row { .. }) | None => {}
+                    Some(Event::Columns | Event::Definition) | None => {}
+                    Some(Event::Row { .. }) if !shared.wants_rows => {}
+                    Some(Event::Row { binary }) => {
+                        let payload = &self.buf[ready + HEADER_LEN..head_end];
+                        let rewrite = shared.inspector().row(binary, payload);
+                        if let Some(end) = rewritten(rewrite, h.seq, HEADER_LEN + h.len) {
+                            return (ready, 0, Some(end));
+                        }
+                    }
+                }
+                if event == Some(Event::Error) && shared.wants_rows && whole {
+                    let payload = &self.buf[ready + HEADER_LEN..head_end];
+                    let rewrite = shared.inspector().error(payload);
+                    if let Some(end) = rewritten(rewrite, h.seq, HEADER_LEN + h.len) {
+                        return (ready, 0, Some(end));
+                    }
                 }
             }
             self.streaming = HEADER_LEN + h.len;
         }
         (ready, 0, None)
+    }
+}
+
+/// What the answer pump must do after the bytes a scan found ready.
+enum AnswerEnd {
+    /// Send the client this error and end the session.
+    Refuse(MyError),
+    /// Send `with` in place of the next `n` bytes (a packet an inspector rewrote).
+    Replace { n: usize, with: BytesMut },
+}
+
+/// What becomes of the packet of `n` bytes with sequence id `seq` that an inspector was
+/// shown, if not passed as it is.
+fn rewritten(rewrite: Rewrite, seq: u8, n: usize) -> Option<AnswerEnd> {
+    match rewrite {
+        Rewrite::Keep => None,
+        Rewrite::Replace(payload) if payload.len() < packet::MAX_CHUNK => {
+            let mut with = BytesMut::with_capacity(HEADER_LEN + payload.len());
+            packet::put(&mut with, seq, &payload);
+            Some(AnswerEnd::Replace { n, with })
+        }
+        Rewrite::Replace(_) => Some(AnswerEnd::Refuse(MyError::unmaskable(
+            "a masked row would exceed 16 MiB",
+        ))),
+        Rewrite::Refuse(reason) => Some(AnswerEnd::Refuse(MyError::unmaskable(&reason))),
     }
 }
 
@@ -518,10 +568,11 @@ mod tests {
         fn wants_rows(&self) -> bool {
             true
         }
-        fn row(&mut self, _binary: bool, payload: &[u8]) {
+        fn row(&mut self, _binary: bool, payload: &[u8]) -> Rewrite {
             let mut seen = self.0.lock().unwrap();
             seen.rows += 1;
             seen.row_bytes += payload.len();
+            Rewrite::Keep
         }
     }
 
@@ -630,8 +681,8 @@ mod tests {
                     let n = rng.random_range(1..5000).min(rest.len());
                     scan.buf.extend_from_slice(&rest[..n]);
                     rest = &rest[n..];
-                    let (ready, _, refused) = scan.scan(&shared);
-                    assert!(refused.is_none());
+                    let (ready, _, end) = scan.scan(&shared);
+                    assert!(end.is_none());
                     forwarded.extend_from_slice(&scan.buf[..ready]);
                     scan.buf.advance(ready);
                 }
@@ -676,10 +727,13 @@ mod tests {
             max: 1 << 20,
         };
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
-        let (ready, _, refused) = scan.scan(&shared);
+        let (ready, _, end) = scan.scan(&shared);
         (
             ready,
-            refused.map(|e| e.code),
+            end.map(|e| match e {
+                AnswerEnd::Refuse(e) => e.code,
+                AnswerEnd::Replace { .. } => panic!("nothing to rewrite"),
+            }),
             infile.load(Ordering::Acquire),
         )
     }

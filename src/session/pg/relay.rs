@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::substitute::Substitutions;
 use crate::approval::Approvals;
-use crate::inspect::{Denial, Hold, Inspector, Interest, Verdict};
+use crate::inspect::{Denial, Hold, Inspector, Interest, Rewrite, Verdict};
 use crate::net::stream::{READ_CHUNK, Stream, read_more, write_out};
 use crate::protocol::pg::PgError;
 use crate::protocol::pg::backend::tag as be;
@@ -442,6 +442,7 @@ fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
     let shown = match h.tag {
         fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::FUNCTION_CALL => true,
         fe::CLOSE | fe::SYNC => ctx.interest.statements,
+        fe::DESCRIBE => ctx.interest.rows,
         _ => false,
     };
     match h.tag {
@@ -650,17 +651,22 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
         };
         let whole = h.total_len <= pump.buf.len() - ready;
         let body = ready + HEADER_LEN..ready + h.total_len;
-        if ctx.interest.rows && matches!(h.tag, be::DATA_ROW | be::ROW_DESCRIPTION) {
-            if whole {
-                lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()]);
-            } else if h.total_len <= ctx.limits.max_message_size {
+        let shown = ctx.interest.rows || (ctx.interest.replies && h.tag == be::PARAMETER_STATUS);
+        // Read whole: what the seam is shown, ReadyForQuery (counted), and an
+        // ErrorResponse that may answer a denied statement's substitute.
+        let wanted = shown
+            || h.tag == be::READY_FOR_QUERY
+            || (h.tag == be::ERROR_RESPONSE && !ctx.substitutions.is_empty());
+        if wanted && !whole {
+            if h.total_len <= ctx.limits.max_message_size || h.tag == be::READY_FOR_QUERY {
                 return Scan {
                     ready,
                     need: h.total_len,
                     end: None,
                 };
-            } else {
-                // Inspection fails closed: a row too large to hold is not passed unread.
+            }
+            if ctx.interest.rows {
+                // Inspection fails closed: a message too large to hold is not passed unread.
                 let e = PgError::row_too_large(h.total_len, ctx.limits.max_message_size);
                 return Scan {
                     ready,
@@ -669,39 +675,32 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 };
             }
         }
-        if h.tag == be::ERROR_RESPONSE && !ctx.substitutions.is_empty() {
-            // Possibly the answer to a denied statement's substitute: read it whole.
-            if !whole && h.total_len <= ctx.limits.max_message_size {
-                return Scan {
-                    ready,
-                    need: h.total_len,
-                    end: None,
-                };
+        let rewrite = if shown && whole {
+            lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()])
+        } else {
+            Rewrite::Keep
+        };
+        if h.tag == be::ERROR_RESPONSE
+            && whole
+            && !ctx.substitutions.is_empty()
+            && let Some(ours) = ctx.substitutions.replacement(&pump.buf[body.clone()])
+        {
+            // The answer to a denied statement's substitute: Airlock's own error instead.
+            if ctx.interest.replies {
+                lock(ctx.inspector).reply(h.tag, None);
             }
-            if whole && let Some(ours) = ctx.substitutions.replacement(&pump.buf[body.clone()]) {
-                if ctx.interest.replies {
-                    lock(ctx.inspector).reply(h.tag, None);
-                }
-                *last_was_error = true;
-                let end = Some(ScanEnd::Substitute {
-                    n: h.total_len,
-                    with: BytesMut::from(&ours[..]),
-                });
-                return Scan {
-                    ready,
-                    need: 0,
-                    end,
-                };
-            }
+            *last_was_error = true;
+            let end = Some(ScanEnd::Substitute {
+                n: h.total_len,
+                with: BytesMut::from(&ours[..]),
+            });
+            return Scan {
+                ready,
+                need: 0,
+                end,
+            };
         }
         if h.tag == be::READY_FOR_QUERY {
-            if !whole {
-                return Scan {
-                    ready,
-                    need: h.total_len,
-                    end: None,
-                };
-            }
             ctx.sync.note_ready(pump.buf[body.clone()].first().copied());
             ctx.substitutions
                 .settle(ctx.sync.answered.load(Ordering::Acquire));
@@ -712,16 +711,29 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 .flatten();
             lock(ctx.inspector).reply(h.tag, status);
         }
-        if ctx.interest.replies && h.tag == be::PARAMETER_STATUS {
-            if !whole && h.total_len <= ctx.limits.max_message_size {
+        match rewrite {
+            Rewrite::Keep => {}
+            Rewrite::Replace(new_body) => {
+                *last_was_error = h.tag == be::ERROR_RESPONSE;
+                let mut with = BytesMut::with_capacity(new_body.len() + HEADER_LEN);
+                frame::put_message(&mut with, h.tag, &new_body);
+                let end = Some(ScanEnd::Substitute {
+                    n: h.total_len,
+                    with,
+                });
                 return Scan {
                     ready,
-                    need: h.total_len,
-                    end: None,
+                    need: 0,
+                    end,
                 };
             }
-            if whole {
-                lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()]);
+            Rewrite::Refuse(reason) => {
+                let end = Some(ScanEnd::Fail(PgError::unmaskable(&reason)));
+                return Scan {
+                    ready,
+                    need: 0,
+                    end,
+                };
             }
         }
         *last_was_error = h.tag == be::ERROR_RESPONSE;
@@ -763,7 +775,8 @@ mod tests {
         row_bytes: usize,
     }
 
-    struct Counter(std::sync::Arc<Mutex<Seen>>, Interest);
+    /// Counts what it is shown; with `.2`, rewrites every DataRow's body to `masked`.
+    struct Counter(std::sync::Arc<Mutex<Seen>>, Interest, bool);
 
     impl Inspector for Counter {
         fn interest(&self) -> Interest {
@@ -775,12 +788,16 @@ mod tests {
             }
             Verdict::Forward
         }
-        fn backend(&mut self, tag: u8, body: &[u8]) {
+        fn backend(&mut self, tag: u8, body: &[u8]) -> Rewrite {
             if tag == be::DATA_ROW {
                 let mut seen = self.0.lock().unwrap();
                 seen.rows += 1;
                 seen.row_bytes += body.len();
+                if self.2 {
+                    return Rewrite::Replace(b"masked".to_vec());
+                }
             }
+            Rewrite::Keep
         }
     }
 
@@ -847,7 +864,10 @@ mod tests {
     }
 
     /// A random database stream; returns it with its row count, row body bytes and ReadyForQuery count.
-    fn server_stream(rng: &mut StdRng) -> (Vec<u8>, usize, usize, u64) {
+    /// With `held`, every message fits the inspection limit (an inspector of rows holds
+    /// every message whole).
+    fn server_stream(rng: &mut StdRng, held: bool) -> (Vec<u8>, usize, usize, u64) {
+        let copy_max = if held { LIMIT - HEADER_LEN } else { 3 * LIMIT };
         let mut out = BytesMut::new();
         let (mut rows, mut row_bytes, mut ready) = (0, 0, 0);
         for _ in 0..rng.random_range(1..60) {
@@ -864,7 +884,7 @@ mod tests {
                     put_message(&mut out, b'Z', b"I");
                     ready += 1;
                 }
-                4 => put_message(&mut out, b'd', &vec![5u8; rng.random_range(0..3 * LIMIT)]),
+                4 => put_message(&mut out, b'd', &vec![5u8; rng.random_range(0..copy_max)]),
                 _ => put_message(&mut out, b'A', b"\0\0\0\x01chan\0payload\0"),
             }
         }
@@ -898,9 +918,19 @@ mod tests {
         let mut forwarded = Vec::new();
         for piece in pieces(rng, input) {
             pump.buf.extend_from_slice(piece);
-            let Scan { ready, need, end } = scan(&mut pump);
-            forwarded.extend_from_slice(&pump.buf[..ready]);
-            pump.buf.advance(ready);
+            let Scan { ready, need, end } = loop {
+                let scanned = scan(&mut pump);
+                forwarded.extend_from_slice(&pump.buf[..scanned.ready]);
+                pump.buf.advance(scanned.ready);
+                match scanned.end {
+                    Some(ScanEnd::Substitute { n, with }) => {
+                        forwarded.extend_from_slice(&with);
+                        pump.buf.advance(n);
+                    }
+                    _ => break scanned,
+                }
+            };
+            let _ = ready;
             if end.is_some() {
                 return (forwarded, end);
             }
@@ -923,13 +953,17 @@ mod tests {
 
     impl Harness {
         fn new(statements: bool, rows: bool) -> Harness {
+            Harness::rewriting(statements, rows, false)
+        }
+
+        fn rewriting(statements: bool, rows: bool, rewrite: bool) -> Harness {
             let interest = Interest {
                 statements,
                 rows,
                 replies: false,
             };
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
-            let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest));
+            let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest, rewrite));
             Harness {
                 seen,
                 inspector: Mutex::new(inspector),
@@ -991,7 +1025,7 @@ mod tests {
     fn server_streams_pass_whole_and_rows_reach_the_seam_once() {
         for (seed, rows_wanted) in (0..300).map(|s| (s, s % 2 == 0)) {
             let mut rng = StdRng::seed_from_u64(1000 + seed);
-            let (input, rows, row_bytes, ready) = server_stream(&mut rng);
+            let (input, rows, row_bytes, ready) = server_stream(&mut rng, rows_wanted);
             let h = Harness::new(false, rows_wanted);
             let ctx = h.ctx();
             let mut last_was_error = false;
@@ -1015,6 +1049,37 @@ mod tests {
                 ready,
                 "seed {seed}"
             );
+        }
+    }
+
+    #[test]
+    fn rewritten_rows_replace_exactly_their_message() {
+        for seed in 0..100 {
+            let mut rng = StdRng::seed_from_u64(5000 + seed);
+            let (input, rows, _, _) = server_stream(&mut rng, true);
+            let h = Harness::rewriting(false, true, true);
+            let ctx = h.ctx();
+            let mut last_was_error = false;
+            let (forwarded, end) = feed(&mut rng, &input, |p| {
+                scan_backend(p, &ctx, &mut last_was_error)
+            });
+            assert!(end.is_none(), "seed {seed}");
+            let mut expected = BytesMut::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let h = frame::header(rest, PROTOCOL_MAX).unwrap().unwrap();
+                if h.tag == be::DATA_ROW {
+                    put_message(&mut expected, b'D', b"masked");
+                } else {
+                    expected.extend_from_slice(&rest[..h.total_len]);
+                }
+                rest = &rest[h.total_len..];
+            }
+            assert!(
+                forwarded == expected,
+                "seed {seed}: each row replaced, nothing else"
+            );
+            assert_eq!(h.seen.lock().unwrap().rows, rows, "seed {seed}");
         }
     }
 

@@ -1,0 +1,702 @@
+//! Masking PostgreSQL results as they stream, one DataRow at a time.
+//!
+//! How a value is masked depends on its type and its format, and the extended protocol
+//! spreads those over several messages: a Describe of a statement says the types (always
+//! with text formats), a Bind says the formats of the portal's results, and the rows of an
+//! Execute arrive with no RowDescription at all. So the client's messages are noted in order
+//! ([`PgResults::frontend`]) and matched with the database's answers, which come in the same
+//! order ([`PgResults::backend`]): a ParseComplete, BindComplete, RowDescription or NoData,
+//! CommandComplete or CloseComplete answers the oldest message still owed one; after an
+//! error the database skips to the next Sync, and so does the queue.
+//!
+//! Values are masked in text format whatever their type (a number never looks like a
+//! secret), and in binary format for text-like types. A binary value of another type is
+//! passed as it is unless a detector finds a secret in it, which fails closed.
+//! Pure: no I/O.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::Masking;
+use super::value::{Masked, Treat};
+use crate::protocol::pg::backend::tag as be;
+use crate::protocol::pg::frontend::FrontendMessage;
+
+/// Type OIDs masked in binary format as text.
+const TEXT_LIKE: &[u32] = &[
+    18,  // char
+    19,  // name
+    25,  // text
+    142, // xml
+    705, // unknown
+    1042, 1043, // bpchar, varchar
+    17,   // bytea: raw bytes in binary
+];
+const JSON: u32 = 114;
+const JSONB: u32 = 3802;
+const BYTEA: u32 = 17;
+
+/// A result value Airlock must not pass and cannot mask: the session ends with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmaskable {
+    pub reason: String,
+}
+
+/// A result column as a RowDescription gives it.
+#[derive(Debug)]
+struct Column {
+    name: Box<str>,
+    type_oid: u32,
+    format: i16,
+}
+
+#[derive(Debug)]
+struct Portal {
+    columns: Option<Arc<[Column]>>,
+    /// The Bind's result format codes: none (all text), one for all, or one per column.
+    formats: Vec<i16>,
+}
+
+/// A client message that the database will answer.
+#[derive(Debug)]
+enum Expect {
+    Parse(Vec<u8>),
+    Bind {
+        portal: Vec<u8>,
+        statement: Vec<u8>,
+        formats: Vec<i16>,
+    },
+    Describe {
+        portal: bool,
+        name: Vec<u8>,
+    },
+    Execute {
+        portal: Vec<u8>,
+        tables: Vec<String>,
+    },
+    Close {
+        portal: bool,
+        name: Vec<u8>,
+    },
+    /// A simple Query: its answers end with ReadyForQuery.
+    Query {
+        tables: Vec<String>,
+    },
+    /// Sync or FunctionCall: answered with ReadyForQuery.
+    Sync,
+}
+
+/// One session's result masking.
+pub struct PgResults {
+    masking: Arc<Masking>,
+    statements: HashMap<Vec<u8>, Arc<[Column]>, foldhash::fast::RandomState>,
+    portals: HashMap<Vec<u8>, Portal, foldhash::fast::RandomState>,
+    expected: VecDeque<Expect>,
+    /// How the values of the rows arriving now are masked.
+    current: Option<Vec<Treat>>,
+    /// A COPY TO STDOUT is under way: `Some(true)` in text format.
+    copy_text: Option<bool>,
+}
+
+impl PgResults {
+    pub fn new(masking: Arc<Masking>) -> PgResults {
+        PgResults {
+            masking,
+            statements: HashMap::default(),
+            portals: HashMap::default(),
+            expected: VecDeque::new(),
+            current: None,
+            copy_text: None,
+        }
+    }
+
+    /// Whether column rules name tables, so that the tables a statement reads matter.
+    pub fn wants_tables(&self) -> bool {
+        !self.masking.columns.is_empty()
+    }
+
+    /// A message on its way to the database; `tables` are those the statement of a Query or
+    /// Execute reads (empty unless [`PgResults::wants_tables`]).
+    pub fn frontend(&mut self, message: &FrontendMessage<'_>, tables: Vec<String>) {
+        let expect = match message {
+            FrontendMessage::Query { .. } => Expect::Query { tables },
+            FrontendMessage::Parse(p) => Expect::Parse(p.statement.to_vec()),
+            FrontendMessage::Bind(b) => Expect::Bind {
+                portal: b.portal.to_vec(),
+                statement: b.statement.to_vec(),
+                formats: (0..b.result_format_count())
+                    .map(|i| b.result_format(i))
+                    .collect(),
+            },
+            FrontendMessage::Describe { target, name } => Expect::Describe {
+                portal: *target == b'P',
+                name: name.to_vec(),
+            },
+            FrontendMessage::Execute { portal, .. } => Expect::Execute {
+                portal: portal.to_vec(),
+                tables,
+            },
+            FrontendMessage::Close { target, name } => Expect::Close {
+                portal: *target == b'P',
+                name: name.to_vec(),
+            },
+            FrontendMessage::Sync | FrontendMessage::FunctionCall(_) => Expect::Sync,
+            FrontendMessage::Other { .. } => return,
+        };
+        self.expected.push_back(expect);
+    }
+
+    /// A message from the database: the body to send the client in its place, if masking
+    /// changed it.
+    pub fn backend(&mut self, tag: u8, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        match tag {
+            be::DATA_ROW => return self.row(body),
+            be::ROW_DESCRIPTION => self.described(body),
+            PARSE_COMPLETE => {
+                if let Some(Expect::Parse(name)) = self.pop_if(|e| matches!(e, Expect::Parse(_))) {
+                    self.statements.remove(&name);
+                }
+            }
+            BIND_COMPLETE => {
+                if let Some(Expect::Bind {
+                    portal,
+                    statement,
+                    formats,
+                }) = self.pop_if(|e| matches!(e, Expect::Bind { .. }))
+                {
+                    let columns = self.statements.get(&statement).cloned();
+                    self.portals.insert(portal, Portal { columns, formats });
+                }
+            }
+            NO_DATA => {
+                if let Some(Expect::Describe { portal, name }) =
+                    self.pop_if(|e| matches!(e, Expect::Describe { .. }))
+                {
+                    if portal {
+                        if let Some(p) = self.portals.get_mut(&name) {
+                            p.columns = None;
+                        }
+                    } else {
+                        self.statements.remove(&name);
+                    }
+                }
+            }
+            CLOSE_COMPLETE => {
+                if let Some(Expect::Close { portal, name }) =
+                    self.pop_if(|e| matches!(e, Expect::Close { .. }))
+                {
+                    if portal {
+                        self.portals.remove(&name);
+                    } else {
+                        self.statements.remove(&name);
+                    }
+                }
+            }
+            be::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
+                self.current = None;
+                self.copy_text = None;
+                self.pop_if(|e| matches!(e, Expect::Execute { .. }));
+            }
+            be::ERROR_RESPONSE => {
+                self.current = None;
+                self.copy_text = None;
+                // The database skips what is left of the pipeline up to the next Sync.
+                while self
+                    .expected
+                    .front()
+                    .is_some_and(|e| !matches!(e, Expect::Sync | Expect::Query { .. }))
+                {
+                    self.expected.pop_front();
+                }
+                return Ok(self.notice(body));
+            }
+            be::NOTICE_RESPONSE => return Ok(self.notice(body)),
+            be::READY_FOR_QUERY => {
+                self.current = None;
+                self.copy_text = None;
+                while let Some(e) = self.expected.pop_front() {
+                    if matches!(e, Expect::Sync | Expect::Query { .. }) {
+                        break;
+                    }
+                }
+                // Outside a transaction block no portal survives.
+                if body.first() == Some(&b'I') {
+                    self.portals.clear();
+                }
+            }
+            be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
+                if !self.masking.columns.is_empty() {
+                    // COPY data names no columns: a column rule could not be kept.
+                    return Err(unmaskable(
+                        "COPY TO STDOUT cannot be masked column by column (the policy masks \
+                         columns by name); read the rows with SELECT instead"
+                            .into(),
+                    ));
+                }
+                self.copy_text = Some(body.first() == Some(&0));
+            }
+            be::COPY_DATA => return self.copy_data(body),
+            be::COPY_DONE => self.copy_text = None,
+            FUNCTION_CALL_RESPONSE => return self.function_result(body),
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Pops the oldest message owed an answer if it is what `answers` says this answer is for.
+    fn pop_if(&mut self, answers: impl Fn(&Expect) -> bool) -> Option<Expect> {
+        if self.expected.front().is_some_and(answers) {
+            self.expected.pop_front()
+        } else {
+            None
+        }
+    }
+
+    fn described(&mut self, body: &[u8]) {
+        let columns: Option<Arc<[Column]>> = row_description(body).map(Into::into);
+        match self.expected.front() {
+            Some(Expect::Describe { .. }) => {
+                if let Some(Expect::Describe { portal, name }) = self.expected.pop_front() {
+                    if portal {
+                        if let Some(p) = self.portals.get_mut(&name) {
+                            p.columns = columns;
+                        }
+                    } else if let Some(columns) = columns {
+                        self.statements.insert(name, columns);
+                    } else {
+                        self.statements.remove(&name);
+                    }
+                }
+            }
+            // A Query's statements (or EXECUTE, FETCH of a cursor) say their own formats.
+            front => {
+                let tables = match front {
+                    Some(Expect::Query { tables }) => tables.as_slice(),
+                    _ => &[],
+                };
+                self.current =
+                    columns.map(|c| c.iter().map(|c| self.treat(c, c.format, tables)).collect());
+            }
+        }
+    }
+
+    /// How values of `column` in `format` are masked.
+    fn treat(&self, column: &Column, format: i16, tables: &[String]) -> Treat {
+        let whole = !self.masking.columns.is_empty()
+            && self
+                .masking
+                .columns
+                .matches(&column.name, tables.iter().map(String::as_str));
+        let oid = column.type_oid;
+        match (format, whole) {
+            (0, false) if oid == BYTEA => Treat::ByteaHex,
+            (0, false) if oid == JSON || oid == JSONB => Treat::Json,
+            (0, false) => Treat::Text,
+            (0, true) if oid == JSON || oid == JSONB => Treat::WholeJson,
+            (0, true) if TEXT_LIKE.contains(&oid) => Treat::WholeText,
+            (_, false) if oid == JSON => Treat::Json,
+            (_, false) if oid == JSONB => Treat::JsonbBinary,
+            (_, false) if TEXT_LIKE.contains(&oid) => Treat::Text,
+            (_, false) => Treat::Opaque,
+            (_, true) if oid == JSON => Treat::WholeJson,
+            (_, true) if oid == JSONB => Treat::WholeJsonbBinary,
+            (_, true) if TEXT_LIKE.contains(&oid) => Treat::WholeText,
+            (_, true) => Treat::WholeNull,
+        }
+    }
+
+    /// The treatments for the rows of the Execute now answered, from its portal's Bind and
+    /// the Describe of the portal or its statement.
+    fn execute_treats(&self) -> Option<Vec<Treat>> {
+        let Some(Expect::Execute { portal, tables }) = self.expected.front() else {
+            return None;
+        };
+        let p = self.portals.get(portal)?;
+        let columns = p.columns.as_ref()?;
+        let format = |i: usize| match p.formats.len() {
+            0 => 0,
+            1 => p.formats[0],
+            _ => p.formats.get(i).copied().unwrap_or(0),
+        };
+        Some(
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.treat(c, format(i), tables))
+                .collect(),
+        )
+    }
+
+    fn row(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        if self.current.is_none() {
+            self.current = self.execute_treats();
+        }
+        let treats = self.current.as_deref().unwrap_or(&[]);
+        let masker = &self.masking.masker;
+        let any_whole = treats.iter().any(|t| t.is_whole());
+        if !any_whole && !masker.may_hold(body) {
+            return Ok(None);
+        }
+        let values = match data_row(body) {
+            Some(v) => v,
+            None => return Err(unmaskable("a DataRow Airlock cannot read".into())),
+        };
+        let mut out: Option<Vec<u8>> = None;
+        for (i, value) in values.iter().enumerate() {
+            // Columns Airlock lost track of are masked as text: better a damaged value than
+            // a secret shown.
+            let treat = treats.get(i).copied().unwrap_or(Treat::Text);
+            let masked = match value {
+                None => Masked::Same,
+                Some(v) => treat.mask(masker, v),
+            };
+            if masked == Masked::Same && out.is_none() {
+                continue;
+            }
+            if masked == Masked::Unrewritable {
+                return Err(unmaskable(format!(
+                    "result column {} holds a value that looks like a credential, in a binary \
+                     format Airlock cannot rewrite; ask for that column in text format",
+                    i + 1
+                )));
+            }
+            let out = out.get_or_insert_with(|| {
+                // Rebuild from the start: the values before this one as they were.
+                let mut o = Vec::with_capacity(body.len() + 32);
+                o.extend_from_slice(&body[..2]);
+                for earlier in &values[..i] {
+                    put_value(&mut o, *earlier);
+                }
+                o
+            });
+            match masked {
+                Masked::Same => put_value(out, *value),
+                Masked::Value(v) => put_value(out, Some(&v)),
+                Masked::Null => put_value(out, None),
+                Masked::Unrewritable => unreachable!("returned above"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn copy_data(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        match self.copy_text {
+            Some(true) => Ok(self.masking.masker.mask(body)),
+            _ if self.masking.masker.mask(body).is_some() => Err(unmaskable(
+                "COPY in binary format carries a value that looks like a credential; use COPY \
+                 in text or CSV format, which Airlock masks"
+                    .into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn function_result(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        match body.get(4..) {
+            Some(value) if self.masking.masker.mask(value).is_some() => Err(unmaskable(
+                "a FunctionCall result looks like a credential; Airlock cannot mask it".into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// An ErrorResponse or NoticeResponse with secrets masked in its fields (a duplicate-key
+    /// error echoes the value).
+    fn notice(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let masker = &self.masking.masker;
+        if !masker.may_hold(body) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + 32);
+        let mut changed = false;
+        let mut rest = body;
+        while let Some((&code, after)) = rest.split_first() {
+            out.push(code);
+            if code == 0 {
+                break;
+            }
+            let end = after.iter().position(|&b| b == 0)?;
+            let field = &after[..end];
+            match masker.mask(field) {
+                Some(m) => {
+                    changed = true;
+                    out.extend(m.into_iter().filter(|&b| b != 0));
+                }
+                None => out.extend_from_slice(field),
+            }
+            out.push(0);
+            rest = &after[end + 1..];
+        }
+        changed.then_some(out)
+    }
+}
+
+const PARSE_COMPLETE: u8 = b'1';
+const BIND_COMPLETE: u8 = b'2';
+const CLOSE_COMPLETE: u8 = b'3';
+const NO_DATA: u8 = b'n';
+const EMPTY_QUERY: u8 = b'I';
+const PORTAL_SUSPENDED: u8 = b's';
+const FUNCTION_CALL_RESPONSE: u8 = b'V';
+
+/// The backend tags [`PgResults::backend`] must see.
+pub const TAGS: &[u8] = &[
+    be::DATA_ROW,
+    be::ROW_DESCRIPTION,
+    PARSE_COMPLETE,
+    BIND_COMPLETE,
+    CLOSE_COMPLETE,
+    NO_DATA,
+    be::COMMAND_COMPLETE,
+    EMPTY_QUERY,
+    PORTAL_SUSPENDED,
+    be::ERROR_RESPONSE,
+    be::NOTICE_RESPONSE,
+    be::READY_FOR_QUERY,
+    be::COPY_OUT_RESPONSE,
+    be::COPY_BOTH_RESPONSE,
+    be::COPY_DATA,
+    be::COPY_DONE,
+    FUNCTION_CALL_RESPONSE,
+];
+
+fn unmaskable(reason: String) -> Unmaskable {
+    Unmaskable { reason }
+}
+
+fn put_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+/// A DataRow's values (`None` for NULL), or `None` if it is malformed.
+fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut values = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            values.push(None);
+        } else {
+            let (v, after) = rest.split_at_checked(len as usize)?;
+            values.push(Some(v));
+            rest = after;
+        }
+    }
+    rest.is_empty().then_some(values)
+}
+
+/// A RowDescription's columns, or `None` if it is malformed.
+fn row_description(body: &[u8]) -> Option<Vec<Column>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut columns = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let end = rest.iter().position(|&b| b == 0)?;
+        let name = String::from_utf8_lossy(&rest[..end]).into();
+        let fixed = rest.get(end + 1..end + 19)?;
+        let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
+        let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
+        columns.push(Column {
+            name,
+            type_oid,
+            format,
+        });
+        rest = &rest[end + 19..];
+    }
+    Some(columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::mask::MaskPolicy;
+    use crate::protocol::pg::frontend;
+
+    const TOKEN: &str = "ghp_aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5";
+
+    fn masking(columns: &[&str]) -> Arc<Masking> {
+        let policy = MaskPolicy {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            ..MaskPolicy::default()
+        };
+        Arc::new(Masking::new(&policy, None).unwrap())
+    }
+
+    fn description(columns: &[(&str, u32, i16)]) -> Vec<u8> {
+        let mut out = (columns.len() as u16).to_be_bytes().to_vec();
+        for (name, oid, format) in columns {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&oid.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&format.to_be_bytes());
+        }
+        out
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut out = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            put_value(&mut out, *v);
+        }
+        out
+    }
+
+    fn send(r: &mut PgResults, tag: u8, body: &[u8]) {
+        let m = frontend::parse(tag, body).unwrap();
+        r.frontend(&m, vec!["users".into()]);
+    }
+
+    fn cstr(s: &str) -> Vec<u8> {
+        [s.as_bytes(), b"\0"].concat()
+    }
+
+    #[test]
+    fn simple_query_rows_are_masked_by_their_description() {
+        let mut r = PgResults::new(masking(&[]));
+        send(&mut r, b'Q', &cstr("select id, note from t"));
+        r.backend(b'T', &description(&[("id", 23, 0), ("note", 25, 0)]))
+            .unwrap();
+        let secret = format!("token {TOKEN}");
+        let out = r
+            .backend(b'D', &row(&[Some(b"1"), Some(secret.as_bytes())]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            data_row(&out).unwrap(),
+            vec![Some(&b"1"[..]), Some(&b"token [masked:github_token]"[..])]
+        );
+        assert_eq!(r.backend(b'D', &row(&[Some(b"2"), None])).unwrap(), None);
+        r.backend(b'C', b"SELECT 2\0").unwrap();
+        r.backend(b'Z', b"I").unwrap();
+        assert!(r.expected.is_empty());
+    }
+
+    /// tokio-postgres: Parse + Describe statement + Sync, then Bind with binary results and
+    /// Execute, whose rows come with no RowDescription.
+    #[test]
+    fn extended_rows_take_types_from_describe_and_formats_from_bind() {
+        let mut r = PgResults::new(masking(&["users.password"]));
+        send(
+            &mut r,
+            b'P',
+            &[cstr("s1"), cstr("select * from users"), vec![0, 0]].concat(),
+        );
+        send(&mut r, b'D', &[b"S".to_vec(), cstr("s1")].concat());
+        send(&mut r, b'S', b"");
+        r.backend(b'1', b"").unwrap();
+        r.backend(b't', b"\0\0").unwrap();
+        let desc = description(&[("id", 20, 0), ("password", 25, 0), ("doc", 3802, 0)]);
+        r.backend(b'T', &desc).unwrap();
+        r.backend(b'Z', b"I").unwrap();
+        // Bind: portal "", statement s1, no params, one result format: binary.
+        send(
+            &mut r,
+            b'B',
+            &[cstr(""), cstr("s1"), vec![0, 0, 0, 0, 0, 1, 0, 1]].concat(),
+        );
+        send(&mut r, b'E', &[cstr(""), vec![0, 0, 0, 0]].concat());
+        send(&mut r, b'S', b"");
+        r.backend(b'2', b"").unwrap();
+        let doc = format!("\u{1}{{\"k\": \"{TOKEN}\"}}");
+        let id = 7i64.to_be_bytes();
+        let out = r
+            .backend(
+                b'D',
+                &row(&[Some(&id), Some(b"hunter2"), Some(doc.as_bytes())]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            data_row(&out).unwrap(),
+            vec![
+                Some(&id[..]),
+                Some(&b"[masked:column]"[..]),
+                Some("\u{1}{\"k\": \"[masked:github_token]\"}".as_bytes()),
+            ]
+        );
+        // A binary int8 that happens to hold anchor bytes is left alone.
+        let odd = *b"AKIA\0\0\0\0";
+        let out = r
+            .backend(b'D', &row(&[Some(&odd), Some(b"x"), None]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(data_row(&out).unwrap()[0], Some(&odd[..]));
+        r.backend(b'C', b"SELECT 2\0").unwrap();
+        r.backend(b'Z', b"I").unwrap();
+        assert!(r.expected.is_empty() && r.portals.is_empty());
+    }
+
+    #[test]
+    fn an_error_skips_to_sync_and_is_masked_itself() {
+        let mut r = PgResults::new(masking(&[]));
+        send(
+            &mut r,
+            b'P',
+            &[cstr(""), cstr("insert into t values ($1)"), vec![0, 0]].concat(),
+        );
+        send(
+            &mut r,
+            b'B',
+            &[cstr(""), cstr(""), vec![0, 0, 0, 0, 0, 0]].concat(),
+        );
+        send(&mut r, b'E', &[cstr(""), vec![0, 0, 0, 0]].concat());
+        send(&mut r, b'S', b"");
+        r.backend(b'1', b"").unwrap();
+        r.backend(b'2', b"").unwrap();
+        let error = [
+            b"SERROR\0C23505\0M".as_slice(),
+            format!("duplicate key value: Key (t)=({TOKEN}) already exists.").as_bytes(),
+            b"\0\0",
+        ]
+        .concat();
+        let masked = r.backend(b'E', &error).unwrap().unwrap();
+        let text = String::from_utf8(masked).unwrap();
+        assert!(
+            text.contains("[masked:github_token]") && !text.contains(TOKEN),
+            "{text}"
+        );
+        assert!(text.ends_with("\0\0"));
+        assert!(matches!(r.expected.front(), Some(Expect::Sync)));
+        r.backend(b'Z', b"I").unwrap();
+        assert!(r.expected.is_empty());
+    }
+
+    #[test]
+    fn unreadable_binary_secrets_fail_closed() {
+        let mut r = PgResults::new(masking(&[]));
+        send(&mut r, b'Q', &cstr("fetch all from c"));
+        // A binary cursor over a text[] column.
+        r.backend(b'T', &description(&[("tags", 1009, 1)])).unwrap();
+        assert!(r.backend(b'D', &row(&[Some(TOKEN.as_bytes())])).is_err());
+    }
+
+    #[test]
+    fn copy_out_is_refused_under_column_rules() {
+        let mut r = PgResults::new(masking(&["password"]));
+        send(&mut r, b'Q', &cstr("copy users to stdout"));
+        assert!(r.backend(b'H', &[0, 0, 1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn copy_out_in_text_is_masked() {
+        let mut r = PgResults::new(masking(&[]));
+        send(&mut r, b'Q', &cstr("copy t to stdout"));
+        r.backend(b'H', &[0, 0, 1, 0, 0]).unwrap();
+        let line = format!("1\t{TOKEN}\n");
+        let out = r.backend(b'd', line.as_bytes()).unwrap().unwrap();
+        assert_eq!(out, b"1\t[masked:github_token]\n");
+        r.backend(b'c', b"").unwrap();
+        r.backend(b'C', b"COPY 1\0").unwrap();
+        r.backend(b'Z', b"I").unwrap();
+    }
+}
