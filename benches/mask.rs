@@ -5,7 +5,12 @@
 
 use std::hint::black_box;
 
-use airlock::mask::Masker;
+use std::sync::Arc;
+
+use airlock::mask::pg::PgResults;
+use airlock::mask::{Masker, Masking};
+use airlock::policy::mask::MaskPolicy;
+use airlock::protocol::pg::frontend;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// About 1 MiB of ordinary column values.
@@ -62,6 +67,46 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rows.iter()
                 .filter(|r| masker.may_hold(black_box(r)))
+                .count()
+        })
+    });
+    let block: Vec<u8> = rows.concat();
+    group.throughput(Throughput::Bytes(block.len() as u64));
+    group.bench_function("clean_block", |b| {
+        b.iter(|| masker.may_hold(black_box(&block)))
+    });
+    // The same rows as DataRow messages through a session's result masking (six text
+    // columns described by a RowDescription), as the relay hands them over.
+    let mut results = PgResults::new(Arc::new(
+        Masking::new(&MaskPolicy::default(), None).unwrap(),
+    ));
+    results.frontend(&frontend::parse(b'Q', b"select\0").unwrap(), Vec::new());
+    let mut description = 6u16.to_be_bytes().to_vec();
+    for i in 0..6 {
+        description.extend_from_slice(format!("c{i}\0").as_bytes());
+        description.extend_from_slice(&[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+    }
+    results.backend(b'T', &description).unwrap();
+    let data_rows: Vec<Vec<u8>> = clean_values()
+        .chunks(6)
+        .map(|c| {
+            let mut row = (c.len() as u16).to_be_bytes().to_vec();
+            for v in c {
+                row.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                row.extend_from_slice(v);
+            }
+            row
+        })
+        .collect();
+    let bytes: usize = data_rows.iter().map(Vec::len).sum();
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("clean_data_rows", |b| {
+        b.iter(|| {
+            data_rows
+                .iter()
+                .filter(|r| results.backend(b'D', black_box(r)).unwrap().is_some())
                 .count()
         })
     });

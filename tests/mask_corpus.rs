@@ -151,7 +151,11 @@ fn secret(rng: &mut StdRng, name: &str) -> String {
                     "X_AUTH_TOKEN=",
                     "secret = '",
                     "passwd:",
-                    "access_key="
+                    "access_key=",
+                    "\"apiKey\": \"",
+                    "accessToken=",
+                    "Password: ",
+                    "DB_PASSWORD="
                 ]
             ),
             pick_len(rng, PASSWORDISH, 20..40).replace(['"', '\''], "x")

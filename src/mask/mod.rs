@@ -1,9 +1,9 @@
 //! Masking: values that look like credentials are replaced by a placeholder naming what was
 //! found (`[masked:aws_access_key_id]`). Pure: bytes in, bytes out.
 //!
-//! One pass of an Aho-Corasick automaton over a value looks for the literal anchors every
-//! detector's matches contain; a value with none (nearly every value) is clean after that
-//! single pass. Only a value with an anchor is searched by the detectors' patterns.
+//! One pass of a SIMD packed searcher (aho-corasick's Teddy) over a value looks for the
+//! literal anchors every detector's matches contain; a value with none (nearly every value)
+//! is clean after that single pass. Only a value with an anchor is searched by the detectors' patterns.
 
 pub mod detectors;
 pub mod mysql;
@@ -13,7 +13,7 @@ pub mod value;
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind, packed};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::policy::mask::{ColumnRules, MaskPolicy};
@@ -48,7 +48,7 @@ struct Detector {
 /// The detectors, compiled once per policy load.
 pub struct Masker {
     detectors: Vec<Detector>,
-    prefilter: AhoCorasick,
+    prefilter: Prefilter,
     /// Values never masked.
     allow: HashSet<Box<[u8]>>,
     /// With a key, placeholders carry a short keyed hash of what they replace.
@@ -67,13 +67,18 @@ impl Masker {
     pub fn new(policy: &MaskPolicy, key: Option<&[u8]>) -> Result<Masker, String> {
         let built_in = BUILT_IN.iter().filter(|_| policy.built_in).map(|s| {
             let regex = Regex::new(s.pattern).map_err(|e| format!("{}: {e}", s.name))?;
+            let anchors: Vec<String> = s.anchors.iter().map(|a| a.to_string()).collect();
             Ok::<_, String>((
                 Detector {
                     name: s.name.into(),
                     regex,
                     min_entropy: s.min_entropy,
                 },
-                s.anchors.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                if s.any_case {
+                    any_case(&anchors)
+                } else {
+                    anchors
+                },
             ))
         });
         let custom = policy.detectors.iter().map(|d| {
@@ -87,23 +92,21 @@ impl Masker {
                     regex,
                     min_entropy: 0.0,
                 },
-                d.anchors.clone(),
+                any_case(&d.anchors),
             ))
         });
         let mut detectors = Vec::new();
-        let mut anchors = Vec::new();
+        let mut anchors: Vec<String> = Vec::new();
         for compiled in built_in.chain(custom) {
             let (detector, its_anchors): (Detector, Vec<String>) = compiled?;
             detectors.push(detector);
-            anchors.extend(its_anchors);
+            for a in its_anchors {
+                if !anchors.contains(&a) {
+                    anchors.push(a);
+                }
+            }
         }
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
-            // A full DFA: one table lookup per byte, whatever the number of anchors.
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(anchors)
-            .map_err(|e| format!("detector anchors: {e}"))?;
+        let prefilter = Prefilter::new(&anchors)?;
         Ok(Masker {
             detectors,
             prefilter,
@@ -115,7 +118,10 @@ impl Masker {
     /// Whether `bytes` may hold a secret: false means certainly not. One pass; callers
     /// with several values (a row) ask once for all of them, and mask values only if so.
     pub fn may_hold(&self, bytes: &[u8]) -> bool {
-        self.prefilter.is_match(bytes)
+        match &self.prefilter {
+            Prefilter::Packed(searcher) => searcher.find(bytes).is_some(),
+            Prefilter::Automaton(automaton) => automaton.is_match(bytes),
+        }
     }
 
     /// `value` with every secret found replaced, or `None` if it holds none.
@@ -198,6 +204,55 @@ impl Masker {
             None => Cow::Borrowed(text),
         }
     }
+}
+
+/// The search for anchors: a SIMD packed searcher (Teddy) when the anchors are few enough
+/// for it (the built-in ones are), otherwise a DFA.
+enum Prefilter {
+    Packed(packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Prefilter {
+    fn new(anchors: &[String]) -> Result<Prefilter, String> {
+        let packed = packed::Config::new()
+            .match_kind(packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(anchors)
+            .build();
+        if let Some(searcher) = packed {
+            return Ok(Prefilter::Packed(searcher));
+        }
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostFirst)
+            // A full DFA: one table lookup per byte, whatever the number of anchors.
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(anchors)
+            .map_err(|e| format!("detector anchors: {e}"))?;
+        Ok(Prefilter::Automaton(automaton))
+    }
+}
+
+/// `anchors` as written, in lower case, upper case and title case.
+fn any_case(anchors: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in anchors {
+        let mut title = a.to_ascii_lowercase();
+        if let Some(first) = title.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        for v in [
+            a.clone(),
+            a.to_ascii_lowercase(),
+            a.to_ascii_uppercase(),
+            title,
+        ] {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
 }
 
 /// Shannon entropy of `bytes`, in bits per byte.

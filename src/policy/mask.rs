@@ -48,8 +48,8 @@ pub struct CustomDetector {
     pub name: String,
     /// A regular expression; with a capture group, only the group is masked.
     pub pattern: String,
-    /// Literal text every match contains (compared without case): the prefilter looks for
-    /// these, and only a value holding one is searched with `pattern`.
+    /// Literal text every match contains: the prefilter looks for these (as written, and in
+    /// lower, upper and title case), and only a value holding one is searched with `pattern`.
     pub anchors: Vec<String>,
 }
 
