@@ -371,10 +371,34 @@ pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
         masking.clone(),
     );
     let mysql = Guard::new(policy, "mysql", Dialect::MySql, groups, masking);
+    let audit = open_audit(config)?;
+    let postgres = postgres.audited(audit.clone());
+    let mysql = mysql.audited(audit);
     Ok(Inspectors {
         postgres: Arc::new(PgGuards(Arc::new(postgres))),
         mysql: Arc::new(MyGuards(Arc::new(mysql))),
     })
+}
+
+/// The audit trail in `[state] dir`, unless the config keeps none.
+fn open_audit(config: &Config) -> anyhow::Result<Option<Arc<crate::audit::AuditLog>>> {
+    use crate::audit::{AuditLog, Mode};
+    use crate::config::AuditSetting;
+    let Some(state) = &config.state else {
+        tracing::warn!("no [state] dir: Airlock keeps no audit trail");
+        return Ok(None);
+    };
+    let mode = match state.audit {
+        AuditSetting::Off => {
+            tracing::warn!("[state] audit = \"off\": Airlock keeps no audit trail");
+            return Ok(None);
+        }
+        AuditSetting::Required => Mode::Required,
+        AuditSetting::BestEffort => Mode::BestEffort,
+    };
+    let log = AuditLog::open(&state.dir, mode)
+        .with_context(|| format!("state.dir = {}", state.dir.display()))?;
+    Ok(Some(Arc::new(log)))
 }
 
 /// The policy's masking compiled, with the keyed-hash key from the environment variable it

@@ -93,8 +93,26 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Directory of `airlock.db` (SQLite, WAL mode); created if missing.
+    /// Directory of `airlock.db` (tickets) and `audit.db` (the audit trail), SQLite in WAL
+    /// mode; created if missing.
     pub dir: PathBuf,
+    /// Whether a statement waits for its audit record to be durable.
+    #[serde(default)]
+    pub audit: AuditSetting,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditSetting {
+    /// A statement is forwarded only once its record is durable; if the trail cannot be
+    /// written, statements are refused.
+    #[default]
+    Required,
+    /// Records are written in the background; a crash may lose the last ones, and a store
+    /// that cannot be written does not stop statements.
+    BestEffort,
+    /// No audit trail.
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -107,6 +107,12 @@ pub trait Inspector: Send {
         Rewrite::Keep
     }
 
+    /// Audit records of the messages shown so far that must be durable before those
+    /// messages go on (`audit = "required"`); the relay waits for them.
+    fn pending_records(&mut self) -> Vec<crate::audit::Ack> {
+        Vec::new()
+    }
+
     /// An ErrorResponse (`b'E'`, `status` None) or ReadyForQuery (`b'Z'`, with its
     /// transaction status: `I`, `T` or `E`) from the database.
     fn reply(&mut self, _tag: u8, _status: Option<u8>) {}
@@ -153,6 +159,11 @@ pub trait MysqlInspector: Send {
     /// `max_packet_size`; a larger one closes the session rather than pass unread).
     fn wants_rows(&self) -> bool {
         false
+    }
+
+    /// As [`Inspector::pending_records`].
+    fn pending_records(&mut self) -> Vec<crate::audit::Ack> {
+        Vec::new()
     }
 
     /// A result set starts: its column definitions follow.

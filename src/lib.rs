@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod approval;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod guard;

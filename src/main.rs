@@ -63,6 +63,14 @@ enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// The audit trail: check its hash chain, or export it.
+    Audit {
+        /// Airlock's [state] dir, which holds audit.db.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Write a self-signed certificate and key for local TLS (cert.pem, key.pem).
     DevCert {
         /// Directory to write into.
@@ -97,6 +105,24 @@ enum ApprovalsCommand {
         id: i64,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; fails naming the first record edited, removed, reordered or
+    /// forged.
+    Verify,
+    /// Write the records of a period to stdout.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: airlock::audit::export::Format,
+        /// From this time: Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to (not including) this time.
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -206,6 +232,50 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(report.failures.is_empty(), "policy cases failed");
             Ok(())
         }
+        Command::Audit { state_dir, command } => match command {
+            AuditCommand::Verify => {
+                let v = airlock::audit::verify(&state_dir)?;
+                let head: String = v.head.hash.iter().map(|b| format!("{b:02x}")).collect();
+                match v.broken {
+                    None => {
+                        println!(
+                            "audit trail OK: {} records, head {} {head}",
+                            v.records, v.head.seq
+                        );
+                        Ok(())
+                    }
+                    Some(broken) => {
+                        println!(
+                            "audit trail BROKEN after {} good records: {broken}",
+                            v.records
+                        );
+                        anyhow::bail!("the audit trail does not verify")
+                    }
+                }
+            }
+            AuditCommand::Export {
+                format,
+                since,
+                until,
+            } => {
+                let time = |t: Option<String>| -> anyhow::Result<Option<i64>> {
+                    t.map(|t| {
+                        airlock::audit::export::parse_time(&t).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "cannot read the time {t:?}: use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"
+                            )
+                        })
+                    })
+                    .transpose()
+                };
+                let (since, until) = (time(since)?, time(until)?);
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let n = airlock::audit::export(&state_dir, format, since, until, &mut out)?;
+                eprintln!("{n} records");
+                Ok(())
+            }
+        },
         Command::Token => {
             let token = airlock::admin::new_token();
             let hash = airlock::admin::token_hash(&token);

@@ -5,6 +5,7 @@
 //! One [`Guard`] serves a listener (its policy, users' groups and classification cache); each
 //! session gets its own inspector ([`pg::PgGuard`]) that remembers what the session prepared.
 
+pub mod audit;
 pub mod mysql;
 pub mod names;
 pub mod pg;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::approval::ticket::{Escalation, Request};
+use crate::audit::AuditLog;
 use crate::inspect::{Denial, Hold, Verdict};
 use crate::mask::Masking;
 use crate::policy::mask::Applies;
@@ -38,6 +40,8 @@ pub struct Guard {
     /// The policy's masking, compiled: of result values for the sessions it covers, and of
     /// statement text and parameters in tickets for every session.
     masking: Arc<Masking>,
+    /// Where sessions and statements are recorded, if anywhere.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Guard {
@@ -57,6 +61,29 @@ impl Guard {
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
             masking,
+            audit: None,
+        }
+    }
+
+    /// The guard, recording its sessions and statements in `log`.
+    pub fn audited(mut self, log: Option<Arc<AuditLog>>) -> Guard {
+        self.audit = log;
+        self
+    }
+
+    /// Whether `who` belongs to a group the masking exempts.
+    pub fn masking_exempts(&self, who: &Who) -> bool {
+        self.masking
+            .policy
+            .applies(&who.user, &who.groups, &self.listener)
+            == Applies::Exempt
+    }
+
+    /// The name of a rule a [`Judged`] names.
+    pub fn rule_name(&self, rule: RuleRef) -> &str {
+        match rule {
+            RuleRef::Index(i) => self.policy.rules.get(i).map_or("?", |r| r.name.as_str()),
+            RuleRef::Default => &self.policy.default.name,
         }
     }
 
@@ -124,12 +151,30 @@ pub struct Judged {
     pub verdict: Verdict,
     /// 0 allow, 1 review, 2 deny: the most restrictive of several candidates wins.
     severity: u8,
+    /// The rule that decided (for the most restrictive statement), if any statement.
+    pub rule: Option<RuleRef>,
     /// The text, when its meaning depends on what the session prepared: judged afresh each
     /// time it runs.
     pub dynamic: Option<Box<str>>,
 }
 
+/// A policy rule, by its place in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef {
+    Index(usize),
+    Default,
+}
+
 impl Judged {
+    /// `allow`, `review` or `deny`.
+    pub fn decision(&self) -> &'static str {
+        match self.severity {
+            0 => "allow",
+            1 => "review",
+            _ => "deny",
+        }
+    }
+
     /// The most restrictive of `candidates`, or `None` if there are none.
     pub fn strictest<'a>(candidates: impl IntoIterator<Item = &'a Judged>) -> Option<&'a Judged> {
         candidates.into_iter().max_by_key(|j| j.severity)
@@ -178,10 +223,24 @@ pub fn judge(
             (severity(decision), verdict)
         }
     };
+    let rule = worst.as_ref().map(|(decision, _)| {
+        let rule = match decision {
+            Decision::Allow { rule } | Decision::Review { rule } | Decision::Deny { rule, .. } => {
+                *rule
+            }
+        };
+        guard
+            .policy
+            .rules
+            .iter()
+            .position(|r| std::ptr::eq(r, rule))
+            .map_or(RuleRef::Default, RuleRef::Index)
+    });
     Judged {
         statements,
         verdict,
         severity,
+        rule,
         dynamic,
     }
 }

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::audit::SessionAudit;
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
+use crate::audit::Ack;
 use crate::inspect::{
     Denial, MysqlInspector, MysqlInspectorFactory, Rewrite, SessionInfo, Verdict,
 };
@@ -25,9 +27,11 @@ pub struct MyGuards(pub Arc<Guard>);
 impl MysqlInspectorFactory for MyGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
         let who = self.0.who(session);
+        let results = self.0.masking_for(&who).map(MyResults::new);
         Box::new(MyGuard {
+            audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
             guard: self.0.clone(),
-            results: self.0.masking_for(&who).map(MyResults::new),
+            results,
             who,
             statements: HashMap::new(),
             preparing: None,
@@ -55,6 +59,8 @@ pub struct MyGuard {
     local_infile: bool,
     /// Result masking, when it applies to the session.
     results: Option<MyResults>,
+    /// The session's audit records, when the listener keeps a trail.
+    audit: Option<SessionAudit>,
 }
 
 impl MysqlInspector for MyGuard {
@@ -62,6 +68,9 @@ impl MysqlInspector for MyGuard {
         match command {
             Command::Query { sql } => {
                 let judged = self.judge_text(sql);
+                if let Some(audit) = &mut self.audit {
+                    audit.statement(&judged, sql, Vec::new());
+                }
                 if !self.local_infile && has_finding(&judged, "local_infile") {
                     return Verdict::Deny(local_infile_off());
                 }
@@ -73,22 +82,40 @@ impl MysqlInspector for MyGuard {
                 Verdict::Forward
             }
             Command::Execute { stmt_id, params } => match self.statements.get_mut(stmt_id) {
-                Some(s) => match &s.judged.verdict {
-                    // A held statement's ticket shows the values it would run with.
-                    Verdict::Hold(hold) => {
-                        let mut hold = hold.clone();
-                        let shown = command::execute_params(params, s.params, &mut s.types);
-                        hold.request.params = match shown {
+                Some(s) => {
+                    // A held statement's ticket, and the record, show the values it runs with.
+                    let holdable = matches!(s.judged.verdict, Verdict::Hold(_));
+                    let shown = if holdable || self.audit.is_some() {
+                        match command::execute_params(params, s.params, &mut s.types) {
                             Some(values) => values
                                 .into_iter()
                                 .map(|v| Some(self.guard.redact(&v)))
                                 .collect(),
-                            None => vec![Some("(parameters not readable)".into()); s.params.into()],
-                        };
-                        Verdict::Hold(hold)
+                            None => {
+                                vec![Some("(parameters not readable)".into()); s.params.into()]
+                            }
+                        }
+                    } else {
+                        Vec::new()
+                    };
+                    if let Some(audit) = &mut self.audit {
+                        let texts: Vec<&str> = s
+                            .judged
+                            .statements
+                            .iter()
+                            .map(|c| c.text.as_str())
+                            .collect();
+                        audit.statement(&s.judged, texts.join(";\n").as_bytes(), shown.clone());
                     }
-                    verdict => verdict.clone(),
-                },
+                    match &s.judged.verdict {
+                        Verdict::Hold(hold) => {
+                            let mut hold = hold.clone();
+                            hold.request.params = shown;
+                            Verdict::Hold(hold)
+                        }
+                        verdict => verdict.clone(),
+                    }
+                }
                 None => self.synthetic(
                     Kind::Unknown,
                     "unknown_prepared_statement",
@@ -117,6 +144,13 @@ impl MysqlInspector for MyGuard {
     fn status(&mut self, flags: Option<u16>) {
         self.strings_as_classified =
             flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+    }
+
+    fn pending_records(&mut self) -> Vec<Ack> {
+        self.audit
+            .as_mut()
+            .map(SessionAudit::take_pending)
+            .unwrap_or_default()
     }
 
     fn wants_rows(&self) -> bool {
@@ -215,9 +249,13 @@ impl MyGuard {
         judge_text(&self.guard, session, sql)
     }
 
-    fn synthetic(&self, kind: Kind, code: &'static str, reason: String) -> Verdict {
+    fn synthetic(&mut self, kind: Kind, code: &'static str, reason: String) -> Verdict {
         let mut statement = Classified::unknown("", code, reason);
         statement.kind = kind;
-        judge_one(&self.guard, &self.who, statement).verdict
+        let judged = judge_one(&self.guard, &self.who, statement);
+        if let Some(audit) = &mut self.audit {
+            audit.statement(&judged, code.as_bytes(), Vec::new());
+        }
+        judged.verdict
     }
 }

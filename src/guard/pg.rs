@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::audit::SessionAudit;
 use super::names::{Names, Space};
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
+use crate::audit::Ack;
 use crate::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
 use crate::mask::pg::PgResults;
 use crate::protocol::pg::backend::{self, tag as be};
@@ -21,9 +23,11 @@ pub struct PgGuards(pub Arc<Guard>);
 impl InspectorFactory for PgGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
         let who = self.0.who(session);
+        let results = self.0.masking_for(&who).map(PgResults::new);
         Box::new(PgGuard {
+            audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
             guard: self.0.clone(),
-            results: self.0.masking_for(&who).map(PgResults::new),
+            results,
             who,
             names: Names::default(),
             text: TextState::default(),
@@ -48,6 +52,8 @@ pub struct PgGuard {
     strings_as_classified: bool,
     /// Result masking, when it applies to the session.
     results: Option<PgResults>,
+    /// The session's audit records, when the listener keeps a trail.
+    audit: Option<SessionAudit>,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -90,6 +96,13 @@ impl Inspector for PgGuard {
         }
     }
 
+    fn pending_records(&mut self) -> Vec<Ack> {
+        self.audit
+            .as_mut()
+            .map(SessionAudit::take_pending)
+            .unwrap_or_default()
+    }
+
     fn reply(&mut self, tag: u8, status: Option<u8>) {
         match tag {
             be::ERROR_RESPONSE => self.names.error(),
@@ -121,6 +134,9 @@ impl PgGuard {
                 if wants_tables {
                     tables = tables_of([&judged]);
                 }
+                if let Some(audit) = &mut self.audit {
+                    audit.statement(&judged, sql, Vec::new());
+                }
                 judged.verdict
             }
             FrontendMessage::Parse(p) => {
@@ -136,7 +152,7 @@ impl PgGuard {
                     .iter()
                     .any(|c| matches!(c.verdict, Verdict::Hold(_)));
                 self.names.set(Space::Portal, b.portal, candidates);
-                if holdable {
+                if holdable || self.audit.is_some() {
                     self.bound
                         .entry(b.portal.to_vec())
                         .or_default()
@@ -161,7 +177,16 @@ impl PgGuard {
                     ),
                 );
                 self.names.sync_point();
-                judge_one(&self.guard, &self.who, statement).verdict
+                let judged = judge_one(&self.guard, &self.who, statement);
+                if let Some(audit) = &mut self.audit {
+                    let params = f
+                        .args()
+                        .map(|a| a.map(|a| self.guard.redact(&String::from_utf8_lossy(a))))
+                        .collect();
+                    let sent = format!("FunctionCall {}", f.function_oid);
+                    audit.statement(&judged, sent.as_bytes(), params);
+                }
+                judged.verdict
             }
             FrontendMessage::Close { target, name } => {
                 let space = if *target == b'S' {
@@ -209,17 +234,9 @@ impl PgGuard {
             }
         }
         let all = candidates.iter().map(|c| &**c).chain(fresh.iter());
-        match Judged::strictest(all) {
-            Some(j) => match &j.verdict {
-                Verdict::Hold(hold) => {
-                    let mut hold = hold.clone();
-                    if let Some(params) = self.bound.get(portal) {
-                        hold.request.params = params.display(|v| self.guard.mask(v));
-                    }
-                    Verdict::Hold(hold)
-                }
-                verdict => verdict.clone(),
-            },
+        let unknown;
+        let judged = match Judged::strictest(all) {
+            Some(j) => j,
             None => {
                 let statement = Classified::unknown(
                     "",
@@ -229,8 +246,27 @@ impl PgGuard {
                         String::from_utf8_lossy(portal)
                     ),
                 );
-                judge_one(&self.guard, &self.who, statement).verdict
+                unknown = judge_one(&self.guard, &self.who, statement);
+                &unknown
             }
+        };
+        let params = || {
+            self.bound
+                .get(portal)
+                .map(|p| p.display(|v| self.guard.mask(v)))
+                .unwrap_or_default()
+        };
+        if let Some(audit) = &mut self.audit {
+            let texts: Vec<&str> = judged.statements.iter().map(|s| s.text.as_str()).collect();
+            audit.statement(judged, texts.join(";\n").as_bytes(), params());
+        }
+        match &judged.verdict {
+            Verdict::Hold(hold) => {
+                let mut hold = hold.clone();
+                hold.request.params = params();
+                Verdict::Hold(hold)
+            }
+            verdict => verdict.clone(),
         }
     }
 }

@@ -88,6 +88,18 @@ impl MyError {
         )
     }
 
+    /// ER_ERROR_ON_WRITE: the audit trail cannot be written while `audit = "required"`.
+    pub fn audit_unavailable(reason: &str) -> MyError {
+        Self::new(
+            1026,
+            "HY000",
+            format!(
+                "Airlock cannot record this statement in its audit trail ({reason}), so it \
+                 refuses to run it; an operator must make Airlock's [state] dir writable again"
+            ),
+        )
+    }
+
     /// ER_CON_COUNT_ERROR.
     pub fn too_many_connections(max: usize) -> MyError {
         Self::new(

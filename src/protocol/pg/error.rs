@@ -24,6 +24,7 @@ impl SqlState {
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     pub const SUCCESSFUL_COMPLETION: SqlState = SqlState("00000");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");
+    pub const IO_ERROR: SqlState = SqlState("58030");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,16 @@ impl PgError {
             format!("a result row of {len} bytes is larger than Airlock's inspection limit of {max} bytes"),
         )
         .hint("select fewer or smaller columns, or raise postgres.max_message_size in Airlock's config")
+    }
+
+    /// The audit trail cannot be written while `audit = "required"`: statements are refused
+    /// rather than run unaudited.
+    pub fn audit_unavailable(reason: &str) -> PgError {
+        Self::fatal(
+            SqlState::IO_ERROR,
+            format!("Airlock cannot record this statement in its audit trail ({reason}), so it refuses to run it"),
+        )
+        .hint("an operator must make Airlock's [state] dir writable again; the statement did not run")
     }
 
     /// A result value Airlock can neither pass (it looks like a credential) nor mask.

@@ -284,6 +284,11 @@ async fn commands(
         match verdict {
             Verdict::Hold(_) => unreachable!("decided above"),
             Verdict::Forward => {
+                if let Err(e) = audited(shared).await {
+                    tracing::error!(reason = %e.message, "statements refused: no audit trail");
+                    let _ = tell.send(Told::Close(reply_seq, e));
+                    return Outcome::ClientRefused;
+                }
                 // Before the database can answer: the answer pump reads it by this.
                 shared.expect(Answer::to(code));
                 if write_out(to, &buf[..wire_len]).await.is_err() {
@@ -304,6 +309,20 @@ async fn commands(
             }
         }
     }
+}
+
+/// Waits until the audit records of the commands the inspector was shown are durable
+/// (`audit = "required"`; otherwise there are none to wait for).
+async fn audited(shared: &Shared<'_>) -> Result<(), MyError> {
+    let pending = shared.inspector().pending_records();
+    for ack in pending {
+        match ack.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(MyError::audit_unavailable(&e.0)),
+            Err(_) => return Err(MyError::audit_unavailable("the audit writer stopped")),
+        }
+    }
+    Ok(())
 }
 
 fn unsupported(what: &str, fix: &str) -> crate::inspect::Denial {

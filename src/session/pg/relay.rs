@@ -278,6 +278,18 @@ async fn pump_frontend(
     pump.buf.reserve(READ_CHUNK);
     loop {
         let Scan { ready, need, end } = scan_frontend(&mut pump, ctx, keep_upstream);
+        if ctx.interest.statements
+            && (ready > 0 || end.is_some())
+            && let Err(e) = audited(ctx).await
+        {
+            tracing::error!(reason = %e.message, "statements refused: no audit trail");
+            let after = ctx.sync.sent.load(Ordering::Acquire);
+            let _ = refuse.send(Refusal {
+                error: e.clone(),
+                after,
+            });
+            return (Outcome::ClientRefused, Some(e));
+        }
         let terminate = matches!(end, Some(ScanEnd::Terminate));
         if let Some(ScanEnd::Refuse(e)) = end {
             // Forward what was accepted before the bad message, then refuse.
@@ -348,6 +360,20 @@ async fn pump_frontend(
             return (Outcome::ClientVanished, None);
         }
     }
+}
+
+/// Waits until the audit records of the messages the inspector was shown are durable
+/// (`audit = "required"`; otherwise there are none to wait for).
+async fn audited(ctx: &PumpCtx<'_>) -> Result<(), PgError> {
+    let pending = lock(ctx.inspector).pending_records();
+    for ack in pending {
+        match ack.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(PgError::audit_unavailable(&e.0)),
+            Err(_) => return Err(PgError::audit_unavailable("the audit writer stopped")),
+        }
+    }
+    Ok(())
 }
 
 /// What one pass over a pump's buffer found: `ready` bytes can be forwarded; `need` is the

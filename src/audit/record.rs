@@ -1,0 +1,238 @@
+//! Audit records and their hash chain. Pure: events in, chained records out, and the check
+//! that a sequence of stored records is the chain it claims to be.
+//!
+//! A record's hash is SHA-256 over the previous record's hash, its sequence number, its time
+//! and its event exactly as stored (JSON text). Editing an event, removing or reordering a
+//! record, or forging one breaks the chain at that record; cutting the tail or rewriting the
+//! whole chain is caught by a signed checkpoint of an earlier head (see
+//! [`super::checkpoint`]).
+
+use serde::{Deserialize, Serialize};
+
+/// The hash before the first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// What happened. Statement text and parameters are masked before they get here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A client logged in to Airlock.
+    Connect {
+        listener: String,
+        session: i64,
+        user: String,
+        groups: Vec<String>,
+        client_addr: String,
+        tls: bool,
+        database: String,
+        application: Option<String>,
+        /// The session sees result values unmasked (a member of an exempt group).
+        masking_exempt: bool,
+    },
+    /// A session ended.
+    Disconnect {
+        listener: String,
+        session: i64,
+        duration_ms: u64,
+        statements: u64,
+    },
+    /// A statement (or a command with no SQL text) and what Airlock decided.
+    Statement {
+        listener: String,
+        session: i64,
+        /// The statement's number within its session, from 1.
+        seq: u64,
+        user: String,
+        text: String,
+        params: Vec<Option<String>>,
+        fingerprint: String,
+        kind: String,
+        findings: Vec<String>,
+        rule: Option<String>,
+        /// `allow`, `deny` or `review`.
+        decision: String,
+        /// SHA-256 (hex) of the exact bytes of the message the client sent.
+        sha256: String,
+    },
+}
+
+impl Event {
+    /// The event's type, as stored in its own column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Connect { .. } => "connect",
+            Event::Disconnect { .. } => "disconnect",
+            Event::Statement { .. } => "statement",
+        }
+    }
+}
+
+/// A record as stored: its place in the chain and its event as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    /// Microseconds since the Unix epoch.
+    pub at: i64,
+    pub event: String,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// The hash of a record with these fields.
+pub fn hash(prev: &[u8; 32], seq: u64, at: i64, event: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(&at.to_be_bytes());
+    ctx.update(event.as_bytes());
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// The head of a chain: the last record's number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: GENESIS,
+    };
+
+    /// The record that follows this head.
+    pub fn next(&self, at: i64, event: String) -> Record {
+        let seq = self.seq + 1;
+        Record {
+            seq,
+            at,
+            hash: hash(&self.hash, seq, at, &event),
+            prev: self.hash,
+            event,
+        }
+    }
+}
+
+/// Where and how a chain stops being what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("record {seq}: its content does not match its hash (edited or forged)")]
+    Edited { seq: u64 },
+    #[error(
+        "record {seq}: it does not follow record {expected_after} (a record before it was removed, or records were reordered)"
+    )]
+    Gap { seq: u64, expected_after: u64 },
+    #[error(
+        "record {seq}: its link to the previous record is wrong (records removed, reordered or forged)"
+    )]
+    Link { seq: u64 },
+}
+
+/// Walks records in order, from the chain's start or from a known head.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifier {
+    pub head: Head,
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        Verifier { head: Head::EMPTY }
+    }
+
+    /// Checks the next record.
+    pub fn check(&mut self, r: &Record) -> Result<(), Broken> {
+        if r.seq != self.head.seq + 1 {
+            return Err(Broken::Gap {
+                seq: r.seq,
+                expected_after: self.head.seq,
+            });
+        }
+        if r.prev != self.head.hash {
+            return Err(Broken::Link { seq: r.seq });
+        }
+        if hash(&r.prev, r.seq, r.at, &r.event) != r.hash {
+            return Err(Broken::Edited { seq: r.seq });
+        }
+        self.head = Head {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        Ok(())
+    }
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Record> {
+        let mut head = Head::EMPTY;
+        (0..n)
+            .map(|i| {
+                let r = head.next(1_000 + i as i64, format!("{{\"n\":{i}}}"));
+                head = Head {
+                    seq: r.seq,
+                    hash: r.hash,
+                };
+                r
+            })
+            .collect()
+    }
+
+    fn verify(records: &[Record]) -> Result<Head, Broken> {
+        let mut v = Verifier::new();
+        for r in records {
+            v.check(r)?;
+        }
+        Ok(v.head)
+    }
+
+    #[test]
+    fn a_chain_verifies_and_each_kind_of_tampering_is_named() {
+        let good = chain(5);
+        assert_eq!(verify(&good).unwrap().seq, 5);
+
+        let mut edited = good.clone();
+        edited[2].event = "{\"n\":99}".into();
+        assert_eq!(verify(&edited), Err(Broken::Edited { seq: 3 }));
+
+        let mut removed = good.clone();
+        removed.remove(1);
+        assert_eq!(
+            verify(&removed),
+            Err(Broken::Gap {
+                seq: 3,
+                expected_after: 1
+            })
+        );
+
+        let mut swapped = good.clone();
+        swapped.swap(1, 2);
+        assert!(matches!(verify(&swapped), Err(Broken::Gap { seq: 3, .. })));
+
+        // A forged record renumbered to fit still does not link.
+        let mut forged = good.clone();
+        forged[3] = Head::EMPTY.next(5, "{}".into());
+        forged[3].seq = 4;
+        assert_eq!(verify(&forged), Err(Broken::Link { seq: 4 }));
+    }
+}

@@ -1,0 +1,263 @@
+//! The audit trail end to end: sessions and statements through both listeners are recorded
+//! (masked, with the decision and the rule), the chain verifies with `airlock audit verify`,
+//! tampering with the store is caught at the right record, and the exports parse with
+//! Python's standard json and csv modules and carry the same records.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Setup, unique};
+use mysql_async::prelude::*;
+use serde_json::Value;
+
+const TOKEN: &str = "ghp_R8x2Lq9ZtV4mK7pW3nY6cH1jB5dF0sG2aE8u";
+
+const POLICY: &str = r#"
+[defaults]
+action = "allow"
+
+[[rule]]
+name = "no-drops"
+action = "deny"
+findings = ["drop"]
+message = "no drops here"
+"#;
+
+fn airlock(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn export(state: &Path, format: &str) -> String {
+    let out = airlock(&[
+        "audit",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "export",
+        "--format",
+        format,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn verify(state: &Path) -> (bool, String) {
+    let out = airlock(&["audit", "--state-dir", state.to_str().unwrap(), "verify"]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The events of the JSON Lines export.
+fn events(state: &Path) -> Vec<Value> {
+    export(state, "jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies() {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Setup {
+        policy_dir: Some(policy.path().to_path_buf()),
+        mysql: true,
+        extra: format!(
+            "\n[state]\ndir = {:?}\n",
+            state.path().display().to_string()
+        ),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+
+    let t = unique("audited");
+    let client = proxy.connect().await;
+    client
+        .batch_execute(&format!("create table {t} (id int, v text)"))
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!("insert into {t} values ($1, $2)"),
+            &[&1i32, &format!("token {TOKEN}")],
+        )
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute(&format!("drop table {t}"))
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501");
+    drop(client);
+
+    let mut my = common::mysql::connect(proxy.mysql_port.unwrap()).await;
+    let n: Option<i64> = my.exec_first("SELECT ? + 1", (41,)).await.unwrap();
+    assert_eq!(n, Some(42));
+    my.query_drop("SELECT 'plain text protocol'").await.unwrap();
+    my.disconnect().await.unwrap();
+    // Disconnect records are written as the sessions end: give the writer a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let (ok, out) = verify(state.path());
+    assert!(ok, "{out}");
+    let events = events(state.path());
+    let of = |listener: &str, kind: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["listener"] == listener && e["type"] == kind)
+            .collect()
+    };
+    assert_eq!(of("postgres", "connect").len(), 1, "{events:#?}");
+    assert_eq!(of("postgres", "connect")[0]["user"], common::USER);
+    let pg = of("postgres", "statement");
+    let texts: Vec<&str> = pg.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("create table")),
+        "{texts:?}"
+    );
+    let insert = pg
+        .iter()
+        .find(|e| e["text"].as_str().unwrap().starts_with("insert"))
+        .expect("the insert is recorded");
+    assert_eq!(insert["params"][1], "token [masked:github_token]");
+    assert_eq!(insert["decision"], "allow");
+    assert_eq!(insert["rule"], "default");
+    let drop = pg
+        .iter()
+        .find(|e| e["text"].as_str().unwrap().starts_with("drop"))
+        .expect("the denied drop is recorded");
+    assert_eq!(drop["decision"], "deny");
+    assert_eq!(drop["rule"], "no-drops");
+    assert_eq!(drop["findings"][0], "drop");
+    let seqs: Vec<u64> = pg.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let disconnect = of("postgres", "disconnect");
+    assert_eq!(disconnect.len(), 1);
+    assert_eq!(disconnect[0]["statements"], seqs.len() as u64);
+
+    let my_statements = of("mysql", "statement");
+    let texts: Vec<&str> = my_statements
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(texts.contains(&"SELECT ? + 1"), "{texts:?}");
+    let executed = my_statements
+        .iter()
+        .find(|e| e["text"] == "SELECT ? + 1")
+        .unwrap();
+    assert_eq!(executed["params"][0], "41");
+    assert!(texts.contains(&"SELECT 'plain text protocol'"), "{texts:?}");
+    assert_eq!(of("mysql", "disconnect").len(), 1);
+    let all = export(state.path(), "jsonl");
+    assert!(!all.contains(TOKEN), "the trail holds a secret");
+
+    // The same records in CSV and OCSF, read with Python's standard parsers.
+    let csv = export(state.path(), "csv");
+    let ocsf = export(state.path(), "ocsf");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), &csv).unwrap();
+    std::fs::write(dir.path().join("a.ocsf"), &ocsf).unwrap();
+    std::fs::write(dir.path().join("a.jsonl"), &all).unwrap();
+    let script = r#"
+import csv, json, sys
+d = sys.argv[1]
+jsonl = [json.loads(l) for l in open(d + "/a.jsonl")]
+rows = list(csv.DictReader(open(d + "/a.csv", newline="")))
+ocsf = [json.loads(l) for l in open(d + "/a.ocsf")]
+assert len(jsonl) == len(rows) == len(ocsf), (len(jsonl), len(rows), len(ocsf))
+for j, c, o in zip(jsonl, rows, ocsf):
+    assert str(j["seq"]) == c["seq"] == o["metadata"]["uid"]
+    assert j["hash"] == c["hash"]
+    assert o["class_uid"] == 6005
+    if j["event"]["type"] == "statement":
+        assert c["statement"] == j["event"]["text"] == o["query_info"]["query_string"]
+        assert c["decision"] == j["event"]["decision"]
+print(len(jsonl))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(n, events.len());
+}
+
+/// Edits, removals and reorderings of stored records are each caught at the right record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_at_the_record_it_touched() {
+    let state = tempfile::tempdir().unwrap();
+    {
+        let log =
+            airlock::audit::AuditLog::open(state.path(), airlock::audit::Mode::Required).unwrap();
+        for i in 0..20 {
+            let event = airlock::audit::Event::Disconnect {
+                listener: "postgres".into(),
+                session: i,
+                duration_ms: 1,
+                statements: 0,
+            };
+            log.append(&event).await.unwrap().unwrap();
+        }
+    }
+    let (ok, out) = verify(state.path());
+    assert!(ok && out.contains("20 records"), "{out}");
+    let copy = || {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+            let from = state.path().join(f);
+            if from.exists() {
+                std::fs::copy(&from, dir.path().join(f)).unwrap();
+            }
+        }
+        dir
+    };
+    let broken = |dir: &Path| {
+        let (ok, out) = verify(dir);
+        assert!(!ok, "{out}");
+        out
+    };
+
+    let edited = copy();
+    rusqlite::Connection::open(edited.path().join("audit.db"))
+        .unwrap()
+        .execute(
+            "UPDATE audit SET event = replace(event, '\"session\":7', '\"session\":70') WHERE seq = 8",
+            [],
+        )
+        .unwrap();
+    assert!(broken(edited.path()).contains("record 8: its content"));
+
+    let removed = copy();
+    rusqlite::Connection::open(removed.path().join("audit.db"))
+        .unwrap()
+        .execute("DELETE FROM audit WHERE seq = 5", [])
+        .unwrap();
+    assert!(broken(removed.path()).contains("record 6: it does not follow record 4"));
+
+    let swapped = copy();
+    let c = rusqlite::Connection::open(swapped.path().join("audit.db")).unwrap();
+    c.execute_batch(
+        "UPDATE audit SET seq = -1 WHERE seq = 11;
+         UPDATE audit SET seq = 11 WHERE seq = 12;
+         UPDATE audit SET seq = 12 WHERE seq = -1;",
+    )
+    .unwrap();
+    assert!(broken(swapped.path()).contains("record 11"));
+}
