@@ -396,7 +396,20 @@ fn open_audit(config: &Config) -> anyhow::Result<Option<Arc<crate::audit::AuditL
         AuditSetting::Required => Mode::Required,
         AuditSetting::BestEffort => Mode::BestEffort,
     };
-    let log = AuditLog::open(&state.dir, mode)
+    let checkpoints = match &state.checkpoint_key_file {
+        Some(path) => {
+            let key = std::fs::read(path)
+                .with_context(|| format!("state.checkpoint_key_file = {}", path.display()))?;
+            let signer = crate::audit::checkpoint::Signer::from_pkcs8(&key)
+                .with_context(|| format!("state.checkpoint_key_file = {}", path.display()))?;
+            Some(crate::audit::store::Checkpointing {
+                signer,
+                every: Duration::from_secs(state.checkpoint_every_secs.max(1)),
+            })
+        }
+        None => None,
+    };
+    let log = AuditLog::open_signed(&state.dir, mode, checkpoints)
         .with_context(|| format!("state.dir = {}", state.dir.display()))?;
     Ok(Some(Arc::new(log)))
 }

@@ -99,6 +99,16 @@ pub struct StateConfig {
     /// Whether a statement waits for its audit record to be durable.
     #[serde(default)]
     pub audit: AuditSetting,
+    /// Ed25519 key (PKCS#8, from `airlock audit keygen`) that signs checkpoints of the
+    /// audit trail's head.
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// How often a checkpoint is signed while records are written.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every_secs: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -110,9 +110,38 @@ enum ApprovalsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; fails naming the first record edited, removed, reordered or
-    /// forged.
-    Verify,
+    /// Walk the hash chain and check it against the signed checkpoints; fails naming the
+    /// first record edited, removed, reordered or forged, or a cut or rewritten trail.
+    Verify {
+        /// A checkpoint kept elsewhere (from `airlock audit checkpoint --out`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Accept only checkpoints signed by this Ed25519 public key (hex).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Make an Ed25519 key for signing checkpoints (PKCS#8); prints its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a checkpoint of the trail's head now; stores it with the trail and prints it.
+    Checkpoint {
+        /// The signing key (from `airlock audit keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Also write it to this file, to keep elsewhere.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Remove records older than a time, after signing a checkpoint of the last one removed.
+    Prune {
+        /// Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        before: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Write the records of a period to stdout.
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
@@ -233,14 +262,28 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { state_dir, command } => match command {
-            AuditCommand::Verify => {
-                let v = airlock::audit::verify(&state_dir)?;
+            AuditCommand::Verify {
+                checkpoint,
+                public_key,
+            } => {
+                let external = match checkpoint {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        Some(serde_json::from_str(&text).with_context(|| {
+                            format!("{} is not an Airlock checkpoint", path.display())
+                        })?)
+                    }
+                    None => None,
+                };
+                let v =
+                    airlock::audit::verify(&state_dir, external.as_ref(), public_key.as_deref())?;
                 let head: String = v.head.hash.iter().map(|b| format!("{b:02x}")).collect();
                 match v.broken {
                     None => {
                         println!(
-                            "audit trail OK: {} records, head {} {head}",
-                            v.records, v.head.seq
+                            "audit trail OK: {} records, head {} {head}, {} checkpoints match",
+                            v.records, v.head.seq, v.checkpoints
                         );
                         Ok(())
                     }
@@ -251,6 +294,41 @@ fn main() -> anyhow::Result<()> {
                         );
                         anyhow::bail!("the audit trail does not verify")
                     }
+                }
+            }
+            AuditCommand::Keygen { out } => {
+                let key = airlock::audit::checkpoint::Signer::generate();
+                write_private(&out, &key)?;
+                let signer = airlock::audit::checkpoint::Signer::from_pkcs8(&key)?;
+                println!("public_key: {}", signer.public_key());
+                Ok(())
+            }
+            AuditCommand::Checkpoint { key, out } => {
+                let signer = read_signer(&key)?;
+                match airlock::audit::checkpoint_now(&state_dir, &signer)? {
+                    Ok(c) => {
+                        let text = serde_json::to_string_pretty(&c)?;
+                        if let Some(out) = out {
+                            std::fs::write(&out, &text)
+                                .with_context(|| format!("cannot write {}", out.display()))?;
+                        }
+                        println!("{text}");
+                        Ok(())
+                    }
+                    Err(broken) => anyhow::bail!("not signing a broken trail: {broken}"),
+                }
+            }
+            AuditCommand::Prune { before, key } => {
+                let signer = read_signer(&key)?;
+                let before = airlock::audit::export::parse_time(&before).ok_or_else(|| {
+                    anyhow::anyhow!("cannot read the time {before:?}: use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
+                })?;
+                match airlock::audit::prune(&state_dir, before, &signer)? {
+                    Ok(n) => {
+                        println!("removed {n} records, under a signed prune checkpoint");
+                        Ok(())
+                    }
+                    Err(broken) => anyhow::bail!("not pruning a broken trail: {broken}"),
                 }
             }
             AuditCommand::Export {
@@ -360,4 +438,9 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(bytes)?;
     Ok(())
+}
+
+fn read_signer(path: &std::path::Path) -> anyhow::Result<airlock::audit::checkpoint::Signer> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(airlock::audit::checkpoint::Signer::from_pkcs8(&bytes)?)
 }

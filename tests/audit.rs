@@ -261,3 +261,134 @@ async fn tampering_is_caught_at_the_record_it_touched() {
     .unwrap();
     assert!(broken(swapped.path()).contains("record 11"));
 }
+
+/// A checkpoint kept elsewhere catches what the chain alone cannot: a cut tail and a chain
+/// rewritten from scratch; a forged checkpoint is refused; pruning under a signed
+/// checkpoint still verifies, deleting old records without one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_catch_cut_and_rewritten_trails() {
+    let state = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("audit.key");
+    let out = airlock(&["audit", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let public_key = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("public_key: ")
+        .unwrap()
+        .to_owned();
+    let write = |from: i64, n: i64| write_records(state.path(), from, n);
+    write(0, 10).await;
+    let dir = state.path().to_str().unwrap();
+    let held = keys.path().join("checkpoint.json");
+    let out = airlock(&[
+        "audit",
+        "--state-dir",
+        dir,
+        "checkpoint",
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        held.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(10, 5).await;
+    let verify_with = |checkpoint: &Path| {
+        let out = airlock(&[
+            "audit",
+            "--state-dir",
+            dir,
+            "verify",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--public-key",
+            &public_key,
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = verify_with(&held);
+    assert!(
+        ok && text.contains("15 records") && text.contains("2 checkpoints match"),
+        "{text}"
+    );
+
+    // A forged checkpoint: the signature no longer fits.
+    let forged = keys.path().join("forged.json");
+    let c: Value = serde_json::from_str(&std::fs::read_to_string(&held).unwrap()).unwrap();
+    let mut f = c.clone();
+    f["seq"] = Value::from(3);
+    std::fs::write(&forged, f.to_string()).unwrap();
+    let (ok, text) = verify_with(&forged);
+    assert!(!ok && text.contains("forged or altered"), "{text}");
+
+    // The tail cut at record 8 (a consistent chain, shorter than the checkpoint says).
+    let db = rusqlite::Connection::open(state.path().join("audit.db")).unwrap();
+    db.execute_batch("DELETE FROM audit WHERE seq > 8; DELETE FROM checkpoints;")
+        .unwrap();
+    let (ok, text) = verify_with(&held);
+    assert!(!ok && text.contains("cut from the end"), "{text}");
+
+    // The whole chain rewritten: valid as a chain, but record 10 is not the one signed for.
+    db.execute("DELETE FROM audit", []).unwrap();
+    drop(db);
+    write(100, 15).await;
+    let (ok, text) = verify_with(&held);
+    assert!(
+        !ok && text.contains("record 10 differs") && text.contains("rewritten"),
+        "{text}"
+    );
+
+    // Pruning under a signed checkpoint still verifies; deleting old records without one
+    // does not.
+    let pruned = tempfile::tempdir().unwrap();
+    write_records(pruned.path(), 0, 6).await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cutoff = (airlock::audit::store::now_micros() / 1_000_000).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write_records(pruned.path(), 6, 5).await;
+    let pdir = pruned.path().to_str().unwrap();
+    let out = airlock(&[
+        "audit",
+        "--state-dir",
+        pdir,
+        "prune",
+        "--before",
+        &cutoff,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 6 records"));
+    let (ok, text) = verify(pruned.path());
+    assert!(ok && text.contains("5 records"), "{text}");
+    rusqlite::Connection::open(pruned.path().join("audit.db"))
+        .unwrap()
+        .execute_batch("DELETE FROM checkpoints WHERE body LIKE '%prune%'")
+        .unwrap();
+    let (ok, text) = verify(pruned.path());
+    assert!(!ok && text.contains("records 1 to 6 are missing"), "{text}");
+}
+
+async fn write_records(state: &Path, from: i64, n: i64) {
+    let log = airlock::audit::AuditLog::open(state, airlock::audit::Mode::Required).unwrap();
+    for i in from..from + n {
+        let event = airlock::audit::Event::Disconnect {
+            listener: "mysql".into(),
+            session: i,
+            duration_ms: 1,
+            statements: 0,
+        };
+        log.append(&event).await.unwrap().unwrap();
+    }
+}

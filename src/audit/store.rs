@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint::{Checkpoint, Signer};
 use super::record::{Event, Head, Record};
 
 const SCHEMA: &str = "
@@ -21,6 +22,11 @@ CREATE TABLE IF NOT EXISTS audit (
     hash BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 ";
 
 /// Most records committed in one transaction.
@@ -79,15 +85,30 @@ pub fn open_db(dir: &Path) -> Result<Connection, AuditError> {
     Ok(db)
 }
 
+/// Signs a checkpoint of the head every `every` while records are written.
+pub struct Checkpointing {
+    pub signer: Signer,
+    pub every: std::time::Duration,
+}
+
 impl AuditLog {
     /// Opens (creating if needed) `audit.db` in `dir` and starts its writer.
     pub fn open(dir: &Path, mode: Mode) -> Result<AuditLog, AuditError> {
+        AuditLog::open_signed(dir, mode, None)
+    }
+
+    /// As [`AuditLog::open`], with periodic signed checkpoints.
+    pub fn open_signed(
+        dir: &Path,
+        mode: Mode,
+        checkpoints: Option<Checkpointing>,
+    ) -> Result<AuditLog, AuditError> {
         let db = open_db(dir)?;
         let head = head(&db)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || writer(db, head, rx))
+            .spawn(move || writer(db, head, rx, checkpoints))
             .map_err(|e| AuditError(format!("cannot start the audit writer: {e}")))?;
         Ok(AuditLog {
             queue: Mutex::new(tx),
@@ -153,7 +174,13 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
     }
 }
 
-fn writer(mut db: Connection, mut head: Head, rx: mpsc::Receiver<Queued>) {
+fn writer(
+    mut db: Connection,
+    mut head: Head,
+    rx: mpsc::Receiver<Queued>,
+    checkpoints: Option<Checkpointing>,
+) {
+    let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -184,7 +211,54 @@ fn writer(mut db: Connection, mut head: Head, rx: mpsc::Receiver<Queued>) {
                 let _ = ack.send(result.clone());
             }
         }
+        if let Some(c) = &checkpoints
+            && result.is_ok()
+            && last_checkpoint.elapsed() >= c.every
+        {
+            last_checkpoint = std::time::Instant::now();
+            let checkpoint = c.signer.sign(head, now_micros(), "periodic");
+            if let Err(e) = save_checkpoint(&db, &checkpoint) {
+                tracing::error!(error = %e, "audit checkpoint not written");
+            }
+        }
     }
+}
+
+/// Stores a signed checkpoint with the trail.
+pub fn save_checkpoint(db: &Connection, c: &Checkpoint) -> Result<(), AuditError> {
+    let body = serde_json::to_string(c).expect("checkpoints serialize");
+    db.execute(
+        "INSERT INTO checkpoints (seq, body) VALUES (?1, ?2)",
+        params![c.seq as i64, body],
+    )?;
+    Ok(())
+}
+
+/// The checkpoints stored with the trail, oldest first. One that does not parse is an
+/// error: it was tampered with.
+pub fn checkpoints(db: &Connection) -> Result<Vec<Checkpoint>, AuditError> {
+    let mut stmt = db.prepare("SELECT id, body FROM checkpoints ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body) = row?;
+        out.push(
+            serde_json::from_str(&body).map_err(|e| {
+                AuditError(format!("stored checkpoint {id} is not a checkpoint: {e}"))
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Removes records up to and including `upto`, after storing `checkpoint` (which must vouch
+/// for record `upto`), in one transaction.
+pub fn prune(db: &mut Connection, upto: u64, checkpoint: &Checkpoint) -> Result<u64, AuditError> {
+    let tx = db.transaction()?;
+    save_checkpoint(&tx, checkpoint)?;
+    let n = tx.execute("DELETE FROM audit WHERE seq <= ?1", params![upto as i64])?;
+    tx.commit()?;
+    Ok(n as u64)
 }
 
 fn insert(db: &mut Connection, records: &[Record]) -> Result<(), AuditError> {
