@@ -392,3 +392,323 @@ async fn write_records(state: &Path, from: i64, n: i64) {
         log.append(&event).await.unwrap().unwrap();
     }
 }
+
+/// Statement texts Airlock recorded as allowed on `listener`, sorted.
+fn allowed(events: &[Value], listener: &str) -> Vec<String> {
+    let mut texts: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "statement" && e["listener"] == listener)
+        .filter(|e| e["decision"] == "allow")
+        .map(|e| e["text"].as_str().unwrap().to_owned())
+        .collect();
+    texts.sort();
+    texts
+}
+
+/// PostgreSQL's own log (log_statement = all, for a role only this test uses) and the
+/// MariaDB general log list exactly the statements Airlock recorded as allowed: nothing
+/// missing, nothing extra; denied statements are recorded and never reach the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_databases_own_logs_match_the_trail() {
+    let log_file = std::fs::read_dir("/var/log/postgresql")
+        .expect("PostgreSQL logs to /var/log/postgresql (Debian's pg_ctlcluster)")
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-main.log"))
+        .expect("a PostgreSQL cluster log in /var/log/postgresql");
+    let role = unique("audit_role");
+    let direct = common::direct().await;
+    direct
+        .batch_execute(&format!(
+            "create role {role} login superuser; alter role {role} set log_statement = 'all'"
+        ))
+        .await
+        .unwrap();
+    let mut mariadb = common::mysql::direct().await;
+    mariadb
+        .query_drop("SET GLOBAL log_output = 'TABLE', GLOBAL general_log = 1")
+        .await
+        .unwrap();
+
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Setup {
+        policy_dir: Some(policy.path().to_path_buf()),
+        mysql: true,
+        upstream_user: role.clone(),
+        extra: format!(
+            "\n[state]\ndir = {:?}\n",
+            state.path().display().to_string()
+        ),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+
+    // PostgreSQL: simple and extended protocol, a denied statement, a failing one.
+    let t = unique("logged");
+    let client = proxy.connect().await;
+    client
+        .batch_execute(&format!("create table {t} (id int primary key, v text)"))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        client
+            .execute(&format!("insert into {t} values ($1, $2)"), &[&i, &"x"])
+            .await
+            .unwrap();
+    }
+    client
+        .simple_query(&format!("update {t} set v = 'y' where id = 1"))
+        .await
+        .unwrap();
+    let rows = client
+        .query(&format!("select id from {t} where id > $1"), &[&2i32])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        client
+            .batch_execute(&format!("drop table {t}"))
+            .await
+            .is_err()
+    );
+    assert!(client.batch_execute("select 1/0").await.is_err());
+    drop(client);
+
+    // MariaDB: text and binary protocol, a denied statement.
+    let mut my = common::mysql::connect(proxy.mysql_port.unwrap()).await;
+    let thread: Option<u64> = my.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    let n: Option<i64> = my.exec_first("SELECT ? + 1", (41,)).await.unwrap();
+    assert_eq!(n, Some(42));
+    my.query_drop("SELECT 'through the text protocol'")
+        .await
+        .unwrap();
+    assert!(my.query_drop(format!("DROP TABLE {t}")).await.is_err());
+    my.disconnect().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let events = events(state.path());
+    let (ok, out) = verify(state.path());
+    assert!(ok, "{out}");
+
+    // What PostgreSQL logged for the role: simple statements and extended executes.
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let marker = format!("{role}@test LOG:  ");
+    let mut logged: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.split_once(&marker).map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            rest.strip_prefix("statement: ").or_else(|| {
+                rest.strip_prefix("execute ")
+                    .and_then(|r| r.split_once(": ").map(|(_, text)| text))
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    logged.sort();
+    let recorded = allowed(&events, "postgres");
+    assert_eq!(logged, recorded, "PostgreSQL's log against Airlock's trail");
+    assert_eq!(recorded.len(), 9, "{recorded:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["listener"] == "postgres" && e["decision"] == "deny"),
+        "the denied DROP is recorded"
+    );
+
+    // What MariaDB logged for the session's own connection.
+    let rows: Vec<(String, String)> = mariadb
+        .exec(
+            "SELECT command_type, CONVERT(argument USING utf8mb4) FROM mysql.general_log \
+             WHERE thread_id = ? AND command_type IN ('Query', 'Execute') ORDER BY event_time",
+            (thread.unwrap(),),
+        )
+        .await
+        .unwrap();
+    mariadb
+        .query_drop("SET GLOBAL general_log = 0")
+        .await
+        .unwrap();
+    let queries: Vec<&str> = rows
+        .iter()
+        .filter(|(kind, _)| kind == "Query")
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let executes = rows.iter().filter(|(kind, _)| kind == "Execute").count();
+    let recorded = allowed(&events, "mysql");
+    for q in &queries {
+        assert!(
+            recorded.iter().any(|r| r == q),
+            "{q} ran but was not recorded: {recorded:#?}"
+        );
+    }
+    assert_eq!(
+        queries.len() + executes,
+        recorded.len(),
+        "MariaDB ran {queries:?} and {executes} executes; Airlock recorded {recorded:#?}"
+    );
+    assert_eq!(executes, 1);
+    drop(proxy);
+    drop_role(&direct, &role, &format!("drop table if exists {t}")).await;
+}
+
+/// Drops `role` (after `first`), once Airlock's sessions as it have closed.
+async fn drop_role(direct: &tokio_postgres::Client, role: &str, first: &str) {
+    direct.batch_execute(first).await.unwrap();
+    for _ in 0..50 {
+        if direct
+            .batch_execute(&format!("drop role {role}"))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("role {role} still in use after 5 s");
+}
+
+/// A statement as both sides write it: without the trailing semicolon.
+fn normal(text: &str) -> String {
+    text.trim().trim_end_matches(';').trim().to_owned()
+}
+
+/// What PostgreSQL logged (log_statement = all) for `role`: simple statements and executes.
+fn logged_statements(role: &str) -> Vec<String> {
+    let log_file = std::fs::read_dir("/var/log/postgresql")
+        .expect("PostgreSQL logs to /var/log/postgresql (Debian's pg_ctlcluster)")
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-main.log"))
+        .expect("a PostgreSQL cluster log in /var/log/postgresql");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let marker = format!("{role}@");
+    log.lines()
+        .filter_map(|l| l.split_once(&marker).map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once(" LOG:  ").map(|(_, m)| m))
+        .filter_map(|m| {
+            m.strip_prefix("statement: ").or_else(|| {
+                m.strip_prefix("execute ")
+                    .and_then(|r| r.split_once(": ").map(|(_, text)| text))
+            })
+        })
+        .map(normal)
+        .collect()
+}
+
+/// kill -9 in the middle of a pgbench run: after a restart the chain verifies, and every
+/// statement PostgreSQL ran has its record (required audit: recorded before forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_pgbench_loses_no_record() {
+    let role = unique("audit_kill");
+    let db = unique("audit_kill_db");
+    let direct = common::direct().await;
+    direct
+        .batch_execute(&format!(
+            "create role {role} login superuser; alter role {role} set log_statement = 'all'"
+        ))
+        .await
+        .unwrap();
+    direct
+        .batch_execute(&format!("create database {db} owner {role}"))
+        .await
+        .unwrap();
+    let init = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            &db,
+        ])
+        .output()
+        .expect("pgbench is installed");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        policy_dir: Some(policy.path().to_path_buf()),
+        upstream_user: role.clone(),
+        ..Setup::default()
+    };
+    let extra = format!(
+        "
+[state]
+dir = {:?}
+",
+        state.path().display().to_string()
+    );
+    let mut first = common::Binary::spawn(&setup, &extra, "warn");
+    drop(first.connect().await);
+    let bench = std::process::Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &first.port.to_string(),
+            "-U",
+            common::USER,
+        ])
+        .args(["-n", "-c", "4", "-j", "2", "-T", "5", &db])
+        .env("PGPASSWORD", common::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let bench = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!bench.status.success(), "pgbench lost its connections");
+
+    // Restart on the same state: the chain goes on and verifies.
+    let second = common::Binary::spawn(&setup, &extra, "warn");
+    let client = second.connect().await;
+    client
+        .simple_query("select 'after the restart'")
+        .await
+        .unwrap();
+    drop(client);
+    drop(second);
+    let (ok, out) = verify(state.path());
+    assert!(ok, "{out}");
+
+    let mut recorded: std::collections::HashMap<String, usize> = Default::default();
+    for e in events(state.path()) {
+        if e["type"] == "statement" && e["decision"] == "allow" {
+            *recorded
+                .entry(normal(e["text"].as_str().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    let ran = logged_statements(&role);
+    let updates = ran
+        .iter()
+        .filter(|s| s.starts_with("UPDATE pgbench_accounts"))
+        .count();
+    assert!(updates > 10, "pgbench ran: {} statements", ran.len());
+    for statement in &ran {
+        let left = recorded.get_mut(statement);
+        assert!(
+            left.as_ref().is_some_and(|n| **n > 0),
+            "PostgreSQL ran {statement:?}, which has no record"
+        );
+        *left.unwrap() -= 1;
+    }
+    drop_role(&direct, &role, &format!("drop database {db} with (force)")).await;
+}

@@ -52,10 +52,10 @@ impl SessionAudit {
         })
     }
 
-    /// Records a statement the session sent (`sent`: its exact bytes) and the decision.
+    /// Records a statement and the decision: `sent` is its text exactly as the client sent
+    /// it (a classification from the cache may hold another statement of the same shape).
     pub fn statement(&mut self, judged: &Judged, sent: &[u8], params: Vec<Option<String>>) {
         self.statements += 1;
-        let texts: Vec<&str> = judged.statements.iter().map(|s| s.text.as_str()).collect();
         let fingerprints: Vec<&str> = judged
             .statements
             .iter()
@@ -68,7 +68,7 @@ impl SessionAudit {
             session: self.session,
             seq: self.statements,
             user: self.user.clone(),
-            text: self.guard.redact(&texts.join(";\n")),
+            text: self.guard.redact(String::from_utf8_lossy(sent).trim()),
             params,
             fingerprint: self.guard.redact(&fingerprints.join(";\n")),
             kind: kinds.join(","),

@@ -35,6 +35,7 @@ impl MysqlInspectorFactory for MyGuards {
             who,
             statements: HashMap::new(),
             preparing: None,
+            preparing_text: None,
             text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
             local_infile: session.local_infile,
@@ -50,6 +51,8 @@ pub struct MyGuard {
     statements: HashMap<u32, Statement>,
     /// The statement of the COM_STMT_PREPARE awaiting the server's answer.
     preparing: Option<Arc<Judged>>,
+    /// Its text as sent, when the session is audited.
+    preparing_text: Option<Arc<str>>,
     text: TextState,
     /// Whether the server reads backslashes in strings as escapes, as the classifier does
     /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
@@ -79,6 +82,10 @@ impl MysqlInspector for MyGuard {
             Command::Prepare { sql } => {
                 // Preparing runs nothing: it is judged when executed.
                 self.preparing = Some(Arc::new(self.judge_text(sql)));
+                self.preparing_text = self
+                    .audit
+                    .is_some()
+                    .then(|| Arc::from(String::from_utf8_lossy(sql)));
                 Verdict::Forward
             }
             Command::Execute { stmt_id, params } => match self.statements.get_mut(stmt_id) {
@@ -99,13 +106,8 @@ impl MysqlInspector for MyGuard {
                         Vec::new()
                     };
                     if let Some(audit) = &mut self.audit {
-                        let texts: Vec<&str> = s
-                            .judged
-                            .statements
-                            .iter()
-                            .map(|c| c.text.as_str())
-                            .collect();
-                        audit.statement(&s.judged, texts.join(";\n").as_bytes(), shown.clone());
+                        let text = s.text.as_deref().unwrap_or("");
+                        audit.statement(&s.judged, text.as_bytes(), shown.clone());
                     }
                     match &s.judged.verdict {
                         Verdict::Hold(hold) => {
@@ -190,6 +192,7 @@ impl MysqlInspector for MyGuard {
                 judged,
                 params,
                 types: None,
+                text: self.preparing_text.take(),
             };
             self.statements.insert(id, statement);
         }
@@ -203,6 +206,8 @@ struct Statement {
     params: u16,
     /// The parameter types last sent with it (only read for a statement that may be held).
     types: Option<Vec<(u8, u8)>>,
+    /// Its text as sent, when the session is audited.
+    text: Option<Arc<str>>,
 }
 
 fn has_finding(judged: &Judged, code: &str) -> bool {

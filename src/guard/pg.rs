@@ -26,6 +26,7 @@ impl InspectorFactory for PgGuards {
         let results = self.0.masking_for(&who).map(PgResults::new);
         Box::new(PgGuard {
             audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
+            sent: HashMap::default(),
             guard: self.0.clone(),
             results,
             who,
@@ -54,6 +55,8 @@ pub struct PgGuard {
     results: Option<PgResults>,
     /// The session's audit records, when the listener keeps a trail.
     audit: Option<SessionAudit>,
+    /// With a trail: the text each prepared statement and portal runs, as the client sent it.
+    sent: HashMap<(Space, Vec<u8>), Arc<str>, foldhash::fast::RandomState>,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -111,6 +114,9 @@ impl Inspector for PgGuard {
                 // Outside a transaction block every portal is gone: forget their names.
                 if status == Some(b'I') {
                     self.names.portals_gone();
+                    if !self.sent.is_empty() {
+                        self.sent.retain(|(space, _), _| *space == Space::Statement);
+                    }
                     if !self.bound.is_empty() {
                         self.bound.clear();
                     }
@@ -143,6 +149,11 @@ impl PgGuard {
                 let judged = self.judge_text(p.sql, Effect::Maybe);
                 self.names
                     .set(Space::Statement, p.statement, vec![Arc::new(judged)]);
+                if self.audit.is_some() {
+                    let text = Arc::from(String::from_utf8_lossy(p.sql));
+                    self.sent
+                        .insert((Space::Statement, p.statement.to_vec()), text);
+                }
                 Verdict::Forward
             }
             FrontendMessage::Bind(b) => {
@@ -157,6 +168,12 @@ impl PgGuard {
                         .entry(b.portal.to_vec())
                         .or_default()
                         .copy_from(b);
+                }
+                if self.audit.is_some() {
+                    let key = (Space::Statement, b.statement.to_vec());
+                    if let Some(text) = self.sent.get(&key).cloned() {
+                        self.sent.insert((Space::Portal, b.portal.to_vec()), text);
+                    }
                 }
                 Verdict::Forward
             }
@@ -195,6 +212,9 @@ impl PgGuard {
                     Space::Portal
                 };
                 self.names.remove(space, name);
+                if !self.sent.is_empty() {
+                    self.sent.remove(&(space, name.to_vec()));
+                }
                 Verdict::Forward
             }
             FrontendMessage::Sync => {
@@ -257,8 +277,9 @@ impl PgGuard {
                 .unwrap_or_default()
         };
         if let Some(audit) = &mut self.audit {
-            let texts: Vec<&str> = judged.statements.iter().map(|s| s.text.as_str()).collect();
-            audit.statement(judged, texts.join(";\n").as_bytes(), params());
+            let sent = self.sent.get(&(Space::Portal, portal.to_vec()));
+            let text = sent.map_or("", |t| &**t);
+            audit.statement(judged, text.as_bytes(), params());
         }
         match &judged.verdict {
             Verdict::Hold(hold) => {

@@ -101,6 +101,8 @@ pub struct Setup {
     pub require_tls: bool,
     pub client_auth: &'static str,
     pub upstream_address: String,
+    /// The role Airlock logs in to PostgreSQL as.
+    pub upstream_user: String,
     /// Extra lines for [postgres.upstream].
     pub upstream_extra: String,
     /// Extra lines for [postgres].
@@ -130,6 +132,7 @@ impl Default for Setup {
             require_tls: false,
             client_auth: "scram-sha-256",
             upstream_address: PG.to_string(),
+            upstream_user: "postgres".to_string(),
             upstream_extra: "tls = \"disable\"\n".to_string(),
             postgres_extra: String::new(),
             inspectors: Arc::new(NoInspection),
@@ -179,12 +182,13 @@ impl Setup {
         };
         format!(
             "{tls}{policy}{mysql}\n[postgres]\nlisten = \"127.0.0.1:0\"\nrequire_tls = {}\nclient_auth = \"{}\"\n{}\n\
-             [postgres.upstream]\naddress = \"{}\"\nuser = \"postgres\"\nconnect_timeout_secs = 3\n{}\n\
+             [postgres.upstream]\naddress = \"{}\"\nuser = \"{}\"\nconnect_timeout_secs = 3\n{}\n\
              [[users]]\nname = \"{USER}\"\nscram_sha_256 = \"{verifier}\"\ngroups = {:?}\n{native}\n{}",
             self.require_tls,
             self.client_auth,
             self.postgres_extra,
             self.upstream_address,
+            self.upstream_user,
             self.upstream_extra,
             self.groups,
             self.extra
