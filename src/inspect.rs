@@ -42,7 +42,8 @@ pub struct Interest {
     /// [`Inspector::backend`], which may rewrite it), and Describe from the client.
     pub rows: bool,
     /// ErrorResponse and ReadyForQuery (their tags, through [`Inspector::reply`]) and
-    /// ParameterStatus (through [`Inspector::backend`]) from the database.
+    /// ParameterStatus, CommandComplete, ErrorResponse, EmptyQueryResponse and
+    /// PortalSuspended (through [`Inspector::backend`]) from the database.
     pub replies: bool,
 }
 
@@ -102,7 +103,8 @@ pub trait Inspector: Send {
     }
 
     /// A message body from the database: with `rows`, every one; with `replies`, each
-    /// ParameterStatus (`b'S'`). The client gets what the answer says.
+    /// ParameterStatus, CommandComplete, ErrorResponse, EmptyQueryResponse and
+    /// PortalSuspended. The client gets what the answer says.
     fn backend(&mut self, _tag: u8, _body: &[u8]) -> Rewrite {
         Rewrite::Keep
     }
@@ -165,6 +167,17 @@ pub trait MysqlInspector: Send {
     fn pending_records(&mut self) -> Vec<crate::audit::Ack> {
         Vec::new()
     }
+
+    /// The command last shown was forwarded (with `answer`: the database owes an answer,
+    /// reported later through [`MysqlInspector::answered`]).
+    fn forwarded(&mut self, _answer: bool) {}
+
+    /// The command last shown was not forwarded: the client got Airlock's error `errno`.
+    fn refused(&mut self, _errno: u16) {}
+
+    /// The database finished answering a forwarded command: `rows` returned (result sets)
+    /// or affected (an OK), or the error number.
+    fn answered(&mut self, _rows: Option<u64>, _error: Option<u16>) {}
 
     /// A result set starts: its column definitions follow.
     fn columns(&mut self) {}

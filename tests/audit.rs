@@ -100,12 +100,21 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
         .await
         .unwrap_err();
     assert_eq!(common::sqlstate(&e), "42501");
+    let e = client.batch_execute("select 1/0").await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "22012");
+    let rows = client
+        .query(&format!("select * from {t}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
     drop(client);
 
     let mut my = common::mysql::connect(proxy.mysql_port.unwrap()).await;
     let n: Option<i64> = my.exec_first("SELECT ? + 1", (41,)).await.unwrap();
     assert_eq!(n, Some(42));
     my.query_drop("SELECT 'plain text protocol'").await.unwrap();
+    assert!(my.query_drop("SELECT * FROM surely_missing").await.is_err());
+    assert!(my.query_drop(format!("DROP TABLE {t}")).await.is_err());
     my.disconnect().await.unwrap();
     // Disconnect records are written as the sessions end: give the writer a moment.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -160,6 +169,65 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
     assert_eq!(executed["params"][0], "41");
     assert!(texts.contains(&"SELECT 'plain text protocol'"), "{texts:?}");
     assert_eq!(of("mysql", "disconnect").len(), 1);
+    // How each statement ended, by (listener, session, seq).
+    let outcome = |statement: &Value| -> Value {
+        events
+            .iter()
+            .find(|e| {
+                e["type"] == "outcome"
+                    && e["listener"] == statement["listener"]
+                    && e["session"] == statement["session"]
+                    && e["seq"] == statement["seq"]
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no outcome for {statement}"))
+    };
+    let find = |listener: &str, prefix: &str| -> Value {
+        events
+            .iter()
+            .find(|e| {
+                e["type"] == "statement"
+                    && e["listener"] == listener
+                    && e["text"].as_str().unwrap().starts_with(prefix)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no statement {prefix}"))
+    };
+    let o = outcome(&find("postgres", "insert"));
+    assert_eq!(
+        (o["ran"].clone(), o["rows"].clone()),
+        (true.into(), 1.into()),
+        "{o}"
+    );
+    let o = outcome(&find("postgres", "drop"));
+    assert_eq!(o["ran"], false, "{o}");
+    assert_eq!(o["error"], "refused by Airlock", "{o}");
+    let o = outcome(&find("postgres", "select 1/0"));
+    assert_eq!(
+        (o["ran"].clone(), o["error"].clone()),
+        (true.into(), "22012".into()),
+        "{o}"
+    );
+    let o = outcome(&find("postgres", "select *"));
+    assert_eq!(o["rows"], 1, "{o}");
+    let o = outcome(&find("mysql", "SELECT ? + 1"));
+    assert_eq!(
+        (o["ran"].clone(), o["rows"].clone()),
+        (true.into(), 1.into()),
+        "{o}"
+    );
+    let o = outcome(&find("mysql", "SELECT * FROM surely_missing"));
+    assert_eq!(o["error"], "1146", "{o}");
+    let o = outcome(&find("mysql", "DROP"));
+    assert_eq!(
+        (o["ran"].clone(), o["error"].clone()),
+        (false.into(), "refused by Airlock".into()),
+        "{o}"
+    );
+    let statements = events.iter().filter(|e| e["type"] == "statement").count();
+    let outcomes = events.iter().filter(|e| e["type"] == "outcome").count();
+    assert_eq!(statements, outcomes, "every statement has its outcome");
+
     let all = export(state.path(), "jsonl");
     assert!(!all.contains(TOKEN), "the trail holds a secret");
 

@@ -122,6 +122,17 @@ fn ocsf(r: &Record) -> Value {
             }),
         ),
         Some(Event::Disconnect { .. }) => (99, "Disconnect", 1, json!({})),
+        Some(Event::Outcome {
+            rows, error, ran, ..
+        }) => (
+            4,
+            "Query",
+            if error.is_some() { 2 } else { 1 },
+            json!({
+                "status_detail": error.clone().unwrap_or_else(|| "completed".into()),
+                "unmapped": {"rows": rows, "ran": ran},
+            }),
+        ),
         Some(Event::Statement {
             user,
             text,

@@ -54,6 +54,20 @@ pub enum Event {
         /// SHA-256 (hex) of the exact bytes of the message the client sent.
         sha256: String,
     },
+    /// How a recorded statement ended: run (rows returned or affected) or failed (the
+    /// database's SQLSTATE or errno, or Airlock's own refusal), or never run.
+    Outcome {
+        listener: String,
+        session: i64,
+        /// The statement's `seq` in its session.
+        seq: u64,
+        /// From the statement's arrival to its answer, in microseconds.
+        duration_us: u64,
+        /// Whether the database ran it.
+        ran: bool,
+        rows: Option<u64>,
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -63,6 +77,7 @@ impl Event {
             Event::Connect { .. } => "connect",
             Event::Disconnect { .. } => "disconnect",
             Event::Statement { .. } => "statement",
+            Event::Outcome { .. } => "outcome",
         }
     }
 }

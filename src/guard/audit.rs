@@ -3,6 +3,7 @@
 //! dropped. With `required` audit the records of statements wait in `pending` until the relay
 //! has seen them durable.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +20,34 @@ pub struct SessionAudit {
     statements: u64,
     started: Instant,
     pending: Vec<Ack>,
+    /// Statements (and sync points) awaiting their answers, in order.
+    awaiting: VecDeque<Awaiting>,
+    /// PostgreSQL: after an error the database skips to the next Sync.
+    skips_to_sync: bool,
+}
+
+/// How the answer to a recorded statement ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// With its own completion (a PostgreSQL Execute, a MySQL command).
+    Completion,
+    /// With ReadyForQuery (a PostgreSQL Query or FunctionCall: several completions, and it
+    /// is a sync point).
+    Ready,
+}
+
+#[derive(Debug)]
+enum Awaiting {
+    Statement {
+        seq: u64,
+        received: Instant,
+        ends: Ends,
+        allowed: bool,
+        rows: Option<u64>,
+        error: Option<String>,
+    },
+    /// A PostgreSQL Sync: where skipping after an error stops.
+    Sync,
 }
 
 impl SessionAudit {
@@ -49,13 +78,29 @@ impl SessionAudit {
             statements: 0,
             started: Instant::now(),
             pending: Vec::new(),
+            awaiting: VecDeque::new(),
+            skips_to_sync: guard.dialect == crate::sql::Dialect::Postgres,
         })
     }
 
     /// Records a statement and the decision: `sent` is its text exactly as the client sent
     /// it (a classification from the cache may hold another statement of the same shape).
-    pub fn statement(&mut self, judged: &Judged, sent: &[u8], params: Vec<Option<String>>) {
+    pub fn statement(
+        &mut self,
+        judged: &Judged,
+        sent: &[u8],
+        params: Vec<Option<String>>,
+        ends: Ends,
+    ) {
         self.statements += 1;
+        self.awaiting.push_back(Awaiting::Statement {
+            seq: self.statements,
+            received: Instant::now(),
+            ends,
+            allowed: judged.decision() == "allow",
+            rows: None,
+            error: None,
+        });
         let fingerprints: Vec<&str> = judged
             .statements
             .iter()
@@ -87,14 +132,161 @@ impl SessionAudit {
         }
     }
 
+    /// A PostgreSQL Sync went to the database.
+    pub fn sync(&mut self) {
+        self.awaiting.push_back(Awaiting::Sync);
+    }
+
+    /// A statement completed with `rows` rows (PostgreSQL CommandComplete, EmptyQuery,
+    /// PortalSuspended; a MySQL answer).
+    pub fn completed(&mut self, rows: Option<u64>) {
+        match self.awaiting.front_mut() {
+            Some(Awaiting::Statement {
+                ends: Ends::Ready,
+                rows: total,
+                ..
+            }) => {
+                *total = Some(total.unwrap_or(0) + rows.unwrap_or(0));
+            }
+            Some(Awaiting::Statement { .. }) => {
+                if let Some(Awaiting::Statement { rows: r, .. }) = self.awaiting.front_mut() {
+                    *r = rows;
+                }
+                self.finish_front(true);
+            }
+            _ => {}
+        }
+    }
+
+    /// The database (or Airlock, for a refused statement) answered with an error.
+    /// PostgreSQL skips the rest of an extended-protocol pipeline up to its Sync; MySQL
+    /// goes on with the next command.
+    pub fn failed(&mut self, code: &str) {
+        match self.awaiting.front_mut() {
+            Some(Awaiting::Statement {
+                ends: Ends::Ready,
+                error,
+                ..
+            }) => {
+                error.get_or_insert_with(|| code.to_owned());
+            }
+            Some(Awaiting::Statement { error, allowed, .. }) => {
+                // It ran and failed, unless Airlock refused it.
+                let ran = *allowed;
+                *error = Some(refused_or(*allowed, code));
+                self.finish_front(ran);
+                while self.skips_to_sync
+                    && matches!(
+                        self.awaiting.front(),
+                        Some(Awaiting::Statement {
+                            ends: Ends::Completion,
+                            ..
+                        })
+                    )
+                {
+                    self.finish_front(false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// PostgreSQL's ReadyForQuery: what is owed up to the sync point is settled.
+    pub fn ready(&mut self) {
+        while let Some(front) = self.awaiting.front() {
+            match front {
+                Awaiting::Sync => {
+                    self.awaiting.pop_front();
+                    return;
+                }
+                Awaiting::Statement {
+                    ends: Ends::Ready,
+                    allowed,
+                    ..
+                } => {
+                    let ran = *allowed;
+                    if let Some(Awaiting::Statement { error, allowed, .. }) =
+                        self.awaiting.front_mut()
+                        && let Some(code) = error.as_mut()
+                    {
+                        *code = refused_or(*allowed, code);
+                    }
+                    self.finish_front(ran);
+                    return;
+                }
+                Awaiting::Statement { .. } => self.finish_front(false),
+            }
+        }
+    }
+
+    /// The statement recorded last did not go to the database (a MySQL command Airlock
+    /// refused, with `errno`), or went and owes no answer (`errno` None).
+    pub fn settle_last(&mut self, errno: Option<u16>) {
+        if !matches!(self.awaiting.back(), Some(Awaiting::Statement { .. })) {
+            return;
+        }
+        if let Some(mut last) = self.awaiting.pop_back() {
+            if let (Awaiting::Statement { error, allowed, .. }, Some(code)) = (&mut last, errno) {
+                *error = Some(refused_or(*allowed, &code.to_string()));
+            }
+            self.record_outcome(last, errno.is_none());
+        }
+    }
+
+    /// Records how the oldest awaited statement ended.
+    fn finish_front(&mut self, ran: bool) {
+        if let Some(front) = self.awaiting.pop_front() {
+            self.record_outcome(front, ran);
+        }
+    }
+
+    fn record_outcome(&self, awaited: Awaiting, ran: bool) {
+        if let Awaiting::Statement {
+            seq,
+            received,
+            rows,
+            error,
+            ..
+        } = awaited
+        {
+            self.log.record(&Event::Outcome {
+                listener: self.guard.listener.clone(),
+                session: self.session,
+                seq,
+                duration_us: received.elapsed().as_micros() as u64,
+                ran,
+                rows,
+                error: error.map(|e| self.guard.redact(&e)),
+            });
+        }
+    }
+
     /// The records the relay must see durable before it forwards what it was shown.
     pub fn take_pending(&mut self) -> Vec<Ack> {
         std::mem::take(&mut self.pending)
     }
 }
 
+/// The error to record: a statement Airlock did not allow failed because Airlock refused it
+/// (what the database said about the substitute does not matter).
+fn refused_or(allowed: bool, code: &str) -> String {
+    if allowed {
+        code.to_owned()
+    } else {
+        "refused by Airlock".to_owned()
+    }
+}
+
 impl Drop for SessionAudit {
     fn drop(&mut self) {
+        // Statements still owed an answer: the session ended first.
+        while !self.awaiting.is_empty() {
+            if matches!(self.awaiting.front(), Some(Awaiting::Sync)) {
+                self.awaiting.pop_front();
+            } else {
+                self.finish_front(false);
+            }
+        }
         self.log.record(&Event::Disconnect {
             listener: self.guard.listener.clone(),
             session: self.session,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::audit::SessionAudit;
+use super::audit::{Ends, SessionAudit};
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
 use crate::audit::Ack;
 use crate::inspect::{
@@ -36,6 +36,8 @@ impl MysqlInspectorFactory for MyGuards {
             statements: HashMap::new(),
             preparing: None,
             preparing_text: None,
+            staged: false,
+            owed: std::collections::VecDeque::new(),
             text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
             local_infile: session.local_infile,
@@ -64,6 +66,10 @@ pub struct MyGuard {
     results: Option<MyResults>,
     /// The session's audit records, when the listener keeps a trail.
     audit: Option<SessionAudit>,
+    /// Whether the command last shown has a record awaiting its answer.
+    staged: bool,
+    /// For each forwarded command the database owes an answer: whether it has a record.
+    owed: std::collections::VecDeque<bool>,
 }
 
 impl MysqlInspector for MyGuard {
@@ -72,7 +78,8 @@ impl MysqlInspector for MyGuard {
             Command::Query { sql } => {
                 let judged = self.judge_text(sql);
                 if let Some(audit) = &mut self.audit {
-                    audit.statement(&judged, sql, Vec::new());
+                    audit.statement(&judged, sql, Vec::new(), Ends::Completion);
+                    self.staged = true;
                 }
                 if !self.local_infile && has_finding(&judged, "local_infile") {
                     return Verdict::Deny(local_infile_off());
@@ -107,7 +114,13 @@ impl MysqlInspector for MyGuard {
                     };
                     if let Some(audit) = &mut self.audit {
                         let text = s.text.as_deref().unwrap_or("");
-                        audit.statement(&s.judged, text.as_bytes(), shown.clone());
+                        audit.statement(
+                            &s.judged,
+                            text.as_bytes(),
+                            shown.clone(),
+                            Ends::Completion,
+                        );
+                        self.staged = true;
                     }
                     match &s.judged.verdict {
                         Verdict::Hold(hold) => {
@@ -146,6 +159,34 @@ impl MysqlInspector for MyGuard {
     fn status(&mut self, flags: Option<u16>) {
         self.strings_as_classified =
             flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+    }
+
+    fn forwarded(&mut self, answer: bool) {
+        let recorded = std::mem::take(&mut self.staged);
+        if answer {
+            self.owed.push_back(recorded);
+        } else if recorded && let Some(audit) = &mut self.audit {
+            audit.settle_last(None);
+        }
+    }
+
+    fn refused(&mut self, errno: u16) {
+        if std::mem::take(&mut self.staged)
+            && let Some(audit) = &mut self.audit
+        {
+            audit.settle_last(Some(errno));
+        }
+    }
+
+    fn answered(&mut self, rows: Option<u64>, error: Option<u16>) {
+        if self.owed.pop_front() == Some(true)
+            && let Some(audit) = &mut self.audit
+        {
+            match error {
+                Some(errno) => audit.failed(&errno.to_string()),
+                None => audit.completed(rows),
+            }
+        }
     }
 
     fn pending_records(&mut self) -> Vec<Ack> {
@@ -259,7 +300,8 @@ impl MyGuard {
         statement.kind = kind;
         let judged = judge_one(&self.guard, &self.who, statement);
         if let Some(audit) = &mut self.audit {
-            audit.statement(&judged, code.as_bytes(), Vec::new());
+            audit.statement(&judged, code.as_bytes(), Vec::new(), Ends::Completion);
+            self.staged = true;
         }
         judged.verdict
     }

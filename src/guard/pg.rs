@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::audit::SessionAudit;
+use super::audit::{Ends, SessionAudit};
 use super::names::{Names, Space};
 use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
 use crate::audit::Ack;
@@ -90,6 +90,17 @@ impl Inspector for PgGuard {
         {
             self.strings_as_classified = value == b"on";
         }
+        if let Some(audit) = &mut self.audit {
+            match tag {
+                be::COMMAND_COMPLETE => audit.completed(backend::command_rows(body)),
+                be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => audit.completed(None),
+                be::ERROR_RESPONSE => {
+                    let code = backend::sqlstate(body).unwrap_or(b"?????");
+                    audit.failed(&String::from_utf8_lossy(code));
+                }
+                _ => {}
+            }
+        }
         match &mut self.results {
             Some(results) => match results.backend(tag, body) {
                 Ok(body) => Rewrite::from_body(body),
@@ -111,6 +122,9 @@ impl Inspector for PgGuard {
             be::ERROR_RESPONSE => self.names.error(),
             be::READY_FOR_QUERY => {
                 self.names.ready();
+                if let Some(audit) = &mut self.audit {
+                    audit.ready();
+                }
                 // Outside a transaction block every portal is gone: forget their names.
                 if status == Some(b'I') {
                     self.names.portals_gone();
@@ -141,7 +155,7 @@ impl PgGuard {
                     tables = tables_of([&judged]);
                 }
                 if let Some(audit) = &mut self.audit {
-                    audit.statement(&judged, sql, Vec::new());
+                    audit.statement(&judged, sql, Vec::new(), Ends::Ready);
                 }
                 judged.verdict
             }
@@ -201,7 +215,7 @@ impl PgGuard {
                         .map(|a| a.map(|a| self.guard.redact(&String::from_utf8_lossy(a))))
                         .collect();
                     let sent = format!("FunctionCall {}", f.function_oid);
-                    audit.statement(&judged, sent.as_bytes(), params);
+                    audit.statement(&judged, sent.as_bytes(), params, Ends::Ready);
                 }
                 judged.verdict
             }
@@ -219,6 +233,9 @@ impl PgGuard {
             }
             FrontendMessage::Sync => {
                 self.names.sync_point();
+                if let Some(audit) = &mut self.audit {
+                    audit.sync();
+                }
                 Verdict::Forward
             }
             FrontendMessage::Describe { .. } | FrontendMessage::Other { .. } => Verdict::Forward,
@@ -279,7 +296,7 @@ impl PgGuard {
         if let Some(audit) = &mut self.audit {
             let sent = self.sent.get(&(Space::Portal, portal.to_vec()));
             let text = sent.map_or("", |t| &**t);
-            audit.statement(judged, text.as_bytes(), params());
+            audit.statement(judged, text.as_bytes(), params(), Ends::Completion);
         }
         match &judged.verdict {
             Verdict::Hold(hold) => {

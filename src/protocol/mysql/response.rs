@@ -328,6 +328,17 @@ pub fn ok_status(head: &[u8]) -> Option<u16> {
     Some(u16::from_le_bytes([b[0], b[1]]))
 }
 
+/// The affected-row count of an OK packet (its first length-encoded integer).
+pub fn ok_affected_rows(head: &[u8]) -> Option<u64> {
+    lenenc(head.get(1..)?).map(|(n, _)| n)
+}
+
+/// The error number of an ERR packet.
+pub fn err_code(head: &[u8]) -> Option<u16> {
+    let b = head.get(1..3)?;
+    Some(u16::from_le_bytes([b[0], b[1]]))
+}
+
 /// A length-encoded integer and the bytes it used.
 fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
     let (&first, rest) = b.split_first()?;

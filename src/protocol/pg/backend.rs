@@ -21,6 +21,8 @@ pub mod tag {
     pub const ROW_DESCRIPTION: u8 = b'T';
     pub const DATA_ROW: u8 = b'D';
     pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const COPY_IN_RESPONSE: u8 = b'G';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
@@ -85,6 +87,13 @@ pub fn fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 }
 
 /// The name and value of a ParameterStatus body.
+/// The row count of a CommandComplete body (`SELECT 5`, `INSERT 0 1`), if its tag has one.
+pub fn command_rows(body: &[u8]) -> Option<u64> {
+    let tag = body.strip_suffix(b"\0").unwrap_or(body);
+    let last = tag.rsplit(|&b| b == b' ').next()?;
+    std::str::from_utf8(last).ok()?.parse().ok()
+}
+
 pub fn parameter(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut parts = body.split(|&b| b == 0);
     let name = parts.next()?;

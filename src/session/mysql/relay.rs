@@ -252,13 +252,16 @@ async fn commands(
                     rewritten.extend_from_slice(kill.sql_for(thread).as_bytes());
                     let mut out = BytesMut::new();
                     packet::put(&mut out, 0, &rewritten);
+                    shared.inspector().forwarded(true);
                     shared.expect(Answer::Results);
                     if write_out(to, &out).await.is_err() {
                         return Outcome::UpstreamClosed;
                     }
                 }
                 None => {
-                    let _ = tell.send(Told::Error(reply_seq, MyError::unknown_thread(kill.id)));
+                    let e = MyError::unknown_thread(kill.id);
+                    shared.inspector().refused(e.code);
+                    let _ = tell.send(Told::Error(reply_seq, e));
                 }
             }
             continue;
@@ -272,7 +275,9 @@ async fn commands(
                     HoldEnd::Refused(denial) => Verdict::Deny(denial),
                     HoldEnd::Cancelled => {
                         buf.advance(wire_len);
-                        let _ = tell.send(Told::Error(reply_seq, MyError::query_interrupted()));
+                        let e = MyError::query_interrupted();
+                        shared.inspector().refused(e.code);
+                        let _ = tell.send(Told::Error(reply_seq, e));
                         continue;
                     }
                     HoldEnd::ClientGone => return Outcome::ClientVanished,
@@ -290,6 +295,7 @@ async fn commands(
                     return Outcome::ClientRefused;
                 }
                 // Before the database can answer: the answer pump reads it by this.
+                shared.inspector().forwarded(command::expects_answer(code));
                 shared.expect(Answer::to(code));
                 if write_out(to, &buf[..wire_len]).await.is_err() {
                     return Outcome::UpstreamClosed;
@@ -302,6 +308,7 @@ async fn commands(
             Verdict::Deny(denial) => {
                 let e = MyError::denied(&denial);
                 tracing::info!(reason = %e.message, "MySQL command denied");
+                shared.inspector().refused(e.code);
                 buf.advance(wire_len);
                 if command::expects_answer(code) {
                     let _ = tell.send(Told::Error(reply_seq, e));
@@ -362,6 +369,7 @@ async fn answers(
         continuing: false,
         tracker: Tracker::new(deprecate_eof),
         max: max_packet_size,
+        answer: AnswerSoFar::default(),
     };
     loop {
         let (ready, need, refused) = scan.scan(shared);
@@ -420,6 +428,17 @@ struct AnswerScan {
     tracker: Tracker,
     /// Largest packet held whole for an inspector that reads rows.
     max: usize,
+    /// What the answer in progress said so far, for [`MysqlInspector::answered`].
+    answer: AnswerSoFar,
+}
+
+#[derive(Default)]
+struct AnswerSoFar {
+    open: bool,
+    rows: u64,
+    result_set: bool,
+    affected: Option<u64>,
+    error: Option<u16>,
 }
 
 impl AnswerScan {
@@ -458,12 +477,35 @@ impl AnswerScan {
                 {
                     self.tracker.expect(next);
                     shared.idle.store(false, Ordering::Release);
+                    self.answer = AnswerSoFar {
+                        open: true,
+                        ..AnswerSoFar::default()
+                    };
                 }
                 let event = self
                     .tracker
                     .packet(h.len, &self.buf[ready + HEADER_LEN..head_end]);
                 if self.tracker.is_idle() {
                     shared.idle.store(true, Ordering::Release);
+                }
+                let head = &self.buf[ready + HEADER_LEN..head_end];
+                match event {
+                    Some(Event::Row { .. }) => self.answer.rows += 1,
+                    Some(Event::Columns) => self.answer.result_set = true,
+                    Some(Event::Status(_)) if head.first() == Some(&0) => {
+                        self.answer.affected = response::ok_affected_rows(head);
+                    }
+                    Some(Event::Error) => self.answer.error = response::err_code(head),
+                    _ => {}
+                }
+                if self.answer.open && self.tracker.is_idle() {
+                    let a = std::mem::take(&mut self.answer);
+                    let rows = if a.result_set {
+                        Some(a.rows)
+                    } else {
+                        a.affected
+                    };
+                    shared.inspector().answered(rows, a.error);
                 }
                 match event {
                     Some(Event::Status(flags)) => shared.inspector().status(Some(flags)),
@@ -693,6 +735,7 @@ mod tests {
                     continuing: false,
                     tracker: Tracker::new(deprecate),
                     max: 1 << 20,
+                    answer: AnswerSoFar::default(),
                 };
                 let mut forwarded = Vec::new();
                 let mut rest = &input[..];
@@ -744,6 +787,7 @@ mod tests {
             continuing: false,
             tracker: Tracker::new(true),
             max: 1 << 20,
+            answer: AnswerSoFar::default(),
         };
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
         let (ready, _, end) = scan.scan(&shared);

@@ -677,7 +677,16 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
         };
         let whole = h.total_len <= pump.buf.len() - ready;
         let body = ready + HEADER_LEN..ready + h.total_len;
-        let shown = ctx.interest.rows || (ctx.interest.replies && h.tag == be::PARAMETER_STATUS);
+        let shown = ctx.interest.rows
+            || (ctx.interest.replies
+                && matches!(
+                    h.tag,
+                    be::PARAMETER_STATUS
+                        | be::COMMAND_COMPLETE
+                        | be::ERROR_RESPONSE
+                        | be::EMPTY_QUERY_RESPONSE
+                        | be::PORTAL_SUSPENDED
+                ));
         // Read whole: what the seam is shown, ReadyForQuery (counted), and an
         // ErrorResponse that may answer a denied statement's substitute.
         let wanted = shown
