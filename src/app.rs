@@ -76,6 +76,8 @@ impl Running {
 pub struct Inspectors {
     pub postgres: Arc<dyn InspectorFactory>,
     pub mysql: Arc<dyn MysqlInspectorFactory>,
+    /// The audit trail the guards write to, for the approvals to write to as well.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Inspectors {
@@ -84,6 +86,7 @@ impl Inspectors {
         Inspectors {
             postgres: Arc::new(NoInspection),
             mysql: Arc::new(NoInspection),
+            audit: None,
         }
     }
 }
@@ -104,7 +107,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
         closing: closing_rx,
     };
     let mut tasks = Vec::new();
-    let approvals = open_approvals(config)?;
+    let approvals = open_approvals(config, inspectors.audit.clone())?;
     let mut admin_addr = None;
     if let (Some(admin), Some(approvals)) = (&config.admin, &approvals) {
         let (listener, addr) = listen_once(admin.listen, "admin.listen")?;
@@ -311,14 +314,17 @@ pub fn contexts(
 }
 
 /// The approvals hub over the store in `[state]`, if the config has one.
-pub fn open_approvals(config: &Config) -> anyhow::Result<Option<Arc<Approvals>>> {
+pub fn open_approvals(
+    config: &Config,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+) -> anyhow::Result<Option<Arc<Approvals>>> {
     let Some(state) = &config.state else {
         return Ok(None);
     };
     let store = SqliteStore::open(&state.dir)
         .with_context(|| format!("state.dir = {}", state.dir.display()))?;
     let notifier = Notifier::start(&config.webhooks);
-    Ok(Some(Approvals::new(Arc::new(store), notifier)?))
+    Ok(Some(Approvals::audited(Arc::new(store), notifier, audit)?))
 }
 
 /// The built-in policy, used when the config names no policy directory.
@@ -344,17 +350,14 @@ pub fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, S
 /// The policy the config names (or the built-in default) and a guard enforcing it on each
 /// listener.
 pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
-    let (policy, source) = match &config.policy {
-        Some(p) => (
-            Policy::parse(&read_policy_files(&p.dir)?)
-                .with_context(|| format!("policy.dir = {}", p.dir.display()))?,
-            p.dir.display().to_string(),
-        ),
+    let (files, source) = match &config.policy {
+        Some(p) => (read_policy_files(&p.dir)?, p.dir.display().to_string()),
         None => (
-            Policy::parse(&[("default.toml".to_owned(), DEFAULT_POLICY.to_owned())])?,
+            vec![("default.toml".to_owned(), DEFAULT_POLICY.to_owned())],
             "built-in default".to_owned(),
         ),
     };
+    let policy = Policy::parse(&files).with_context(|| format!("policy: {source}"))?;
     tracing::info!(policy = %source, rules = policy.rules.len(), "policy loaded");
     let groups: std::collections::HashMap<String, Vec<String>> = config
         .users
@@ -370,13 +373,27 @@ pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
         groups.clone(),
         masking.clone(),
     );
-    let mysql = Guard::new(policy, "mysql", Dialect::MySql, groups, masking);
+    let mysql = Guard::new(policy.clone(), "mysql", Dialect::MySql, groups, masking);
     let audit = open_audit(config)?;
+    if let Some(log) = &audit {
+        let mut sorted: Vec<&(String, String)> = files.iter().collect();
+        sorted.sort();
+        let text: String = sorted
+            .iter()
+            .map(|(name, text)| format!("{name}\n{text}\n"))
+            .collect();
+        log.record(&crate::audit::Event::Policy {
+            source: source.clone(),
+            rules: policy.rules.len(),
+            sha256: crate::audit::record::sha256_hex(text.as_bytes()),
+        });
+    }
     let postgres = postgres.audited(audit.clone());
-    let mysql = mysql.audited(audit);
+    let mysql = mysql.audited(audit.clone());
     Ok(Inspectors {
         postgres: Arc::new(PgGuards(Arc::new(postgres))),
         mysql: Arc::new(MyGuards(Arc::new(mysql))),
+        audit,
     })
 }
 
@@ -442,7 +459,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = config.server.workers;
     let inspectors = guards(&config)?;
-    let approvals = open_approvals(&config)?;
+    let approvals = open_approvals(&config, inspectors.audit.clone())?;
     let admin_socket = match &config.admin {
         Some(a) => Some(bind(a.listen, 1, "admin.listen")?.remove(0)),
         None => None,

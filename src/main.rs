@@ -71,6 +71,14 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Sessions as the audit trail has them.
+    Sessions {
+        /// Airlock's [state] dir, which holds audit.db.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Write a self-signed certificate and key for local TLS (cert.pem, key.pem).
     DevCert {
         /// Directory to write into.
@@ -105,6 +113,21 @@ enum ApprovalsCommand {
         id: i64,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Every session: who, from where, when, how long, how many statements and refusals.
+    List,
+    /// One session (LISTENER:ID, as the list shows it) as a transcript.
+    Show { session: String },
+    /// Play a session's transcript back with its original pacing.
+    Replay {
+        session: String,
+        /// Faster (2 = twice as fast) or slower (0.5).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -354,6 +377,43 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Sessions { state_dir, command } => {
+            use airlock::audit::sessions::{self, SessionKey};
+            let all = sessions::sessions(airlock::audit::records(&state_dir)?);
+            let find = |text: &str| -> anyhow::Result<(SessionKey, &sessions::Session)> {
+                let key = SessionKey::parse(text).ok_or_else(|| {
+                    anyhow::anyhow!("{text:?} is not a session: use LISTENER:ID as `airlock sessions list` shows")
+                })?;
+                let s = all
+                    .get(&key)
+                    .ok_or_else(|| anyhow::anyhow!("no session {key} in the audit trail"))?;
+                Ok((key, s))
+            };
+            match command {
+                SessionsCommand::List => print!("{}", sessions::list(&all)),
+                SessionsCommand::Show { session } => {
+                    let (key, s) = find(&session)?;
+                    print!("{}", sessions::transcript(&key, s));
+                }
+                SessionsCommand::Replay { session, speed } => {
+                    anyhow::ensure!(speed > 0.0, "--speed must be above 0");
+                    let (key, s) = find(&session)?;
+                    let (header, steps, footer) = sessions::transcript_parts(&key, s);
+                    use std::io::Write;
+                    print!("{header}");
+                    let mut clock = 0i64;
+                    for (at, text) in steps {
+                        let wait = ((at - clock).max(0) as f64 / speed) as u64;
+                        std::thread::sleep(std::time::Duration::from_micros(wait));
+                        clock = at;
+                        print!("{text}");
+                        std::io::stdout().flush()?;
+                    }
+                    print!("{footer}");
+                }
+            }
+            Ok(())
+        }
         Command::Token => {
             let token = airlock::admin::new_token();
             let hash = airlock::admin::token_hash(&token);

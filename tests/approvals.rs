@@ -359,6 +359,59 @@ async fn held_then_approved_with_the_cli_and_the_client_gets_its_result() {
         .await;
     assert!(slack["text"].as_str().unwrap().contains(&sql));
     env.hooks.wait_for("flaky", is("approved")).await;
+
+    // The audit trail's transcript of the session: the statement, its ticket, who approved
+    // it, that the approved statement is the one that ran, and how it ended.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sessions =
+        airlock::audit::sessions::sessions(airlock::audit::records(env.state.path()).unwrap());
+    let key = sessions
+        .iter()
+        .find(|(_, s)| {
+            s.steps.iter().any(|st| {
+                matches!(&st.statement, airlock::audit::Event::Statement { text, .. } if *text == sql)
+            })
+        })
+        .map(|(k, _)| k.to_string())
+        .expect("the held statement's session is in the trail");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args([
+                "sessions",
+                "--state-dir",
+                env.state.path().to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(cli(&["list"]).contains(&key));
+    let transcript = cli(&["show", &key]);
+    for expected in [
+        "review by rule ddl-needs-a-dba".to_owned(),
+        sql.clone(),
+        format!("ticket {id} created"),
+        format!("ticket {id} approved by alice"),
+        "-> ran".to_owned(),
+    ] {
+        assert!(
+            transcript.contains(&expected),
+            "{expected:?} not in:\n{transcript}"
+        );
+    }
+    let line = transcript
+        .lines()
+        .find(|l| l.contains("approved sha256"))
+        .unwrap_or_else(|| panic!("{transcript}"));
+    assert!(line.contains(" == "), "{line}");
+    let replayed = cli(&["replay", &key, "--speed", "100"]);
+    assert_eq!(replayed, transcript);
     let db = pg_direct().await;
     db.batch_execute(&format!("drop table {t}")).await.unwrap();
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::notify::{Notifier, What};
 use super::store::{Event, StoreError, TicketStore};
 use super::ticket::{Refused, Request, Scope, State, Ticket};
+use crate::audit::AuditLog;
 
 /// Why an approver's action failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct Approvals {
     notifier: Notifier,
     /// Approvals that reach beyond their statement, by (listener, session).
     grants: Mutex<HashMap<(String, i64), Vec<Grant>>>,
+    /// Where ticket changes are recorded, if an audit trail is kept.
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// A scoped approval: the session's statements that `rule` holds pass until `until` (unix
@@ -71,6 +74,15 @@ impl Approvals {
         store: Arc<dyn TicketStore>,
         notifier: Notifier,
     ) -> Result<Arc<Approvals>, StoreError> {
+        Approvals::audited(store, notifier, None)
+    }
+
+    /// As [`Approvals::new`], recording every ticket change in `audit`.
+    pub fn audited(
+        store: Arc<dyn TicketStore>,
+        notifier: Notifier,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Arc<Approvals>, StoreError> {
         let abandoned = store.abandon_open(now())?;
         if abandoned > 0 {
             tracing::warn!(
@@ -84,7 +96,24 @@ impl Approvals {
             changes: watch::channel(0).0,
             notifier,
             grants: Mutex::new(HashMap::new()),
+            audit,
         }))
+    }
+
+    /// Records a ticket's change in the audit trail, if one is kept.
+    fn audit(&self, ticket: &Ticket, event: &Event) {
+        if let Some(log) = &self.audit {
+            log.record(&crate::audit::Event::Ticket {
+                listener: ticket.request.listener.clone(),
+                session: ticket.request.session,
+                ticket: ticket.id,
+                event: event.event.clone(),
+                actor: event.actor.clone(),
+                detail: event.detail.clone(),
+                rule: ticket.request.rule.clone(),
+                sha256: ticket.request.sha256.clone(),
+            });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<State>>> {
@@ -113,6 +142,13 @@ impl Approvals {
                 let deadline = at + request.timeout_secs as i64;
                 let grant = hub.grant_for(&request, at);
                 let mut ticket = hub.store.create(&request, at, deadline)?;
+                let created = Event {
+                    at,
+                    actor: Some(request.requester.clone()),
+                    event: "created".into(),
+                    detail: None,
+                };
+                hub.audit(&ticket, &created);
                 let (tx, rx) = watch::channel(State::Pending);
                 if let Some(grant) = grant {
                     ticket.approve_by_grant(grant.ticket, &grant.approver, at);
@@ -123,6 +159,7 @@ impl Approvals {
                         detail: ticket.reason.clone(),
                     };
                     hub.store.save(&ticket, &event)?;
+                    hub.audit(&ticket, &event);
                 } else {
                     hub.lock().insert(ticket.id, tx);
                     hub.notifier.send(What::Created, &ticket);
@@ -167,6 +204,7 @@ impl Approvals {
         let before = ticket.state;
         if let Some(event) = f(&mut ticket)? {
             self.store.save(&ticket, &event)?;
+            self.audit(&ticket, &event);
             let what = match ticket.state {
                 _ if ticket.state == before => None,
                 State::Escalated => Some(What::Escalated),
@@ -452,6 +490,7 @@ mod tests {
 
     fn request(i: usize) -> Request {
         Request {
+            sha256: String::new(),
             requester: "app".into(),
             session: i as i64,
             groups: vec![],

@@ -272,6 +272,7 @@ mod tests {
 
     fn request(statement: &str) -> Request {
         Request {
+            sha256: String::new(),
             requester: "app".into(),
             session: 1,
             groups: vec![],

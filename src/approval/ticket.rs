@@ -78,6 +78,10 @@ pub struct Request {
     pub timeout_secs: u64,
     /// The second stage, if the first times out.
     pub escalation: Option<Escalation>,
+    /// SHA-256 (hex) of the statement exactly as the client sent it: what an approval
+    /// lets run, and what the audit trail records as forwarded.
+    #[serde(default)]
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +289,7 @@ mod tests {
         Ticket {
             id: 7,
             request: Request {
+                sha256: String::new(),
                 requester: "app".into(),
                 session: 1,
                 groups: vec!["dba".into()],

@@ -122,6 +122,26 @@ fn ocsf(r: &Record) -> Value {
             }),
         ),
         Some(Event::Disconnect { .. }) => (99, "Disconnect", 1, json!({})),
+        Some(Event::Policy { source, rules, .. }) => (
+            99,
+            "Policy loaded",
+            1,
+            json!({"status_detail": format!("{rules} rules from {source}")}),
+        ),
+        Some(Event::Ticket {
+            ticket,
+            event,
+            actor,
+            ..
+        }) => (
+            99,
+            "Approval",
+            1,
+            json!({
+                "status_detail": format!("ticket {ticket} {event}"),
+                "actor": {"user": {"name": actor}},
+            }),
+        ),
         Some(Event::Outcome {
             rows, error, ran, ..
         }) => (

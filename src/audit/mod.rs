@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod export;
 pub mod record;
+pub mod sessions;
 pub mod store;
 
 use std::io::Write;
@@ -210,6 +211,17 @@ pub fn export(
     })?;
     out.flush().map_err(io)?;
     Ok(n)
+}
+
+/// Every record in `dir`'s trail, in order.
+pub fn records(dir: &Path) -> Result<Vec<record::Record>, AuditError> {
+    let db = open_existing(dir)?;
+    let mut out = Vec::new();
+    store::read(&db, 0, None, None, |r| {
+        out.push(r);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn open_existing(dir: &Path) -> Result<rusqlite::Connection, AuditError> {

@@ -68,6 +68,26 @@ pub enum Event {
         rows: Option<u64>,
         error: Option<String>,
     },
+    /// A held statement's ticket changed: created, approval, approved, denied, escalated,
+    /// expired, abandoned.
+    Ticket {
+        listener: String,
+        session: i64,
+        ticket: i64,
+        event: String,
+        actor: Option<String>,
+        detail: Option<String>,
+        rule: String,
+        /// SHA-256 (hex) of the statement the ticket holds, as the client sent it.
+        sha256: String,
+    },
+    /// Airlock started with a policy: where from, how many rules, and the SHA-256 of its
+    /// files (name and text, in the order they are read).
+    Policy {
+        source: String,
+        rules: usize,
+        sha256: String,
+    },
 }
 
 impl Event {
@@ -78,6 +98,8 @@ impl Event {
             Event::Disconnect { .. } => "disconnect",
             Event::Statement { .. } => "statement",
             Event::Outcome { .. } => "outcome",
+            Event::Ticket { .. } => "ticket",
+            Event::Policy { .. } => "policy",
         }
     }
 }

@@ -42,7 +42,8 @@ enum Awaiting {
         seq: u64,
         received: Instant,
         ends: Ends,
-        allowed: bool,
+        /// `allow`, `review` or `deny`.
+        decision: &'static str,
         rows: Option<u64>,
         error: Option<String>,
     },
@@ -97,7 +98,7 @@ impl SessionAudit {
             seq: self.statements,
             received: Instant::now(),
             ends,
-            allowed: judged.decision() == "allow",
+            decision: judged.decision(),
             rows: None,
             error: None,
         });
@@ -170,11 +171,17 @@ impl SessionAudit {
             }) => {
                 error.get_or_insert_with(|| code.to_owned());
             }
-            Some(Awaiting::Statement { error, allowed, .. }) => {
+            Some(Awaiting::Statement {
+                error, decision, ..
+            }) => {
                 // It ran and failed, unless Airlock refused it.
-                let ran = *allowed;
-                *error = Some(refused_or(*allowed, code));
-                self.finish_front(ran);
+                let refused = refusal(decision, code);
+                *error = Some(if refused {
+                    REFUSED.to_owned()
+                } else {
+                    code.to_owned()
+                });
+                self.finish_front(!refused);
                 while self.skips_to_sync
                     && matches!(
                         self.awaiting.front(),
@@ -201,17 +208,18 @@ impl SessionAudit {
                 }
                 Awaiting::Statement {
                     ends: Ends::Ready,
-                    allowed,
+                    decision,
+                    error,
                     ..
                 } => {
-                    let ran = *allowed;
-                    if let Some(Awaiting::Statement { error, allowed, .. }) =
-                        self.awaiting.front_mut()
-                        && let Some(code) = error.as_mut()
+                    let refused = *decision == "deny"
+                        || error.as_deref().is_some_and(|code| refusal(decision, code));
+                    if refused
+                        && let Some(Awaiting::Statement { error, .. }) = self.awaiting.front_mut()
                     {
-                        *code = refused_or(*allowed, code);
+                        *error = Some(REFUSED.to_owned());
                     }
-                    self.finish_front(ran);
+                    self.finish_front(!refused);
                     return;
                 }
                 Awaiting::Statement { .. } => self.finish_front(false),
@@ -226,8 +234,8 @@ impl SessionAudit {
             return;
         }
         if let Some(mut last) = self.awaiting.pop_back() {
-            if let (Awaiting::Statement { error, allowed, .. }, Some(code)) = (&mut last, errno) {
-                *error = Some(refused_or(*allowed, &code.to_string()));
+            if let (Awaiting::Statement { error, .. }, Some(_)) = (&mut last, errno) {
+                *error = Some(REFUSED.to_owned());
             }
             self.record_outcome(last, errno.is_none());
         }
@@ -267,14 +275,15 @@ impl SessionAudit {
     }
 }
 
-/// The error to record: a statement Airlock did not allow failed because Airlock refused it
-/// (what the database said about the substitute does not matter).
-fn refused_or(allowed: bool, code: &str) -> String {
-    if allowed {
-        code.to_owned()
-    } else {
-        "refused by Airlock".to_owned()
-    }
+/// What the trail says of a statement Airlock refused.
+const REFUSED: &str = "refused by Airlock";
+
+/// Whether an error ending a statement with `decision` is Airlock's refusal: a denied
+/// statement always fails so; a held one that was not approved fails on the substitute
+/// Airlock sent instead (a portal that does not exist, 34000), and one that was approved
+/// ran and failed on its own.
+fn refusal(decision: &str, code: &str) -> bool {
+    decision == "deny" || (decision == "review" && code == "34000")
 }
 
 impl Drop for SessionAudit {

@@ -290,6 +290,7 @@ fn ticket_request(
         required: rule.approvals.unwrap_or(1),
         timeout_secs: rule.review_timeout_secs(),
         escalation,
+        sha256: String::new(),
     }
 }
 
@@ -447,6 +448,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
 fn held_as_sent(guard: &Guard, judged: &mut Judged, text: &str) {
     if let Verdict::Hold(hold) = &mut judged.verdict {
         hold.request.statement = guard.redact(text.trim());
+        hold.request.sha256 = crate::audit::record::sha256_hex(text.as_bytes());
     }
 }
 
