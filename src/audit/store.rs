@@ -3,8 +3,7 @@
 //! commit), and read back in order for verification and export.
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -21,7 +20,8 @@ CREATE TABLE IF NOT EXISTS audit (
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+-- No index on time: every index is another page written per commit. Records are
+-- appended in time order, so a period is read by a scan.
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     seq INTEGER NOT NULL,
@@ -56,17 +56,28 @@ pub enum Mode {
     BestEffort,
 }
 
-struct Queued {
-    at: i64,
-    event: String,
-    ack: Option<oneshot::Sender<Result<(), AuditError>>>,
-}
-
-/// The audit log: append from any thread; a writer thread makes records durable.
+/// The audit log. Records are chained and buffered under one lock; a record that must be
+/// durable ([`AuditLog::append`]) commits the buffer with it at once, in the caller's
+/// thread, so the records that rode along (outcomes, connects) are committed in the same
+/// transaction; a background flusher commits what is left every few milliseconds. No
+/// thread hand-off sits between a statement and its durable record.
 pub struct AuditLog {
-    queue: Mutex<mpsc::Sender<Queued>>,
+    inner: Arc<Mutex<Writer>>,
     pub mode: Mode,
 }
+
+struct Writer {
+    db: Connection,
+    head: Head,
+    /// Records chained but not yet committed.
+    buffer: Vec<Record>,
+    checkpoints: Option<Checkpointing>,
+    last_checkpoint: std::time::Instant,
+}
+
+/// How often the background flusher commits buffered records (and how much a crash may
+/// lose of records nothing waited for).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub fn open_db(dir: &Path) -> Result<Connection, AuditError> {
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -92,7 +103,7 @@ pub struct Checkpointing {
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) `audit.db` in `dir` and starts its writer.
+    /// Opens (creating if needed) `audit.db` in `dir` and starts its flusher.
     pub fn open(dir: &Path, mode: Mode) -> Result<AuditLog, AuditError> {
         AuditLog::open_signed(dir, mode, None)
     }
@@ -105,41 +116,105 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let db = open_db(dir)?;
         let head = head(&db)?;
-        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Mutex::new(Writer {
+            db,
+            head,
+            buffer: Vec::new(),
+            checkpoints,
+            last_checkpoint: std::time::Instant::now(),
+        }));
+        let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || writer(db, head, rx, checkpoints))
-            .map_err(|e| AuditError(format!("cannot start the audit writer: {e}")))?;
-        Ok(AuditLog {
-            queue: Mutex::new(tx),
-            mode,
-        })
+            .spawn(move || flusher(weak))
+            .map_err(|e| AuditError(format!("cannot start the audit flusher: {e}")))?;
+        Ok(AuditLog { inner, mode })
     }
 
-    /// Queues `event`; the answer resolves once its record is durable.
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `event` and commits it (with whatever was buffered) before returning; the
+    /// answer says whether it is durable.
     pub fn append(&self, event: &Event) -> Ack {
+        let mut w = self.writer();
+        w.push(event);
+        let result = w.flush();
+        drop(w);
         let (tx, rx) = oneshot::channel();
-        self.push(event, Some(tx));
+        let _ = tx.send(result);
         rx
     }
 
-    /// Queues `event` without waiting for it.
+    /// Appends `event`; it is committed with the next durable record or by the flusher.
     pub fn record(&self, event: &Event) {
-        self.push(event, None);
+        let mut w = self.writer();
+        w.push(event);
+        if w.buffer.len() >= BATCH
+            && let Err(e) = w.flush()
+        {
+            tracing::error!(error = %e, "audit records not written");
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.writer().flush() {
+            tracing::error!(error = %e, "audit records not written");
+        }
+    }
+}
+
+impl Writer {
+    fn push(&mut self, event: &Event) {
+        let event = serde_json::to_string(event).expect("events serialize");
+        let r = self.head.next(now_micros(), event);
+        self.head = Head {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        self.buffer.push(r);
     }
 
-    fn push(&self, event: &Event, ack: Option<oneshot::Sender<Result<(), AuditError>>>) {
-        let event = serde_json::to_string(event).expect("events serialize");
-        let queued = Queued {
-            at: now_micros(),
-            event,
-            ack,
-        };
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(mpsc::SendError(q)) = queue.send(queued)
-            && let Some(ack) = q.ack
+    /// Commits the buffer. On failure the buffered records are dropped and the chain goes
+    /// on from what is stored.
+    fn flush(&mut self) -> Result<(), AuditError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = insert(&mut self.db, &self.buffer);
+        let n = self.buffer.len();
+        self.buffer.clear();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, records = n, "audit records not written");
+            self.head = head(&self.db).unwrap_or(Head::EMPTY);
+        }
+        if let Some(c) = &self.checkpoints
+            && result.is_ok()
+            && self.last_checkpoint.elapsed() >= c.every
         {
-            let _ = ack.send(Err(AuditError("the audit writer stopped".into())));
+            self.last_checkpoint = std::time::Instant::now();
+            let checkpoint = c.signer.sign(self.head, now_micros(), "periodic");
+            if let Err(e) = save_checkpoint(&self.db, &checkpoint) {
+                tracing::error!(error = %e, "audit checkpoint not written");
+            }
+        }
+        result
+    }
+}
+
+/// Commits buffered records every [`FLUSH_EVERY`] until the log is dropped.
+fn flusher(log: std::sync::Weak<Mutex<Writer>>) {
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let Some(inner) = log.upgrade() else {
+            return;
+        };
+        let mut w = inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.buffer.is_empty() {
+            let _ = w.flush();
         }
     }
 }
@@ -171,56 +246,6 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
                 .try_into()
                 .map_err(|_| AuditError(format!("record {seq} has a malformed hash")))?,
         }),
-    }
-}
-
-fn writer(
-    mut db: Connection,
-    mut head: Head,
-    rx: mpsc::Receiver<Queued>,
-    checkpoints: Option<Checkpointing>,
-) {
-    let mut last_checkpoint = std::time::Instant::now();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
-            }
-        }
-        let records: Vec<Record> = batch
-            .iter_mut()
-            .map(|q| {
-                let r = head.next(q.at, std::mem::take(&mut q.event));
-                head = Head {
-                    seq: r.seq,
-                    hash: r.hash,
-                };
-                r
-            })
-            .collect();
-        let result = insert(&mut db, &records);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records = records.len(), "audit records not written");
-            // The chain goes on from what is stored.
-            head = self::head(&db).unwrap_or(Head::EMPTY);
-        }
-        for q in batch {
-            if let Some(ack) = q.ack {
-                let _ = ack.send(result.clone());
-            }
-        }
-        if let Some(c) = &checkpoints
-            && result.is_ok()
-            && last_checkpoint.elapsed() >= c.every
-        {
-            last_checkpoint = std::time::Instant::now();
-            let checkpoint = c.signer.sign(head, now_micros(), "periodic");
-            if let Err(e) = save_checkpoint(&db, &checkpoint) {
-                tracing::error!(error = %e, "audit checkpoint not written");
-            }
-        }
     }
 }
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# End-to-end audit benchmark: pgbench through three Airlock instances that differ only in
+# [state] audit: "required", "best-effort" and "off", interleaved round by round. Reports
+# the median TPS per instance and workload, the ratios to "off", and each instance's CPU per
+# transaction.
+#
+#   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
+#   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
+#
+# Environment: ROUNDS, DURATION (seconds per run), SCALE (pgbench scale, default 10; the
+# tables in database test are made unless already at this scale), SKIP_BUILD=1, KEEP_TMP=1.
+# Needs cargo, psql, pgbench, python3, PostgreSQL on 127.0.0.1:5432 (user postgres, trust).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+PASS=bench-pass
+
+cd "$(dirname "$0")/.."
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
+export PGSSLMODE=disable PGCONNECT_TIMEOUT=5
+
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+build_binaries
+require_tools psql pgbench python3
+setup_tmp airlock-audit
+
+direct() { psql -X -q -h 127.0.0.1 -p 5432 -U postgres -d test "$@"; }
+have=$(direct -Atc "select count(*) / 100000 from pgbench_accounts" 2>/dev/null || echo 0)
+if [[ $have != "$SCALE" ]]; then
+    log "pgbench -i -s $SCALE..."
+    pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p 5432 -U postgres test >/dev/null 2>&1
+fi
+
+VERIFIER=$(printf '%s' "$PASS" | "$AIRLOCK" passwd)
+mkdir "$TMP/policy"
+printf '[defaults]\naction = "allow"\n' >"$TMP/policy/policy.toml"
+read -r P_REQ P_BEST P_OFF < <(free_ports 3)
+declare -A PORT=([required]=$P_REQ [best-effort]=$P_BEST [off]=$P_OFF)
+declare -A PID
+for mode in required best-effort off; do
+    mkdir "$TMP/$mode"
+    cat >"$TMP/$mode/airlock.toml" <<EOF
+[server]
+shutdown_grace_secs = 2
+
+[policy]
+dir = "$TMP/policy"
+
+[state]
+dir = "$TMP/$mode/state"
+audit = "$mode"
+
+[postgres]
+listen = "127.0.0.1:${PORT[$mode]}"
+reuse_server_sessions = true
+
+[postgres.upstream]
+address = "127.0.0.1:5432"
+user = "postgres"
+tls = "disable"
+
+[[users]]
+name = "bench"
+scram_sha_256 = "$VERIFIER"
+EOF
+    "$AIRLOCK" serve --config "$TMP/$mode/airlock.toml" >"$TMP/$mode/airlock.log" 2>&1 &
+    PID[$mode]=$!
+    PIDS+=("$!")
+done
+for mode in required best-effort off; do
+    for _ in $(seq 100); do
+        PGPASSWORD=$PASS psql -X -h 127.0.0.1 -p "${PORT[$mode]}" -U bench -d test -Atc 'select 1' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+done
+
+declare -A WORKLOAD=([select]="-S -c 8 -j 2" [tpcb]="-c 8 -j 2")
+for round in $(seq "$ROUNDS"); do
+    for workload in select tpcb; do
+        for mode in required best-effort off; do
+            t0=$(cpu_ticks "${PID[$mode]}")
+            # shellcheck disable=SC2086
+            out=$(PGPASSWORD=$PASS pgbench -n -T "$DURATION" ${WORKLOAD[$workload]} \
+                -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1)
+            t1=$(cpu_ticks "${PID[$mode]}")
+            tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+            txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+            [[ -n $tps && -n $txns ]] || { log "pgbench failed:"; log "$out"; exit 1; }
+            echo "$workload $mode $tps $txns $((t1 - t0))" >>"$TMP/results"
+            log "round $round: $workload $mode tps=$tps"
+        done
+    done
+done
+
+records=$(python3 -c "
+import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute('select count(*) from audit').fetchone()[0])
+" "$TMP/required/state/audit.db")
+python3 - "$TMP/results" "$(getconf CLK_TCK)" "$records" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+tck = int(sys.argv[2])
+print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11}")
+for w in ("select", "tpcb"):
+    med = {}
+    for m in ("required", "best-effort", "off"):
+        rs = [r for r in rows if r[0] == w and r[1] == m]
+        tps = statistics.median(float(r[2]) for r in rs)
+        cpu = statistics.median(int(r[4]) / tck * 1e6 / int(r[3]) for r in rs)
+        med[m] = (tps, cpu)
+    for m, (tps, cpu) in med.items():
+        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f}")
+print(f"records in the required trail: {sys.argv[3]}")
+PY
