@@ -111,7 +111,7 @@ pub async fn start_with(config: &Config, inspectors: Inspectors) -> anyhow::Resu
     let mut admin_addr = None;
     if let (Some(admin), Some(approvals)) = (&config.admin, &approvals) {
         let (listener, addr) = listen_once(admin.listen, "admin.listen")?;
-        let api = Arc::new(Admin::new(approvals.clone(), &config.approvers));
+        let api = Arc::new(admin_api(config, approvals));
         tasks.push(tokio::spawn(admin::serve(
             listener,
             api,
@@ -295,6 +295,7 @@ pub fn contexts(
         Some(_) => {
             let mut ctx = PgContext::new(config, inspectors.postgres.clone())?;
             ctx.approvals = approvals.clone();
+            ctx.audit = inspectors.audit.clone();
             Some(Arc::new(ctx))
         }
         None => None,
@@ -303,6 +304,7 @@ pub fn contexts(
         Some(_) => {
             let mut ctx = MyContext::new(config, inspectors.mysql.clone())?;
             ctx.approvals = approvals;
+            ctx.audit = inspectors.audit.clone();
             Some(Arc::new(ctx))
         }
         None => None,
@@ -311,6 +313,17 @@ pub fn contexts(
         postgres: pg,
         mysql: my,
     })
+}
+
+/// The admin API: approvals, and exports of the audit trail for auditors.
+fn admin_api(config: &Config, approvals: &Arc<Approvals>) -> Admin {
+    let api = Admin::new(approvals.clone(), &config.approvers);
+    match &config.state {
+        Some(state) if state.audit != crate::config::AuditSetting::Off => {
+            api.with_audit(&state.dir, &config.auditors)
+        }
+        _ => api,
+    }
 }
 
 /// The approvals hub over the store in `[state]`, if the config has one.
@@ -574,7 +587,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let _runtime = signals.enter();
             TcpListener::from_std(socket)?
         };
-        let api = Arc::new(Admin::new(approvals.clone(), &config.approvers));
+        let api = Arc::new(admin_api(&config, approvals));
         signals.spawn(admin::serve(listener, api, shutdown.subscribe()));
         tracing::info!(admin_addr = %addr, "admin API ready");
     }

@@ -67,6 +67,9 @@ pub struct Config {
     /// Who may decide on held statements, through the admin API.
     #[serde(default, rename = "approvers")]
     pub approvers: Vec<ApproverConfig>,
+    /// Who may export the audit trail through the admin API.
+    #[serde(default, rename = "auditors")]
+    pub auditors: Vec<AuditorConfig>,
     /// Where to announce tickets (created, escalated, decided, expired, abandoned).
     #[serde(default, rename = "webhooks")]
     pub webhooks: Vec<WebhookConfig>,
@@ -129,6 +132,14 @@ pub enum AuditSetting {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditorConfig {
+    pub name: String,
+    /// SHA-256 (hex) of the auditor's API token, as `airlock token` prints it.
+    pub token_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -573,6 +584,13 @@ impl Config {
                 "add [admin] with listen = \"127.0.0.1:9090\"",
             ));
         }
+        if !self.auditors.is_empty() && (self.admin.is_none() || self.state.is_none()) {
+            return Err(invalid(
+                "auditors",
+                "auditors export the audit trail through the admin API, which needs [admin] and [state]",
+                "add [admin] with listen = \"127.0.0.1:9090\" and [state] with dir = \"state\"",
+            ));
+        }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if self.state.is_none() {
                 return Err(invalid(
@@ -591,21 +609,30 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         let mut tokens = std::collections::HashSet::new();
-        for (i, a) in self.approvers.iter().enumerate() {
-            let key = format!("approvers[{i}]");
-            if a.name.is_empty() || !names.insert(a.name.as_str()) {
+        let approvers = self
+            .approvers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("approvers[{i}]"), &a.name, &a.token_sha256));
+        let auditors = self
+            .auditors
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("auditors[{i}]"), &a.name, &a.token_sha256));
+        for (key, name, token_sha256) in approvers.chain(auditors) {
+            if name.is_empty() || !names.insert(name.as_str()) {
                 return Err(invalid(
                     format!("{key}.name"),
-                    format!("{:?} is empty or defined twice", a.name),
-                    "give each approver one definition with a name",
+                    format!("{name:?} is empty or defined twice"),
+                    "give each approver and auditor one definition with a name",
                 ));
             }
             let hex =
-                a.token_sha256.len() == 64 && a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex || !tokens.insert(a.token_sha256.to_ascii_lowercase()) {
+                token_sha256.len() == 64 && token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex || !tokens.insert(token_sha256.to_ascii_lowercase()) {
                 return Err(invalid(
                     format!("{key}.token_sha256"),
-                    "is not 64 hex digits, or is another approver's",
+                    "is not 64 hex digits, or is another approver's or auditor's",
                     "make a token and its hash with `airlock token`",
                 ));
             }

@@ -70,17 +70,37 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
     let state = tempfile::tempdir().unwrap();
+    let hash = |token: &str| -> String {
+        airlock::admin::token_hash(token)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     let proxy = Setup {
         policy_dir: Some(policy.path().to_path_buf()),
         mysql: true,
         extra: format!(
-            "\n[state]\ndir = {:?}\n",
-            state.path().display().to_string()
+            "\n[state]\ndir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[approvers]]\nname = \"dana\"\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\
+             [[auditors]]\nname = \"carol\"\ntoken_sha256 = \"{}\"\n",
+            state.path().display().to_string(),
+            hash("approver-token"),
+            hash("auditor-token"),
         ),
         ..Setup::default()
     }
     .start()
     .await;
+
+    // Failed logins, on both listeners.
+    let wrong = format!(
+        "host=127.0.0.1 port={} user={} password=wrong dbname=test",
+        proxy.port,
+        common::USER
+    );
+    common::refused(&wrong).await;
+    let wrong_mysql = common::mysql::opts(proxy.mysql_port.unwrap()).pass(Some("wrong"));
+    assert!(mysql_async::Conn::new(wrong_mysql).await.is_err());
 
     let t = unique("audited");
     let client = proxy.connect().await;
@@ -129,6 +149,15 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
             .collect()
     };
     assert_eq!(of("postgres", "connect").len(), 1, "{events:#?}");
+    let failed = of("postgres", "auth_failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["user"], common::USER);
+    assert!(
+        !failed[0].to_string().contains("wrong"),
+        "no password in {}",
+        failed[0]
+    );
+    assert_eq!(of("mysql", "auth_failed").len(), 1, "{events:#?}");
     assert_eq!(of("postgres", "connect")[0]["user"], common::USER);
     let pg = of("postgres", "statement");
     let texts: Vec<&str> = pg.iter().map(|e| e["text"].as_str().unwrap()).collect();
@@ -230,6 +259,31 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
 
     let all = export(state.path(), "jsonl");
     assert!(!all.contains(TOKEN), "the trail holds a secret");
+
+    // The same export over the admin API, for an auditor's token only.
+    let url = format!(
+        "http://127.0.0.1:{}/api/audit/export?format=jsonl",
+        proxy.admin_port.unwrap()
+    );
+    let get = |token: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut request = ureq::get(&url);
+            if let Some(t) = token {
+                request = request.header("Authorization", &format!("Bearer {t}"));
+            }
+            match request.call() {
+                Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap()),
+                Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+                Err(e) => panic!("{e}"),
+            }
+        })
+    };
+    let (status, body) = get(Some("auditor-token")).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, export(state.path(), "jsonl"));
+    assert_eq!(get(Some("approver-token")).await.unwrap().0, 401);
+    assert_eq!(get(None).await.unwrap().0, 401);
 
     // The same records in CSV and OCSF, read with Python's standard parsers.
     let csv = export(state.path(), "csv");

@@ -9,6 +9,7 @@
 //! | `POST /api/approvals/{id}/approve`, optionally with `{"scope": "once" \| "session" \| "30m"}` | approve it as the caller; a scope also lets through the same session's statements that the same rule holds, for the rest of the session or N minutes |
 //! | `POST /api/approvals/{id}/deny` with `{"reason": "..."}` | deny it |
 //! | `GET /api/approvals/changes?since=V&wait_secs=30` | waits until something changes after version `V`, then the open tickets and the new version |
+//! | `GET /api/audit/export?format=jsonl\|csv\|ocsf&since=T&until=T` | the audit trail's records of a period, for an `[[auditors]]` token only |
 
 pub mod client;
 
@@ -31,7 +32,7 @@ use tokio::sync::watch;
 use crate::approval::hub::DecideError;
 use crate::approval::ticket::{Refused, Scope, State as TicketState};
 use crate::approval::{Approvals, store::StoreError};
-use crate::config::ApproverConfig;
+use crate::config::{ApproverConfig, AuditorConfig};
 
 /// An approver the config knows.
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub struct Approver {
 pub struct Admin {
     approvals: Arc<Approvals>,
     approvers: Vec<Approver>,
+    /// Token hashes of those who may export the audit trail, and where it is.
+    auditors: Vec<(String, [u8; 32])>,
+    audit_dir: Option<std::path::PathBuf>,
 }
 
 /// A new random API token (32 bytes, URL-safe base64).
@@ -86,7 +90,31 @@ impl Admin {
         Admin {
             approvals,
             approvers,
+            auditors: Vec::new(),
+            audit_dir: None,
         }
+    }
+
+    /// The API, also serving exports of the audit trail in `dir` to `auditors`.
+    pub fn with_audit(mut self, dir: &std::path::Path, auditors: &[AuditorConfig]) -> Admin {
+        self.audit_dir = Some(dir.to_owned());
+        self.auditors = auditors
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), parse_hex32(&a.token_sha256)?)))
+            .collect();
+        self
+    }
+
+    /// The auditor whose token this is (constant time, every auditor checked).
+    fn auditor(&self, token: &str) -> Option<&str> {
+        let hash = token_hash(token);
+        let mut found = None;
+        for (name, h) in &self.auditors {
+            if bool::from(h.ct_eq(&hash)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
     }
 
     /// The approver whose token this is (compared in constant time, every approver checked).
@@ -127,6 +155,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/approvals/{id}", get(show))
         .route("/api/approvals/{id}/approve", post(approve))
         .route("/api/approvals/{id}/deny", post(deny))
+        .route("/api/audit/export", get(audit_export))
         .with_state(admin)
 }
 
@@ -171,18 +200,13 @@ impl FromRequestParts<Arc<Admin>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    "send Authorization: Bearer <token> with an approver's token (see `airlock token`)"
-                        .into(),
-                )
-            })?;
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "send Authorization: Bearer <token> with an approver's token (see `airlock token`)"
+                    .into(),
+            )
+        })?;
         match admin.approver(token.trim()) {
             Some(a) => Ok(Caller(a.clone())),
             None => Err(ApiError(
@@ -192,6 +216,84 @@ impl FromRequestParts<Arc<Admin>> for Caller {
             )),
         }
     }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// An auditor, from its bearer token.
+pub struct AuditorCaller(String);
+
+impl FromRequestParts<Arc<Admin>> for AuditorCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, ApiError> {
+        match bearer(parts).and_then(|t| admin.auditor(t)) {
+            Some(name) => Ok(AuditorCaller(name.to_owned())),
+            None => Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "exports need an auditor's token: send Authorization: Bearer <token> with a token \
+                 whose SHA-256 the config lists under [[auditors]] (see `airlock token`)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The records of a period in the asked format (built whole, then sent).
+async fn audit_export(
+    State(admin): State<Arc<Admin>>,
+    AuditorCaller(auditor): AuditorCaller,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    use crate::audit::export::{Format, parse_time};
+    let bad = |what: String| ApiError(StatusCode::BAD_REQUEST, what);
+    let (format, content_type) = match q.format.as_deref().unwrap_or("jsonl") {
+        "jsonl" => (Format::Jsonl, "application/x-ndjson"),
+        "csv" => (Format::Csv, "text/csv"),
+        "ocsf" => (Format::Ocsf, "application/x-ndjson"),
+        other => return Err(bad(format!("format {other:?}: use jsonl, csv or ocsf"))),
+    };
+    let time = |t: &Option<String>| -> Result<Option<i64>, ApiError> {
+        t.as_deref()
+            .map(|t| {
+                parse_time(t).ok_or_else(|| {
+                    bad(format!(
+                        "time {t:?}: use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let (since, until) = (time(&q.since)?, time(&q.until)?);
+    let Some(dir) = admin.audit_dir.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this Airlock keeps no audit trail".into(),
+        ));
+    };
+    tracing::info!(auditor = %auditor, "audit export");
+    let body = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        crate::audit::export(&dir, format, since, until, &mut out).map(|_| out)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 #[derive(Deserialize)]

@@ -122,6 +122,21 @@ fn ocsf(r: &Record) -> Value {
             }),
         ),
         Some(Event::Disconnect { .. }) => (99, "Disconnect", 1, json!({})),
+        Some(Event::AuthFailed {
+            user,
+            client_addr,
+            reason,
+            ..
+        }) => (
+            3,
+            "Connect",
+            2,
+            json!({
+                "actor": {"user": {"name": user}},
+                "src_endpoint": endpoint(client_addr),
+                "status_detail": reason,
+            }),
+        ),
         Some(Event::Policy { source, rules, .. }) => (
             99,
             "Policy loaded",

@@ -29,6 +29,13 @@ pub enum Event {
         /// The session sees result values unmasked (a member of an exempt group).
         masking_exempt: bool,
     },
+    /// A client's login to Airlock failed.
+    AuthFailed {
+        listener: String,
+        user: Option<String>,
+        client_addr: String,
+        reason: String,
+    },
     /// A session ended.
     Disconnect {
         listener: String,
@@ -95,6 +102,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Connect { .. } => "connect",
+            Event::AuthFailed { .. } => "auth_failed",
             Event::Disconnect { .. } => "disconnect",
             Event::Statement { .. } => "statement",
             Event::Outcome { .. } => "outcome",

@@ -75,7 +75,7 @@ pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKe
                 listener: listener.clone(),
                 session: *session,
             },
-            Event::Policy { .. } => continue,
+            Event::Policy { .. } | Event::AuthFailed { .. } => continue,
         };
         let s = out.entry(key).or_default();
         match event {
@@ -102,7 +102,7 @@ pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKe
                     step.tickets.push((r.at, event));
                 }
             }
-            Event::Policy { .. } => {}
+            Event::Policy { .. } | Event::AuthFailed { .. } => {}
         }
     }
     out

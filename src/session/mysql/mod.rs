@@ -71,6 +71,8 @@ pub struct MyContext {
     pub server_tls: Option<Arc<rustls::ServerConfig>>,
     pub upstream: UpstreamTarget,
     pub inspectors: Arc<dyn MysqlInspectorFactory>,
+    /// Where failed logins are recorded, if an audit trail is kept.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
     pub decoy: Decoy,
     /// Whether unknown users are checked as mysql_native_password users (as most configured
     /// users are), so the exchange looks the same for both.
@@ -139,6 +141,7 @@ impl MyContext {
             next_id: AtomicU32::new(rand::random_range(1..1 << 20)),
             threads: Mutex::new(HashMap::new()),
             approvals: None,
+            audit: None,
         })
     }
 
@@ -268,6 +271,14 @@ async fn open(
         Ok(l) => l,
         Err(handshake::Failed::Tell(mut stream, seq, e)) => {
             tracing::info!(%client_addr, code = e.code, reason = %e.message, "MySQL login refused");
+            if let Some(log) = &ctx.audit {
+                log.record(&crate::audit::Event::AuthFailed {
+                    listener: "mysql".into(),
+                    user: None,
+                    client_addr: client_addr.to_string(),
+                    reason: format!("{} ({})", e.message, e.code),
+                });
+            }
             tell(&mut stream, seq, &e).await;
             return None;
         }

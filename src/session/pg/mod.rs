@@ -67,6 +67,8 @@ pub struct PgContext {
     pub decoy: Decoy,
     /// Where statements a policy holds wait for approval (set by the caller; none: refused).
     pub approvals: Option<Arc<crate::approval::Approvals>>,
+    /// Where failed logins are recorded, if an audit trail is kept.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl PgContext {
@@ -120,6 +122,7 @@ impl PgContext {
             inspectors,
             decoy: Decoy::new(config.users.iter().map(|u| &u.scram_sha_256)),
             approvals: None,
+            audit: None,
         })
     }
 
@@ -250,7 +253,19 @@ async fn open(
     let mut reader = Reader::default();
     let result = async {
         let user = handshake::check_startup(ctx, client.is_tls(), &startup, &mut out)?;
-        client_auth::authenticate(ctx, &mut client, &mut reader, &user, &mut out).await?;
+        if let Err(e) =
+            client_auth::authenticate(ctx, &mut client, &mut reader, &user, &mut out).await
+        {
+            if let Some(log) = &ctx.audit {
+                log.record(&crate::audit::Event::AuthFailed {
+                    listener: "postgres".into(),
+                    user: Some(user.clone()),
+                    client_addr: client_addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            return Err(e);
+        }
         backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
         let database = startup.param("database").unwrap_or(&user).to_owned();
         let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
