@@ -9,6 +9,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{Checkpoint, Signer};
+use super::journal::{self, Journal};
 use super::record::{Event, Head, Record};
 
 const SCHEMA: &str = "
@@ -56,11 +57,11 @@ pub enum Mode {
     BestEffort,
 }
 
-/// The audit log. Records are chained and buffered under one lock; a record that must be
-/// durable ([`AuditLog::append`]) commits the buffer with it at once, in the caller's
-/// thread, so the records that rode along (outcomes, connects) are committed in the same
-/// transaction; a background flusher commits what is left every few milliseconds. No
-/// thread hand-off sits between a statement and its durable record.
+/// The audit log. Records are chained and buffered under one lock. A record that must be
+/// durable ([`AuditLog::append`]) is written to the journal at once, in the caller's
+/// thread, with the records buffered before it (outcomes, connects); a background flusher
+/// commits the buffer to `audit.db` every few milliseconds. No thread hand-off sits
+/// between a statement and its durable record.
 pub struct AuditLog {
     inner: Arc<Mutex<Writer>>,
     pub mode: Mode,
@@ -69,8 +70,12 @@ pub struct AuditLog {
 struct Writer {
     db: Connection,
     head: Head,
-    /// Records chained but not yet committed.
+    /// Records chained but not yet committed to `audit.db`.
     buffer: Vec<Record>,
+    /// With `required` audit: where records are durable before they reach `audit.db`.
+    journal: Option<Journal>,
+    /// How many records at the start of `buffer` are in the journal.
+    journaled: usize,
     checkpoints: Option<Checkpointing>,
     last_checkpoint: std::time::Instant,
 }
@@ -78,6 +83,13 @@ struct Writer {
 /// How often the background flusher commits buffered records (and how much a crash may
 /// lose of records nothing waited for).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The journal is emptied once everything in it is in `audit.db` and it is this large.
+const JOURNAL_MAX: u64 = 4 << 20;
+
+/// Records kept for a later attempt while `audit.db` cannot be written; past this, a
+/// required trail refuses statements.
+const BUFFER_MAX: usize = 64 * BATCH;
 
 pub fn open_db(dir: &Path) -> Result<Connection, AuditError> {
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -114,12 +126,22 @@ impl AuditLog {
         mode: Mode,
         checkpoints: Option<Checkpointing>,
     ) -> Result<AuditLog, AuditError> {
-        let db = open_db(dir)?;
-        let head = head(&db)?;
+        let mut db = open_db(dir)?;
+        let head = recover(dir, &mut db)?;
+        let journal = match mode {
+            Mode::Required => Some(
+                Journal::open(dir)
+                    .map(|(j, _)| j)
+                    .map_err(|e| AuditError(format!("cannot open the audit journal: {e}")))?,
+            ),
+            Mode::BestEffort => None,
+        };
         let inner = Arc::new(Mutex::new(Writer {
             db,
             head,
             buffer: Vec::new(),
+            journal,
+            journaled: 0,
             checkpoints,
             last_checkpoint: std::time::Instant::now(),
         }));
@@ -135,12 +157,13 @@ impl AuditLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `event` and commits it (with whatever was buffered) before returning; the
-    /// answer says whether it is durable.
+    /// Appends `event` and makes it durable (with whatever was buffered before it) before
+    /// returning: in the journal, or without one by committing to `audit.db`. The answer
+    /// says whether it is durable.
     pub fn append(&self, event: &Event) -> Ack {
         let mut w = self.writer();
         w.push(event);
-        let result = w.flush();
+        let result = w.make_durable();
         drop(w);
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(result);
@@ -168,6 +191,28 @@ impl Drop for AuditLog {
 }
 
 impl Writer {
+    /// Makes every buffered record durable.
+    fn make_durable(&mut self) -> Result<(), AuditError> {
+        if self.buffer.len() > BUFFER_MAX {
+            return Err(AuditError(format!(
+                "{} records wait for audit.db, which cannot be written",
+                self.buffer.len()
+            )));
+        }
+        let Some(journal) = &mut self.journal else {
+            return self.flush();
+        };
+        let mut bytes = Vec::new();
+        for r in &self.buffer[self.journaled..] {
+            journal::frame(r, &mut bytes);
+        }
+        journal
+            .append(&bytes)
+            .map_err(|e| AuditError(format!("cannot write the audit journal: {e}")))?;
+        self.journaled = self.buffer.len();
+        Ok(())
+    }
+
     fn push(&mut self, event: &Event) {
         let event = serde_json::to_string(event).expect("events serialize");
         let r = self.head.next(now_micros(), event);
@@ -178,18 +223,27 @@ impl Writer {
         self.buffer.push(r);
     }
 
-    /// Commits the buffer. On failure the buffered records are dropped and the chain goes
-    /// on from what is stored.
+    /// Commits the buffer to `audit.db`. On failure the records stay buffered (and in the
+    /// journal, if they were journaled) for the next attempt.
     fn flush(&mut self) -> Result<(), AuditError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         let result = insert(&mut self.db, &self.buffer);
-        let n = self.buffer.len();
-        self.buffer.clear();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records = n, "audit records not written");
-            self.head = head(&self.db).unwrap_or(Head::EMPTY);
+        match &result {
+            Ok(()) => {
+                self.buffer.clear();
+                self.journaled = 0;
+                if let Some(j) = &mut self.journal
+                    && j.len() > JOURNAL_MAX
+                    && let Err(e) = j.clear()
+                {
+                    tracing::error!(error = %e, "cannot empty the audit journal");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = self.buffer.len(), "audit records not written yet");
+            }
         }
         if let Some(c) = &self.checkpoints
             && result.is_ok()
@@ -247,6 +301,49 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
                 .map_err(|_| AuditError(format!("record {seq} has a malformed hash")))?,
         }),
     }
+}
+
+/// Moves into `db` the records the journal in `dir` holds beyond `db`'s head (what a crash
+/// left there), then empties the journal; returns the chain head.
+fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
+    let stored = head(db)?;
+    let (mut journal, records) = Journal::open(dir)
+        .map_err(|e| AuditError(format!("cannot open the audit journal: {e}")))?;
+    let mut v = super::record::Verifier { head: stored };
+    let missing: Vec<Record> = records
+        .into_iter()
+        .filter(|r| r.seq > stored.seq)
+        .take_while(|r| v.check(r).is_ok())
+        .collect();
+    if !missing.is_empty() {
+        insert(db, &missing)?;
+        tracing::info!(
+            records = missing.len(),
+            "audit records recovered from the journal"
+        );
+    }
+    if !journal.is_empty() {
+        journal
+            .clear()
+            .map_err(|e| AuditError(format!("cannot empty the audit journal: {e}")))?;
+    }
+    Ok(v.head)
+}
+
+/// The records the journal in `dir` holds beyond `after` that follow it in the chain (what
+/// a running Airlock has not committed to `audit.db` yet, or what a crash left there),
+/// read without changing anything.
+pub fn journal_tail(dir: &Path, after: Head) -> Vec<Record> {
+    let Ok(bytes) = std::fs::read(dir.join("audit.journal")) else {
+        return Vec::new();
+    };
+    let (records, _) = journal::frames(&bytes);
+    let mut v = super::record::Verifier { head: after };
+    records
+        .into_iter()
+        .filter(|r| r.seq > after.seq)
+        .take_while(|r| v.check(r).is_ok())
+        .collect()
 }
 
 /// Stores a signed checkpoint with the trail.
@@ -364,6 +461,42 @@ mod tests {
         }
     }
 
+    /// What a crash leaves: records in the journal only, the last one cut short. The next
+    /// open commits the whole ones and drops the torn one.
+    #[tokio::test]
+    async fn records_left_in_the_journal_are_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
+        let mut head = Head::EMPTY;
+        let mut bytes = Vec::new();
+        for i in 0..5 {
+            let r = head.next(i, serde_json::to_string(&event(i as u64)).unwrap());
+            head = Head {
+                seq: r.seq,
+                hash: r.hash,
+            };
+            journal::frame(&r, &mut bytes);
+        }
+        let torn = head.next(9, "{}".into());
+        let mut last = Vec::new();
+        journal::frame(&torn, &mut last);
+        bytes.extend_from_slice(&last[..last.len() - 3]);
+        std::fs::write(dir.path().join("audit.journal"), &bytes).unwrap();
+        // Readers see them before any restart...
+        assert_eq!(crate::audit::records(dir.path()).unwrap().len(), 5);
+        // ...and opening the log moves them into audit.db and goes on from them.
+        let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
+        log.append(&event(5)).await.unwrap().unwrap();
+        drop(log);
+        let db = open_db(dir.path()).unwrap();
+        let mut v = Verifier::new();
+        read(&db, 0, None, None, |r| {
+            v.check(&r).map_err(|e| AuditError(e.to_string()))
+        })
+        .unwrap();
+        assert_eq!(v.head.seq, 6);
+    }
+
     #[tokio::test]
     async fn appended_records_are_durable_chained_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -376,6 +509,7 @@ mod tests {
         }
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
         log.append(&event(1000)).await.unwrap().unwrap();
+        drop(log);
         let db = open_db(dir.path()).unwrap();
         let mut v = Verifier::new();
         read(&db, 0, None, None, |r| {
