@@ -23,6 +23,9 @@ name = "no-drops"
 action = "deny"
 findings = ["drop"]
 message = "no drops here"
+
+[audit]
+sample_rows = 2
 "#;
 
 fn airlock(args: &[&str]) -> std::process::Output {
@@ -239,10 +242,23 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
     );
     let o = outcome(&find("postgres", "select *"));
     assert_eq!(o["rows"], 1, "{o}");
+    // The result, sampled and masked (tokio-postgres asks for binary: the int4 as hex).
+    assert_eq!(
+        o["sample"],
+        serde_json::json!([["\\x00000001", "token [masked:github_token]"]]),
+        "{o}"
+    );
     let o = outcome(&find("mysql", "SELECT ? + 1"));
     assert_eq!(
         (o["ran"].clone(), o["rows"].clone()),
         (true.into(), 1.into()),
+        "{o}"
+    );
+    assert_eq!(o["sample"], serde_json::json!([["42"]]), "{o}");
+    let o = outcome(&find("mysql", "SELECT 'plain"));
+    assert_eq!(
+        o["sample"],
+        serde_json::json!([["plain text protocol"]]),
         "{o}"
     );
     let o = outcome(&find("mysql", "SELECT * FROM surely_missing"));

@@ -74,6 +74,9 @@ pub enum Event {
         ran: bool,
         rows: Option<u64>,
         error: Option<String>,
+        /// The first rows of its result, masked (`[audit] sample_rows` in the policy).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sample: Vec<Vec<Option<String>>>,
     },
     /// A held statement's ticket changed: created, approval, approved, denied, escalated,
     /// expired, abandoned.

@@ -278,6 +278,7 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
                 ran,
                 rows,
                 error,
+                sample,
                 ..
             }) => {
                 let what = match (ran, rows, error) {
@@ -291,6 +292,11 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
                     "    -> {what} ({:.1} ms)\n",
                     *duration_us as f64 / 1000.0
                 ));
+                for row in sample {
+                    let cells: Vec<&str> =
+                        row.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
+                    out.push_str(&format!("       | {} |\n", cells.join(" | ")));
+                }
             }
             _ => out.push_str("    -> no outcome recorded\n"),
         }

@@ -24,6 +24,8 @@ pub struct SessionAudit {
     awaiting: VecDeque<Awaiting>,
     /// PostgreSQL: after an error the database skips to the next Sync.
     skips_to_sync: bool,
+    /// Rows of each result kept with its outcome (the policy's `[audit] sample_rows`).
+    sample_rows: usize,
 }
 
 /// How the answer to a recorded statement ends.
@@ -46,6 +48,8 @@ enum Awaiting {
         decision: &'static str,
         rows: Option<u64>,
         error: Option<String>,
+        /// The first rows of its result, masked.
+        sample: Vec<Vec<Option<String>>>,
     },
     /// A PostgreSQL Sync: where skipping after an error stops.
     Sync,
@@ -81,6 +85,7 @@ impl SessionAudit {
             pending: Vec::new(),
             awaiting: VecDeque::new(),
             skips_to_sync: guard.dialect == crate::sql::Dialect::Postgres,
+            sample_rows: guard.policy.audit.sample_rows,
         })
     }
 
@@ -101,6 +106,7 @@ impl SessionAudit {
             decision: judged.decision(),
             rows: None,
             error: None,
+            sample: Vec::new(),
         });
         let fingerprints: Vec<&str> = judged
             .statements
@@ -131,6 +137,41 @@ impl SessionAudit {
             Mode::Required => self.pending.push(self.log.append(&event)),
             Mode::BestEffort => self.log.record(&event),
         }
+    }
+
+    /// Whether result rows are sampled.
+    pub fn wants_rows(&self) -> bool {
+        self.sample_rows > 0
+    }
+
+    /// A result row of the statement now answered (each value's bytes, `None` for NULL):
+    /// kept, masked, while its sample is short of `sample_rows`.
+    pub fn row(&mut self, values: &[Option<&[u8]>]) {
+        let n = self.sample_rows;
+        let Some(Awaiting::Statement { sample, .. }) = self.awaiting.front_mut() else {
+            return;
+        };
+        if sample.len() >= n {
+            return;
+        }
+        let shown = values
+            .iter()
+            .map(|v| {
+                v.map(|v| match std::str::from_utf8(v) {
+                    // Text; a binary-format number or date shows as hex.
+                    Ok(text) if !text.chars().any(|c| c.is_control() && !c.is_whitespace()) => {
+                        self.guard.redact(text)
+                    }
+                    _ => {
+                        let masked = self.guard.mask(v);
+                        let v = masked.as_deref().unwrap_or(v);
+                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                        format!("\\x{hex}")
+                    }
+                })
+            })
+            .collect();
+        sample.push(shown);
     }
 
     /// A PostgreSQL Sync went to the database.
@@ -254,6 +295,7 @@ impl SessionAudit {
             received,
             rows,
             error,
+            sample,
             ..
         } = awaited
         {
@@ -265,6 +307,7 @@ impl SessionAudit {
                 ran,
                 rows,
                 error: error.map(|e| self.guard.redact(&e)),
+                sample,
             });
         }
     }

@@ -107,6 +107,11 @@ impl Guard {
         }
     }
 
+    /// The policy's masking, compiled.
+    pub fn masking(&self) -> Arc<Masking> {
+        self.masking.clone()
+    }
+
     /// `value` with secrets masked, if it holds any.
     pub fn mask(&self, value: &[u8]) -> Option<Vec<u8>> {
         self.masking.masker.mask(value)

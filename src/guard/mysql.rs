@@ -28,8 +28,14 @@ impl MysqlInspectorFactory for MyGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
         let who = self.0.who(session);
         let results = self.0.masking_for(&who).map(MyResults::new);
+        let audit = SessionAudit::start(&self.0, &who, session, results.is_some());
+        // Sampling rows for the trail needs the column definitions even where masking
+        // does not apply.
+        let sampler = (results.is_none() && audit.as_ref().is_some_and(SessionAudit::wants_rows))
+            .then(|| MyResults::new(self.0.masking()));
         Box::new(MyGuard {
-            audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
+            audit,
+            sampler,
             guard: self.0.clone(),
             results,
             who,
@@ -66,6 +72,8 @@ pub struct MyGuard {
     results: Option<MyResults>,
     /// The session's audit records, when the listener keeps a trail.
     audit: Option<SessionAudit>,
+    /// Column definitions for sampling rows where masking does not apply.
+    sampler: Option<MyResults>,
     /// Whether the command last shown has a record awaiting its answer.
     staged: bool,
     /// For each forwarded command the database owes an answer: whether it has a record.
@@ -197,27 +205,40 @@ impl MysqlInspector for MyGuard {
     }
 
     fn wants_rows(&self) -> bool {
-        self.results.is_some()
+        self.results.is_some() || self.sampler.is_some()
     }
 
     fn columns(&mut self) {
-        if let Some(r) = &mut self.results {
+        if let Some(r) = self.results.as_mut().or(self.sampler.as_mut()) {
             r.columns();
         }
     }
 
     fn definition(&mut self, payload: &[u8]) {
-        if let Some(r) = &mut self.results {
+        if let Some(r) = self.results.as_mut().or(self.sampler.as_mut()) {
             r.definition(payload);
         }
     }
 
     fn row(&mut self, binary: bool, payload: &[u8]) -> Rewrite {
-        match self.results.as_mut().map(|r| r.row(binary, payload)) {
+        let rewrite = match self.results.as_mut().map(|r| r.row(binary, payload)) {
             Some(Ok(body)) => Rewrite::from_body(body),
             Some(Err(e)) => Rewrite::Refuse(e.reason),
             None => Rewrite::Keep,
+        };
+        if let Some(audit) = self.audit.as_mut().filter(|a| a.wants_rows())
+            && let Some(columns) = self.results.as_ref().or(self.sampler.as_ref())
+        {
+            let sent = match &rewrite {
+                Rewrite::Replace(masked) => masked.as_slice(),
+                _ => payload,
+            };
+            if let Some(values) = columns.values(binary, sent) {
+                let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+                audit.row(&values);
+            }
         }
+        rewrite
     }
 
     fn error(&mut self, payload: &[u8]) -> Rewrite {

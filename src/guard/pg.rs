@@ -71,7 +71,8 @@ impl Inspector for PgGuard {
     fn interest(&self) -> Interest {
         Interest {
             statements: true,
-            rows: self.results.is_some(),
+            rows: self.results.is_some()
+                || self.audit.as_ref().is_some_and(SessionAudit::wants_rows),
             replies: true,
         }
     }
@@ -101,13 +102,27 @@ impl Inspector for PgGuard {
                 _ => {}
             }
         }
-        match &mut self.results {
+        let rewrite = match &mut self.results {
             Some(results) => match results.backend(tag, body) {
                 Ok(body) => Rewrite::from_body(body),
                 Err(e) => Rewrite::Refuse(e.reason),
             },
             None => Rewrite::Keep,
+        };
+        if tag == be::DATA_ROW
+            && let Some(audit) = self.audit.as_mut().filter(|a| a.wants_rows())
+        {
+            // What the client sees, masked again for the record (an exempt session's rows
+            // reach the trail masked too).
+            let sent = match &rewrite {
+                Rewrite::Replace(masked) => masked.as_slice(),
+                _ => body,
+            };
+            if let Some(values) = crate::mask::pg::data_row(sent) {
+                audit.row(&values);
+            }
         }
+        rewrite
     }
 
     fn pending_records(&mut self) -> Vec<Ack> {

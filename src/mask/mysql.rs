@@ -31,6 +31,8 @@ enum Layout {
 struct ColumnInfo {
     treat: Treat,
     layout: Layout,
+    /// A 4- or 8-byte float rather than an integer.
+    float: bool,
 }
 
 /// One session's result masking.
@@ -68,6 +70,7 @@ impl MyResults {
             Err(_) => ColumnInfo {
                 treat: Treat::Text,
                 layout: Layout::Lenenc,
+                float: false,
             },
         };
         self.columns.push(info);
@@ -126,7 +129,11 @@ impl MyResults {
             (true, false, true) => Treat::WholeText,
             (true, false, false) => Treat::WholeNull,
         };
-        ColumnInfo { treat, layout }
+        ColumnInfo {
+            treat,
+            layout,
+            float: matches!(t, MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE),
+        }
     }
 
     /// A row packet: the payload to send the client in its place, if masking changed it.
@@ -178,8 +185,55 @@ impl MyResults {
         Ok(out)
     }
 
-    fn binary_row(&self, payload: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
-        let masker = &self.masking.masker;
+    /// A row's values as text (numbers in decimal, dates and times as hex), `None` for NULL,
+    /// or `None` if the row does not fit the column definitions; for a record of it.
+    pub fn values(&self, binary: bool, payload: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+        if !binary {
+            let mut rest = payload;
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                if rest[0] == 0xfb {
+                    out.push(None);
+                    rest = &rest[1..];
+                } else {
+                    let (v, after) = lenenc_str(rest)?;
+                    out.push(Some(v.to_vec()));
+                    rest = after;
+                }
+            }
+            return Some(out);
+        }
+        let (_, fields) = self.walk(payload).ok()?;
+        let shown = fields.into_iter().zip(&self.columns).map(|(f, c)| {
+            f.map(|Field { value, .. }| {
+                match (c.layout, c.float, value.len()) {
+                    (Layout::Fixed(_), true, 4) => {
+                        f32::from_le_bytes(value.try_into().expect("4 bytes")).to_string()
+                    }
+                    (Layout::Fixed(_), true, 8) => {
+                        f64::from_le_bytes(value.try_into().expect("8 bytes")).to_string()
+                    }
+                    (Layout::Fixed(k), false, _) => {
+                        let mut b = [0u8; 8];
+                        b[..k].copy_from_slice(value);
+                        // Sign-extended: most integer columns are signed.
+                        let shift = 64 - 8 * k as u32;
+                        ((i64::from_le_bytes(b) << shift) >> shift).to_string()
+                    }
+                    (Layout::Lenenc, _, _) => return value.to_vec(),
+                    _ => value.iter().map(|b| format!("{b:02x}")).collect(),
+                }
+                .into_bytes()
+            })
+        });
+        Some(shown.collect())
+    }
+
+    /// A binary row's NULL bitmap and fields (None: NULL), by the column definitions.
+    fn walk<'a>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<(&'a [u8], Vec<Option<Field<'a>>>), Unmaskable> {
         let n = self.columns.len();
         let bitmap_len = (n + 7 + 2) / 8;
         if payload.first() != Some(&0) || payload.len() < 1 + bitmap_len {
@@ -217,6 +271,12 @@ impl MyResults {
         if !rest.is_empty() {
             return Err(unreadable());
         }
+        Ok((bitmap, values))
+    }
+
+    fn binary_row(&self, payload: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        let masker = &self.masking.masker;
+        let (bitmap, values) = self.walk(payload)?;
         let mut changed = false;
         let mut nulls = bitmap.to_vec();
         let mut body = Vec::with_capacity(payload.len() + 32);

@@ -475,7 +475,7 @@ fn put_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
 }
 
 /// A DataRow's values (`None` for NULL), or `None` if it is malformed.
-fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
     let mut rest = &body[2..];
     let mut values = Vec::with_capacity(usize::from(count));

@@ -93,6 +93,7 @@ pub enum OnTimeout {
 struct File {
     defaults: Option<Defaults>,
     mask: Option<super::mask::MaskPolicy>,
+    audit: Option<AuditPolicy>,
     #[serde(default, rename = "rule")]
     rules: Vec<Rule>,
 }
@@ -116,6 +117,18 @@ pub struct Policy {
     pub default: Rule,
     /// Who has values masked, and how (the `[mask]` table; masking everyone without one).
     pub mask: super::mask::MaskPolicy,
+    /// What the audit trail keeps beyond statements (the `[audit]` table).
+    pub audit: AuditPolicy,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPolicy {
+    /// The first this many rows of each statement's result are kept, masked, with its
+    /// outcome in the audit trail (0: none), for replay.
+    #[serde(default)]
+    pub sample_rows: usize,
 }
 
 const DEFAULT_REVIEW_TIMEOUT_SECS: u64 = 15 * 60;
@@ -131,6 +144,7 @@ impl Policy {
         let mut rules = Vec::new();
         let mut default = None;
         let mut mask: Option<super::mask::MaskPolicy> = None;
+        let mut audit: Option<AuditPolicy> = None;
         for (name, text) in sorted {
             let file: File = toml::from_str(text).map_err(|e| PolicyError::Parse {
                 file: name.clone(),
@@ -153,6 +167,25 @@ impl Policy {
                     return Err(invalid(name, "mask", &problem, fix));
                 }
                 mask = Some(m);
+            }
+            if let Some(a) = file.audit {
+                if audit.is_some() {
+                    return Err(invalid(
+                        name,
+                        "audit",
+                        "a second [audit] table",
+                        "keep [audit] in one file",
+                    ));
+                }
+                if a.sample_rows > 1000 {
+                    return Err(invalid(
+                        name,
+                        "audit",
+                        "sample_rows above 1000",
+                        "keep a sample: a few rows per statement",
+                    ));
+                }
+                audit = Some(a);
             }
             if let Some(d) = file.defaults {
                 if default.is_some() {
@@ -188,6 +221,7 @@ impl Policy {
             rules,
             default,
             mask: mask.unwrap_or_default(),
+            audit: audit.unwrap_or_default(),
         })
     }
 }
