@@ -122,6 +122,8 @@ impl SessionAudit {
             user: self.user.clone(),
             text: self.guard.redact(String::from_utf8_lossy(sent).trim()),
             params,
+            // A fingerprint has its literals replaced, but not every dialect's quoted
+            // strings are literals to the lexer (MySQL's "..."): masked too.
             fingerprint: self.guard.redact(&fingerprints.join(";\n")),
             kind: kinds.join(","),
             findings: judged

@@ -768,6 +768,19 @@ fn fingerprint(tokens: &[TokenWithSpan]) -> String {
             token,
             Token::Number(..)
                 | Token::SingleQuotedString(_)
+                // MySQL's "..." is a string, as are the byte and raw strings of other
+                // dialects: a fingerprint keeps none of them.
+                | Token::DoubleQuotedString(_)
+                | Token::TripleSingleQuotedString(_)
+                | Token::TripleDoubleQuotedString(_)
+                | Token::SingleQuotedByteStringLiteral(_)
+                | Token::DoubleQuotedByteStringLiteral(_)
+                | Token::TripleSingleQuotedByteStringLiteral(_)
+                | Token::TripleDoubleQuotedByteStringLiteral(_)
+                | Token::SingleQuotedRawStringLiteral(_)
+                | Token::DoubleQuotedRawStringLiteral(_)
+                | Token::TripleSingleQuotedRawStringLiteral(_)
+                | Token::TripleDoubleQuotedRawStringLiteral(_)
                 | Token::NationalStringLiteral(_)
                 | Token::EscapedStringLiteral(_)
                 | Token::UnicodeStringLiteral(_)
@@ -1290,6 +1303,11 @@ mod tests {
             "comments, spacing and quoting style do not matter"
         );
         assert!(!a.fingerprint.contains("alice"), "no literal survives");
+        let my = classify("SELECT * FROM t WHERE k = \"s3cret\"", Dialect::MySql);
+        assert_eq!(
+            my[0].fingerprint, "select * from t where k = ?",
+            "MySQL's \"...\" is a string"
+        );
         assert_ne!(
             a.fingerprint,
             one("select * from u where id = 1").fingerprint
