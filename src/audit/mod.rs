@@ -11,6 +11,8 @@ pub mod sessions;
 pub mod store;
 
 use std::io::Write;
+
+use rusqlite::OptionalExtension;
 use std::path::Path;
 
 pub use record::{Broken, Event, Head};
@@ -56,11 +58,7 @@ pub fn verify(
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     let mut v = record::Verifier::new();
     if let Some((seq, prev)) = &first
         && *seq > 1
@@ -184,11 +182,7 @@ pub fn prune(
             [before],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     let Some((seq, hash)) = last else {
         return Ok(Ok(0));
     };

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{Checkpoint, Signer};
@@ -287,11 +287,7 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     match head {
         None => Ok(Head::EMPTY),
         Some((seq, hash)) => Ok(Head {
@@ -488,13 +484,18 @@ mod tests {
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
         log.append(&event(5)).await.unwrap().unwrap();
         drop(log);
-        let db = open_db(dir.path()).unwrap();
+        assert_eq!(stored_head(dir.path()).seq, 6);
+    }
+
+    /// The head of the chain in `dir`'s audit.db, which must verify.
+    fn stored_head(dir: &Path) -> Head {
+        let db = open_db(dir).unwrap();
         let mut v = Verifier::new();
         read(&db, 0, None, None, |r| {
             v.check(&r).map_err(|e| AuditError(e.to_string()))
         })
         .unwrap();
-        assert_eq!(v.head.seq, 6);
+        v.head
     }
 
     #[tokio::test]
@@ -510,13 +511,8 @@ mod tests {
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
         log.append(&event(1000)).await.unwrap().unwrap();
         drop(log);
+        assert_eq!(stored_head(dir.path()).seq, 1001);
         let db = open_db(dir.path()).unwrap();
-        let mut v = Verifier::new();
-        read(&db, 0, None, None, |r| {
-            v.check(&r).map_err(|e| AuditError(e.to_string()))
-        })
-        .unwrap();
-        assert_eq!(v.head.seq, 1001);
         let t: String = db
             .query_row("SELECT type FROM audit WHERE seq = 1", [], |r| r.get(0))
             .unwrap();
