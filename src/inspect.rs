@@ -42,9 +42,11 @@ pub struct Interest {
     /// [`Inspector::backend`], which may rewrite it), and Describe from the client.
     pub rows: bool,
     /// ErrorResponse and ReadyForQuery (their tags, through [`Inspector::reply`]) and
-    /// ParameterStatus, CommandComplete, ErrorResponse, EmptyQueryResponse and
-    /// PortalSuspended (through [`Inspector::backend`]) from the database.
+    /// ParameterStatus (through [`Inspector::backend`]) from the database.
     pub replies: bool,
+    /// How statements end: CommandComplete, ErrorResponse, EmptyQueryResponse and
+    /// PortalSuspended bodies (through [`Inspector::backend`]).
+    pub outcomes: bool,
 }
 
 /// What happens to a message the inspector was shown.
@@ -103,8 +105,8 @@ pub trait Inspector: Send {
     }
 
     /// A message body from the database: with `rows`, every one; with `replies`, each
-    /// ParameterStatus, CommandComplete, ErrorResponse, EmptyQueryResponse and
-    /// PortalSuspended. The client gets what the answer says.
+    /// ParameterStatus; with `outcomes`, each CommandComplete, ErrorResponse,
+    /// EmptyQueryResponse and PortalSuspended. The client gets what the answer says.
     fn backend(&mut self, _tag: u8, _body: &[u8]) -> Rewrite {
         Rewrite::Keep
     }

@@ -211,6 +211,7 @@ impl Inspector for RecordingInspector {
             statements: true,
             rows: true,
             replies: true,
+            outcomes: false,
         }
     }
 

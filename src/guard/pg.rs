@@ -74,6 +74,7 @@ impl Inspector for PgGuard {
             rows: self.results.is_some()
                 || self.audit.as_ref().is_some_and(SessionAudit::wants_rows),
             replies: true,
+            outcomes: self.audit.is_some(),
         }
     }
 

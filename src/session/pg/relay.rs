@@ -678,11 +678,11 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
         let whole = h.total_len <= pump.buf.len() - ready;
         let body = ready + HEADER_LEN..ready + h.total_len;
         let shown = ctx.interest.rows
-            || (ctx.interest.replies
+            || (ctx.interest.replies && h.tag == be::PARAMETER_STATUS)
+            || (ctx.interest.outcomes
                 && matches!(
                     h.tag,
-                    be::PARAMETER_STATUS
-                        | be::COMMAND_COMPLETE
+                    be::COMMAND_COMPLETE
                         | be::ERROR_RESPONSE
                         | be::EMPTY_QUERY_RESPONSE
                         | be::PORTAL_SUSPENDED
@@ -996,6 +996,7 @@ mod tests {
                 statements,
                 rows,
                 replies: false,
+                outcomes: false,
             };
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
             let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest, rewrite));
