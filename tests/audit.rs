@@ -833,3 +833,85 @@ dir = {:?}
     }
     drop_role(&direct, &role, &format!("drop database {db} with (force)")).await;
 }
+
+/// Makes a file immutable (chattr +i: even root's writes fail) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("chattr (e2fsprogs) is installed");
+        assert!(
+            out.status.success(),
+            "chattr +i {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+    }
+}
+
+/// With `audit = "required"`, a statement whose record cannot be written does not run: the
+/// client is told why (58030 / 1026), and nothing reaches the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_that_cannot_be_written_refuses_statements() {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Setup {
+        policy_dir: Some(policy.path().to_path_buf()),
+        mysql: true,
+        extra: format!(
+            "\n[state]\ndir = {:?}\n",
+            state.path().display().to_string()
+        ),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let t = unique("unaudited");
+    let direct = common::direct().await;
+    direct
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap();
+    let client = proxy.connect().await;
+    client
+        .batch_execute(&format!("insert into {t} values (1)"))
+        .await
+        .unwrap();
+    let mut my = common::mysql::connect(proxy.mysql_port.unwrap()).await;
+    my.query_drop("SELECT 1").await.unwrap();
+
+    let _frozen = Immutable::set(&state.path().join("audit.journal"));
+    let e = client
+        .batch_execute(&format!("insert into {t} values (2)"))
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "58030", "{e}");
+    assert!(common::text(&e).contains("audit trail"), "{e}");
+    let e = my
+        .query_drop("INSERT INTO test.nothing VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::mysql::code(&e), 1026, "{e}");
+    let n: i64 = direct
+        .query_one(&format!("select count(*) from {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the unaudited insert did not run");
+    direct
+        .batch_execute(&format!("drop table {t}"))
+        .await
+        .unwrap();
+}

@@ -277,13 +277,16 @@ async fn pump_frontend(
 ) -> (Outcome, Option<PgError>) {
     pump.buf.reserve(READ_CHUNK);
     loop {
+        // Sync points forwarded before this pass: what the database owes answers for.
+        let forwarded = ctx.sync.sent.load(Ordering::Acquire);
         let Scan { ready, need, end } = scan_frontend(&mut pump, ctx, keep_upstream);
         if ctx.interest.statements
             && (ready > 0 || end.is_some())
             && let Err(e) = audited(ctx).await
         {
             tracing::error!(reason = %e.message, "statements refused: no audit trail");
-            let after = ctx.sync.sent.load(Ordering::Acquire);
+            // Nothing of this pass went out: the client hears why after the answers owed.
+            let after = forwarded;
             let _ = refuse.send(Refusal {
                 error: e.clone(),
                 after,
