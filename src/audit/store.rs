@@ -47,6 +47,15 @@ impl From<rusqlite::Error> for AuditError {
 /// Resolves once a record is durable (or could not be written).
 pub type Ack = oneshot::Receiver<Result<(), AuditError>>;
 
+/// Waits until every record in `acks` is durable: the first failure, if any.
+pub async fn durable(acks: Vec<Ack>) -> Result<(), AuditError> {
+    for ack in acks {
+        ack.await
+            .unwrap_or_else(|_| Err(AuditError("the audit writer stopped".into())))?;
+    }
+    Ok(())
+}
+
 /// Whether statements wait for their records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -322,14 +322,9 @@ async fn commands(
 /// (`audit = "required"`; otherwise there are none to wait for).
 async fn audited(shared: &Shared<'_>) -> Result<(), MyError> {
     let pending = shared.inspector().pending_records();
-    for ack in pending {
-        match ack.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(MyError::audit_unavailable(&e.0)),
-            Err(_) => return Err(MyError::audit_unavailable("the audit writer stopped")),
-        }
-    }
-    Ok(())
+    crate::audit::durable(pending)
+        .await
+        .map_err(|e| MyError::audit_unavailable(&e.0))
 }
 
 fn unsupported(what: &str, fix: &str) -> crate::inspect::Denial {

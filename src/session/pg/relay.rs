@@ -369,14 +369,9 @@ async fn pump_frontend(
 /// (`audit = "required"`; otherwise there are none to wait for).
 async fn audited(ctx: &PumpCtx<'_>) -> Result<(), PgError> {
     let pending = lock(ctx.inspector).pending_records();
-    for ack in pending {
-        match ack.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(PgError::audit_unavailable(&e.0)),
-            Err(_) => return Err(PgError::audit_unavailable("the audit writer stopped")),
-        }
-    }
-    Ok(())
+    crate::audit::durable(pending)
+        .await
+        .map_err(|e| PgError::audit_unavailable(&e.0))
 }
 
 /// What one pass over a pump's buffer found: `ready` bytes can be forwarded; `need` is the
