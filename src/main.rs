@@ -301,7 +301,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 let v =
                     airlock::audit::verify(&state_dir, external.as_ref(), public_key.as_deref())?;
-                let head: String = v.head.hash.iter().map(|b| format!("{b:02x}")).collect();
+                let head = airlock::audit::record::hex(&v.head.hash);
                 match v.broken {
                     None => {
                         println!(
@@ -417,9 +417,8 @@ fn main() -> anyhow::Result<()> {
         Command::Token => {
             let token = airlock::admin::new_token();
             let hash = airlock::admin::token_hash(&token);
-            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
             println!("token:        {token}");
-            println!("token_sha256: {hex}");
+            println!("token_sha256: {}", airlock::audit::record::hex(&hash));
             Ok(())
         }
         Command::Approvals { url, json, command } => {

@@ -167,8 +167,7 @@ impl SessionAudit {
                     _ => {
                         let masked = self.guard.mask(v);
                         let v = masked.as_deref().unwrap_or(v);
-                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-                        format!("\\x{hex}")
+                        format!("\\x{}", crate::audit::record::hex(v))
                     }
                 })
             })

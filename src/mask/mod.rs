@@ -189,9 +189,7 @@ impl Masker {
         if let Some(key) = &self.key {
             let tag = ring::hmac::sign(key, secret);
             out.push(b':');
-            for b in &tag.as_ref()[..4] {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
-            }
+            out.extend(tag.as_ref()[..4].iter().flat_map(|b| value::hex(*b)));
         }
         out.push(b']');
     }

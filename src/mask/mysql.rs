@@ -10,7 +10,7 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::Column;
 
 use super::Masking;
-use super::value::{Masked, Treat};
+use super::value::{Masked, Treat, hex};
 
 /// A row packet Airlock must not pass and cannot mask: the session ends with this reason.
 pub use super::pg::Unmaskable;
@@ -221,7 +221,7 @@ impl MyResults {
                         ((i64::from_le_bytes(b) << shift) >> shift).to_string()
                     }
                     (Layout::Lenenc, _, _) => return value.to_vec(),
-                    _ => value.iter().map(|b| format!("{b:02x}")).collect(),
+                    _ => return value.iter().flat_map(|b| hex(*b)).collect(),
                 }
                 .into_bytes()
             })
