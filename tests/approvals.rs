@@ -153,10 +153,7 @@ impl Env {
         }
         extra.push_str("[[webhooks]]\nurl = \"http://127.0.0.1:1/nobody\"\n");
         for (name, group, token) in APPROVERS {
-            let hash: String = airlock::admin::token_hash(token)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hash = common::token_sha256(token);
             extra.push_str(&format!(
                 "[[approvers]]\nname = \"{name}\"\ngroups = [\"{group}\"]\ntoken_sha256 = \"{hash}\"\n"
             ));

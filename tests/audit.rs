@@ -28,6 +28,36 @@ message = "no drops here"
 sample_rows = 2
 "#;
 
+/// Airlock on both listeners with [`POLICY`] and an audit trail (`required`) in its own state
+/// dir; `more` is appended to the config.
+struct Audited {
+    proxy: common::Proxy,
+    state: tempfile::TempDir,
+    _policy: tempfile::TempDir,
+}
+
+async fn audited(setup: Setup, more: &str) -> Audited {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Setup {
+        policy_dir: Some(policy.path().to_path_buf()),
+        mysql: true,
+        extra: format!(
+            "\n[state]\ndir = {:?}\n{more}",
+            state.path().display().to_string()
+        ),
+        ..setup
+    }
+    .start()
+    .await;
+    Audited {
+        proxy,
+        state,
+        _policy: policy,
+    }
+}
+
 fn airlock(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_airlock"))
         .args(args)
@@ -70,29 +100,20 @@ fn events(state: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies() {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let hash = |token: &str| -> String {
-        airlock::admin::token_hash(token)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    let proxy = Setup {
-        policy_dir: Some(policy.path().to_path_buf()),
-        mysql: true,
-        extra: format!(
-            "\n[state]\ndir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+    let Audited {
+        proxy,
+        state,
+        _policy,
+    } = audited(
+        Setup::default(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\
              [[approvers]]\nname = \"dana\"\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\
              [[auditors]]\nname = \"carol\"\ntoken_sha256 = \"{}\"\n",
-            state.path().display().to_string(),
-            hash("approver-token"),
-            hash("auditor-token"),
+            common::token_sha256("approver-token"),
+            common::token_sha256("auditor-token"),
         ),
-        ..Setup::default()
-    }
-    .start()
+    )
     .await;
 
     // Failed logins, on both listeners.
@@ -562,20 +583,17 @@ async fn the_databases_own_logs_match_the_trail() {
         .await
         .unwrap();
 
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let proxy = Setup {
-        policy_dir: Some(policy.path().to_path_buf()),
-        mysql: true,
-        upstream_user: role.clone(),
-        extra: format!(
-            "\n[state]\ndir = {:?}\n",
-            state.path().display().to_string()
-        ),
-        ..Setup::default()
-    }
-    .start()
+    let Audited {
+        proxy,
+        state,
+        _policy,
+    } = audited(
+        Setup {
+            upstream_user: role.clone(),
+            ..Setup::default()
+        },
+        "",
+    )
     .await;
 
     // PostgreSQL: simple and extended protocol, a denied statement, a failing one.
@@ -864,20 +882,11 @@ impl Drop for Immutable {
 /// client is told why (58030 / 1026), and nothing reaches the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trail_that_cannot_be_written_refuses_statements() {
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("p.toml"), POLICY).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let proxy = Setup {
-        policy_dir: Some(policy.path().to_path_buf()),
-        mysql: true,
-        extra: format!(
-            "\n[state]\ndir = {:?}\n",
-            state.path().display().to_string()
-        ),
-        ..Setup::default()
-    }
-    .start()
-    .await;
+    let Audited {
+        proxy,
+        state,
+        _policy,
+    } = audited(Setup::default(), "").await;
     let t = unique("unaudited");
     let direct = common::direct().await;
     direct

@@ -63,6 +63,24 @@ impl<'a> FromSql<'a> for Raw {
     }
 }
 
+/// Runs tests/python/masking_read.py with `args`: what it printed, and that read as JSON.
+fn masking_read(args: &[&str]) -> (String, serde_json::Value) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/masking_read.py");
+    let python = Command::new(common::python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&python.stdout).into_owned();
+    assert!(
+        python.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    let read = serde_json::from_str(&out).unwrap();
+    (out, read)
+}
+
 fn assert_no_secret(what: &str, text: &str) {
     for secret in [GITHUB, AWS, URL_PASSWORD, "hunter2"] {
         assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
@@ -217,19 +235,7 @@ async fn psql_and_psycopg_see_placeholders() {
     );
     assert_no_secret("psql COPY", &out);
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/masking_read.py");
-    let python = Command::new(common::python())
-        .arg(&script)
-        .args(["pg", &conninfo, &t])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&python.stdout);
-    assert!(
-        python.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (out, read) = masking_read(&["pg", &conninfo, &t]);
     for format in ["text", "binary"] {
         let row = &read[format][0];
         assert_eq!(
@@ -333,19 +339,7 @@ async fn mysql_rows_show_placeholders_in_text_and_binary() {
     assert_eq!(one, Some(1), "the session goes on");
 
     // PyMySQL, text protocol.
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/masking_read.py");
-    let python = Command::new(common::python())
-        .arg(&script)
-        .args(["mysql", &port.to_string(), USER, PASSWORD, &t])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&python.stdout);
-    assert!(
-        python.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (out, read) = masking_read(&["mysql", &port.to_string(), USER, PASSWORD, &t]);
     assert_eq!(read["text"][0][1], "deploy key [masked:github_token]");
     assert_eq!(read["text"][0][3], "[masked:column]");
     assert_no_secret("PyMySQL", &out);

@@ -336,6 +336,11 @@ where
     false
 }
 
+/// The SHA-256 of an API token as the config lists it (`token_sha256`).
+pub fn token_sha256(token: &str) -> String {
+    airlock::audit::record::hex(&airlock::admin::token_hash(token))
+}
+
 /// A policy that allows every statement, for tests about the relay rather than the policy.
 pub fn allow_all() -> Option<PathBuf> {
     Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/policies/allow-all"))
