@@ -71,10 +71,7 @@ EOF
     PIDS+=("$!")
 done
 for mode in required best-effort off; do
-    for _ in $(seq 100); do
-        PGPASSWORD=$PASS psql -X -h 127.0.0.1 -p "${PORT[$mode]}" -U bench -d test -Atc 'select 1' >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    wait_for_login "${PORT[$mode]}" bench "$PASS" "$TMP/$mode/airlock.log"
 done
 
 declare -A WORKLOAD=([select]="-S -c 8 -j 2" [tpcb]="-c 8 -j 2")

@@ -97,10 +97,7 @@ EOF
 "$AIRLOCK" serve --config "$TMP/airlock.toml" >"$TMP/airlock.log" 2>&1 &
 AIRLOCK_PID=$!
 PIDS+=("$AIRLOCK_PID")
-for _ in $(seq 100); do
-    PGPASSWORD=$PASS psql -X -h 127.0.0.1 -p "$PORT" -U masked -d test -Atc 'select 1' >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_for_login "$PORT" masked "$PASS" "$TMP/airlock.log"
 
 # ---------------------------------------------------------------- runs
 QUERY="select * from $TABLE"

@@ -53,6 +53,19 @@ print(*(s.getsockname()[1] for s in ss))
 ' "$1"
 }
 
+# Waits (up to 10 s) until Airlock on port $1 lets user $2 (password $3) into database test;
+# on failure prints the tail of log $4 and exits.
+wait_for_login() {
+    local _
+    for _ in $(seq 100); do
+        PGPASSWORD=$3 psql -X -h 127.0.0.1 -p "$1" -U "$2" -d test -Atc 'select 1' >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "nothing lets $2 in on port $1:"
+    tail -n 20 "$4" >&2
+    exit 1
+}
+
 cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
     local stat
     stat=$(<"/proc/$1/stat")
