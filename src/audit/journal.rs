@@ -2,14 +2,16 @@
 //! is durable once it is appended here (one `write` of the records not yet journaled, which
 //! survives a crash of Airlock as a committed SQLite transaction does, at a tenth of the
 //! cost); the records reach `audit.db` in batches a few milliseconds later, and whatever a
-//! crash left only here is moved into `audit.db` when the trail is next opened.
+//! crash left only here is moved into `audit.db` when the trail is next opened. A journal
+//! grown past its size is set aside (`audit.journal.old`) for a new one, and removed once its
+//! records are in `audit.db`.
 //!
 //! A frame: its length (u32, little-endian, of what follows), the record's number (u64),
 //! time (i64), previous hash and hash (32 bytes each), and its event text.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::record::Record;
 
@@ -54,29 +56,59 @@ pub fn frames(bytes: &[u8]) -> (Vec<Record>, usize) {
     (records, at)
 }
 
+/// The journal appended to.
+const NAME: &str = "audit.journal";
+/// A full journal set aside until its records are in `audit.db`.
+const RETIRED: &str = "audit.journal.old";
+
+/// The whole frames in `dir`'s journals, oldest first (what a running Airlock has not
+/// committed to `audit.db` yet, or what a crash left), read without changing anything.
+pub fn read(dir: &Path) -> Vec<Record> {
+    let mut records = Vec::new();
+    for name in [RETIRED, NAME] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            records.extend(frames(&bytes).0);
+        }
+    }
+    records
+}
+
 pub struct Journal {
+    dir: PathBuf,
     file: File,
     len: u64,
+    /// Whether a full journal is set aside ([`RETIRED`]).
+    retired: bool,
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal in `dir`; returns it and the records it holds.
+    /// Opens (creating if needed) the journal in `dir`; returns it and the records it holds,
+    /// with those of a journal set aside before them.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Record>)> {
+        let retired = dir.join(RETIRED);
+        let mut records = match std::fs::read(&retired) {
+            Ok(bytes) => frames(&bytes).0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
-            .open(dir.join("audit.journal"))?;
+            .open(dir.join(NAME))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (records, used) = frames(&bytes);
+        let (current, used) = frames(&bytes);
         if used < bytes.len() {
             // A frame cut short: its statement was never forwarded.
             file.set_len(used as u64)?;
         }
+        records.extend(current);
         let journal = Journal {
+            dir: dir.to_owned(),
             file,
             len: used as u64,
+            retired: retired.exists(),
         };
         Ok((journal, records))
     }
@@ -88,19 +120,45 @@ impl Journal {
         Ok(())
     }
 
-    /// Empties the journal (everything in it is in `audit.db`).
+    /// Once the journal is larger than `max`, sets it aside and goes on in a new, empty one;
+    /// [`Journal::drop_retired`] removes it once its records are in `audit.db`. Only one is
+    /// set aside at a time.
+    pub fn rotate(&mut self, max: u64) -> std::io::Result<()> {
+        if self.retired || self.len <= max {
+            return Ok(());
+        }
+        std::fs::rename(self.dir.join(NAME), self.dir.join(RETIRED))?;
+        self.retired = true;
+        self.file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join(NAME))?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Removes the journal set aside by [`Journal::rotate`]: its records are in `audit.db`.
+    pub fn drop_retired(&mut self) -> std::io::Result<()> {
+        if self.retired {
+            match std::fs::remove_file(self.dir.join(RETIRED)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => self.retired = false,
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the journal and removes one set aside (everything is in `audit.db`).
     pub fn clear(&mut self) -> std::io::Result<()> {
+        self.retired = true;
+        self.drop_retired()?;
         self.file.set_len(0)?;
         self.len = 0;
         Ok(())
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && !self.retired
     }
 }
 
@@ -125,5 +183,39 @@ mod tests {
         let (records, used) = frames(&bytes);
         assert_eq!(records, vec![a, b]);
         assert_eq!(used, whole);
+    }
+
+    /// A full journal is set aside for a new one; until it is dropped, opening (recovery)
+    /// and readers see its records before the new journal's.
+    #[test]
+    fn a_rotated_journal_is_read_first_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = Head::EMPTY;
+        let mut next = |j: &mut Journal| {
+            let r = head.next(0, format!("{{\"n\":{}}}", head.seq));
+            head = Head {
+                seq: r.seq,
+                hash: r.hash,
+            };
+            let mut bytes = Vec::new();
+            frame(&r, &mut bytes);
+            j.append(&bytes).unwrap();
+        };
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        next(&mut j);
+        next(&mut j);
+        j.rotate(1).unwrap();
+        next(&mut j);
+        // Only one journal is set aside at a time.
+        j.rotate(1).unwrap();
+        next(&mut j);
+        let seqs = |records: Vec<Record>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(read(dir.path())), [1, 2, 3, 4]);
+        assert_eq!(seqs(Journal::open(dir.path()).unwrap().1), [1, 2, 3, 4]);
+        j.drop_retired().unwrap();
+        assert_eq!(seqs(read(dir.path())), [3, 4]);
+        j.clear().unwrap();
+        assert!(read(dir.path()).is_empty());
+        assert!(Journal::open(dir.path()).unwrap().0.is_empty());
     }
 }

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
-/// Most records committed in one transaction.
+/// Buffered records that wake the flusher before its time.
 const BATCH: usize = 4096;
 
 /// The audit store cannot be written.
@@ -66,34 +66,55 @@ pub enum Mode {
     BestEffort,
 }
 
-/// The audit log. Records are chained and buffered under one lock. A record that must be
-/// durable ([`AuditLog::append`]) is written to the journal at once, in the caller's
-/// thread, with the records buffered before it (outcomes, connects); a background flusher
-/// commits the buffer to `audit.db` every few milliseconds. No thread hand-off sits
-/// between a statement and its durable record.
+/// The audit log. Records are chained and buffered under one short lock; a record that
+/// must be durable ([`AuditLog::append`]) is written to the journal at once, in the caller's
+/// thread, with the records buffered before it (outcomes, connects). A background flusher
+/// takes the buffer every few milliseconds and commits it to `audit.db` under a second lock,
+/// so sessions never wait for SQLite. No thread hand-off sits between a statement and its
+/// durable record.
 pub struct AuditLog {
-    inner: Arc<Mutex<Writer>>,
+    inner: Arc<Shared>,
+    flusher: std::thread::Thread,
     pub mode: Mode,
 }
 
-struct Writer {
-    db: Connection,
+struct Shared {
+    chain: Mutex<Chain>,
+    /// Taken before `chain` whenever both are held.
+    store: Mutex<Store>,
+}
+
+/// The chain's head and the records not yet handed to `audit.db`.
+struct Chain {
     head: Head,
-    /// Records chained but not yet committed to `audit.db`.
     buffer: Vec<Record>,
     /// With `required` audit: where records are durable before they reach `audit.db`.
     journal: Option<Journal>,
     /// How many records at the start of `buffer` are in the journal.
     journaled: usize,
+    /// Frames on their way to the journal (kept for its capacity).
+    frames: Vec<u8>,
+}
+
+struct Store {
+    db: Connection,
     checkpoints: Option<Checkpointing>,
     last_checkpoint: std::time::Instant,
 }
 
-/// How often the background flusher commits buffered records (and how much a crash may
-/// lose of records nothing waited for).
+/// How often the background flusher commits buffered records without a journal (and how
+/// much a crash may lose of records nothing waited for).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The journal is emptied once everything in it is in `audit.db` and it is this large.
+/// How often the flusher commits records that are durable in the journal already. Larger
+/// batches cost less per record; readers see the journal's tail meanwhile.
+const FLUSH_JOURNALED_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The flusher's nice value behind a journal (sessions run at 0).
+const FLUSHER_NICE: i32 = 10;
+
+/// The journal is set aside for a new one at this size, and removed once everything in it
+/// is in `audit.db`.
 const JOURNAL_MAX: u64 = 4 << 20;
 
 /// Records kept for a later attempt while `audit.db` cannot be written; past this, a
@@ -145,35 +166,52 @@ impl AuditLog {
             ),
             Mode::BestEffort => None,
         };
-        let inner = Arc::new(Mutex::new(Writer {
-            db,
-            head,
-            buffer: Vec::new(),
-            journal,
-            journaled: 0,
-            checkpoints,
-            last_checkpoint: std::time::Instant::now(),
-        }));
+        let inner = Arc::new(Shared {
+            chain: Mutex::new(Chain {
+                head,
+                buffer: Vec::new(),
+                journal,
+                journaled: 0,
+                frames: Vec::new(),
+            }),
+            store: Mutex::new(Store {
+                db,
+                checkpoints,
+                last_checkpoint: std::time::Instant::now(),
+            }),
+        });
         let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
+        let every = match mode {
+            Mode::Required => FLUSH_JOURNALED_EVERY,
+            Mode::BestEffort => FLUSH_EVERY,
+        };
+        let flusher = std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || flusher(weak))
-            .map_err(|e| AuditError(format!("cannot start the audit flusher: {e}")))?;
-        Ok(AuditLog { inner, mode })
-    }
-
-    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+            .spawn(move || flusher(weak, mode, every))
+            .map_err(|e| AuditError(format!("cannot start the audit flusher: {e}")))?
+            .thread()
+            .clone();
+        Ok(AuditLog {
+            inner,
+            flusher,
+            mode,
+        })
     }
 
     /// Appends `event` and makes it durable (with whatever was buffered before it) before
     /// returning: in the journal, or without one by committing to `audit.db`. The answer
     /// says whether it is durable.
     pub fn append(&self, event: &Event) -> Ack {
-        let mut w = self.writer();
-        w.push(event);
-        let result = w.make_durable();
-        drop(w);
+        let event = json(event);
+        let mut chain = self.inner.chain();
+        chain.push(event);
+        let result = match chain.journal.is_some() {
+            true => chain.within_bounds().and_then(|()| chain.journal_buffer()),
+            false => {
+                drop(chain);
+                self.inner.flush()
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(result);
         rx
@@ -181,49 +219,34 @@ impl AuditLog {
 
     /// Appends `event`; it is committed with the next durable record or by the flusher.
     pub fn record(&self, event: &Event) {
-        let mut w = self.writer();
-        w.push(event);
-        if w.buffer.len() >= BATCH
-            && let Err(e) = w.flush()
-        {
-            tracing::error!(error = %e, "audit records not written");
+        let event = json(event);
+        let mut chain = self.inner.chain();
+        chain.push(event);
+        if chain.buffer.len() >= BATCH {
+            drop(chain);
+            self.flusher.unpark();
         }
     }
+}
+
+/// `event` as stored: JSON text.
+fn json(event: &Event) -> String {
+    // Most events fit without growing the buffer.
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, event).expect("events serialize");
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        if let Err(e) = self.writer().flush() {
+        if let Err(e) = self.inner.flush() {
             tracing::error!(error = %e, "audit records not written");
         }
     }
 }
 
-impl Writer {
-    /// Makes every buffered record durable.
-    fn make_durable(&mut self) -> Result<(), AuditError> {
-        if self.buffer.len() > BUFFER_MAX {
-            return Err(AuditError(format!(
-                "{} records wait for audit.db, which cannot be written",
-                self.buffer.len()
-            )));
-        }
-        let Some(journal) = &mut self.journal else {
-            return self.flush();
-        };
-        let mut bytes = Vec::new();
-        for r in &self.buffer[self.journaled..] {
-            journal::frame(r, &mut bytes);
-        }
-        journal
-            .append(&bytes)
-            .map_err(|e| AuditError(format!("cannot write the audit journal: {e}")))?;
-        self.journaled = self.buffer.len();
-        Ok(())
-    }
-
-    fn push(&mut self, event: &Event) {
-        let event = serde_json::to_string(event).expect("events serialize");
+impl Chain {
+    fn push(&mut self, event: String) {
         let r = self.head.next(now_micros(), event);
         self.head = Head {
             seq: r.seq,
@@ -232,53 +255,112 @@ impl Writer {
         self.buffer.push(r);
     }
 
-    /// Commits the buffer to `audit.db`. On failure the records stay buffered (and in the
-    /// journal, if they were journaled) for the next attempt.
-    fn flush(&mut self) -> Result<(), AuditError> {
-        if self.buffer.is_empty() {
+    /// Whether the buffer is small enough to take more records that must be durable.
+    fn within_bounds(&self) -> Result<(), AuditError> {
+        match self.buffer.len() > BUFFER_MAX {
+            true => Err(AuditError(format!(
+                "{} records wait for audit.db, which cannot be written",
+                self.buffer.len()
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes to the journal the buffered records not yet in it (one `write`); nothing
+    /// without a journal.
+    fn journal_buffer(&mut self) -> Result<(), AuditError> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        if self.journaled == self.buffer.len() {
             return Ok(());
         }
-        let result = insert(&mut self.db, &self.buffer);
-        match &result {
-            Ok(()) => {
-                self.buffer.clear();
-                self.journaled = 0;
-                if let Some(j) = &mut self.journal
-                    && j.len() > JOURNAL_MAX
-                    && let Err(e) = j.clear()
-                {
-                    tracing::error!(error = %e, "cannot empty the audit journal");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = self.buffer.len(), "audit records not written yet");
-            }
+        self.frames.clear();
+        for r in &self.buffer[self.journaled..] {
+            journal::frame(r, &mut self.frames);
         }
-        if let Some(c) = &self.checkpoints
-            && result.is_ok()
-            && self.last_checkpoint.elapsed() >= c.every
-        {
-            self.last_checkpoint = std::time::Instant::now();
-            let checkpoint = c.signer.sign(self.head, now_micros(), "periodic");
-            if let Err(e) = save_checkpoint(&self.db, &checkpoint) {
-                tracing::error!(error = %e, "audit checkpoint not written");
-            }
-        }
-        result
+        journal
+            .append(&self.frames)
+            .map_err(|e| AuditError(format!("cannot write the audit journal: {e}")))?;
+        self.journaled = self.buffer.len();
+        Ok(())
     }
 }
 
-/// Commits buffered records every [`FLUSH_EVERY`] until the log is dropped.
-fn flusher(log: std::sync::Weak<Mutex<Writer>>) {
+impl Shared {
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits the buffer to `audit.db`, holding the chain's lock only to take the buffer
+    /// (journaled whole first, so that the journal never skips a record) and to empty the
+    /// journal after. On failure the records go back to the buffer's front for the next
+    /// attempt.
+    fn flush(&self) -> Result<(), AuditError> {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let (records, journaled) = {
+            let mut chain = self.chain();
+            if chain.buffer.is_empty() {
+                return Ok(());
+            }
+            chain.journal_buffer()?;
+            if let Some(j) = &mut chain.journal
+                && let Err(e) = j.rotate(JOURNAL_MAX)
+            {
+                tracing::error!(error = %e, "cannot set the full audit journal aside");
+            }
+            let journaled = std::mem::take(&mut chain.journaled);
+            (std::mem::take(&mut chain.buffer), journaled)
+        };
+        if let Err(e) = insert(&mut store.db, &records) {
+            tracing::error!(error = %e, records = records.len(), "audit records not written yet");
+            let mut chain = self.chain();
+            let newer = std::mem::replace(&mut chain.buffer, records);
+            chain.buffer.extend(newer);
+            chain.journaled += journaled;
+            return Err(e);
+        }
+        if let Some(j) = &mut self.chain().journal
+            && let Err(e) = j.drop_retired()
+        {
+            // Everything journaled before the take is in audit.db now.
+            tracing::error!(error = %e, "cannot remove the audit journal set aside");
+        }
+        let last = records.last().expect("a non-empty batch");
+        let committed = Head {
+            seq: last.seq,
+            hash: last.hash,
+        };
+        let store = &mut *store;
+        if let Some(c) = &store.checkpoints
+            && store.last_checkpoint.elapsed() >= c.every
+        {
+            store.last_checkpoint = std::time::Instant::now();
+            let checkpoint = c.signer.sign(committed, now_micros(), "periodic");
+            if let Err(e) = save_checkpoint(&store.db, &checkpoint) {
+                tracing::error!(error = %e, "audit checkpoint not written");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Commits buffered records every `every` (or sooner when woken by a full buffer) until the
+/// log is dropped. With a journal the records are durable already, so the flusher yields to
+/// the sessions on a busy machine: it runs at a lower CPU priority.
+fn flusher(log: std::sync::Weak<Shared>, mode: Mode, every: std::time::Duration) {
+    if mode == Mode::Required {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), FLUSHER_NICE) {
+            tracing::warn!(error = %e, "cannot lower the audit flusher's priority");
+        }
+    }
     loop {
-        std::thread::sleep(FLUSH_EVERY);
+        std::thread::park_timeout(every);
         let Some(inner) = log.upgrade() else {
             return;
         };
-        let mut w = inner.lock().unwrap_or_else(|p| p.into_inner());
-        if !w.buffer.is_empty() {
-            let _ = w.flush();
-        }
+        let _ = inner.flush();
     }
 }
 
@@ -339,10 +421,7 @@ fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
 /// a running Airlock has not committed to `audit.db` yet, or what a crash left there),
 /// read without changing anything.
 pub fn journal_tail(dir: &Path, after: Head) -> Vec<Record> {
-    let Ok(bytes) = std::fs::read(dir.join("audit.journal")) else {
-        return Vec::new();
-    };
-    let (records, _) = journal::frames(&bytes);
+    let records = journal::read(dir);
     let mut v = super::record::Verifier { head: after };
     records
         .into_iter()
@@ -505,6 +584,41 @@ mod tests {
         })
         .unwrap();
         v.head
+    }
+
+    /// A journal past its size is set aside when the flusher takes the buffer, and removed
+    /// once its records are committed; the records after it go to a new journal.
+    #[tokio::test]
+    async fn a_full_journal_is_set_aside_and_removed_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
+        let big = |i: i64| Event::AuthFailed {
+            listener: "postgres".into(),
+            user: Some(format!("user{i}")),
+            client_addr: "127.0.0.1".into(),
+            reason: "x".repeat(1024),
+        };
+        for i in 0..5000 {
+            log.append(&big(i)).await.unwrap().unwrap();
+        }
+        log.inner.flush().unwrap();
+        assert!(!dir.path().join("audit.journal.old").exists());
+        for i in 0..10 {
+            log.append(&big(i)).await.unwrap().unwrap();
+        }
+        // ~6 MB went through: the journal was set aside at least once, and what it holds
+        // now runs without a gap to the last record.
+        let seqs: Vec<u64> = journal::read(dir.path()).iter().map(|r| r.seq).collect();
+        assert!(seqs[0] > 1, "the journal was never set aside");
+        assert_eq!(seqs, (seqs[0]..=5010).collect::<Vec<_>>());
+        assert!(
+            std::fs::metadata(dir.path().join("audit.journal"))
+                .unwrap()
+                .len()
+                < 2 * JOURNAL_MAX
+        );
+        drop(log);
+        assert_eq!(stored_head(dir.path()).seq, 5010);
     }
 
     #[tokio::test]
