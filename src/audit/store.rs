@@ -110,9 +110,6 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// batches cost less per record; readers see the journal's tail meanwhile.
 const FLUSH_JOURNALED_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The flusher's nice value behind a journal (sessions run at 0).
-const FLUSHER_NICE: i32 = 10;
-
 /// The journal is set aside for a new one at this size, and removed once everything in it
 /// is in `audit.db`.
 const JOURNAL_MAX: u64 = 4 << 20;
@@ -187,7 +184,7 @@ impl AuditLog {
         };
         let flusher = std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || flusher(weak, mode, every))
+            .spawn(move || flusher(weak, every))
             .map_err(|e| AuditError(format!("cannot start the audit flusher: {e}")))?
             .thread()
             .clone();
@@ -346,15 +343,8 @@ impl Shared {
 }
 
 /// Commits buffered records every `every` (or sooner when woken by a full buffer) until the
-/// log is dropped. With a journal the records are durable already, so the flusher yields to
-/// the sessions on a busy machine: it runs at a lower CPU priority.
-fn flusher(log: std::sync::Weak<Shared>, mode: Mode, every: std::time::Duration) {
-    if mode == Mode::Required {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), FLUSHER_NICE) {
-            tracing::warn!(error = %e, "cannot lower the audit flusher's priority");
-        }
-    }
+/// log is dropped.
+fn flusher(log: std::sync::Weak<Shared>, every: std::time::Duration) {
     loop {
         std::thread::park_timeout(every);
         let Some(inner) = log.upgrade() else {
