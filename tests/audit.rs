@@ -919,6 +919,22 @@ async fn a_trail_that_cannot_be_written_refuses_statements() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "the unaudited insert did not run");
+    // What was kept before the journal failed (the refused statements' records, chained
+    // before their write failed) still reaches audit.db, past the frozen journal.
+    let refused = format!("insert into {t} values (2)");
+    let mut found = false;
+    for _ in 0..50 {
+        found = events(state.path())
+            .iter()
+            .any(|e| e["text"] == refused.as_str());
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "the refused statement's record is not in audit.db");
+    let (ok, out) = verify(state.path());
+    assert!(ok, "{out}");
     direct
         .batch_execute(&format!("drop table {t}"))
         .await

@@ -290,9 +290,9 @@ impl Shared {
     }
 
     /// Commits the buffer to `audit.db`, holding the chain's lock only to take the buffer
-    /// (journaled whole first, so that the journal never skips a record) and to empty the
-    /// journal after. On failure the records go back to the buffer's front for the next
-    /// attempt.
+    /// (journaled whole first, so that the journal never skips a record) and to remove a
+    /// journal set aside after. On failure the records go back to the buffer's front for the
+    /// next attempt.
     fn flush(&self) -> Result<(), AuditError> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let (records, journaled) = {
@@ -300,7 +300,15 @@ impl Shared {
             if chain.buffer.is_empty() {
                 return Ok(());
             }
-            chain.journal_buffer()?;
+            if let Err(e) = chain.journal_buffer() {
+                // The journal cannot be written: commit the buffer without letting go of it,
+                // so that no later record is journaled past the ones missing there.
+                tracing::error!(error = %e.0, "audit records committed past the journal");
+                insert(&mut store.db, &chain.buffer)?;
+                chain.buffer.clear();
+                chain.journaled = 0;
+                return Ok(());
+            }
             if let Some(j) = &mut chain.journal
                 && let Err(e) = j.rotate(JOURNAL_MAX)
             {
