@@ -2,10 +2,12 @@
 //! client is told (where its protocol allows), and the session waits for the decision while
 //! still watching the client, so a client that leaves abandons its ticket at once.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::ReadHalf;
+use tokio::sync::futures::Notified;
 
 use crate::approval::ticket::Ticket;
 use crate::approval::{Approvals, Outcome};
@@ -38,6 +40,13 @@ pub async fn wait(
     told: impl FnOnce(&Ticket),
 ) -> HoldEnd {
     let refusal = hold.refusal;
+    // Listen for a CancelRequest before the ticket exists, and through the whole wait: the
+    // registry wakes only those already listening, and a client may cancel as soon as it
+    // sees the ticket.
+    let mut cancelled = std::pin::pin!(cancel.map(tokio::sync::Notify::notified));
+    if let Some(listening) = cancelled.as_mut().as_pin_mut() {
+        listening.enable();
+    }
     let mut held = match approvals.hold(hold.request).await {
         Ok(held) => held,
         Err(e) => {
@@ -68,7 +77,7 @@ pub async fn wait(
                     return HoldEnd::ClientGone;
                 }
             }
-            () = cancelled(cancel) => {
+            () = until_cancelled(cancelled.as_mut()) => {
                 held.abandon("the client cancelled it while it was held").await;
                 return HoldEnd::Cancelled;
             }
@@ -76,9 +85,9 @@ pub async fn wait(
     }
 }
 
-async fn cancelled(cancel: Option<&tokio::sync::Notify>) {
-    match cancel {
-        Some(n) => n.notified().await,
+async fn until_cancelled(cancelled: Pin<&mut Option<Notified<'_>>>) {
+    match cancelled.as_pin_mut() {
+        Some(notified) => notified.await,
         None => std::future::pending().await,
     }
 }
