@@ -111,6 +111,10 @@ pub trait Inspector: Send {
         Rewrite::Keep
     }
 
+    /// The ErrorResponse about to be shown answers a substitute Airlock sent for a statement
+    /// it refused (the client gets Airlock's own error): that statement did not run.
+    fn substituted(&mut self) {}
+
     /// Audit records of the messages shown so far that must be durable before those
     /// messages go on (`audit = "required"`); the relay waits for them.
     fn pending_records(&mut self) -> Vec<crate::audit::Ack> {

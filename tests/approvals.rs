@@ -470,6 +470,93 @@ async fn denied_with_a_reason_and_the_session_carries_on() {
     assert_eq!(one, 1);
 }
 
+/// The outcome the audit trail holds for the statement with `text`: (ran, error), once
+/// recorded.
+async fn outcome_of(env: &Env, text: &str) -> (bool, Option<String>) {
+    use airlock::audit::Event;
+    for _ in 0..100 {
+        let events: Vec<Event> = airlock::audit::records(env.state.path())
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(&r.event).unwrap())
+            .collect();
+        let statement = events.iter().find_map(|e| match e {
+            Event::Statement {
+                session,
+                seq,
+                text: t,
+                ..
+            } if t == text => Some((*session, *seq)),
+            _ => None,
+        });
+        let outcome = events.iter().find_map(|e| match e {
+            Event::Outcome {
+                session,
+                seq,
+                ran,
+                error,
+                ..
+            } if Some((*session, *seq)) == statement => Some((*ran, error.clone())),
+            _ => None,
+        });
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no outcome recorded for {text}");
+}
+
+/// The trail tells Airlock's refusal from the database's own error, whatever its SQLSTATE:
+/// an approved statement that fails with 34000 (the code the database gives a refused
+/// statement's substitute) ran and failed; a denied one was refused and did not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_tells_a_refusal_from_an_approved_statement_that_failed() {
+    let env = Env::start().await;
+    let f = unique("raise_34000");
+    let db = pg_direct().await;
+    db.batch_execute(&format!(
+        "create function {f}() returns int language plpgsql as \
+         $$ begin raise exception 'no such cursor' using errcode = '34000'; end $$"
+    ))
+    .await
+    .unwrap();
+    let client = env.proxy.connect().await;
+
+    let t = unique("approved_fails");
+    let approved = format!("create table {t} as select {f}()");
+    let run = |sql: String, client: tokio_postgres::Client| {
+        tokio::spawn(async move {
+            let r = client.batch_execute(&sql).await;
+            (client, r)
+        })
+    };
+    let held = run(approved.clone(), client);
+    let id = env.ticket_for(&approved).await;
+    assert_eq!(env.approve("alice", id).await.0, 200);
+    let (client, result) = held.await.unwrap();
+    assert_eq!(sqlstate(&result.unwrap_err()), "34000");
+    assert_eq!(
+        outcome_of(&env, &approved).await,
+        (true, Some("34000".into()))
+    );
+
+    let denied = format!("create table {t}_denied (id int)");
+    let held = run(denied.clone(), client);
+    let id = env.ticket_for(&denied).await;
+    let out = env.cli("alice", &["deny", &id.to_string(), "--reason", "no"]);
+    assert!(out.status.success());
+    let (_, result) = held.await.unwrap();
+    assert_eq!(sqlstate(&result.unwrap_err()), "42501");
+    assert_eq!(
+        outcome_of(&env, &denied).await,
+        (false, Some("refused by Airlock".into()))
+    );
+    db.batch_execute(&format!("drop function {f}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_denies_and_an_escalation_goes_to_the_second_group() {
     let env = Env::start().await;

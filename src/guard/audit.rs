@@ -44,12 +44,12 @@ enum Awaiting {
         seq: u64,
         received: Instant,
         ends: Ends,
-        /// `allow`, `review` or `deny`.
-        decision: &'static str,
         rows: Option<u64>,
         error: Option<String>,
         /// The first rows of its result, masked.
         sample: Vec<Vec<Option<String>>>,
+        /// Airlock refused it (PostgreSQL: the error that ends it is Airlock's).
+        refused: bool,
     },
     /// A PostgreSQL Sync: where skipping after an error stops.
     Sync,
@@ -103,10 +103,10 @@ impl SessionAudit {
             seq: self.statements,
             received: Instant::now(),
             ends,
-            decision: judged.decision(),
             rows: None,
             error: None,
             sample: Vec::new(),
+            refused: false,
         });
         let fingerprints: Vec<&str> = judged
             .statements
@@ -201,29 +201,32 @@ impl SessionAudit {
         }
     }
 
-    /// The database (or Airlock, for a refused statement) answered with an error.
-    /// PostgreSQL skips the rest of an extended-protocol pipeline up to its Sync; MySQL
-    /// goes on with the next command.
+    /// The database answered with an error. PostgreSQL skips the rest of an
+    /// extended-protocol pipeline up to its Sync; MySQL goes on with the next command.
     pub fn failed(&mut self, code: &str) {
+        self.ended_in_error(code, false);
+    }
+
+    /// PostgreSQL: Airlock refused the statement now answered (the database answered the
+    /// substitute Airlock sent in its place, and the client got Airlock's error).
+    pub fn refused(&mut self) {
+        self.ended_in_error(REFUSED, true);
+    }
+
+    fn ended_in_error(&mut self, code: &str, by_airlock: bool) {
         match self.awaiting.front_mut() {
             Some(Awaiting::Statement {
                 ends: Ends::Ready,
                 error,
+                refused,
                 ..
             }) => {
                 error.get_or_insert_with(|| code.to_owned());
+                *refused |= by_airlock;
             }
-            Some(Awaiting::Statement {
-                error, decision, ..
-            }) => {
-                // It ran and failed, unless Airlock refused it.
-                let refused = refusal(decision, code);
-                *error = Some(if refused {
-                    REFUSED.to_owned()
-                } else {
-                    code.to_owned()
-                });
-                self.finish_front(!refused);
+            Some(Awaiting::Statement { error, .. }) => {
+                *error = Some(code.to_owned());
+                self.finish_front(!by_airlock);
                 while self.skips_to_sync
                     && matches!(
                         self.awaiting.front(),
@@ -250,18 +253,11 @@ impl SessionAudit {
                 }
                 Awaiting::Statement {
                     ends: Ends::Ready,
-                    decision,
-                    error,
+                    refused,
                     ..
                 } => {
-                    let refused = *decision == "deny"
-                        || error.as_deref().is_some_and(|code| refusal(decision, code));
-                    if refused
-                        && let Some(Awaiting::Statement { error, .. }) = self.awaiting.front_mut()
-                    {
-                        *error = Some(REFUSED.to_owned());
-                    }
-                    self.finish_front(!refused);
+                    let ran = !refused;
+                    self.finish_front(ran);
                     return;
                 }
                 Awaiting::Statement { .. } => self.finish_front(false),
@@ -321,14 +317,6 @@ impl SessionAudit {
 
 /// What the trail says of a statement Airlock refused.
 const REFUSED: &str = "refused by Airlock";
-
-/// Whether an error ending a statement with `decision` is Airlock's refusal: a denied
-/// statement always fails so; a held one that was not approved fails on the substitute
-/// Airlock sent instead (a portal that does not exist, 34000), and one that was approved
-/// ran and failed on its own.
-fn refusal(decision: &str, code: &str) -> bool {
-    decision == "deny" || (decision == "review" && code == "34000")
-}
 
 impl Drop for SessionAudit {
     fn drop(&mut self) {

@@ -34,6 +34,7 @@ impl InspectorFactory for PgGuards {
             text: TextState::default(),
             bound: HashMap::default(),
             strings_as_classified: session.strings_as_classified,
+            substituted: false,
         })
     }
 }
@@ -57,6 +58,8 @@ pub struct PgGuard {
     audit: Option<SessionAudit>,
     /// With a trail: the text each prepared statement and portal runs, as the client sent it.
     sent: HashMap<(Space, Vec<u8>), Arc<str>, foldhash::fast::RandomState>,
+    /// The next ErrorResponse answers Airlock's substitute for a refused statement.
+    substituted: bool,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -92,10 +95,12 @@ impl Inspector for PgGuard {
         {
             self.strings_as_classified = value == b"on";
         }
+        let substituted = std::mem::take(&mut self.substituted);
         if let Some(audit) = &mut self.audit {
             match tag {
                 be::COMMAND_COMPLETE => audit.completed(backend::command_rows(body)),
                 be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => audit.completed(None),
+                be::ERROR_RESPONSE if substituted => audit.refused(),
                 be::ERROR_RESPONSE => {
                     let code = backend::sqlstate(body).unwrap_or(b"?????");
                     audit.failed(&String::from_utf8_lossy(code));
@@ -124,6 +129,10 @@ impl Inspector for PgGuard {
             }
         }
         rewrite
+    }
+
+    fn substituted(&mut self) {
+        self.substituted = true;
     }
 
     fn pending_records(&mut self) -> Vec<Ack> {

@@ -708,17 +708,21 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 };
             }
         }
+        // The answer to a refused statement's substitute: Airlock's own error goes instead.
+        let ours = match h.tag == be::ERROR_RESPONSE && whole && !ctx.substitutions.is_empty() {
+            true => ctx.substitutions.replacement(&pump.buf[body.clone()]),
+            false => None,
+        };
         let rewrite = if shown && whole {
-            lock(ctx.inspector).backend(h.tag, &pump.buf[body.clone()])
+            let mut inspector = lock(ctx.inspector);
+            if ours.is_some() {
+                inspector.substituted();
+            }
+            inspector.backend(h.tag, &pump.buf[body.clone()])
         } else {
             Rewrite::Keep
         };
-        if h.tag == be::ERROR_RESPONSE
-            && whole
-            && !ctx.substitutions.is_empty()
-            && let Some(ours) = ctx.substitutions.replacement(&pump.buf[body.clone()])
-        {
-            // The answer to a denied statement's substitute: Airlock's own error instead.
+        if let Some(ours) = ours {
             if ctx.interest.replies {
                 lock(ctx.inspector).reply(h.tag, None);
             }
