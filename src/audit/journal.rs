@@ -127,14 +127,22 @@ impl Journal {
         if self.retired || self.len <= max {
             return Ok(());
         }
-        std::fs::rename(self.dir.join(NAME), self.dir.join(RETIRED))?;
-        self.retired = true;
-        self.file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.join(NAME))?;
-        self.len = 0;
-        Ok(())
+        let (current, retired) = (self.dir.join(NAME), self.dir.join(RETIRED));
+        std::fs::rename(&current, &retired)?;
+        match OpenOptions::new().append(true).create(true).open(&current) {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+                self.retired = true;
+                Ok(())
+            }
+            Err(e) => {
+                // Go on appending to the full journal, under its own name again, so that
+                // nothing newer lands in a file about to be removed.
+                let _ = std::fs::rename(&retired, &current);
+                Err(e)
+            }
+        }
     }
 
     /// Removes the journal set aside by [`Journal::rotate`]: its records are in `audit.db`.
