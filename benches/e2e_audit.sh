@@ -2,7 +2,7 @@
 # End-to-end audit benchmark: pgbench through three Airlock instances that differ only in
 # [state] audit: "required", "best-effort" and "off", interleaved round by round. Reports
 # the median TPS per instance and workload, the ratios to "off", and each instance's CPU per
-# transaction.
+# transaction, with the part of it spent by the audit flusher thread.
 #
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
@@ -79,14 +79,16 @@ for round in $(seq "$ROUNDS"); do
     for workload in select tpcb; do
         for mode in required best-effort off; do
             t0=$(cpu_ticks "${PID[$mode]}")
+            f0=$(thread_ticks "${PID[$mode]}" airlock-audit)
             # shellcheck disable=SC2086
             out=$(PGPASSWORD=$PASS pgbench -n -T "$DURATION" ${WORKLOAD[$workload]} \
                 -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1)
             t1=$(cpu_ticks "${PID[$mode]}")
+            f1=$(thread_ticks "${PID[$mode]}" airlock-audit)
             tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
             txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
             [[ -n $tps && -n $txns ]] || { log "pgbench failed:"; log "$out"; exit 1; }
-            echo "$workload $mode $tps $txns $((t1 - t0))" >>"$TMP/results"
+            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0))" >>"$TMP/results"
             log "round $round: $workload $mode tps=$tps"
         done
     done
@@ -100,15 +102,15 @@ python3 - "$TMP/results" "$(getconf CLK_TCK)" "$records" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 tck = int(sys.argv[2])
-print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11}")
+print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it flusher':>14}")
 for w in ("select", "tpcb"):
     med = {}
     for m in ("required", "best-effort", "off"):
         rs = [r for r in rows if r[0] == w and r[1] == m]
         tps = statistics.median(float(r[2]) for r in rs)
-        cpu = statistics.median(int(r[4]) / tck * 1e6 / int(r[3]) for r in rs)
-        med[m] = (tps, cpu)
-    for m, (tps, cpu) in med.items():
-        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f}")
+        per_txn = lambda col: statistics.median(int(r[col]) / tck * 1e6 / int(r[3]) for r in rs)
+        med[m] = (tps, per_txn(4), per_txn(5))
+    for m, (tps, cpu, flusher) in med.items():
+        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {flusher:>14.1f}")
 print(f"records in the required trail: {sys.argv[3]}")
 PY

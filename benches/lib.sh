@@ -72,3 +72,14 @@ cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
     stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces
     awk '{ print $12 + $13 }' <<<"$stat"
 }
+
+thread_ticks() { # utime + stime of a process's threads named $2, in clock ticks
+    local task stat total=0
+    for task in /proc/"$1"/task/*; do
+        [[ $(<"$task/comm") == "$2" ]] || continue
+        stat=$(<"$task/stat")
+        stat=${stat##*) }
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+    done
+    echo "$total"
+}
