@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod guard;
+pub mod hex;
 pub mod inspect;
 pub mod mask;
 pub mod net;

@@ -116,11 +116,7 @@ fn unhex(digits: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A byte as two lower-case hex digits.
-pub(crate) fn hex(b: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]
-}
+pub(crate) use crate::hex::byte as hex;
 
 #[cfg(test)]
 mod tests {

@@ -150,10 +150,7 @@ impl Params {
                     match (format_code(&self.formats, i), std::str::from_utf8(v)) {
                         (0, _) => String::from_utf8_lossy(v).into_owned(),
                         (_, Ok(text)) if !text.chars().any(char::is_control) => text.to_owned(),
-                        _ => {
-                            let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-                            format!("\\x{hex}")
-                        }
+                        _ => format!("\\x{}", crate::hex::encode(v)),
                     }
                 })
             })
