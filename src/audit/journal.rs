@@ -147,19 +147,25 @@ impl Journal {
 
     /// Removes the journal set aside by [`Journal::rotate`]: its records are in `audit.db`.
     pub fn drop_retired(&mut self) -> std::io::Result<()> {
-        if self.retired {
-            match std::fs::remove_file(self.dir.join(RETIRED)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => self.retired = false,
+        match self.retired {
+            true => self.remove_retired(),
+            false => Ok(()),
+        }
+    }
+
+    fn remove_retired(&mut self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(RETIRED)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => {
+                self.retired = false;
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Empties the journal and removes one set aside (everything is in `audit.db`).
     pub fn clear(&mut self) -> std::io::Result<()> {
-        self.retired = true;
-        self.drop_retired()?;
+        self.remove_retired()?;
         self.file.set_len(0)?;
         self.len = 0;
         Ok(())
