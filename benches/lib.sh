@@ -66,20 +66,22 @@ wait_for_login() {
     exit 1
 }
 
-cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
+stat_ticks() { # utime + stime in a /proc stat file, in clock ticks
     local stat
-    stat=$(<"/proc/$1/stat")
+    stat=$(<"$1")
     stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces
     awk '{ print $12 + $13 }' <<<"$stat"
 }
 
+cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
+    stat_ticks "/proc/$1/stat"
+}
+
 thread_ticks() { # utime + stime of a process's threads named $2, in clock ticks
-    local task stat total=0
+    local task total=0
     for task in /proc/"$1"/task/*; do
         [[ $(<"$task/comm") == "$2" ]] || continue
-        stat=$(<"$task/stat")
-        stat=${stat##*) }
-        total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+        total=$((total + $(stat_ticks "$task/stat")))
     done
     echo "$total"
 }
