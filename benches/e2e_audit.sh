@@ -2,12 +2,13 @@
 # End-to-end audit benchmark: pgbench through three Airlock instances that differ only in
 # [state] audit: "required", "best-effort" and "off", interleaved round by round. Reports
 # the median TPS per instance and workload, the ratios to "off", and each instance's CPU per
-# transaction, with the part of it spent by the audit flusher thread.
+# transaction, with the part of it spent by the audit flusher thread, and the whole machine's
+# CPU per transaction and how busy it was (TPS follows machine CPU only while it is saturated).
 #
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
 #
-# Environment: ROUNDS, DURATION (seconds per run), SCALE (pgbench scale, default 10; the
+# Environment: ROUNDS, DURATION (seconds per run), WORKLOADS ("select tpcb"), SCALE (pgbench scale, default 10; the
 # tables in database test are made unless already at this scale), SKIP_BUILD=1, KEEP_TMP=1.
 # Needs cargo, psql, pgbench, python3, PostgreSQL on 127.0.0.1:5432 (user postgres, trust).
 set -euo pipefail
@@ -76,19 +77,21 @@ done
 
 declare -A WORKLOAD=([select]="-S -c 8 -j 2" [tpcb]="-c 8 -j 2")
 for round in $(seq "$ROUNDS"); do
-    for workload in select tpcb; do
+    for workload in ${WORKLOADS:-select tpcb}; do
         for mode in required best-effort off; do
             t0=$(cpu_ticks "${PID[$mode]}")
+            read -r m0 all0 < <(machine_ticks)
             f0=$(thread_ticks "${PID[$mode]}" airlock-audit)
             # shellcheck disable=SC2086
             out=$(PGPASSWORD=$PASS pgbench -n -T "$DURATION" ${WORKLOAD[$workload]} \
                 -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1)
             t1=$(cpu_ticks "${PID[$mode]}")
+            read -r m1 all1 < <(machine_ticks)
             f1=$(thread_ticks "${PID[$mode]}" airlock-audit)
             tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
             txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
             [[ -n $tps && -n $txns ]] || { log "pgbench failed:"; log "$out"; exit 1; }
-            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0))" >>"$TMP/results"
+            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0)) $((m1 - m0)) $((all1 - all0))" >>"$TMP/results"
             log "round $round: $workload $mode tps=$tps"
         done
     done
@@ -102,15 +105,16 @@ python3 - "$TMP/results" "$(getconf CLK_TCK)" "$records" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 tck = int(sys.argv[2])
-print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it flusher':>14}")
-for w in ("select", "tpcb"):
+print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it flusher':>14} {'machine us/txn':>15} {'busy':>5}")
+for w in dict.fromkeys(r[0] for r in rows):
     med = {}
     for m in ("required", "best-effort", "off"):
         rs = [r for r in rows if r[0] == w and r[1] == m]
         tps = statistics.median(float(r[2]) for r in rs)
         per_txn = lambda col: statistics.median(int(r[col]) / tck * 1e6 / int(r[3]) for r in rs)
-        med[m] = (tps, per_txn(4), per_txn(5))
-    for m, (tps, cpu, flusher) in med.items():
-        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {flusher:>14.1f}")
+        busy = statistics.median(int(r[6]) / int(r[7]) for r in rs)
+        med[m] = (tps, per_txn(4), per_txn(5), per_txn(6), busy)
+    for m, (tps, cpu, flusher, machine, busy) in med.items():
+        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {flusher:>14.1f} {machine:>15.1f} {busy:>5.0%}")
 print(f"records in the required trail: {sys.argv[3]}")
 PY

@@ -77,6 +77,13 @@ cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
     stat_ticks "/proc/$1/stat"
 }
 
+machine_ticks() { # busy and all clock ticks of the whole machine so far (from /proc/stat)
+    local _cpu user nice system idle iowait irq softirq steal
+    read -r _cpu user nice system idle iowait irq softirq steal _ </proc/stat
+    local busy=$((user + nice + system + irq + softirq + steal))
+    echo "$busy $((busy + idle + iowait))"
+}
+
 thread_ticks() { # utime + stime of a process's threads named $2, in clock ticks
     local task total=0
     for task in /proc/"$1"/task/*; do
