@@ -8,8 +8,9 @@
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
 #
-# Environment: ROUNDS, DURATION (seconds per run), WORKLOADS ("select tpcb"), SCALE (pgbench scale, default 10; the
-# tables in database test are made unless already at this scale), SKIP_BUILD=1, KEEP_TMP=1.
+# Environment: ROUNDS, DURATION (seconds per run), WORKLOADS ("select tpcb"), BENCH_TMP (/tmp,
+# where the state directories go), SCALE (pgbench scale, default 10; the tables in database
+# test are made unless already at this scale), SKIP_BUILD=1, KEEP_TMP=1.
 # Needs cargo, psql, pgbench, python3, PostgreSQL on 127.0.0.1:5432 (user postgres, trust).
 set -euo pipefail
 

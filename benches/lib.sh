@@ -22,10 +22,11 @@ require_tools() {
     done
 }
 
-# Makes TMP (a temp dir named after $1) and arranges that every process in PIDS is stopped
-# and TMP removed (unless KEEP_TMP=1) when the script exits.
+# Makes TMP (a temp dir named after $1, under $BENCH_TMP or /tmp: state directories live
+# there, so BENCH_TMP=/dev/shm takes the disk out of a run) and arranges that every process
+# in PIDS is stopped and TMP removed (unless KEEP_TMP=1) when the script exits.
 setup_tmp() {
-    TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+    TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/$1.XXXXXX")
     PIDS=()
     trap cleanup EXIT
     trap 'exit 130' INT

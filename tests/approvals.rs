@@ -480,23 +480,12 @@ async fn outcome_of(env: &Env, text: &str) -> (bool, Option<String>) {
             .iter()
             .map(|r| serde_json::from_str(&r.event).unwrap())
             .collect();
-        let statement = events.iter().find_map(|e| match e {
-            Event::Statement {
-                session,
-                seq,
-                text: t,
-                ..
-            } if t == text => Some((*session, *seq)),
-            _ => None,
-        });
         let outcome = events.iter().find_map(|e| match e {
-            Event::Outcome {
-                session,
-                seq,
-                ran,
-                error,
+            Event::Statement {
+                text: t,
+                outcome: Some(o),
                 ..
-            } if Some((*session, *seq)) == statement => Some((*ran, error.clone())),
+            } if t == text => Some((o.ran, o.error.clone())),
             _ => None,
         });
         if let Some(outcome) = outcome {

@@ -15,7 +15,7 @@ pub enum Format {
 }
 
 /// The CSV header line.
-pub const CSV_HEADER: &str = "seq,time,type,listener,session,statement_seq,user,database,client_addr,kind,decision,rule,findings,statement,params,sha256,hash\n";
+pub const CSV_HEADER: &str = "seq,time,type,listener,session,statement_seq,user,database,client_addr,kind,decision,rule,findings,statement,params,sha256,ran,rows,error,duration_us,hash\n";
 
 /// `r` as one line (with its newline) in `format`.
 pub fn line(format: Format, r: &Record) -> String {
@@ -47,12 +47,15 @@ pub fn time(at_us: i64) -> String {
 }
 
 fn csv(r: &Record, e: &Value) -> String {
-    let s = |k: &str| match &e[k] {
+    let cell = |v: &Value| match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let s = |k: &str| cell(&e[k]);
+    let outcome = |k: &str| cell(&e["outcome"][k]);
     let list = |k: &str| match &e[k] {
+        // A NULL parameter shows as null, apart from an empty string.
         Value::Array(items) => items
             .iter()
             .map(|v| match v {
@@ -85,6 +88,10 @@ fn csv(r: &Record, e: &Value) -> String {
         s("text"),
         list("params"),
         s("sha256"),
+        outcome("ran"),
+        outcome("rows"),
+        outcome("error"),
+        outcome("duration_us"),
         hex(&r.hash),
     ];
     let quoted: Vec<String> = fields.iter().map(|f| quote(f)).collect();
@@ -157,17 +164,6 @@ fn ocsf(r: &Record) -> Value {
                 "actor": {"user": {"name": actor}},
             }),
         ),
-        Some(Event::Outcome {
-            rows, error, ran, ..
-        }) => (
-            4,
-            "Query",
-            if error.is_some() { 2 } else { 1 },
-            json!({
-                "status_detail": error.clone().unwrap_or_else(|| "completed".into()),
-                "unmapped": {"rows": rows, "ran": ran},
-            }),
-        ),
         Some(Event::Statement {
             user,
             text,
@@ -175,6 +171,7 @@ fn ocsf(r: &Record) -> Value {
             decision,
             rule,
             findings,
+            outcome,
             ..
         }) => {
             let activity_id = match kind.as_str() {
@@ -183,16 +180,25 @@ fn ocsf(r: &Record) -> Value {
                 "ddl" => 6,
                 _ => 4,
             };
-            let status_id = if decision == "deny" { 2 } else { 1 };
+            // Failure: refused, or the database's error.
+            let failed = decision == "deny" || outcome.as_ref().is_some_and(|o| o.error.is_some());
+            let ended = match outcome {
+                Some(o) => o.error.clone().unwrap_or_else(|| "completed".into()),
+                None => "no answer recorded".into(),
+            };
             (
                 activity_id,
                 "Query",
-                status_id,
+                if failed { 2 } else { 1 },
                 json!({
                     "actor": {"user": {"name": user}},
                     "query_info": {"query_string": text},
-                    "status_detail": format!("{decision} by rule {}", rule.as_deref().unwrap_or("default")),
-                    "unmapped": {"kind": kind, "findings": findings, "decision": decision},
+                    "status_detail": format!("{decision} by rule {}: {ended}", rule.as_deref().unwrap_or("default")),
+                    "unmapped": {
+                        "kind": kind, "findings": findings, "decision": decision,
+                        "ran": outcome.as_ref().map(|o| o.ran),
+                        "rows": outcome.as_ref().and_then(|o| o.rows),
+                    },
                 }),
             )
         }
@@ -290,16 +296,31 @@ mod tests {
             rule: Some("reads".into()),
             decision: "allow".into(),
             sha256: "00".into(),
+            received: 999_000,
+            outcome: Some(crate::audit::record::Outcome {
+                duration_us: 1000,
+                ran: true,
+                rows: Some(1),
+                error: None,
+                sample: vec![],
+            }),
         };
         let r = Head::EMPTY.next(1_000_000, serde_json::to_string(&event).unwrap());
         let j: Value = serde_json::from_str(&line(Format::Jsonl, &r)).unwrap();
         assert_eq!(j["event"]["text"], "select 1, 'a,\"b'");
         let c = line(Format::Csv, &r);
         assert!(c.contains("\"select 1, 'a,\"\"b'\""), "{c}");
-        assert_eq!(CSV_HEADER.matches(',').count(), 16);
+        assert!(
+            c.trim_end()
+                .ends_with(&format!(",true,1,,1000,{}", hex(&r.hash))),
+            "{c}"
+        );
+        assert_eq!(CSV_HEADER.matches(',').count(), 20);
         let o: Value = serde_json::from_str(&line(Format::Ocsf, &r)).unwrap();
         assert_eq!(o["class_uid"], 6005);
         assert_eq!(o["type_uid"], 600501);
         assert_eq!(o["query_info"]["query_string"], "select 1, 'a,\"b'");
+        assert_eq!(o["status_id"], 1);
+        assert_eq!(o["unmapped"]["rows"], 1);
     }
 }

@@ -43,7 +43,9 @@ pub enum Event {
         duration_ms: u64,
         statements: u64,
     },
-    /// A statement (or a command with no SQL text) and what Airlock decided.
+    /// A statement (or a command with no SQL text), what Airlock decided, and how it ended.
+    /// Recorded once its answer is known; until then a required trail holds it in the
+    /// journal as an intent (see [`super::store`]).
     Statement {
         listener: String,
         session: i64,
@@ -60,23 +62,11 @@ pub enum Event {
         decision: String,
         /// SHA-256 (hex) of the exact bytes of the message the client sent.
         sha256: String,
-    },
-    /// How a recorded statement ended: run (rows returned or affected) or failed (the
-    /// database's SQLSTATE or errno, or Airlock's own refusal), or never run.
-    Outcome {
-        listener: String,
-        session: i64,
-        /// The statement's `seq` in its session.
-        seq: u64,
-        /// From the statement's arrival to its answer, in microseconds.
-        duration_us: u64,
-        /// Whether the database ran it.
-        ran: bool,
-        rows: Option<u64>,
-        error: Option<String>,
-        /// The first rows of its result, masked (`[audit] sample_rows` in the policy).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        sample: Vec<Vec<Option<String>>>,
+        /// When Airlock received it, in microseconds since the Unix epoch.
+        received: i64,
+        /// How it ended; `null` when Airlock stopped before its answer (a record recovered
+        /// from the journal). Last, so that it can be filled in after the rest is written.
+        outcome: Option<Outcome>,
     },
     /// A held statement's ticket changed: created, approval, approved, denied, escalated,
     /// expired, abandoned.
@@ -108,11 +98,25 @@ impl Event {
             Event::AuthFailed { .. } => "auth_failed",
             Event::Disconnect { .. } => "disconnect",
             Event::Statement { .. } => "statement",
-            Event::Outcome { .. } => "outcome",
             Event::Ticket { .. } => "ticket",
             Event::Policy { .. } => "policy",
         }
     }
+}
+
+/// How a recorded statement ended: run (rows returned or affected) or failed (the database's
+/// SQLSTATE or errno, or Airlock's own refusal), or never run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// From the statement's arrival to its answer, in microseconds.
+    pub duration_us: u64,
+    /// Whether the database ran it.
+    pub ran: bool,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+    /// The first rows of its result, masked (`[audit] sample_rows` in the policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<Vec<Option<String>>>,
 }
 
 /// A record as stored: its place in the chain and its event as JSON text.
@@ -221,6 +225,29 @@ impl Default for Verifier {
 
 pub use crate::hex::encode as hex;
 
+/// A statement event's JSON text, written with no outcome, with `outcome` filled in: the
+/// text as if written whole, without writing the rest again.
+pub fn with_outcome(statement: &str, outcome: &Outcome) -> String {
+    let mut out = Vec::with_capacity(statement.len() + 128);
+    match statement.strip_suffix("null}") {
+        Some(rest) => {
+            out.extend_from_slice(rest.as_bytes());
+            serde_json::to_writer(&mut out, outcome).expect("outcomes serialize");
+            out.push(b'}');
+        }
+        // Not the JSON of a statement event with no outcome (never so): keep it all.
+        None => {
+            let mut whole: serde_json::Value =
+                serde_json::from_str(statement).unwrap_or(serde_json::Value::Null);
+            if let serde_json::Value::Object(fields) = &mut whole {
+                fields.insert("outcome".into(), serde_json::json!(outcome));
+            }
+            serde_json::to_writer(&mut out, &whole).expect("values serialize");
+        }
+    }
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
 /// SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
@@ -250,6 +277,45 @@ mod tests {
             v.check(r)?;
         }
         Ok(v.head)
+    }
+
+    #[test]
+    fn an_outcome_fills_in_a_statement_written_without_one() {
+        let mut statement = Event::Statement {
+            listener: "postgres".into(),
+            session: 1,
+            seq: 2,
+            user: "app".into(),
+            text: "select 'null}'".into(),
+            params: vec![None],
+            fingerprint: "select ?".into(),
+            kind: "read".into(),
+            findings: vec![],
+            rule: None,
+            decision: "allow".into(),
+            sha256: "00".into(),
+            received: 5,
+            outcome: None,
+        };
+        let outcome = Outcome {
+            duration_us: 7,
+            ran: true,
+            rows: Some(1),
+            error: None,
+            sample: vec![vec![Some("x".into()), None]],
+        };
+        let begun = serde_json::to_string(&statement).unwrap();
+        if let Event::Statement { outcome: o, .. } = &mut statement {
+            *o = Some(outcome.clone());
+        }
+        assert_eq!(
+            with_outcome(&begun, &outcome),
+            serde_json::to_string(&statement).unwrap()
+        );
+        assert_eq!(
+            serde_json::from_str::<Event>(&with_outcome(&begun, &outcome)).unwrap(),
+            statement
+        );
     }
 
     #[test]

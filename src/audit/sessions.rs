@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::export::time;
-use super::record::{Event, Record};
+use super::record::{Event, Outcome, Record};
 
 /// A session's key: listener and Airlock's session id, written `listener:id`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,10 +33,10 @@ impl std::fmt::Display for SessionKey {
 /// One statement of a transcript.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// Microseconds since the Unix epoch.
+    /// When it was received, in microseconds since the Unix epoch.
     pub at: i64,
+    /// The statement and how it ended.
     pub statement: Event,
-    pub outcome: Option<Event>,
     /// Ticket events for this statement, with their times.
     pub tickets: Vec<(i64, Event)>,
 }
@@ -52,6 +52,7 @@ pub struct Session {
 /// Groups `records` into sessions.
 pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKey, Session> {
     let mut out: BTreeMap<SessionKey, Session> = BTreeMap::new();
+    let mut tickets: BTreeMap<SessionKey, Vec<(i64, Event)>> = BTreeMap::new();
     for r in records {
         let Ok(event) = serde_json::from_str::<Event>(&r.event) else {
             continue;
@@ -66,9 +67,6 @@ pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKe
             | Event::Statement {
                 listener, session, ..
             }
-            | Event::Outcome {
-                listener, session, ..
-            }
             | Event::Ticket {
                 listener, session, ..
             } => SessionKey {
@@ -77,35 +75,59 @@ pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKe
             },
             Event::Policy { .. } | Event::AuthFailed { .. } => continue,
         };
+        if let Event::Ticket { .. } = event {
+            tickets.entry(key).or_default().push((r.at, event));
+            continue;
+        }
         let s = out.entry(key).or_default();
         match event {
             Event::Connect { .. } => s.connect = Some((r.at, event)),
             Event::Disconnect { .. } => s.disconnect = Some((r.at, event)),
-            Event::Statement { .. } => s.steps.push(Step {
-                at: r.at,
+            Event::Statement { received, .. } => s.steps.push(Step {
+                at: received,
                 statement: event,
-                outcome: None,
                 tickets: Vec::new(),
             }),
-            Event::Outcome { seq, .. } => {
-                if let Some(step) = s.steps.iter_mut().rev().find(|st| step_seq(st) == seq) {
-                    step.outcome = Some(event);
-                }
-            }
-            Event::Ticket { ref sha256, .. } => {
-                // The latest statement of the session with the held text.
-                let hash = sha256.clone();
-                if let Some(step) = s.steps.iter_mut().rev().find(|st| {
-                    matches!(&st.statement, Event::Statement { sha256, decision, .. }
-                        if *sha256 == hash && decision == "review")
-                }) {
-                    step.tickets.push((r.at, event));
-                }
-            }
-            Event::Policy { .. } | Event::AuthFailed { .. } => {}
+            _ => {}
         }
     }
+    // A statement is recorded when it ends (after its ticket's events): in the order they
+    // were received, then with their tickets.
+    for s in out.values_mut() {
+        s.steps.sort_by_key(step_seq);
+    }
+    for (key, events) in tickets {
+        attach_tickets(&mut out.entry(key).or_default().steps, events);
+    }
     out
+}
+
+/// Gives each ticket event to the statement it held: the session's latest statement held
+/// for review with the same text, received before the ticket was opened.
+fn attach_tickets(steps: &mut [Step], events: Vec<(i64, Event)>) {
+    let mut held: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for (at, event) in events {
+        let Event::Ticket {
+            ticket,
+            sha256: ref hash,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let step = match held.get(&ticket) {
+            Some(&i) => Some(i),
+            None => steps.iter().rposition(|st| {
+                st.at <= at
+                    && matches!(&st.statement, Event::Statement { sha256, decision, .. }
+                        if sha256 == hash && decision == "review")
+            }),
+        };
+        if let Some(i) = step {
+            held.insert(ticket, i);
+            steps[i].tickets.push((at, event));
+        }
+    }
 }
 
 fn step_seq(step: &Step) -> u64 {
@@ -216,6 +238,7 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
             rule,
             decision,
             sha256,
+            outcome,
             ..
         } = &step.statement
         else {
@@ -272,14 +295,13 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
                 }
             }
         }
-        match &step.outcome {
-            Some(Event::Outcome {
+        match outcome {
+            Some(Outcome {
                 duration_us,
                 ran,
                 rows,
                 error,
                 sample,
-                ..
             }) => {
                 let what = match (ran, rows, error) {
                     (false, _, Some(e)) => format!("not run: {e}"),
@@ -298,7 +320,7 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
                     out.push_str(&format!("       | {} |\n", cells.join(" | ")));
                 }
             }
-            _ => out.push_str("    -> no outcome recorded\n"),
+            None => out.push_str("    -> no answer recorded: Airlock stopped first\n"),
         }
         steps.push((step.at - start, out));
     }
@@ -315,4 +337,92 @@ pub fn transcript_parts(key: &SessionKey, s: &Session) -> (String, Vec<(i64, Str
 
 fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::Head;
+
+    fn statement(seq: u64, received: i64, ran: bool) -> Event {
+        Event::Statement {
+            listener: "postgres".into(),
+            session: 1,
+            seq,
+            user: "app".into(),
+            text: "drop table t".into(),
+            params: vec![],
+            fingerprint: "drop table t".into(),
+            kind: "ddl".into(),
+            findings: vec!["drop".into()],
+            rule: Some("hold-drops".into()),
+            decision: "review".into(),
+            sha256: "aa".repeat(32),
+            received,
+            outcome: Some(Outcome {
+                duration_us: 5,
+                ran,
+                rows: None,
+                error: (!ran).then(|| "refused by Airlock".into()),
+                sample: vec![],
+            }),
+        }
+    }
+
+    fn ticket(ticket: i64, event: &str) -> Event {
+        Event::Ticket {
+            listener: "postgres".into(),
+            session: 1,
+            ticket,
+            event: event.into(),
+            actor: Some("dba".into()),
+            detail: None,
+            rule: "hold-drops".into(),
+            sha256: "aa".repeat(32),
+        }
+    }
+
+    /// A held statement is recorded after its ticket's events; the same text held twice in a
+    /// session gets each ticket with its own statement.
+    #[test]
+    fn tickets_go_with_the_statement_they_held() {
+        let events = [
+            (20, ticket(1, "created")),
+            (30, ticket(1, "approved")),
+            (40, statement(1, 10, true)),
+            (60, ticket(2, "created")),
+            (70, ticket(2, "denied")),
+            (80, statement(2, 50, false)),
+        ];
+        let mut head = Head::EMPTY;
+        let records = events.into_iter().map(|(at, e)| {
+            let r = head.next(at, serde_json::to_string(&e).unwrap());
+            head = Head {
+                seq: r.seq,
+                hash: r.hash,
+            };
+            r
+        });
+        let all = sessions(records.collect::<Vec<_>>());
+        let key = SessionKey::parse("postgres:1").unwrap();
+        let s = &all[&key];
+        let of = |i: usize| -> Vec<(i64, String)> {
+            s.steps[i]
+                .tickets
+                .iter()
+                .map(|(_, t)| match t {
+                    Event::Ticket { ticket, event, .. } => (*ticket, event.clone()),
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(of(0), [(1, "created".into()), (1, "approved".into())]);
+        assert_eq!(of(1), [(2, "created".into()), (2, "denied".into())]);
+        let text = transcript(&key, s);
+        assert!(
+            text.contains("approved sha256 aaaaaaaaaaaaaaaa == sent"),
+            "{text}"
+        );
+        assert!(text.contains("-> not run: refused by Airlock"), "{text}");
+    }
 }

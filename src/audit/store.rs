@@ -2,6 +2,7 @@
 //! one background writer that commits whatever has queued up as one transaction (group
 //! commit), and read back in order for verification and export.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -9,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{Checkpoint, Signer};
-use super::journal::{self, Journal};
-use super::record::{Event, Head, Record};
+use super::journal::{self, Entry, Journal};
+use super::record::{Event, Head, Outcome, Record};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
@@ -66,12 +67,13 @@ pub enum Mode {
     BestEffort,
 }
 
-/// The audit log. Records are chained and buffered under one short lock; a record that
-/// must be durable ([`AuditLog::append`]) is written to the journal at once, in the caller's
-/// thread, with the records buffered before it (outcomes, connects). A background flusher
-/// takes the buffer every few milliseconds and commits it to `audit.db` under a second lock,
-/// so sessions never wait for SQLite. No thread hand-off sits between a statement and its
-/// durable record.
+/// The audit log. Records are chained and buffered under one short lock. A statement is
+/// recorded once, when its answer is known ([`AuditLog::settle`]); with `required` audit its
+/// intent ([`AuditLog::begin`]) is written to the journal before it is forwarded, in the
+/// caller's thread, with the records buffered before it. A background flusher takes the
+/// buffer every few milliseconds and commits it to `audit.db` under a second lock, so
+/// sessions never wait for SQLite. No thread hand-off sits between a statement and its
+/// durable intent.
 pub struct AuditLog {
     inner: Arc<Shared>,
     flusher: std::thread::Thread,
@@ -87,13 +89,32 @@ struct Shared {
 /// The chain's head and the records not yet handed to `audit.db`.
 struct Chain {
     head: Head,
-    buffer: Vec<Record>,
+    buffer: Vec<Buffered>,
     /// With `required` audit: where records are durable before they reach `audit.db`.
     journal: Option<Journal>,
     /// How many records at the start of `buffer` are in the journal.
     journaled: usize,
     /// Frames on their way to the journal (kept for its capacity).
     frames: Vec<u8>,
+    /// The last intent numbered.
+    intents: u64,
+    /// The intents in the journal that no record has settled yet (statements awaiting their
+    /// answer): their time and event, to carry into a new journal.
+    open: BTreeMap<u64, (i64, String)>,
+}
+
+/// A record and the intent it settles (0: none).
+struct Buffered {
+    record: Record,
+    settles: u64,
+}
+
+/// A statement's record in the making: its event as JSON with no outcome yet, and with
+/// `required` audit the number of the intent that stands for it in the journal.
+#[derive(Debug)]
+pub struct Intent {
+    id: u64,
+    event: String,
 }
 
 struct Store {
@@ -170,6 +191,8 @@ impl AuditLog {
                 journal,
                 journaled: 0,
                 frames: Vec::new(),
+                intents: 0,
+                open: BTreeMap::new(),
             }),
             store: Mutex::new(Store {
                 db,
@@ -195,30 +218,51 @@ impl AuditLog {
         })
     }
 
-    /// Appends `event` and makes it durable (with whatever was buffered before it) before
-    /// returning: in the journal, or without one by committing to `audit.db`. The answer
-    /// says whether it is durable.
-    pub fn append(&self, event: &Event) -> Ack {
+    /// Begins the record of a statement (`event`, with no outcome). With `required` audit
+    /// its intent is written to the journal, with the records buffered before it, and the
+    /// answer says whether it is durable: the statement must not be forwarded before.
+    pub fn begin(&self, event: &Event) -> (Intent, Option<Ack>) {
         let event = json(event);
+        if self.mode == Mode::BestEffort {
+            return (Intent { id: 0, event }, None);
+        }
+        let at = now_micros();
         let mut chain = self.inner.chain();
-        chain.push(event);
-        let result = match chain.journal.is_some() {
-            true => chain.within_bounds().and_then(|()| chain.journal_buffer()),
-            false => {
-                drop(chain);
-                self.inner.flush()
-            }
-        };
+        chain.intents += 1;
+        let id = chain.intents;
+        let result = chain
+            .within_bounds()
+            .and_then(|()| chain.journal_buffer(Some((id, at, &event))));
+        if result.is_ok() {
+            chain.open.insert(id, (at, event.clone()));
+        }
+        drop(chain);
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(result);
-        rx
+        (Intent { id, event }, Some(rx))
     }
 
-    /// Appends `event`; it is committed with the next durable record or by the flusher.
+    /// Records a statement begun with [`AuditLog::begin`], now that `outcome` is known; it
+    /// is committed with the flusher's next batch (and journaled with the next intent).
+    pub fn settle(&self, intent: Intent, outcome: &Outcome) {
+        let event = super::record::with_outcome(&intent.event, outcome);
+        let mut chain = self.inner.chain();
+        chain.push(event, intent.id);
+        if intent.id != 0 {
+            chain.open.remove(&intent.id);
+        }
+        if chain.buffer.len() >= BATCH {
+            drop(chain);
+            self.flusher.unpark();
+        }
+    }
+
+    /// Appends `event`; it is committed with the flusher's next batch (and journaled with the
+    /// next intent).
     pub fn record(&self, event: &Event) {
         let event = json(event);
         let mut chain = self.inner.chain();
-        chain.push(event);
+        chain.push(event, 0);
         if chain.buffer.len() >= BATCH {
             drop(chain);
             self.flusher.unpark();
@@ -243,16 +287,33 @@ impl Drop for AuditLog {
 }
 
 impl Chain {
-    fn push(&mut self, event: String) {
-        let r = self.head.next(now_micros(), event);
+    fn push(&mut self, event: String, settles: u64) {
+        let record = self.head.next(now_micros(), event);
         self.head = Head {
-            seq: r.seq,
-            hash: r.hash,
+            seq: record.seq,
+            hash: record.hash,
         };
-        self.buffer.push(r);
+        self.buffer.push(Buffered { record, settles });
     }
 
-    /// Whether the buffer is small enough to take more records that must be durable.
+    /// Sets a full journal aside for a new one, which starts with the intents still open.
+    fn rotate(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        if !journal.due(JOURNAL_MAX) {
+            return;
+        }
+        self.frames.clear();
+        for (id, (at, event)) in &self.open {
+            journal::frame_intent(*id, *at, event, &mut self.frames);
+        }
+        if let Err(e) = journal.rotate(JOURNAL_MAX, &self.frames) {
+            tracing::error!(error = %e, "cannot set the full audit journal aside");
+        }
+    }
+
+    /// Whether the buffer is small enough to take more statements.
     fn within_bounds(&self) -> Result<(), AuditError> {
         match self.buffer.len() > BUFFER_MAX {
             true => Err(AuditError(format!(
@@ -263,18 +324,21 @@ impl Chain {
         }
     }
 
-    /// Writes to the journal the buffered records not yet in it (one `write`); nothing
-    /// without a journal.
-    fn journal_buffer(&mut self) -> Result<(), AuditError> {
+    /// Writes to the journal the buffered records not yet in it, then `intent` (number,
+    /// time, event) if any, in one `write`; nothing without a journal.
+    fn journal_buffer(&mut self, intent: Option<(u64, i64, &str)>) -> Result<(), AuditError> {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
-        if self.journaled == self.buffer.len() {
+        if self.journaled == self.buffer.len() && intent.is_none() {
             return Ok(());
         }
         self.frames.clear();
-        for r in &self.buffer[self.journaled..] {
-            journal::frame(r, &mut self.frames);
+        for b in &self.buffer[self.journaled..] {
+            journal::frame(&b.record, b.settles, &mut self.frames);
+        }
+        if let Some((id, at, event)) = intent {
+            journal::frame_intent(id, at, event, &mut self.frames);
         }
         journal
             .append(&self.frames)
@@ -300,24 +364,23 @@ impl Shared {
             if chain.buffer.is_empty() {
                 return Ok(());
             }
-            if let Err(e) = chain.journal_buffer() {
+            if let Err(e) = chain.journal_buffer(None) {
                 // The journal cannot be written: commit the buffer without letting go of it,
-                // so that no later record is journaled past the ones missing there.
+                // so that no later record is journaled past the ones missing there. (Should
+                // Airlock then crash, the intents these records settle are recovered as
+                // statements with no outcome, next to their records: one too many, never
+                // one missing.)
                 tracing::error!(error = %e.0, "audit records committed past the journal");
-                insert(&mut store.db, &chain.buffer)?;
+                insert(&mut store.db, chain.buffer.iter().map(|b| &b.record))?;
                 chain.buffer.clear();
                 chain.journaled = 0;
                 return Ok(());
             }
-            if let Some(j) = &mut chain.journal
-                && let Err(e) = j.rotate(JOURNAL_MAX)
-            {
-                tracing::error!(error = %e, "cannot set the full audit journal aside");
-            }
+            chain.rotate();
             let journaled = std::mem::take(&mut chain.journaled);
             (std::mem::take(&mut chain.buffer), journaled)
         };
-        if let Err(e) = insert(&mut store.db, &records) {
+        if let Err(e) = insert(&mut store.db, records.iter().map(|b| &b.record)) {
             tracing::error!(error = %e, records = records.len(), "audit records not written yet");
             let mut chain = self.chain();
             let newer = std::mem::replace(&mut chain.buffer, records);
@@ -331,7 +394,7 @@ impl Shared {
             // Everything journaled before the take is in audit.db now.
             tracing::error!(error = %e, "cannot remove the audit journal set aside");
         }
-        let last = records.last().expect("a non-empty batch");
+        let last = &records.last().expect("a non-empty batch").record;
         let committed = Head {
             seq: last.seq,
             hash: last.hash,
@@ -388,22 +451,56 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
     }
 }
 
-/// Moves into `db` the records the journal in `dir` holds beyond `db`'s head (what a crash
-/// left there), then empties the journal; returns the chain head.
+/// Moves into `db` what a crash left in the journal in `dir`: the records beyond `db`'s head
+/// that follow it in the chain, then, as statements with no outcome, those whose intent no
+/// record settles (forwarded, or about to be, when Airlock stopped). Empties the journal;
+/// returns the chain head.
 fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
     let stored = head(db)?;
-    let (mut journal, records) = Journal::open(dir)
+    let (mut journal, entries) = Journal::open(dir)
         .map_err(|e| AuditError(format!("cannot open the audit journal: {e}")))?;
     let mut v = super::record::Verifier { head: stored };
-    let missing: Vec<Record> = records
-        .into_iter()
-        .filter(|r| r.seq > stored.seq)
-        .take_while(|r| v.check(r).is_ok())
-        .collect();
+    let mut missing = Vec::new();
+    let mut following = true;
+    // An intent carried into a new journal is there twice.
+    let mut intents = BTreeMap::new();
+    let mut settled = std::collections::HashSet::new();
+    for entry in entries {
+        match entry {
+            Entry::Intent { id, at, event } => {
+                intents.entry(id).or_insert((at, event));
+            }
+            Entry::Record { record, settles } => {
+                let kept = if record.seq <= stored.seq {
+                    true
+                } else if following && v.check(&record).is_ok() {
+                    missing.push(record);
+                    true
+                } else {
+                    following = false;
+                    false
+                };
+                if kept && settles != 0 {
+                    settled.insert(settles);
+                }
+            }
+        }
+    }
+    let recovered = missing.len();
+    let mut head = v.head;
+    for (_, (at, event)) in intents.into_iter().filter(|(id, _)| !settled.contains(id)) {
+        let r = head.next(at, event);
+        head = Head {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        missing.push(r);
+    }
     if !missing.is_empty() {
         insert(db, &missing)?;
         tracing::info!(
-            records = missing.len(),
+            records = recovered,
+            unanswered = missing.len() - recovered,
             "audit records recovered from the journal"
         );
     }
@@ -412,14 +509,14 @@ fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
             .clear()
             .map_err(|e| AuditError(format!("cannot empty the audit journal: {e}")))?;
     }
-    Ok(v.head)
+    Ok(head)
 }
 
 /// The records the journal in `dir` holds beyond `after` that follow it in the chain (what
 /// a running Airlock has not committed to `audit.db` yet, or what a crash left there),
 /// read without changing anything.
 pub fn journal_tail(dir: &Path, after: Head) -> Vec<Record> {
-    let records = journal::read(dir);
+    let records = journal::records(journal::read(dir));
     let mut v = super::record::Verifier { head: after };
     records
         .into_iter()
@@ -465,7 +562,10 @@ pub fn prune(db: &mut Connection, upto: u64, checkpoint: &Checkpoint) -> Result<
     Ok(n as u64)
 }
 
-fn insert(db: &mut Connection, records: &[Record]) -> Result<(), AuditError> {
+fn insert<'a>(
+    db: &mut Connection,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> Result<(), AuditError> {
     let tx = db.transaction()?;
     {
         let mut insert = tx.prepare_cached(
@@ -534,43 +634,92 @@ mod tests {
     use super::*;
     use crate::audit::record::Verifier;
 
-    fn event(i: u64) -> Event {
-        Event::Disconnect {
+    fn statement(i: u64, text: &str) -> Event {
+        Event::Statement {
             listener: "postgres".into(),
-            session: i as i64,
-            duration_ms: i,
-            statements: i,
+            session: 1,
+            seq: i,
+            user: "app".into(),
+            text: text.into(),
+            params: vec![],
+            fingerprint: text.into(),
+            kind: "read".into(),
+            findings: vec![],
+            rule: None,
+            decision: "allow".into(),
+            sha256: String::new(),
+            received: i as i64,
+            outcome: None,
         }
     }
 
-    /// What a crash leaves: records in the journal only, the last one cut short. The next
-    /// open commits the whole ones and drops the torn one.
+    fn ran() -> Outcome {
+        Outcome {
+            duration_us: 1,
+            ran: true,
+            rows: Some(1),
+            error: None,
+            sample: vec![],
+        }
+    }
+
+    /// Begins statement `i`, waits for its intent to be durable, and settles it.
+    async fn run(log: &AuditLog, i: u64, text: &str) {
+        let (intent, durable) = log.begin(&statement(i, text));
+        durable.expect("a required trail").await.unwrap().unwrap();
+        log.settle(intent, &ran());
+    }
+
+    /// What a crash leaves: records and intents in the journal only, the last record cut
+    /// short. The next open commits the whole records, then the statement whose intent no
+    /// record settled (with no outcome), and drops the torn record.
     #[tokio::test]
-    async fn records_left_in_the_journal_are_recovered() {
+    async fn what_a_crash_left_in_the_journal_is_recovered() {
         let dir = tempfile::tempdir().unwrap();
         drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
         let mut head = Head::EMPTY;
         let mut bytes = Vec::new();
+        let begun = |i: u64| serde_json::to_string(&statement(i, "select 1")).unwrap();
+        journal::frame_intent(1, 0, &begun(1), &mut bytes);
+        journal::frame_intent(2, 0, &begun(2), &mut bytes);
         for i in 0..5 {
-            let r = head.next(i, serde_json::to_string(&event(i as u64)).unwrap());
+            let event = match i {
+                // Statement 1 answered, and recorded.
+                3 => crate::audit::record::with_outcome(&begun(1), &ran()),
+                _ => serde_json::to_string(&Event::Disconnect {
+                    listener: "postgres".into(),
+                    session: i,
+                    duration_ms: 0,
+                    statements: 0,
+                })
+                .unwrap(),
+            };
+            let r = head.next(i, event);
             head = Head {
                 seq: r.seq,
                 hash: r.hash,
             };
-            journal::frame(&r, &mut bytes);
+            journal::frame(&r, if i == 3 { 1 } else { 0 }, &mut bytes);
         }
         let torn = head.next(9, "{}".into());
         let mut last = Vec::new();
-        journal::frame(&torn, &mut last);
+        journal::frame(&torn, 0, &mut last);
         bytes.extend_from_slice(&last[..last.len() - 3]);
         std::fs::write(dir.path().join("audit.journal"), &bytes).unwrap();
-        // Readers see them before any restart...
+        // Readers see the records before any restart...
         assert_eq!(crate::audit::records(dir.path()).unwrap().len(), 5);
-        // ...and opening the log moves them into audit.db and goes on from them.
+        // ...and opening the log moves them into audit.db, with statement 2 unanswered, and
+        // goes on from them.
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
-        log.append(&event(5)).await.unwrap().unwrap();
+        run(&log, 3, "select 3").await;
         drop(log);
-        assert_eq!(stored_head(dir.path()).seq, 6);
+        assert_eq!(stored_head(dir.path()).seq, 7);
+        let records = crate::audit::records(dir.path()).unwrap();
+        let unanswered: Event = serde_json::from_str(&records[5].event).unwrap();
+        assert_eq!(unanswered, statement(2, "select 1"));
+        // Statement 3's intent, still in the journal, is settled there: nothing more.
+        drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
+        assert_eq!(stored_head(dir.path()).seq, 7);
     }
 
     /// The head of the chain in `dir`'s audit.db, which must verify.
@@ -585,58 +734,77 @@ mod tests {
     }
 
     /// A journal past its size is set aside when the flusher takes the buffer, and removed
-    /// once its records are committed; the records after it go to a new journal.
+    /// once its records are committed; the records after it go to a new journal, which
+    /// starts with the intents still open.
     #[tokio::test]
     async fn a_full_journal_is_set_aside_and_removed_once_committed() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
-        let big = |i: i64| Event::AuthFailed {
-            listener: "postgres".into(),
-            user: Some(format!("user{i}")),
-            client_addr: "127.0.0.1".into(),
-            reason: "x".repeat(1024),
-        };
-        for i in 0..5000 {
-            log.append(&big(i)).await.unwrap().unwrap();
+        let big = "x".repeat(1024);
+        let (held, durable) = log.begin(&statement(0, "select pg_sleep(1000)"));
+        durable.unwrap().await.unwrap().unwrap();
+        let held_id = held.id;
+        for i in 1..=5000 {
+            run(&log, i, &big).await;
         }
         log.inner.flush().unwrap();
         assert!(!dir.path().join("audit.journal.old").exists());
-        for i in 0..10 {
-            log.append(&big(i)).await.unwrap().unwrap();
+        for i in 5001..=5010 {
+            run(&log, i, &big).await;
         }
-        // ~6 MB went through: the journal was set aside at least once, and what it holds
-        // now runs without a gap to the last record.
-        let seqs: Vec<u64> = journal::read(dir.path()).iter().map(|r| r.seq).collect();
+        // ~6 MB went through: the journal was set aside at least once; what it holds now
+        // starts with the statement still running and runs without a gap to the last record
+        // journaled (the last one waits in the buffer for the next intent or the flusher).
+        let entries = journal::read(dir.path());
+        assert!(
+            matches!(&entries[0], Entry::Intent { id, .. } if *id == held_id),
+            "{:?}",
+            entries.first()
+        );
+        let seqs: Vec<u64> = journal::records(entries).iter().map(|r| r.seq).collect();
         assert!(seqs[0] > 1, "the journal was never set aside");
-        assert_eq!(seqs, (seqs[0]..=5010).collect::<Vec<_>>());
+        assert_eq!(seqs, (seqs[0]..=5009).collect::<Vec<_>>());
         assert!(
             std::fs::metadata(dir.path().join("audit.journal"))
                 .unwrap()
                 .len()
                 < 2 * JOURNAL_MAX
         );
+        log.settle(held, &ran());
         drop(log);
-        assert_eq!(stored_head(dir.path()).seq, 5010);
+        assert_eq!(stored_head(dir.path()).seq, 5011);
     }
 
     #[tokio::test]
-    async fn appended_records_are_durable_chained_and_survive_a_reopen() {
+    async fn statements_are_durable_chained_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
-            let acks: Vec<Ack> = (0..1000).map(|i| log.append(&event(i))).collect();
-            for ack in acks {
-                ack.await.unwrap().unwrap();
+            let begun: Vec<(Intent, Option<Ack>)> = (0..1000)
+                .map(|i| log.begin(&statement(i, "select 1")))
+                .collect();
+            for (intent, durable) in begun {
+                durable.unwrap().await.unwrap().unwrap();
+                log.settle(intent, &ran());
             }
         }
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
-        log.append(&event(1000)).await.unwrap().unwrap();
+        run(&log, 1000, "select 2").await;
         drop(log);
         assert_eq!(stored_head(dir.path()).seq, 1001);
         let db = open_db(dir.path()).unwrap();
         let t: String = db
             .query_row("SELECT type FROM audit WHERE seq = 1", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(t, "disconnect");
+        assert_eq!(t, "statement");
+        // Nothing is left open: no statement is recovered as unanswered.
+        let unanswered: i64 = db
+            .query_row(
+                "SELECT count(*) FROM audit WHERE event LIKE '%\"outcome\":null}'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unanswered, 0);
     }
 }

@@ -1,15 +1,16 @@
 //! A session's audit records, as its guard sees it: the connect, each statement with what
-//! the policy decided (text and parameters masked), and the disconnect when the guard is
-//! dropped. With `required` audit the records of statements wait in `pending` until the relay
-//! has seen them durable.
+//! the policy decided (text and parameters masked) and how it ended, and the disconnect when
+//! the guard is dropped. With `required` audit the intents of statements wait in `pending`
+//! until the relay has seen them durable.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Guard, Judged, Who};
-use crate::audit::record::sha256_hex;
-use crate::audit::{Ack, AuditLog, Event, Mode};
+use crate::audit::record::{Outcome, sha256_hex};
+use crate::audit::store::{Intent, now_micros};
+use crate::audit::{Ack, AuditLog, Event};
 use crate::inspect::SessionInfo;
 
 pub struct SessionAudit {
@@ -41,7 +42,8 @@ pub enum Ends {
 #[derive(Debug)]
 enum Awaiting {
     Statement {
-        seq: u64,
+        /// Its record, begun.
+        intent: Intent,
         received: Instant,
         ends: Ends,
         rows: Option<u64>,
@@ -99,15 +101,7 @@ impl SessionAudit {
         ends: Ends,
     ) {
         self.statements += 1;
-        self.awaiting.push_back(Awaiting::Statement {
-            seq: self.statements,
-            received: Instant::now(),
-            ends,
-            rows: None,
-            error: None,
-            sample: Vec::new(),
-            refused: false,
-        });
+        let received = Instant::now();
         let fingerprints: Vec<&str> = judged
             .statements
             .iter()
@@ -134,11 +128,20 @@ impl SessionAudit {
             rule: judged.rule.map(|r| self.guard.rule_name(r).to_owned()),
             decision: judged.decision().to_owned(),
             sha256: sha256_hex(sent),
+            received: now_micros(),
+            outcome: None,
         };
-        match self.log.mode {
-            Mode::Required => self.pending.push(self.log.append(&event)),
-            Mode::BestEffort => self.log.record(&event),
-        }
+        let (intent, durable) = self.log.begin(&event);
+        self.pending.extend(durable);
+        self.awaiting.push_back(Awaiting::Statement {
+            intent,
+            received,
+            ends,
+            rows: None,
+            error: None,
+            sample: Vec::new(),
+            refused: false,
+        });
     }
 
     /// Whether result rows are sampled.
@@ -288,7 +291,7 @@ impl SessionAudit {
 
     fn record_outcome(&self, awaited: Awaiting, ran: bool) {
         if let Awaiting::Statement {
-            seq,
+            intent,
             received,
             rows,
             error,
@@ -296,20 +299,18 @@ impl SessionAudit {
             ..
         } = awaited
         {
-            self.log.record(&Event::Outcome {
-                listener: self.guard.listener.clone(),
-                session: self.session,
-                seq,
+            let outcome = Outcome {
                 duration_us: received.elapsed().as_micros() as u64,
                 ran,
                 rows,
                 error: error.map(|e| self.guard.redact(&e)),
                 sample,
-            });
+            };
+            self.log.settle(intent, &outcome);
         }
     }
 
-    /// The records the relay must see durable before it forwards what it was shown.
+    /// The intents the relay must see durable before it forwards what it was shown.
     pub fn take_pending(&mut self) -> Vec<Ack> {
         std::mem::take(&mut self.pending)
     }
