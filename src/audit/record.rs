@@ -62,7 +62,9 @@ pub enum Event {
         decision: String,
         /// SHA-256 (hex) of the exact bytes of the message the client sent.
         sha256: String,
-        /// When Airlock received it, in microseconds since the Unix epoch.
+        /// When Airlock received it, in microseconds since the Unix epoch (0 in trails
+        /// written before it was recorded).
+        #[serde(default)]
         received: i64,
         /// How it ended; `null` when Airlock stopped before its answer (a record recovered
         /// from the journal). Last, so that it can be filled in after the rest is written.

@@ -84,7 +84,7 @@ pub fn sessions(records: impl IntoIterator<Item = Record>) -> BTreeMap<SessionKe
             Event::Connect { .. } => s.connect = Some((r.at, event)),
             Event::Disconnect { .. } => s.disconnect = Some((r.at, event)),
             Event::Statement { received, .. } => s.steps.push(Step {
-                at: received,
+                at: if received > 0 { received } else { r.at },
                 statement: event,
                 tickets: Vec::new(),
             }),
