@@ -715,11 +715,23 @@ mod tests {
         drop(log);
         assert_eq!(stored_head(dir.path()).seq, 7);
         let records = crate::audit::records(dir.path()).unwrap();
-        let unanswered: Event = serde_json::from_str(&records[5].event).unwrap();
-        assert_eq!(unanswered, statement(2, "select 1"));
+        let recovered: Event = serde_json::from_str(&records[5].event).unwrap();
+        assert_eq!(recovered, statement(2, "select 1"));
         // Statement 3's intent, still in the journal, is settled there: nothing more.
         drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
         assert_eq!(stored_head(dir.path()).seq, 7);
+    }
+
+    /// How many statements `dir`'s audit.db holds with no outcome.
+    fn unanswered(dir: &Path) -> i64 {
+        open_db(dir)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM audit WHERE event LIKE '%\"outcome\":null}'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
     }
 
     /// The head of the chain in `dir`'s audit.db, which must verify.
@@ -796,15 +808,7 @@ mod tests {
         });
         drop(log);
         assert_eq!(stored_head(dir.path()).seq, 12_000);
-        let db = open_db(dir.path()).unwrap();
-        let unanswered: i64 = db
-            .query_row(
-                "SELECT count(*) FROM audit WHERE event LIKE '%\"outcome\":null}'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(unanswered, 0);
+        assert_eq!(unanswered(dir.path()), 0);
         // What the journals hold is in audit.db: a restart adds nothing.
         drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
         assert_eq!(stored_head(dir.path()).seq, 12_000);
@@ -833,13 +837,6 @@ mod tests {
             .unwrap();
         assert_eq!(t, "statement");
         // Nothing is left open: no statement is recovered as unanswered.
-        let unanswered: i64 = db
-            .query_row(
-                "SELECT count(*) FROM audit WHERE event LIKE '%\"outcome\":null}'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(unanswered, 0);
+        assert_eq!(unanswered(dir.path()), 0);
     }
 }
