@@ -85,7 +85,7 @@ for round in $(seq "$ROUNDS"); do
             f0=$(thread_ticks "${PID[$mode]}" airlock-audit)
             # shellcheck disable=SC2086
             out=$(PGPASSWORD=$PASS pgbench -n -T "$DURATION" ${WORKLOAD[$workload]} \
-                -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1)
+                -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1) || true # reported below
             t1=$(cpu_ticks "${PID[$mode]}")
             read -r m1 all1 < <(machine_ticks)
             f1=$(thread_ticks "${PID[$mode]}" airlock-audit)
