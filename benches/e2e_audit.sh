@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end audit benchmark: pgbench through three Airlock instances that differ only in
-# [state] audit: "required", "best-effort" and "off", interleaved round by round. Reports
-# the median TPS per instance and workload, the ratios to "off", and each instance's CPU per
-# transaction, with the part of it spent by the audit flusher thread, and the whole machine's
-# CPU per transaction and how busy it was (TPS follows machine CPU only while it is saturated).
+# [state] audit: "required", "best-effort" and "off", interleaved round by round (each round
+# starting with the next instance). Reports the median TPS per instance and workload, the
+# ratios to "off", and each instance's CPU per transaction, with the part of it spent by the
+# audit flusher thread, and the whole machine's CPU per transaction and how busy it was (TPS
+# follows machine CPU only while it is saturated).
 #
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
@@ -77,9 +78,13 @@ for mode in required best-effort off; do
 done
 
 declare -A WORKLOAD=([select]="-S -c 8 -j 2" [tpcb]="-c 8 -j 2")
+MODES=(required best-effort off)
 for round in $(seq "$ROUNDS"); do
+    # Each round starts with the next instance, so that none always runs first.
+    first=$(((round - 1) % 3))
+    order=("${MODES[@]:first}" "${MODES[@]:0:first}")
     for workload in ${WORKLOADS:-select tpcb}; do
-        for mode in required best-effort off; do
+        for mode in "${order[@]}"; do
             t0=$(cpu_ticks "${PID[$mode]}")
             read -r m0 all0 < <(machine_ticks)
             f0=$(thread_ticks "${PID[$mode]}" airlock-audit)
