@@ -9,9 +9,10 @@
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
 #
-# Environment: ROUNDS, DURATION (seconds per run), WORKLOADS ("select tpcb"), BENCH_TMP (/tmp,
-# where the state directories go), SCALE (pgbench scale, default 10; the tables in database
-# test are made unless already at this scale), SKIP_BUILD=1, KEEP_TMP=1.
+# Environment: ROUNDS, DURATION (seconds per run), WORKLOADS ("select tpcb"), CLIENTS
+# (pgbench -c, 8), BENCH_TMP (/tmp, where the state directories go), SCALE (pgbench scale,
+# default 10; the tables in database test are made unless already at this scale),
+# SKIP_BUILD=1, KEEP_TMP=1.
 # Needs cargo, psql, pgbench, python3, PostgreSQL on 127.0.0.1:5432 (user postgres, trust).
 set -euo pipefail
 
@@ -77,7 +78,8 @@ for mode in required best-effort off; do
     wait_for_login "${PORT[$mode]}" bench "$PASS" "$TMP/$mode/airlock.log"
 done
 
-declare -A WORKLOAD=([select]="-S -c 8 -j 2" [tpcb]="-c 8 -j 2")
+CLIENTS=${CLIENTS:-8}
+declare -A WORKLOAD=([select]="-S -c $CLIENTS -j 2" [tpcb]="-c $CLIENTS -j 2")
 MODES=(required best-effort off)
 for round in $(seq "$ROUNDS"); do
     # Each round starts with the next instance, so that none always runs first.
