@@ -1,10 +1,9 @@
-//! The audit journal: `audit.journal` next to `audit.db`. With `audit = "required"` a record
-//! is durable once it is appended here (one `write` of the records not yet journaled, which
-//! survives a crash of Airlock as a committed SQLite transaction does, at a tenth of the
-//! cost); the records reach `audit.db` in batches a few milliseconds later, and whatever a
-//! crash left only here is moved into `audit.db` when the trail is next opened. A journal
-//! grown past its size is set aside (`audit.journal.old`) for a new one, and removed once its
-//! records are in `audit.db`.
+//! The audit journal: `audit.journal` next to `audit.db`. With `audit = "required"` what is
+//! appended here is durable (one `write`, which survives a crash of Airlock as a committed
+//! SQLite transaction does, at a tenth of the cost); the records reach `audit.db` in batches
+//! a few milliseconds later, and whatever a crash left only here is moved into `audit.db`
+//! when the trail is next opened. A journal grown past its size is set aside
+//! (`audit.journal.old`) for a new one, and removed once its records are in `audit.db`.
 //!
 //! A statement's record is chained once its answer is known; until then the journal holds
 //! its *intent*: the statement's event without an outcome, written before the statement is

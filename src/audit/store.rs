@@ -1,6 +1,7 @@
 //! The audit trail's store: `audit.db` (SQLite, WAL) in the state directory, appended to by
-//! one background writer that commits whatever has queued up as one transaction (group
-//! commit), and read back in order for verification and export.
+//! one background flusher that commits whatever has queued up as one transaction (group
+//! commit), with the journal before it when audit is required, and read back in order for
+//! verification and export.
 
 use std::collections::BTreeMap;
 use std::path::Path;
