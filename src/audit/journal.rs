@@ -291,10 +291,7 @@ mod tests {
         let mut head = Head::EMPTY;
         let mut next = |j: &mut Journal| {
             let r = head.next(0, format!("{{\"n\":{}}}", head.seq));
-            head = Head {
-                seq: r.seq,
-                hash: r.hash,
-            };
+            head = r.head();
             let mut bytes = Vec::new();
             frame(&r, 0, &mut bytes);
             j.append(&bytes).unwrap();

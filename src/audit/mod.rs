@@ -213,10 +213,7 @@ pub fn export(
     let mut n = 0;
     let mut head = Head::EMPTY;
     store::read(&db, 0, None, None, |r| {
-        head = Head {
-            seq: r.seq,
-            hash: r.hash,
-        };
+        head = r.head();
         if since.is_none_or(|s| r.at >= s) && until.is_none_or(|u| r.at < u) {
             n += 1;
             out.write_all(export::line(format, &r).as_bytes())
@@ -243,10 +240,7 @@ pub fn records(dir: &Path) -> Result<Vec<record::Record>, AuditError> {
         out.push(r);
         Ok(())
     })?;
-    let head = out.last().map_or(Head::EMPTY, |r| Head {
-        seq: r.seq,
-        hash: r.hash,
-    });
+    let head = out.last().map_or(Head::EMPTY, record::Record::head);
     out.extend(store::journal_tail(dir, head));
     Ok(out)
 }

@@ -132,6 +132,16 @@ pub struct Record {
     pub hash: [u8; 32],
 }
 
+impl Record {
+    /// The head of a chain that ends with this record.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.seq,
+            hash: self.hash,
+        }
+    }
+}
+
 /// The hash of a record with these fields.
 pub fn hash(prev: &[u8; 32], seq: u64, at: i64, event: &str) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -211,10 +221,7 @@ impl Verifier {
         if hash(&r.prev, r.seq, r.at, &r.event) != r.hash {
             return Err(Broken::Edited { seq: r.seq });
         }
-        self.head = Head {
-            seq: r.seq,
-            hash: r.hash,
-        };
+        self.head = r.head();
         Ok(())
     }
 }
@@ -264,10 +271,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let r = head.next(1_000 + i as i64, format!("{{\"n\":{i}}}"));
-                head = Head {
-                    seq: r.seq,
-                    hash: r.hash,
-                };
+                head = r.head();
                 r
             })
             .collect()

@@ -397,10 +397,7 @@ mod tests {
         let mut head = Head::EMPTY;
         let records = events.into_iter().map(|(at, e)| {
             let r = head.next(at, serde_json::to_string(&e).unwrap());
-            head = Head {
-                seq: r.seq,
-                hash: r.hash,
-            };
+            head = r.head();
             r
         });
         let all = sessions(records.collect::<Vec<_>>());

@@ -290,10 +290,7 @@ impl Drop for AuditLog {
 impl Chain {
     fn push(&mut self, event: String, settles: u64) {
         let record = self.head.next(now_micros(), event);
-        self.head = Head {
-            seq: record.seq,
-            hash: record.hash,
-        };
+        self.head = record.head();
         self.buffer.push(Buffered { record, settles });
     }
 
@@ -395,11 +392,7 @@ impl Shared {
             // Everything journaled before the take is in audit.db now.
             tracing::error!(error = %e, "cannot remove the audit journal set aside");
         }
-        let last = &records.last().expect("a non-empty batch").record;
-        let committed = Head {
-            seq: last.seq,
-            hash: last.hash,
-        };
+        let committed = records.last().expect("a non-empty batch").record.head();
         let store = &mut *store;
         if let Some(c) = &store.checkpoints
             && store.last_checkpoint.elapsed() >= c.every
@@ -491,10 +484,7 @@ fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
     let mut head = v.head;
     for (_, (at, event)) in intents.into_iter().filter(|(id, _)| !settled.contains(id)) {
         let r = head.next(at, event);
-        head = Head {
-            seq: r.seq,
-            hash: r.hash,
-        };
+        head = r.head();
         missing.push(r);
     }
     if !missing.is_empty() {
@@ -696,10 +686,7 @@ mod tests {
                 .unwrap(),
             };
             let r = head.next(i, event);
-            head = Head {
-                seq: r.seq,
-                hash: r.hash,
-            };
+            head = r.head();
             journal::frame(&r, if i == 3 { 1 } else { 0 }, &mut bytes);
         }
         let torn = head.next(9, "{}".into());
