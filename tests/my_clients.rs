@@ -252,6 +252,56 @@ async fn caching_sha2_logs_in_over_tls_first_then_by_the_fast_path() {
     assert_eq!(code(&e), 1045);
 }
 
+/// A client may send its TLS ClientHello right behind the SSLRequest, in the same segment:
+/// the server says nothing in between. Airlock must leave those bytes to the TLS handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_in_the_same_segment_as_the_ssl_request_is_not_lost() {
+    use mysql_common::constants::CapabilityFlags;
+    use mysql_common::packets::SslRequest;
+    use mysql_common::proto::MySerialize;
+    use std::io::{Read, Write};
+
+    let certs = Certs::new();
+    let client_config = std::sync::Arc::new(certs.client_config());
+    let proxy = Setup {
+        mysql: true,
+        certs: Some(certs),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let port = proxy.mysql_port.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut header = [0u8; 4];
+        tcp.read_exact(&mut header).unwrap();
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        tcp.read_exact(&mut vec![0u8; len]).unwrap();
+
+        let caps = CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        let mut request = Vec::new();
+        SslRequest::new(caps, 0xFF_FFFF, 45).serialize(&mut request);
+        let mut segment = (request.len() as u32).to_le_bytes().to_vec();
+        segment[3] = 1;
+        segment.extend_from_slice(&request);
+        let name = "localhost".try_into().unwrap();
+        let mut tls = rustls::ClientConnection::new(client_config, name).unwrap();
+        tls.write_tls(&mut segment).unwrap();
+        tcp.write_all(&segment).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp)
+                .expect("the TLS handshake finishes with the ClientHello sent early");
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cli_batch_errors_and_source() {
     let proxy = proxy(Some(shipped_policies())).await;

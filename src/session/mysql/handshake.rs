@@ -100,7 +100,7 @@ pub async fn login(
 
     let mut reader = PacketReader::default();
     let (mut payload, mut seq) = reader
-        .next(&mut stream, MAX_LOGIN_PACKET)
+        .next_exact(&mut stream, MAX_LOGIN_PACKET)
         .await
         .map_err(|_| Failed::Gone)?;
     let tell = |stream: Stream, seq: u8, e: MyError| Failed::Tell(Box::new(stream), seq, e);

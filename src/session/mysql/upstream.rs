@@ -57,6 +57,25 @@ impl PacketReader {
         stream: &mut S,
         max: usize,
     ) -> std::io::Result<(Vec<u8>, u8)> {
+        self.read(stream, max, false).await
+    }
+
+    /// Like `next`, but never reads past the packet: what follows a client's SSLRequest is
+    /// its TLS ClientHello, which belongs to the TLS handshake, not to this buffer.
+    pub async fn next_exact<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> std::io::Result<(Vec<u8>, u8)> {
+        self.read(stream, max, true).await
+    }
+
+    async fn read<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+        exact: bool,
+    ) -> std::io::Result<(Vec<u8>, u8)> {
         loop {
             let need = match packet::logical(&self.buf, max) {
                 Ok(Next::Packet(p)) => {
@@ -67,9 +86,18 @@ impl PacketReader {
                 Ok(Next::More { need }) => need,
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             };
-            self.buf
-                .reserve(need.saturating_sub(self.buf.len()).max(4096));
-            if stream.read_buf(&mut self.buf).await? == 0 {
+            let missing = need.saturating_sub(self.buf.len());
+            let read = if exact {
+                self.buf.reserve(missing);
+                (&mut *stream)
+                    .take(missing as u64)
+                    .read_buf(&mut self.buf)
+                    .await?
+            } else {
+                self.buf.reserve(missing.max(4096));
+                stream.read_buf(&mut self.buf).await?
+            };
+            if read == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
