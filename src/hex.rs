@@ -9,9 +9,6 @@ pub fn byte(b: u8) -> [u8; 2] {
 
 /// `bytes` as lower-case hex digits.
 pub fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.extend(byte(*b).map(char::from));
-    }
-    out
+    let out: Vec<u8> = bytes.iter().flat_map(|b| byte(*b)).collect();
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
