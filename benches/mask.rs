@@ -1,5 +1,6 @@
 //! The masker on column values: clean ones (what nearly every row holds: names, emails,
 //! timestamps, amounts, UUIDs, prose) and ones dense with secrets.
+//! And one pgbench `-S` answer followed through a session's result masking.
 //!
 //! `cargo bench --bench mask`
 
@@ -108,6 +109,32 @@ fn bench(c: &mut Criterion) {
                 .iter()
                 .filter(|r| results.backend(b'D', black_box(r)).unwrap().is_some())
                 .count()
+        })
+    });
+    // One pgbench `-S` statement's answer, as a session's result masking follows it: the
+    // Query, then RowDescription (one int4 column), DataRow, CommandComplete, ReadyForQuery.
+    let query = frontend::parse(
+        b'Q',
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 41;\0",
+    )
+    .unwrap();
+    let mut abalance = 1u16.to_be_bytes().to_vec();
+    abalance.extend_from_slice(b"abalance\0");
+    abalance.extend_from_slice(&[
+        0, 0, 0x40, 0x05, 0, 3, 0, 0, 0, 23, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0,
+    ]);
+    let mut balance = 1u16.to_be_bytes().to_vec();
+    balance.extend_from_slice(&4i32.to_be_bytes());
+    balance.extend_from_slice(b"-123");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("pgbench_select_answer", |b| {
+        b.iter(|| {
+            results.frontend(black_box(&query), Vec::new());
+            results.backend(b'T', black_box(&abalance)).unwrap();
+            let row = results.backend(b'D', black_box(&balance)).unwrap();
+            results.backend(b'C', b"SELECT 1\0").unwrap();
+            results.backend(b'Z', b"I").unwrap();
+            row
         })
     });
     for (name, values) in [("clean", clean_values()), ("dense", dense_values())] {
