@@ -22,6 +22,8 @@
 #                   to run as target "baseline" with the same config, in the same rounds:
 #                   the way to measure what a change costs per transaction
 #   WORKLOADS_ONLY  run only the workloads whose name contains this text
+#   TARGETS_ONLY    run only these targets (say "airlock baseline": more rounds of a
+#                   comparison in the same time)
 #   SKIP_BUILD=1    use the binaries already in target/release
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
 #
@@ -148,6 +150,12 @@ declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]
 declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [baseline]=127.0.0.1)
 TARGETS=(direct relay pgbouncer airlock)
 [[ -n $BASELINE_PID ]] && TARGETS+=(baseline)
+if [[ -n ${TARGETS_ONLY:-} ]]; then
+    kept=()
+    for t in "${TARGETS[@]}"; do [[ " $TARGETS_ONLY " == *" $t "* ]] && kept+=("$t"); done
+    TARGETS=("${kept[@]}")
+    ((${#TARGETS[@]})) || { echo "TARGETS_ONLY names none of the targets" >&2; exit 1; }
+fi
 
 conn_env() { # password only where the target checks one
     case $1 in
@@ -223,7 +231,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for w in "${!WORKLOADS[@]}"; do
         name=${WORKLOADS[$w]%%|*}
         read -r -a args <<<"${WORKLOADS[$w]#*|}"
-        for t in "${TARGETS[@]}"; do
+        # Each round starts with the next target, so that none always runs first.
+        for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+            t=${TARGETS[(i + round - 1) % ${#TARGETS[@]}]}
             out=$TMP/run-$round-$w-$t.log
             log "round $round/$ROUNDS  $name  $t"
             pid=${PID_OF[$t]}
@@ -265,10 +275,13 @@ path, clk, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 targets = sys.argv[4].split()
 workloads = [w.split("|", 1) for w in sys.argv[5:]]
 runs = {}  # (workload, target) -> [(tps, txns, ticks)]
+by_round = {}  # (workload, target) -> {round: CPU us per txn}
 for line in open(path):
     rnd, name, target, tps, txns, ticks = line.rstrip("\n").split("\t")
     runs.setdefault((name, target), []).append(
         None if tps == "FAIL" else (float(tps), int(txns), int(ticks)))
+    if tps != "FAIL" and int(txns) > 0 and int(ticks) >= 0:
+        by_round.setdefault((name, target), {})[rnd] = int(ticks) / clk * 1e6 / int(txns)
 
 def med(xs):
     return statistics.median(xs) if xs else None
@@ -284,7 +297,7 @@ for name, args in workloads:
     for t in targets:
         ok = [r for r in runs.get((name, t), []) if r is not None]
         failed = len(runs.get((name, t), [])) - len(ok)
-        tps[t] = med([r[0] for r in ok])
+        tps[t] = med([r[0] for r in ok]) if ok else None
         cpu[t] = None if t == "direct" else med(
             [r[2] / clk * 1e6 / r[1] for r in ok if r[1] > 0 and r[2] >= 0])
         spread = f"{min(r[0] for r in ok):.0f}..{max(r[0] for r in ok):.0f}" if ok else "-"
@@ -292,10 +305,11 @@ for name, args in workloads:
     for t in targets:
         spread, runs_s = row[t]
         print(f"{t:<10} {fmt(tps[t], '11.1f')} {spread:>19} "
-              f"{fmt(tps[t] / tps['direct'] if tps[t] and tps['direct'] else None, '9.3f')} "
-              f"{fmt(tps[t] / tps['pgbouncer'] if tps[t] and tps['pgbouncer'] else None, '12.3f')} "
+              f"{fmt(tps[t] / tps['direct'] if tps[t] and tps.get('direct') else None, '9.3f')} "
+              f"{fmt(tps[t] / tps['pgbouncer'] if tps[t] and tps.get('pgbouncer') else None, '12.3f')} "
               f"{fmt(cpu[t], '16.1f')} {runs_s:>5}")
-    a_cpu, b_cpu, a_tps, b_tps = cpu["airlock"], cpu["pgbouncer"], tps["airlock"], tps["pgbouncer"]
+    a_cpu, b_cpu = cpu.get("airlock"), cpu.get("pgbouncer")
+    a_tps, b_tps = tps.get("airlock"), tps.get("pgbouncer")
     if a_cpu and b_cpu:
         r = a_cpu / b_cpu
         print(f"airlock/pgbouncer CPU per txn: {r:.2f}x  (target <= 1.20x: {'met' if r <= 1.2 else 'NOT met'})")
@@ -309,6 +323,16 @@ for name, args in workloads:
     if "baseline" in targets and a_cpu and cpu.get("baseline"):
         d = a_cpu - cpu["baseline"]
         print(f"airlock - baseline CPU per txn: {d:+.2f} us ({a_cpu / cpu['baseline']:.2f}x)")
+        # Round by round: the two ran minutes apart at most, so drift cancels.
+        a, b = by_round.get((name, "airlock"), {}), by_round.get((name, "baseline"), {})
+        diffs = sorted(a[r] - b[r] for r in a if r in b)
+        if len(diffs) >= 2:
+            quartiles = ""
+            if len(diffs) >= 4:
+                q = statistics.quantiles(diffs, n=4)
+                quartiles = f"quartiles {q[0]:+.2f}..{q[2]:+.2f}, "
+            print(f"  paired by round: median {statistics.median(diffs):+.2f} us, {quartiles}"
+                  f"range {diffs[0]:+.2f}..{diffs[-1]:+.2f} ({len(diffs)} rounds)")
     print()
 print("tps: pgbench's figure (for -C it includes connecting; otherwise it excludes the initial")
 print("connection). proxy CPU us/txn: user+system CPU of the proxy process over the run,")
