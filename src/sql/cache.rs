@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Dialect;
 use super::classify::{Classified, classify, session_dependent};
-use super::shape::shape;
+use super::shape::{shape, shape_into};
 
 /// One dialect's cache (a listener speaks one dialect).
 pub struct Cache {
@@ -18,6 +18,8 @@ pub struct Cache {
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
+    /// The shape looked up last, kept for its capacity.
+    key: String,
 }
 
 impl Cache {
@@ -29,6 +31,7 @@ impl Cache {
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes,
+            key: String::new(),
         }
     }
 
@@ -63,11 +66,17 @@ impl Cache {
     /// Like [`Cache::get`], without copying: a statement of the same shape comes back as it
     /// was cached, its `text` that of the first statement of that shape. For deciding, where
     /// only the classification matters.
-    pub fn get_shared(&self, sql: &str) -> Option<Arc<[Classified]>> {
-        match shape(sql) {
-            Some((key, _)) => self.map.get(key.as_str()).cloned(),
+    pub fn get_shared(&mut self, sql: &str) -> Option<Arc<[Classified]>> {
+        let mut key = std::mem::take(&mut self.key);
+        let hit = match shape_into(sql, &mut key) {
+            Some(_) => self.map.get(key.as_str()).cloned(),
             None => self.map.get(sql).cloned(),
+        };
+        // Kept unless a huge statement grew it.
+        if key.capacity() <= 1 << 16 {
+            self.key = key;
         }
+        hit
     }
 
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too

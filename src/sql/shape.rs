@@ -17,13 +17,21 @@ const STRING: char = '\u{2}';
 /// The shape of `sql` and the statement text (trimmed, without a trailing `;`), or `None`.
 /// A shape starts with a NUL byte, so it never equals any statement's text.
 pub fn shape(sql: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let text = shape_into(sql, &mut out)?;
+    Some((out, text))
+}
+
+/// Like [`shape`], writing the shape into `out` (cleared first; a lookup reuses one buffer).
+pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
+    out.clear();
     let text = sql.trim();
     let text = text.strip_suffix(';').unwrap_or(text).trim_end();
     if text.is_empty() {
         return None;
     }
     let b = text.as_bytes();
-    let mut out = String::with_capacity(text.len() + 1);
+    out.reserve(text.len() + 1);
     out.push('\0');
     let mut i = 0;
     // Start of the run of bytes not yet copied to `out`.
@@ -72,7 +80,7 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
         }
     }
     out.push_str(&text[copied..]);
-    Some((out, text))
+    Some(text)
 }
 
 /// Bytes the scanner copies without looking further: everything but quotes, digits, the
