@@ -22,6 +22,9 @@
 #                   to run as target "baseline" with the same config, in the same rounds:
 #                   the way to measure what a change costs per transaction
 #   WORKLOADS_ONLY  run only the workloads whose name contains this text
+#   RATE            pgbench -R: transactions per second for every run (default: as fast as
+#                   it goes). Below every target's top speed, each target sees the same
+#                   event rate, so CPU per transaction compares like for like
 #   TARGETS_ONLY    run only these targets (say "airlock baseline": more rounds of a
 #                   comparison in the same time)
 #   SKIP_BUILD=1    use the binaries already in target/release
@@ -193,7 +196,7 @@ echo "pgbouncer: $("$PGBOUNCER" --version | head -n1) (session mode, auth_type=$
 echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable, reuse_server_sessions=${AIRLOCK_REUSE:-true})"
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
 [[ -n $BASELINE_PID ]] && echo "baseline:  $AIRLOCK_BASELINE, same config"
-echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}"
+echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}${RATE:+, pgbench -R $RATE}"
 echo
 
 # ---------------------------------------------------------------- data
@@ -240,7 +243,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             before=0
             [[ -n $pid ]] && before=$(cpu_ticks "$pid")
             rc=0
-            env "$(conn_env "$t")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" \
+            env "$(conn_env "$t")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" ${RATE:+-R "$RATE"} \
                 -h "${HOST_OF[$t]}" -p "${PORT[$t]}" -U "${USER_OF[$t]}" "$DB" >"$out" 2>&1 || rc=$?
             ticks=-1
             if [[ -n $pid ]]; then

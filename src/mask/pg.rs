@@ -14,6 +14,7 @@
 //! passed as it is unless a detector finds a secret in it, which fails closed.
 //! Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -47,7 +48,6 @@ pub struct Unmaskable {
 struct Column {
     name: Box<str>,
     type_oid: u32,
-    format: i16,
 }
 
 #[derive(Debug)]
@@ -253,9 +253,9 @@ impl PgResults {
     }
 
     fn described(&mut self, body: &[u8]) {
-        let columns: Option<Arc<[Column]>> = row_description(body).map(Into::into);
         match self.expected.front() {
             Some(Expect::Describe { .. }) => {
+                let columns: Option<Arc<[Column]>> = row_description(body).map(Into::into);
                 if let Some(Expect::Describe { portal, name }) = self.expected.pop_front() {
                     if portal {
                         if let Some(p) = self.portals.get_mut(&name) {
@@ -268,26 +268,29 @@ impl PgResults {
                     }
                 }
             }
-            // A Query's statements (or EXECUTE, FETCH of a cursor) say their own formats.
+            // A Query's statements (or EXECUTE, FETCH of a cursor) say their own formats:
+            // the treatments straight from the description, nothing kept of it.
             front => {
                 let tables = match front {
                     Some(Expect::Query { tables }) => tables.as_slice(),
                     _ => &[],
                 };
-                self.current =
-                    columns.map(|c| c.iter().map(|c| self.treat(c, c.format, tables)).collect());
+                let mut treats = Vec::new();
+                let read = each_column(body, |name, oid, format| {
+                    treats.push(self.treat(&name, oid, format, tables));
+                });
+                self.current = read.map(|()| treats);
             }
         }
     }
 
     /// How values of `column` in `format` are masked.
-    fn treat(&self, column: &Column, format: i16, tables: &[String]) -> Treat {
+    fn treat(&self, name: &str, oid: u32, format: i16, tables: &[String]) -> Treat {
         let whole = !self.masking.columns.is_empty()
             && self
                 .masking
                 .columns
-                .matches(&column.name, tables.iter().map(String::as_str));
-        let oid = column.type_oid;
+                .matches(name, tables.iter().map(String::as_str));
         match (format, whole) {
             (0, false) if oid == BYTEA => Treat::ByteaHex,
             (0, false) if oid == JSON || oid == JSONB => Treat::Json,
@@ -322,7 +325,7 @@ impl PgResults {
             columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| self.treat(c, format(i), tables))
+                .map(|(i, c)| self.treat(&c.name, c.type_oid, format(i), tables))
                 .collect(),
         )
     }
@@ -495,23 +498,30 @@ pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
 
 /// A RowDescription's columns, or `None` if it is malformed.
 fn row_description(body: &[u8]) -> Option<Vec<Column>> {
+    let mut columns = Vec::new();
+    each_column(body, |name, type_oid, _format| {
+        columns.push(Column {
+            name: name.into(),
+            type_oid,
+        });
+    })?;
+    Some(columns)
+}
+
+/// Calls `f` with each column of a RowDescription (name, type OID, format code), or
+/// returns `None` if it is malformed (after calling `f` for the columns before the fault).
+fn each_column<'a>(body: &'a [u8], mut f: impl FnMut(Cow<'a, str>, u32, i16)) -> Option<()> {
     let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
     let mut rest = &body[2..];
-    let mut columns = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let end = rest.iter().position(|&b| b == 0)?;
-        let name = String::from_utf8_lossy(&rest[..end]).into();
         let fixed = rest.get(end + 1..end + 19)?;
         let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
-        columns.push(Column {
-            name,
-            type_oid,
-            format,
-        });
+        f(String::from_utf8_lossy(&rest[..end]), type_oid, format);
         rest = &rest[end + 19..];
     }
-    Some(columns)
+    Some(())
 }
 
 #[cfg(test)]
