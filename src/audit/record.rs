@@ -235,24 +235,23 @@ impl Default for Verifier {
 pub use crate::hex::encode as hex;
 
 /// A statement event's JSON text, written with no outcome, with `outcome` filled in: the
-/// text as if written whole, without writing the rest again.
-pub fn with_outcome(statement: &str, outcome: &Outcome) -> String {
-    let mut out = Vec::with_capacity(statement.len() + 128);
-    match statement.strip_suffix("null}") {
-        Some(rest) => {
-            out.extend_from_slice(rest.as_bytes());
-            serde_json::to_writer(&mut out, outcome).expect("outcomes serialize");
-            out.push(b'}');
-        }
+/// text as if written whole, in place (no copy of the rest, and no allocation when its
+/// capacity holds the outcome).
+pub fn with_outcome(statement: String, outcome: &Outcome) -> String {
+    let mut out = statement.into_bytes();
+    if out.ends_with(b"null}") {
+        out.truncate(out.len() - b"null}".len());
+        serde_json::to_writer(&mut out, outcome).expect("outcomes serialize");
+        out.push(b'}');
+    } else {
         // Not the JSON of a statement event with no outcome (never so): keep it all.
-        None => {
-            let mut whole: serde_json::Value =
-                serde_json::from_str(statement).unwrap_or(serde_json::Value::Null);
-            if let serde_json::Value::Object(fields) = &mut whole {
-                fields.insert("outcome".into(), serde_json::json!(outcome));
-            }
-            serde_json::to_writer(&mut out, &whole).expect("values serialize");
+        let mut whole: serde_json::Value =
+            serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(fields) = &mut whole {
+            fields.insert("outcome".into(), serde_json::json!(outcome));
         }
+        out.clear();
+        serde_json::to_writer(&mut out, &whole).expect("values serialize");
     }
     String::from_utf8(out).expect("JSON is UTF-8")
 }
@@ -315,11 +314,11 @@ mod tests {
             *o = Some(outcome.clone());
         }
         assert_eq!(
-            with_outcome(&begun, &outcome),
+            with_outcome(begun.clone(), &outcome),
             serde_json::to_string(&statement).unwrap()
         );
         assert_eq!(
-            serde_json::from_str::<Event>(&with_outcome(&begun, &outcome)).unwrap(),
+            serde_json::from_str::<Event>(&with_outcome(begun, &outcome)).unwrap(),
             statement
         );
     }

@@ -246,7 +246,7 @@ impl AuditLog {
     /// Records a statement begun with [`AuditLog::begin`], now that `outcome` is known; it
     /// is committed with the flusher's next batch (and journaled with the next intent).
     pub fn settle(&self, intent: Intent, outcome: &Outcome) {
-        let event = super::record::with_outcome(&intent.event, outcome);
+        let event = super::record::with_outcome(intent.event, outcome);
         let mut chain = self.inner.chain();
         chain.push(event, intent.id);
         if intent.id != 0 {
@@ -273,8 +273,9 @@ impl AuditLog {
 
 /// `event` as stored: JSON text.
 fn json(event: &Event) -> String {
-    // Most events fit without growing the buffer.
-    let mut out = Vec::with_capacity(512);
+    // Most events fit without growing the buffer, a statement's with its outcome spliced
+    // in later (`with_outcome`).
+    let mut out = Vec::with_capacity(640);
     serde_json::to_writer(&mut out, event).expect("events serialize");
     String::from_utf8(out).expect("JSON is UTF-8")
 }
@@ -676,7 +677,7 @@ mod tests {
         for i in 0..5 {
             let event = match i {
                 // Statement 1 answered, and recorded.
-                3 => crate::audit::record::with_outcome(&begun(1), &ran()),
+                3 => crate::audit::record::with_outcome(begun(1), &ran()),
                 _ => serde_json::to_string(&Event::Disconnect {
                     listener: "postgres".into(),
                     session: i,
