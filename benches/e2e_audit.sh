@@ -99,7 +99,7 @@ for round in $(seq "$ROUNDS"); do
             tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
             txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
             [[ -n $tps && -n $txns ]] || { log "pgbench failed:"; log "$out"; exit 1; }
-            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0)) $((m1 - m0)) $((all1 - all0))" >>"$TMP/results"
+            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0)) $((m1 - m0)) $((all1 - all0)) $round" >>"$TMP/results"
             log "round $round: $workload $mode tps=$tps"
         done
     done
@@ -124,5 +124,16 @@ for w in dict.fromkeys(r[0] for r in rows):
         med[m] = (tps, per_txn(4), per_txn(5), per_txn(6), busy)
     for m, (tps, cpu, flusher, machine, busy) in med.items():
         print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {flusher:>14.1f} {machine:>15.1f} {busy:>5.0%}")
+    # Round by round: the instances ran seconds apart, so the machine's drift cancels.
+    off = {r[8]: float(r[2]) for r in rows if r[0] == w and r[1] == "off"}
+    for m in ("required", "best-effort"):
+        ratios = sorted(float(r[2]) / off[r[8]] for r in rows if r[0] == w and r[1] == m and r[8] in off)
+        if len(ratios) >= 2:
+            quartiles = ""
+            if len(ratios) >= 4:
+                q = statistics.quantiles(ratios, n=4)
+                quartiles = f"quartiles {q[0]:.2f}..{q[2]:.2f}, "
+            print(f"  {m} x off, paired by round: median {statistics.median(ratios):.2f}, {quartiles}"
+                  f"range {ratios[0]:.2f}..{ratios[-1]:.2f} ({len(ratios)} rounds)")
 print(f"records in the required trail: {sys.argv[3]}")
 PY
