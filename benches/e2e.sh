@@ -271,8 +271,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 # ---------------------------------------------------------------- summary
-python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${TARGETS[*]}" "${WORKLOADS[@]}" <<'PY'
+PYTHONPATH=benches python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${TARGETS[*]}" "${WORKLOADS[@]}" <<'PY'
 import statistics, sys
+from spread import per_round
 
 path, clk, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 targets = sys.argv[4].split()
@@ -328,14 +329,9 @@ for name, args in workloads:
         print(f"airlock - baseline CPU per txn: {d:+.2f} us ({a_cpu / cpu['baseline']:.2f}x)")
         # Round by round: the two ran minutes apart at most, so drift cancels.
         a, b = by_round.get((name, "airlock"), {}), by_round.get((name, "baseline"), {})
-        diffs = sorted(a[r] - b[r] for r in a if r in b)
-        if len(diffs) >= 2:
-            quartiles = ""
-            if len(diffs) >= 4:
-                q = statistics.quantiles(diffs, n=4)
-                quartiles = f"quartiles {q[0]:+.2f}..{q[2]:+.2f}, "
-            print(f"  paired by round: median {statistics.median(diffs):+.2f} us, {quartiles}"
-                  f"range {diffs[0]:+.2f}..{diffs[-1]:+.2f} ({len(diffs)} rounds)")
+        paired = per_round([a[r] - b[r] for r in a if r in b], "+.2f", " us")
+        if paired:
+            print(f"  paired by round: {paired}")
     print()
 print("tps: pgbench's figure (for -C it includes connecting; otherwise it excludes the initial")
 print("connection). proxy CPU us/txn: user+system CPU of the proxy process over the run,")

@@ -109,8 +109,9 @@ records=$(python3 -c "
 import sqlite3, sys
 print(sqlite3.connect(sys.argv[1]).execute('select count(*) from audit').fetchone()[0])
 " "$TMP/required/state/audit.db")
-python3 - "$TMP/results" "$(getconf CLK_TCK)" "$records" <<'PY'
+PYTHONPATH=benches python3 - "$TMP/results" "$(getconf CLK_TCK)" "$records" <<'PY'
 import statistics, sys
+from spread import per_round
 rows = [l.split() for l in open(sys.argv[1])]
 tck = int(sys.argv[2])
 print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it flusher':>14} {'machine us/txn':>15} {'busy':>5}")
@@ -127,13 +128,9 @@ for w in dict.fromkeys(r[0] for r in rows):
     # Round by round: the instances ran seconds apart, so the machine's drift cancels.
     off = {r[8]: float(r[2]) for r in rows if r[0] == w and r[1] == "off"}
     for m in ("required", "best-effort"):
-        ratios = sorted(float(r[2]) / off[r[8]] for r in rows if r[0] == w and r[1] == m and r[8] in off)
-        if len(ratios) >= 2:
-            quartiles = ""
-            if len(ratios) >= 4:
-                q = statistics.quantiles(ratios, n=4)
-                quartiles = f"quartiles {q[0]:.2f}..{q[2]:.2f}, "
-            print(f"  {m} x off, paired by round: median {statistics.median(ratios):.2f}, {quartiles}"
-                  f"range {ratios[0]:.2f}..{ratios[-1]:.2f} ({len(ratios)} rounds)")
+        ratios = [float(r[2]) / off[r[8]] for r in rows if r[0] == w and r[1] == m and r[8] in off]
+        paired = per_round(ratios, ".2f")
+        if paired:
+            print(f"  {m} x off, paired by round: {paired}")
 print(f"records in the required trail: {sys.argv[3]}")
 PY
