@@ -2,9 +2,11 @@
 # End-to-end audit benchmark: pgbench through three Airlock instances that differ only in
 # [state] audit: "required", "best-effort" and "off", interleaved round by round (each round
 # starting with the next instance). Reports the median TPS per instance and workload, the
-# ratios to "off", and each instance's CPU per transaction, with the part of it spent by the
-# audit flusher thread, and the whole machine's CPU per transaction and how busy it was (TPS
-# follows machine CPU only while it is saturated).
+# ratios to "off", and each instance's CPU per transaction, with the parts of it spent by
+# the session workers (one thread by default: it shares the cores with PostgreSQL and
+# pgbench, and TPS follows its CPU per transaction) and by the audit flusher thread, and the
+# whole machine's CPU per transaction and how busy it was. Round by round, it also pairs
+# each trail's TPS and worker CPU with audit off's.
 #
 #   benches/e2e_audit.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e_audit.sh  # quick check
@@ -90,16 +92,18 @@ for round in $(seq "$ROUNDS"); do
             t0=$(cpu_ticks "${PID[$mode]}")
             read -r m0 all0 < <(machine_ticks)
             f0=$(thread_ticks "${PID[$mode]}" airlock-audit)
+            w0=$(thread_ticks "${PID[$mode]}" airlock-worker-)
             # shellcheck disable=SC2086
             out=$(PGPASSWORD=$PASS pgbench -n -T "$DURATION" ${WORKLOAD[$workload]} \
                 -h 127.0.0.1 -p "${PORT[$mode]}" -U bench test 2>&1) || true # reported below
             t1=$(cpu_ticks "${PID[$mode]}")
             read -r m1 all1 < <(machine_ticks)
             f1=$(thread_ticks "${PID[$mode]}" airlock-audit)
+            w1=$(thread_ticks "${PID[$mode]}" airlock-worker-)
             tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
             txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
             [[ -n $tps && -n $txns ]] || { log "pgbench failed:"; log "$out"; exit 1; }
-            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0)) $((m1 - m0)) $((all1 - all0)) $round" >>"$TMP/results"
+            echo "$workload $mode $tps $txns $((t1 - t0)) $((f1 - f0)) $((m1 - m0)) $((all1 - all0)) $round $((w1 - w0))" >>"$TMP/results"
             log "round $round: $workload $mode tps=$tps"
         done
     done
@@ -114,7 +118,7 @@ import statistics, sys
 from spread import per_round
 rows = [l.split() for l in open(sys.argv[1])]
 tck = int(sys.argv[2])
-print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it flusher':>14} {'machine us/txn':>15} {'busy':>5}")
+print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it worker':>13} {'flusher':>8} {'machine us/txn':>15} {'busy':>5}")
 for w in dict.fromkeys(r[0] for r in rows):
     med = {}
     for m in ("required", "best-effort", "off"):
@@ -122,15 +126,19 @@ for w in dict.fromkeys(r[0] for r in rows):
         tps = statistics.median(float(r[2]) for r in rs)
         per_txn = lambda col: statistics.median(int(r[col]) / tck * 1e6 / int(r[3]) for r in rs)
         busy = statistics.median(int(r[6]) / int(r[7]) for r in rs)
-        med[m] = (tps, per_txn(4), per_txn(5), per_txn(6), busy)
-    for m, (tps, cpu, flusher, machine, busy) in med.items():
-        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {flusher:>14.1f} {machine:>15.1f} {busy:>5.0%}")
+        med[m] = (tps, per_txn(4), per_txn(9), per_txn(5), per_txn(6), busy)
+    for m, (tps, cpu, worker, flusher, machine, busy) in med.items():
+        print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {worker:>13.1f} {flusher:>8.1f} {machine:>15.1f} {busy:>5.0%}")
     # Round by round: the instances ran seconds apart, so the machine's drift cancels.
     off = {r[8]: float(r[2]) for r in rows if r[0] == w and r[1] == "off"}
+    us = lambda r, col: int(r[col]) / tck * 1e6 / int(r[3])
+    off_worker = {r[8]: us(r, 9) for r in rows if r[0] == w and r[1] == "off"}
     for m in ("required", "best-effort"):
-        ratios = [float(r[2]) / off[r[8]] for r in rows if r[0] == w and r[1] == m and r[8] in off]
-        paired = per_round(ratios, ".2f")
+        rs = [r for r in rows if r[0] == w and r[1] == m and r[8] in off]
+        paired = per_round([float(r[2]) / off[r[8]] for r in rs], ".2f")
         if paired:
             print(f"  {m} x off, paired by round: {paired}")
+            worker = per_round([us(r, 9) - off_worker[r[8]] for r in rs], "+.1f", " us")
+            print(f"  {m} worker CPU over off, per transaction: {worker}")
 print(f"records in the required trail: {sys.argv[3]}")
 PY
