@@ -10,15 +10,23 @@
 //! forwarded. The record that completes it names the intent it settles; an intent that no
 //! record settles (Airlock stopped first) becomes a record with no outcome at recovery.
 //!
+//! A record is journaled unsealed: its number and time but not its hashes, which the flusher
+//! computes as it commits and recovery as it replays. A statement's record carries only its
+//! outcome (the JSON that completes the intent's text, see [`splice`]): the statement itself
+//! is in the journal already. Journals written before records were unsealed hold them sealed,
+//! whole and with their hashes; both are read.
+//!
 //! A frame: its length (u32, little-endian, of what follows), the record's number (u64; 0
-//! for an intent), time (i64), previous hash and hash (32 bytes each; zero for an intent),
-//! the intent it settles or is (u64; 0 for none), and its event text.
+//! for an intent), time (i64), previous hash and hash (32 bytes each; zero for an intent and
+//! for an unsealed record), the intent it settles or is (u64; 0 for none), and its text: the
+//! event, or for an unsealed record that settles an intent, the outcome.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::Record;
+use super::record::{Head, Record, Verifier};
 
 const FIXED: usize = 8 + 8 + 32 + 32 + 8;
 
@@ -27,6 +35,14 @@ const FIXED: usize = 8 + 8 + 32 + 32 + 8;
 pub enum Entry {
     /// A chained record, completing the intent `settles` (0: none).
     Record { record: Record, settles: u64 },
+    /// A record not sealed yet: its number, time, and its event, or, when it settles an
+    /// intent, the statement's outcome.
+    Unsealed {
+        seq: u64,
+        at: i64,
+        settles: u64,
+        text: String,
+    },
     /// A statement whose record waits for its answer.
     Intent { id: u64, at: i64, event: String },
 }
@@ -34,6 +50,12 @@ pub enum Entry {
 /// Appends the frame of record `r` (which settles intent `settles`, or 0) to `out`.
 pub fn frame(r: &Record, settles: u64, out: &mut Vec<u8>) {
     put(out, r.seq, r.at, &r.prev, &r.hash, settles, &r.event);
+}
+
+/// Appends the frame of unsealed record `seq`: with `settles` 0 its event, otherwise the
+/// outcome that completes the text of intent `settles`.
+pub fn frame_unsealed(seq: u64, at: i64, settles: u64, text: &str, out: &mut Vec<u8>) {
+    put(out, seq, at, &[0; 32], &[0; 32], settles, text);
 }
 
 /// Appends the frame of intent `id` to `out`.
@@ -78,18 +100,25 @@ pub fn frames(bytes: &[u8]) -> (Vec<Entry>, usize) {
         let field = |i: usize, n: usize| &body[i..i + n];
         let word = |i: usize| u64::from_le_bytes(field(i, 8).try_into().expect("8 bytes"));
         let (seq, time, intent) = (word(0), word(8) as i64, word(80));
+        let hash: [u8; 32] = field(48, 32).try_into().expect("32 bytes");
         entries.push(match seq {
             0 => Entry::Intent {
                 id: intent,
                 at: time,
                 event: event.to_owned(),
             },
+            _ if hash == [0; 32] => Entry::Unsealed {
+                seq,
+                at: time,
+                settles: intent,
+                text: event.to_owned(),
+            },
             _ => Entry::Record {
                 record: Record {
                     seq,
                     at: time,
                     prev: field(16, 32).try_into().expect("32 bytes"),
-                    hash: field(48, 32).try_into().expect("32 bytes"),
+                    hash,
                     event: event.to_owned(),
                 },
                 settles: intent,
@@ -100,15 +129,83 @@ pub fn frames(bytes: &[u8]) -> (Vec<Entry>, usize) {
     (entries, at)
 }
 
-/// The chained records among `entries`, in order.
-pub fn records(entries: Vec<Entry>) -> Vec<Record> {
-    entries
-        .into_iter()
-        .filter_map(|e| match e {
-            Entry::Record { record, .. } => Some(record),
-            Entry::Intent { .. } => None,
-        })
-        .collect()
+/// What a journal's entries amount to beyond a chain head.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The records that follow the head without a gap, sealed, in order, each with the
+    /// intent it settles (0: none).
+    pub records: Vec<(Record, u64)>,
+    /// Every intent, by number: its time and event (without an outcome).
+    pub intents: BTreeMap<u64, (i64, String)>,
+    /// The intents that a record at or before the head, or among `records`, settles.
+    pub settled: HashSet<u64>,
+}
+
+/// Replays `entries` (oldest first) after the chain head `after`: records at or before it
+/// are in `audit.db` already; those after it are taken while they follow it, unsealed ones
+/// sealed here. A gap, a record that does not follow, or an outcome with no intent to
+/// complete ends them.
+pub fn replay(entries: Vec<Entry>, after: Head) -> Replayed {
+    let mut out = Replayed::default();
+    let mut v = Verifier { head: after };
+    let mut following = true;
+    for entry in entries {
+        let (seq, settles) = match &entry {
+            Entry::Intent { .. } => (0, 0),
+            Entry::Record { record, settles } => (record.seq, *settles),
+            Entry::Unsealed { seq, settles, .. } => (*seq, *settles),
+        };
+        let kept = match entry {
+            Entry::Intent { id, at, event } => {
+                // An intent carried into a new journal is there twice.
+                out.intents.entry(id).or_insert((at, event));
+                continue;
+            }
+            _ if seq <= after.seq => true,
+            _ if !following => false,
+            Entry::Record { record, .. } => match v.check(&record) {
+                Ok(()) => {
+                    out.records.push((record, settles));
+                    true
+                }
+                Err(_) => false,
+            },
+            Entry::Unsealed { at, text, .. } => {
+                let event = match settles {
+                    0 => Some(text),
+                    id => out
+                        .intents
+                        .get(&id)
+                        .and_then(|(_, statement)| splice(statement, &text)),
+                };
+                match event {
+                    Some(event) if seq == v.head.seq + 1 => {
+                        let record = v.head.next(at, event);
+                        v.head = record.head();
+                        out.records.push((record, settles));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        following &= kept;
+        if kept && settles != 0 {
+            out.settled.insert(settles);
+        }
+    }
+    out
+}
+
+/// A statement's JSON text written with no outcome, with `outcome` (JSON) in its place;
+/// `None` if `statement` is not such a text.
+pub fn splice(statement: &str, outcome: &str) -> Option<String> {
+    let rest = statement.strip_suffix("null}")?;
+    let mut out = String::with_capacity(rest.len() + outcome.len() + 1);
+    out.push_str(rest);
+    out.push_str(outcome);
+    out.push('}');
+    Some(out)
 }
 
 /// The journal appended to.
@@ -259,6 +356,7 @@ mod tests {
         frame(&a, 0, &mut bytes);
         frame_intent(7, 3, "{\"c\":3}", &mut bytes);
         frame(&b, 7, &mut bytes);
+        frame_unsealed(3, 4, 7, "{\"d\":4}", &mut bytes);
         let whole = bytes.len();
         bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
         let (entries, used) = frames(&bytes);
@@ -278,6 +376,12 @@ mod tests {
                     record: b,
                     settles: 7
                 },
+                Entry::Unsealed {
+                    seq: 3,
+                    at: 4,
+                    settles: 7,
+                    text: "{\"d\":4}".into()
+                },
             ]
         );
         assert_eq!(used, whole);
@@ -288,12 +392,11 @@ mod tests {
     #[test]
     fn a_rotated_journal_is_read_first_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut head = Head::EMPTY;
+        let mut seq = 0;
         let mut next = |j: &mut Journal| {
-            let r = head.next(0, format!("{{\"n\":{}}}", head.seq));
-            head = r.head();
+            seq += 1;
             let mut bytes = Vec::new();
-            frame(&r, 0, &mut bytes);
+            frame_unsealed(seq, 0, 0, &format!("{{\"n\":{seq}}}"), &mut bytes);
             j.append(&bytes).unwrap();
         };
         let (mut j, _) = Journal::open(dir.path()).unwrap();
@@ -314,6 +417,7 @@ mod tests {
                 .iter()
                 .map(|e| match e {
                     Entry::Record { record, .. } => record.seq,
+                    Entry::Unsealed { seq, .. } => *seq,
                     Entry::Intent { .. } => 0,
                 })
                 .collect::<Vec<_>>()
@@ -328,5 +432,50 @@ mod tests {
         j.clear().unwrap();
         assert!(read(dir.path()).is_empty());
         assert!(Journal::open(dir.path()).unwrap().0.is_empty());
+    }
+
+    /// Replaying seals what follows the head: records journaled sealed (as before records
+    /// were unsealed) as they are, unsealed ones hashed here, each statement's outcome
+    /// completing its intent; a gap, or an outcome with no intent, ends them.
+    #[test]
+    fn replay_seals_what_follows_the_head_and_stops_at_a_gap() {
+        let statement = r#"{"type":"statement","text":"select 1","outcome":null}"#;
+        let outcome = r#"{"duration_us":1,"ran":true,"rows":1,"error":null}"#;
+        let sealed = Head::EMPTY.next(1, "{\"a\":1}".into());
+        let mut bytes = Vec::new();
+        frame(&sealed, 0, &mut bytes);
+        frame_intent(7, 2, statement, &mut bytes);
+        frame_intent(8, 2, statement, &mut bytes);
+        frame_unsealed(2, 3, 7, outcome, &mut bytes);
+        frame_unsealed(3, 4, 0, "{\"d\":4}", &mut bytes);
+        // Record 4 is missing.
+        frame_unsealed(5, 5, 8, outcome, &mut bytes);
+        let (entries, _) = frames(&bytes);
+        let replayed = replay(entries.clone(), Head::EMPTY);
+        let seqs: Vec<u64> = replayed.records.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(
+            replayed.records[1].0.event,
+            format!(r#"{{"type":"statement","text":"select 1","outcome":{outcome}}}"#)
+        );
+        let mut v = Verifier::new();
+        for (r, _) in &replayed.records {
+            v.check(r).unwrap();
+        }
+        assert_eq!(replayed.settled, HashSet::from([7]));
+        assert_eq!(replayed.intents.len(), 2);
+        // After a head that holds record 2: only record 3 follows, and intent 7 is settled.
+        let after = replayed.records[1].0.head();
+        let replayed = replay(entries, after);
+        let seqs: Vec<u64> = replayed.records.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, [3]);
+        assert_eq!(replayed.settled, HashSet::from([7]));
+        // An outcome whose intent is not in the journal cannot be completed: it ends them.
+        let mut bytes = Vec::new();
+        frame_unsealed(1, 1, 9, outcome, &mut bytes);
+        frame_unsealed(2, 2, 0, "{}", &mut bytes);
+        let replayed = replay(frames(&bytes).0, Head::EMPTY);
+        assert!(replayed.records.is_empty());
+        assert!(replayed.settled.is_empty());
     }
 }

@@ -234,6 +234,12 @@ impl Default for Verifier {
 
 pub use crate::hex::encode as hex;
 
+/// Where the outcome goes in a statement event's JSON text written with no outcome (where
+/// [`with_outcome`] puts it); `None` for any other text.
+pub fn outcome_from(statement: &str) -> Option<usize> {
+    statement.strip_suffix("null}").map(str::len)
+}
+
 /// A statement event's JSON text, written with no outcome, with `outcome` filled in: the
 /// text as if written whole, in place (no copy of the rest, and no allocation when its
 /// capacity holds the outcome).

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{Checkpoint, Signer};
-use super::journal::{self, Entry, Journal};
+use super::journal::{self, Journal};
 use super::record::{Event, Head, Outcome, Record};
 
 const SCHEMA: &str = "
@@ -68,13 +68,14 @@ pub enum Mode {
     BestEffort,
 }
 
-/// The audit log. Records are chained and buffered under one short lock. A statement is
+/// The audit log. Records are numbered and buffered under one short lock. A statement is
 /// recorded once, when its answer is known ([`AuditLog::settle`]); with `required` audit its
 /// intent ([`AuditLog::begin`]) is written to the journal before it is forwarded, in the
-/// caller's thread, with the records buffered before it. A background flusher takes the
-/// buffer every few milliseconds and commits it to `audit.db` under a second lock, so
-/// sessions never wait for SQLite. No thread hand-off sits between a statement and its
-/// durable intent.
+/// caller's thread, with the records buffered before it (a statement's record as its
+/// outcome alone). A background flusher takes the buffer every few milliseconds, seals the
+/// records (the chain's hashes) and commits them to `audit.db` under a second lock, so
+/// sessions neither hash the chain nor wait for SQLite. No thread hand-off sits between a
+/// statement and its durable intent.
 pub struct AuditLog {
     inner: Arc<Shared>,
     flusher: std::thread::Thread,
@@ -87,10 +88,15 @@ struct Shared {
     store: Mutex<Store>,
 }
 
-/// The chain's head and the records not yet handed to `audit.db`.
+/// The records not yet handed to `audit.db`, numbered but not sealed: the flusher computes
+/// their hashes as it commits them.
 struct Chain {
-    head: Head,
-    buffer: Vec<Buffered>,
+    /// The number of the last record.
+    seq: u64,
+    buffer: Vec<Unsealed>,
+    /// Records sealed but not committed (a commit failed; it is tried again), counted so that
+    /// a required trail refuses statements once too many wait.
+    backlog: usize,
     /// With `required` audit: where records are durable before they reach `audit.db`.
     journal: Option<Journal>,
     /// How many records at the start of `buffer` are in the journal.
@@ -104,10 +110,15 @@ struct Chain {
     open: BTreeMap<u64, (i64, String)>,
 }
 
-/// A record and the intent it settles (0: none).
-struct Buffered {
-    record: Record,
+/// A record numbered, with its time and event, but not sealed yet.
+struct Unsealed {
+    seq: u64,
+    at: i64,
+    event: String,
+    /// For a statement's record: the intent it settles (0: none), and where in `event` its
+    /// outcome starts (what the journal holds of it).
     settles: u64,
+    outcome_from: Option<usize>,
 }
 
 /// A statement's record in the making: its event as JSON with no outcome yet, and with
@@ -118,8 +129,12 @@ pub struct Intent {
     event: String,
 }
 
+/// The flusher's side: the sealed chain's head, and `audit.db`.
 struct Store {
     db: Connection,
+    head: Head,
+    /// Records sealed whose commit failed, for the next attempt.
+    unsaved: Vec<Record>,
     checkpoints: Option<Checkpointing>,
     last_checkpoint: std::time::Instant,
 }
@@ -187,8 +202,9 @@ impl AuditLog {
         };
         let inner = Arc::new(Shared {
             chain: Mutex::new(Chain {
-                head,
+                seq: head.seq,
                 buffer: Vec::new(),
+                backlog: 0,
                 journal,
                 journaled: 0,
                 frames: Vec::new(),
@@ -197,6 +213,8 @@ impl AuditLog {
             }),
             store: Mutex::new(Store {
                 db,
+                head,
+                unsaved: Vec::new(),
                 checkpoints,
                 last_checkpoint: std::time::Instant::now(),
             }),
@@ -246,9 +264,10 @@ impl AuditLog {
     /// Records a statement begun with [`AuditLog::begin`], now that `outcome` is known; it
     /// is committed with the flusher's next batch (and journaled with the next intent).
     pub fn settle(&self, intent: Intent, outcome: &Outcome) {
+        let outcome_from = super::record::outcome_from(&intent.event);
         let event = super::record::with_outcome(intent.event, outcome);
         let mut chain = self.inner.chain();
-        chain.push(event, intent.id);
+        chain.push(event, intent.id, outcome_from);
         if intent.id != 0 {
             chain.open.remove(&intent.id);
         }
@@ -263,7 +282,7 @@ impl AuditLog {
     pub fn record(&self, event: &Event) {
         let event = json(event);
         let mut chain = self.inner.chain();
-        chain.push(event, 0);
+        chain.push(event, 0, None);
         if chain.buffer.len() >= BATCH {
             drop(chain);
             self.flusher.unpark();
@@ -289,10 +308,15 @@ impl Drop for AuditLog {
 }
 
 impl Chain {
-    fn push(&mut self, event: String, settles: u64) {
-        let record = self.head.next(now_micros(), event);
-        self.head = record.head();
-        self.buffer.push(Buffered { record, settles });
+    fn push(&mut self, event: String, settles: u64, outcome_from: Option<usize>) {
+        self.seq += 1;
+        self.buffer.push(Unsealed {
+            seq: self.seq,
+            at: now_micros(),
+            event,
+            settles,
+            outcome_from,
+        });
     }
 
     /// Sets a full journal aside for a new one, which starts with the intents still open.
@@ -312,12 +336,12 @@ impl Chain {
         }
     }
 
-    /// Whether the buffer is small enough to take more statements.
+    /// Whether few enough records wait to take more statements.
     fn within_bounds(&self) -> Result<(), AuditError> {
-        match self.buffer.len() > BUFFER_MAX {
+        let waiting = self.buffer.len() + self.backlog;
+        match waiting > BUFFER_MAX {
             true => Err(AuditError(format!(
-                "{} records wait for audit.db, which cannot be written",
-                self.buffer.len()
+                "{waiting} records wait for audit.db, which cannot be written"
             ))),
             false => Ok(()),
         }
@@ -333,8 +357,18 @@ impl Chain {
             return Ok(());
         }
         self.frames.clear();
-        for b in &self.buffer[self.journaled..] {
-            journal::frame(&b.record, b.settles, &mut self.frames);
+        for u in &self.buffer[self.journaled..] {
+            match u.outcome_from {
+                // A statement's record: its outcome completes the intent journaled before.
+                Some(from) if u.settles != 0 => journal::frame_unsealed(
+                    u.seq,
+                    u.at,
+                    u.settles,
+                    &u.event[from..u.event.len() - 1],
+                    &mut self.frames,
+                ),
+                _ => journal::frame_unsealed(u.seq, u.at, 0, &u.event, &mut self.frames),
+            }
         }
         if let Some((id, at, event)) = intent {
             journal::frame_intent(id, at, event, &mut self.frames);
@@ -354,13 +388,14 @@ impl Shared {
 
     /// Commits the buffer to `audit.db`, holding the chain's lock only to take the buffer
     /// (journaled whole first, so that the journal never skips a record) and to remove a
-    /// journal set aside after. On failure the records go back to the buffer's front for the
-    /// next attempt.
+    /// journal set aside after; the records are sealed (hashed) outside it. Records that
+    /// cannot be committed are kept, sealed, for the next attempt.
     fn flush(&self) -> Result<(), AuditError> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let (records, journaled) = {
+        let store = &mut *store;
+        let taken = {
             let mut chain = self.chain();
-            if chain.buffer.is_empty() {
+            if chain.buffer.is_empty() && store.unsaved.is_empty() {
                 return Ok(());
             }
             if let Err(e) = chain.journal_buffer(None) {
@@ -370,37 +405,60 @@ impl Shared {
                 // statements with no outcome, next to their records: one too many, never
                 // one missing.)
                 tracing::error!(error = %e.0, "audit records committed past the journal");
-                insert(&mut store.db, chain.buffer.iter().map(|b| &b.record))?;
-                chain.buffer.clear();
+                let taken = std::mem::take(&mut chain.buffer);
                 chain.journaled = 0;
-                return Ok(());
+                store.seal(taken);
+                let committed = store.commit();
+                chain.backlog = store.unsaved.len();
+                return committed;
             }
             chain.rotate();
-            let journaled = std::mem::take(&mut chain.journaled);
-            (std::mem::take(&mut chain.buffer), journaled)
+            chain.journaled = 0;
+            std::mem::take(&mut chain.buffer)
         };
-        if let Err(e) = insert(&mut store.db, records.iter().map(|b| &b.record)) {
-            tracing::error!(error = %e, records = records.len(), "audit records not written yet");
-            let mut chain = self.chain();
-            let newer = std::mem::replace(&mut chain.buffer, records);
-            chain.buffer.extend(newer);
-            chain.journaled += journaled;
-            return Err(e);
-        }
-        if let Some(j) = &mut self.chain().journal
+        store.seal(taken);
+        let committed = store.commit();
+        let mut chain = self.chain();
+        chain.backlog = store.unsaved.len();
+        committed?;
+        if let Some(j) = &mut chain.journal
             && let Err(e) = j.drop_retired()
         {
             // Everything journaled before the take is in audit.db now.
             tracing::error!(error = %e, "cannot remove the audit journal set aside");
         }
-        let committed = records.last().expect("a non-empty batch").record.head();
-        let store = &mut *store;
-        if let Some(c) = &store.checkpoints
-            && store.last_checkpoint.elapsed() >= c.every
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Seals `records`, in order, onto the chain.
+    fn seal(&mut self, records: Vec<Unsealed>) {
+        self.unsaved.reserve(records.len());
+        for u in records {
+            let record = self.head.next(u.at, u.event);
+            debug_assert_eq!(record.seq, u.seq, "records are sealed in their order");
+            self.head = record.head();
+            self.unsaved.push(record);
+        }
+    }
+
+    /// Commits the sealed records in one transaction, then signs a checkpoint if one is due.
+    fn commit(&mut self) -> Result<(), AuditError> {
+        let Some(committed) = self.unsaved.last().map(Record::head) else {
+            return Ok(());
+        };
+        if let Err(e) = insert(&mut self.db, &self.unsaved) {
+            tracing::error!(error = %e, records = self.unsaved.len(), "audit records not written yet");
+            return Err(e);
+        }
+        self.unsaved.clear();
+        if let Some(c) = &self.checkpoints
+            && self.last_checkpoint.elapsed() >= c.every
         {
-            store.last_checkpoint = std::time::Instant::now();
+            self.last_checkpoint = std::time::Instant::now();
             let checkpoint = c.signer.sign(committed, now_micros(), "periodic");
-            if let Err(e) = save_checkpoint(&store.db, &checkpoint) {
+            if let Err(e) = save_checkpoint(&self.db, &checkpoint) {
                 tracing::error!(error = %e, "audit checkpoint not written");
             }
         }
@@ -454,39 +512,16 @@ fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
     let stored = head(db)?;
     let (mut journal, entries) = Journal::open(dir)
         .map_err(|e| AuditError(format!("cannot open the audit journal: {e}")))?;
-    let mut v = super::record::Verifier { head: stored };
-    let mut missing = Vec::new();
-    let mut following = true;
-    // An intent carried into a new journal is there twice.
-    let mut intents = BTreeMap::new();
-    let mut settled = std::collections::HashSet::new();
-    for entry in entries {
-        match entry {
-            Entry::Intent { id, at, event } => {
-                intents.entry(id).or_insert((at, event));
-            }
-            Entry::Record { record, settles } => {
-                let kept = if record.seq <= stored.seq {
-                    true
-                } else if following && v.check(&record).is_ok() {
-                    missing.push(record);
-                    true
-                } else {
-                    following = false;
-                    false
-                };
-                if kept && settles != 0 {
-                    settled.insert(settles);
-                }
-            }
-        }
-    }
+    let replayed = journal::replay(entries, stored);
+    let mut missing: Vec<Record> = replayed.records.into_iter().map(|(r, _)| r).collect();
     let recovered = missing.len();
-    let mut head = v.head;
-    for (_, (at, event)) in intents.into_iter().filter(|(id, _)| !settled.contains(id)) {
-        let r = head.next(at, event);
-        head = r.head();
-        missing.push(r);
+    let mut head = missing.last().map_or(stored, Record::head);
+    for (id, (at, event)) in replayed.intents {
+        if !replayed.settled.contains(&id) {
+            let r = head.next(at, event);
+            head = r.head();
+            missing.push(r);
+        }
     }
     if !missing.is_empty() {
         insert(db, &missing)?;
@@ -508,12 +543,10 @@ fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
 /// a running Airlock has not committed to `audit.db` yet, or what a crash left there),
 /// read without changing anything.
 pub fn journal_tail(dir: &Path, after: Head) -> Vec<Record> {
-    let records = journal::records(journal::read(dir));
-    let mut v = super::record::Verifier { head: after };
-    records
+    journal::replay(journal::read(dir), after)
+        .records
         .into_iter()
-        .filter(|r| r.seq > after.seq)
-        .take_while(|r| v.check(r).is_ok())
+        .map(|(r, _)| r)
         .collect()
 }
 
@@ -624,6 +657,7 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::journal::Entry;
     use crate::audit::record::Verifier;
 
     fn statement(i: u64, text: &str) -> Event {
@@ -754,17 +788,45 @@ mod tests {
             run(&log, i, &big).await;
         }
         // ~6 MB went through: the journal was set aside at least once; what it holds now
-        // starts with the statement still running and runs without a gap to the last record
-        // journaled (the last one waits in the buffer for the next intent or the flusher).
+        // starts with the statement still running, and its records run without a gap to the
+        // last one journaled (the last one waits in the buffer for the next intent or the
+        // flusher).
         let entries = journal::read(dir.path());
         assert!(
             matches!(&entries[0], Entry::Intent { id, .. } if *id == held_id),
             "{:?}",
             entries.first()
         );
-        let seqs: Vec<u64> = journal::records(entries).iter().map(|r| r.seq).collect();
-        assert!(seqs[0] > 1, "the journal was never set aside");
-        assert_eq!(seqs, (seqs[0]..=5009).collect::<Vec<_>>());
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Unsealed { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let last = seqs.last().copied().unwrap_or(0);
+        if let Some(&first) = seqs.first() {
+            assert!(first > 1, "the journal was never set aside");
+            assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
+            assert!(last >= 5009, "{last}");
+        }
+        // Replayed after what audit.db holds, they seal into the records that follow it,
+        // each statement's outcome completing its intent.
+        let committed = head(&open_db(dir.path()).unwrap()).unwrap();
+        let tail = journal::replay(entries, committed).records;
+        let seqs: Vec<u64> = tail.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, (committed.seq + 1..=last).collect::<Vec<_>>());
+        if let Some((r, settles)) = tail.last() {
+            let event: Event = serde_json::from_str(&r.event).unwrap();
+            assert!(matches!(
+                event,
+                Event::Statement {
+                    outcome: Some(_),
+                    ..
+                }
+            ));
+            assert_ne!(*settles, 0);
+        }
         assert!(
             std::fs::metadata(dir.path().join("audit.journal"))
                 .unwrap()
