@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
 
 use super::checkpoint::{Checkpoint, Signer};
 use super::journal::{self, Journal};
@@ -46,16 +45,14 @@ impl From<rusqlite::Error> for AuditError {
     }
 }
 
-/// Resolves once a record is durable (or could not be written).
-pub type Ack = oneshot::Receiver<Result<(), AuditError>>;
+/// Whether a statement's intent is durable (it is written in the session's own thread, so
+/// the answer is known when [`AuditLog::begin`] returns).
+pub type Ack = Result<(), AuditError>;
 
-/// Waits until every record in `acks` is durable: the first failure, if any.
+/// Whether every intent in `acks` is durable: the first failure, if any. (Async for the
+/// relays, which await it before they forward what the intents stand for.)
 pub async fn durable(acks: Vec<Ack>) -> Result<(), AuditError> {
-    for ack in acks {
-        ack.await
-            .unwrap_or_else(|_| Err(AuditError("the audit writer stopped".into())))?;
-    }
-    Ok(())
+    acks.into_iter().collect()
 }
 
 /// Whether statements wait for their records.
@@ -256,9 +253,7 @@ impl AuditLog {
             chain.open.insert(id, (at, event.clone()));
         }
         drop(chain);
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(result);
-        (Intent { id, event }, Some(rx))
+        (Intent { id, event }, Some(result))
     }
 
     /// Records a statement begun with [`AuditLog::begin`], now that `outcome` is known; it
@@ -692,7 +687,7 @@ mod tests {
     /// Begins statement `i`, waits for its intent to be durable, and settles it.
     async fn run(log: &AuditLog, i: u64, text: &str) {
         let (intent, durable) = log.begin(&statement(i, text));
-        durable.expect("a required trail").await.unwrap().unwrap();
+        durable.expect("a required trail").unwrap();
         log.settle(intent, &ran());
     }
 
@@ -777,7 +772,7 @@ mod tests {
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
         let big = "x".repeat(1024);
         let (held, durable) = log.begin(&statement(0, "select pg_sleep(1000)"));
-        durable.unwrap().await.unwrap().unwrap();
+        durable.unwrap().unwrap();
         let held_id = held.id;
         for i in 1..=5000 {
             run(&log, i, &big).await;
@@ -851,7 +846,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..3000 {
                         let (intent, durable) = log.begin(&statement(t * 10_000 + i, big));
-                        durable.unwrap().blocking_recv().unwrap().unwrap();
+                        durable.unwrap().unwrap();
                         log.settle(intent, &ran());
                     }
                 });
@@ -874,7 +869,7 @@ mod tests {
                 .map(|i| log.begin(&statement(i, "select 1")))
                 .collect();
             for (intent, durable) in begun {
-                durable.unwrap().await.unwrap().unwrap();
+                durable.unwrap().unwrap();
                 log.settle(intent, &ran());
             }
         }
