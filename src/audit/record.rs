@@ -106,6 +106,29 @@ impl Event {
     }
 }
 
+/// A statement's event as [`Event::Statement`] writes it before its answer (`outcome`
+/// null), from borrowed parts: what a session writes for every statement, without building
+/// the owned event first.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename = "statement")]
+pub struct StatementBegun<'a> {
+    pub listener: &'a str,
+    pub session: i64,
+    pub seq: u64,
+    pub user: &'a str,
+    pub text: &'a str,
+    pub params: &'a [Option<String>],
+    pub fingerprint: &'a str,
+    pub kind: &'a str,
+    pub findings: &'a [String],
+    pub rule: Option<&'a str>,
+    pub decision: &'a str,
+    pub sha256: &'a str,
+    pub received: i64,
+    /// Written as null, for [`with_outcome`] to fill in.
+    pub outcome: (),
+}
+
 /// How a recorded statement ended: run (rows returned or affected) or failed (the database's
 /// SQLSTATE or errno, or Airlock's own refusal), or never run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,5 +380,50 @@ mod tests {
         forged[3] = Head::EMPTY.next(5, "{}".into());
         forged[3].seq = 4;
         assert_eq!(verify(&forged), Err(Broken::Link { seq: 4 }));
+    }
+
+    /// A statement begun from borrowed parts is written exactly as the owned event is.
+    #[test]
+    fn a_statement_begun_is_written_as_its_event() {
+        let (params, findings) = (
+            vec![Some("1".to_owned()), None],
+            vec!["no_where".to_owned()],
+        );
+        let owned = Event::Statement {
+            listener: "postgres".into(),
+            session: 7,
+            seq: 3,
+            user: "app".into(),
+            text: "delete from t".into(),
+            params: params.clone(),
+            fingerprint: "delete from t".into(),
+            kind: "write".into(),
+            findings: findings.clone(),
+            rule: Some("default".into()),
+            decision: "review".into(),
+            sha256: "ab".into(),
+            received: 9,
+            outcome: None,
+        };
+        let begun = StatementBegun {
+            listener: "postgres",
+            session: 7,
+            seq: 3,
+            user: "app",
+            text: "delete from t",
+            params: &params,
+            fingerprint: "delete from t",
+            kind: "write",
+            findings: &findings,
+            rule: Some("default"),
+            decision: "review",
+            sha256: "ab",
+            received: 9,
+            outcome: (),
+        };
+        assert_eq!(
+            serde_json::to_string(&begun).unwrap(),
+            serde_json::to_string(&owned).unwrap()
+        );
     }
 }

@@ -237,7 +237,7 @@ impl AuditLog {
     /// Begins the record of a statement (`event`, with no outcome). With `required` audit
     /// its intent is written to the journal, with the records buffered before it, and the
     /// answer says whether it is durable: the statement must not be forwarded before.
-    pub fn begin(&self, event: &Event) -> (Intent, Option<Ack>) {
+    pub fn begin(&self, event: &impl serde::Serialize) -> (Intent, Option<Ack>) {
         let event = json(event);
         if self.mode == Mode::BestEffort {
             return (Intent { id: 0, event }, None);
@@ -286,7 +286,7 @@ impl AuditLog {
 }
 
 /// `event` as stored: JSON text.
-fn json(event: &Event) -> String {
+fn json(event: &impl serde::Serialize) -> String {
     // Most events fit without growing the buffer, a statement's with its outcome spliced
     // in later (`with_outcome`).
     let mut out = Vec::with_capacity(640);

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Guard, Judged, Who};
-use crate::audit::record::{Outcome, sha256_hex};
+use crate::audit::record::{Outcome, StatementBegun, sha256_hex};
 use crate::audit::store::{Intent, now_micros};
 use crate::audit::{Ack, AuditLog, Event};
 use crate::inspect::SessionInfo;
+use crate::sql::classify::Classified;
 
 pub struct SessionAudit {
     log: Arc<AuditLog>,
@@ -27,6 +28,37 @@ pub struct SessionAudit {
     skips_to_sync: bool,
     /// Rows of each result kept with its outcome (the policy's `[audit] sample_rows`).
     sample_rows: usize,
+    /// What the last statement's classification gave its record, kept while the session
+    /// sends statements the cache classified alike.
+    shape: Option<Shape>,
+}
+
+/// A classification's part of a statement's record: its fingerprint (masked), kinds and
+/// findings.
+struct Shape {
+    statements: Arc<[Classified]>,
+    fingerprint: String,
+    kind: String,
+    findings: Vec<String>,
+}
+
+impl Shape {
+    fn of(guard: &Guard, statements: &Arc<[Classified]>) -> Shape {
+        let fingerprints: Vec<&str> = statements.iter().map(|s| s.fingerprint.as_str()).collect();
+        let mut kinds: Vec<&str> = statements.iter().map(|s| s.kind.as_str()).collect();
+        kinds.dedup();
+        Shape {
+            statements: statements.clone(),
+            // A fingerprint has its literals replaced, but not every dialect's quoted
+            // strings are literals to the lexer (MySQL's "..."): masked too.
+            fingerprint: guard.redact(&fingerprints.join(";\n")),
+            kind: kinds.join(","),
+            findings: statements
+                .iter()
+                .flat_map(|s| s.findings.iter().map(|f| f.code.to_owned()))
+                .collect(),
+        }
+    }
 }
 
 /// How the answer to a recorded statement ends.
@@ -88,6 +120,7 @@ impl SessionAudit {
             awaiting: VecDeque::new(),
             skips_to_sync: guard.dialect == crate::sql::Dialect::Postgres,
             sample_rows: guard.policy.audit.sample_rows,
+            shape: None,
         })
     }
 
@@ -102,34 +135,32 @@ impl SessionAudit {
     ) {
         self.statements += 1;
         let received = Instant::now();
-        let fingerprints: Vec<&str> = judged
-            .statements
-            .iter()
-            .map(|s| s.fingerprint.as_str())
-            .collect();
-        let mut kinds: Vec<&str> = judged.statements.iter().map(|s| s.kind.as_str()).collect();
-        kinds.dedup();
-        let event = Event::Statement {
-            listener: self.guard.listener.clone(),
+        if !self
+            .shape
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.statements, &judged.statements))
+        {
+            self.shape = Some(Shape::of(&self.guard, &judged.statements));
+        }
+        let shape = self.shape.as_ref().expect("set above");
+        let sent_text = String::from_utf8_lossy(sent);
+        let text = self.guard.redact_cow(sent_text.trim());
+        let sha256 = sha256_hex(sent);
+        let event = StatementBegun {
+            listener: &self.guard.listener,
             session: self.session,
             seq: self.statements,
-            user: self.user.clone(),
-            text: self.guard.redact(String::from_utf8_lossy(sent).trim()),
-            params,
-            // A fingerprint has its literals replaced, but not every dialect's quoted
-            // strings are literals to the lexer (MySQL's "..."): masked too.
-            fingerprint: self.guard.redact(&fingerprints.join(";\n")),
-            kind: kinds.join(","),
-            findings: judged
-                .statements
-                .iter()
-                .flat_map(|s| s.findings.iter().map(|f| f.code.to_owned()))
-                .collect(),
-            rule: judged.rule.map(|r| self.guard.rule_name(r).to_owned()),
-            decision: judged.decision().to_owned(),
-            sha256: sha256_hex(sent),
+            user: &self.user,
+            text: &text,
+            params: &params,
+            fingerprint: &shape.fingerprint,
+            kind: &shape.kind,
+            findings: &shape.findings,
+            rule: judged.rule.map(|r| self.guard.rule_name(r)),
+            decision: judged.decision(),
+            sha256: &sha256,
             received: now_micros(),
-            outcome: None,
+            outcome: (),
         };
         let (intent, durable) = self.log.begin(&event);
         self.pending.extend(durable);

@@ -122,6 +122,11 @@ impl Guard {
         self.masking.masker.text(text).into_owned()
     }
 
+    /// As [`Guard::redact`], borrowing `text` when it holds nothing to mask.
+    pub fn redact_cow<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.masking.masker.text(text)
+    }
+
     /// Who a session is, with the user's groups from the config.
     pub fn who(&self, session: &crate::inspect::SessionInfo) -> Who {
         Who {
