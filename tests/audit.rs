@@ -151,6 +151,18 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
+    // Statements of two shapes in turn, classified from the cache after the first of each:
+    // every record carries its own statement's fingerprint and kind.
+    for i in 0..3 {
+        client
+            .batch_execute(&format!("select v from {t} where id = {i}"))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("insert into {t} values ({i}, 'x')"))
+            .await
+            .unwrap();
+    }
     drop(client);
 
     let mut my = common::mysql::connect(proxy.mysql_port.unwrap()).await;
@@ -203,6 +215,24 @@ async fn statements_through_both_listeners_are_recorded_and_the_chain_verifies()
     assert_eq!(drop["decision"], "deny");
     assert_eq!(drop["rule"], "no-drops");
     assert_eq!(drop["findings"][0], "drop");
+    let in_turn: Vec<(&str, &str, &str)> = pg
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap();
+            (field("text"), field("kind"), field("fingerprint"))
+        })
+        .filter(|(text, _, _)| text.contains(" where id = ") || text.ends_with(", 'x')"))
+        .collect();
+    assert_eq!(in_turn.len(), 6, "{in_turn:?}");
+    for (text, kind, fingerprint) in in_turn {
+        let (want_kind, start) = match text.starts_with("select") {
+            true => ("read", "select v from"),
+            false => ("write", "insert into"),
+        };
+        assert_eq!(kind, want_kind, "{text}");
+        assert!(fingerprint.starts_with(start), "{text}: {fingerprint}");
+        assert!(!fingerprint.contains("'x'"), "{text}: {fingerprint}");
+    }
     let seqs: Vec<u64> = pg.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let disconnect = of("postgres", "disconnect");

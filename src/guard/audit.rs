@@ -28,10 +28,13 @@ pub struct SessionAudit {
     skips_to_sync: bool,
     /// Rows of each result kept with its outcome (the policy's `[audit] sample_rows`).
     sample_rows: usize,
-    /// What the last statement's classification gave its record, kept while the session
-    /// sends statements the cache classified alike.
-    shape: Option<Shape>,
+    /// What the classifications of the session's recent statements gave their records, kept
+    /// while the session sends statements the cache classified alike (a transaction's few).
+    shapes: Vec<Shape>,
 }
+
+/// Classifications whose part of a record a session keeps.
+const SHAPES: usize = 8;
 
 /// A classification's part of a statement's record: its fingerprint (masked), kinds and
 /// findings.
@@ -120,7 +123,7 @@ impl SessionAudit {
             awaiting: VecDeque::new(),
             skips_to_sync: guard.dialect == crate::sql::Dialect::Postgres,
             sample_rows: guard.policy.audit.sample_rows,
-            shape: None,
+            shapes: Vec::new(),
         })
     }
 
@@ -135,14 +138,23 @@ impl SessionAudit {
     ) {
         self.statements += 1;
         let received = Instant::now();
-        if !self
-            .shape
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(&s.statements, &judged.statements))
-        {
-            self.shape = Some(Shape::of(&self.guard, &judged.statements));
-        }
-        let shape = self.shape.as_ref().expect("set above");
+        let known = self
+            .shapes
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.statements, &judged.statements));
+        let i = known.unwrap_or_else(|| {
+            let shape = Shape::of(&self.guard, &judged.statements);
+            if self.shapes.len() < SHAPES {
+                self.shapes.push(shape);
+                self.shapes.len() - 1
+            } else {
+                // Otherwise each slot in turn.
+                let i = self.statements as usize % SHAPES;
+                self.shapes[i] = shape;
+                i
+            }
+        });
+        let shape = &self.shapes[i];
         let sent_text = String::from_utf8_lossy(sent);
         let text = self.guard.redact_cow(sent_text.trim());
         let sha256 = sha256_hex(sent);
