@@ -5,7 +5,7 @@
 //! when the trail is next opened. A journal grown past its size is set aside
 //! (`audit.journal.old`) for a new one, and removed once its records are in `audit.db`.
 //!
-//! A statement's record is chained once its answer is known; until then the journal holds
+//! A statement's record is made once its answer is known; until then the journal holds
 //! its *intent*: the statement's event without an outcome, written before the statement is
 //! forwarded. The record that completes it names the intent it settles; an intent that no
 //! record settles (Airlock stopped first) becomes a record with no outcome at recovery.
@@ -47,7 +47,10 @@ pub enum Entry {
     Intent { id: u64, at: i64, event: String },
 }
 
-/// Appends the frame of record `r` (which settles intent `settles`, or 0) to `out`.
+/// Appends the frame of record `r` (which settles intent `settles`, or 0) to `out`, sealed
+/// and whole, as journals written before records were unsealed hold them (what the tests of
+/// reading those journals write).
+#[cfg(test)]
 pub fn frame(r: &Record, settles: u64, out: &mut Vec<u8>) {
     put(out, r.seq, r.at, &r.prev, &r.hash, settles, &r.event);
 }
