@@ -12,9 +12,9 @@
 //!
 //! A record is journaled unsealed: its number and time but not its hashes, which the flusher
 //! computes as it commits and recovery as it replays. A statement's record carries only its
-//! outcome (the JSON that completes the intent's text, see [`splice`]): the statement itself
-//! is in the journal already. Journals written before records were unsealed hold them sealed,
-//! whole and with their hashes; both are read.
+//! outcome (the JSON that completes the intent's text, see [`splice_outcome`]): the
+//! statement itself is in the journal already. Journals written before records were unsealed
+//! hold them sealed, whole and with their hashes; both are read.
 //!
 //! A frame: its length (u32, little-endian, of what follows), the record's number (u64; 0
 //! for an intent), time (i64), previous hash and hash (32 bytes each; zero for an intent and
@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{Head, Record, Verifier};
+use super::record::{Head, Record, Verifier, splice_outcome};
 
 const FIXED: usize = 8 + 8 + 32 + 32 + 8;
 
@@ -179,7 +179,7 @@ pub fn replay(entries: Vec<Entry>, after: Head) -> Replayed {
                     id => out
                         .intents
                         .get(&id)
-                        .and_then(|(_, statement)| splice(statement, &text)),
+                        .and_then(|(_, statement)| splice_outcome(statement, &text)),
                 };
                 match event {
                     Some(event) if seq == v.head.seq + 1 => {
@@ -198,17 +198,6 @@ pub fn replay(entries: Vec<Entry>, after: Head) -> Replayed {
         }
     }
     out
-}
-
-/// A statement's JSON text written with no outcome, with `outcome` (JSON) in its place;
-/// `None` if `statement` is not such a text.
-pub fn splice(statement: &str, outcome: &str) -> Option<String> {
-    let rest = statement.strip_suffix("null}")?;
-    let mut out = String::with_capacity(rest.len() + outcome.len() + 1);
-    out.push_str(rest);
-    out.push_str(outcome);
-    out.push('}');
-    Some(out)
 }
 
 /// The journal appended to.

@@ -267,9 +267,10 @@ pub fn outcome_from(statement: &str) -> Option<usize> {
 /// text as if written whole, in place (no copy of the rest, and no allocation when its
 /// capacity holds the outcome).
 pub fn with_outcome(statement: String, outcome: &Outcome) -> String {
+    let from = outcome_from(&statement);
     let mut out = statement.into_bytes();
-    if out.ends_with(b"null}") {
-        out.truncate(out.len() - b"null}".len());
+    if let Some(from) = from {
+        out.truncate(from);
         serde_json::to_writer(&mut out, outcome).expect("outcomes serialize");
         out.push(b'}');
     } else {
@@ -283,6 +284,17 @@ pub fn with_outcome(statement: String, outcome: &Outcome) -> String {
         serde_json::to_writer(&mut out, &whole).expect("values serialize");
     }
     String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// As [`with_outcome`], with the outcome already JSON (as the journal holds it): `None` if
+/// `statement` is not a statement event's text written with no outcome.
+pub fn splice_outcome(statement: &str, outcome: &str) -> Option<String> {
+    let rest = &statement[..outcome_from(statement)?];
+    let mut out = String::with_capacity(rest.len() + outcome.len() + 1);
+    out.push_str(rest);
+    out.push_str(outcome);
+    out.push('}');
+    Some(out)
 }
 
 /// SHA-256 of `bytes`, in hex.

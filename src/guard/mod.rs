@@ -119,7 +119,7 @@ impl Guard {
 
     /// `text` with secrets masked, for tickets, notifications and records.
     pub fn redact(&self, text: &str) -> String {
-        self.masking.masker.text(text).into_owned()
+        self.redact_cow(text).into_owned()
     }
 
     /// As [`Guard::redact`], borrowing `text` when it holds nothing to mask.
