@@ -118,20 +118,21 @@ import statistics, sys
 from spread import per_round
 rows = [l.split() for l in open(sys.argv[1])]
 tck = int(sys.argv[2])
+# A row's CPU ticks in column `col`, in microseconds per transaction.
+us = lambda r, col: int(r[col]) / tck * 1e6 / int(r[3])
 print(f"{'workload':<8} {'audit':<12} {'tps':>9} {'x off':>6} {'cpu us/txn':>11} {'of it worker':>13} {'flusher':>8} {'machine us/txn':>15} {'busy':>5}")
 for w in dict.fromkeys(r[0] for r in rows):
     med = {}
     for m in ("required", "best-effort", "off"):
         rs = [r for r in rows if r[0] == w and r[1] == m]
         tps = statistics.median(float(r[2]) for r in rs)
-        per_txn = lambda col: statistics.median(int(r[col]) / tck * 1e6 / int(r[3]) for r in rs)
+        per_txn = lambda col: statistics.median(us(r, col) for r in rs)
         busy = statistics.median(int(r[6]) / int(r[7]) for r in rs)
         med[m] = (tps, per_txn(4), per_txn(9), per_txn(5), per_txn(6), busy)
     for m, (tps, cpu, worker, flusher, machine, busy) in med.items():
         print(f"{w:<8} {m:<12} {tps:>9.0f} {tps / med['off'][0]:>6.2f} {cpu:>11.1f} {worker:>13.1f} {flusher:>8.1f} {machine:>15.1f} {busy:>5.0%}")
     # Round by round: the instances ran seconds apart, so the machine's drift cancels.
     off = {r[8]: float(r[2]) for r in rows if r[0] == w and r[1] == "off"}
-    us = lambda r, col: int(r[col]) / tck * 1e6 / int(r[3])
     off_worker = {r[8]: us(r, 9) for r in rows if r[0] == w and r[1] == "off"}
     for m in ("required", "best-effort"):
         rs = [r for r in rows if r[0] == w and r[1] == m and r[8] in off]
