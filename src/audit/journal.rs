@@ -1,9 +1,15 @@
 //! The audit journal: `audit.journal` next to `audit.db`. With `audit = "required"` what is
-//! appended here is durable (one `write`, which survives a crash of Airlock as a committed
-//! SQLite transaction does, at a tenth of the cost); the records reach `audit.db` in batches
-//! a few milliseconds later, and whatever a crash left only here is moved into `audit.db`
-//! when the trail is next opened. A journal grown past its size is set aside
-//! (`audit.journal.old`) for a new one, and removed once its records are in `audit.db`.
+//! appended here is durable: it is copied into the file's memory mapping, whose pages the
+//! kernel keeps and writes back through a crash of Airlock, as it does a committed SQLite
+//! transaction's (power loss may lose either); no system call sits in a statement's path.
+//! The records reach `audit.db` in batches a few milliseconds later, and whatever a crash
+//! left only here is moved into `audit.db` when the trail is next opened. A journal grown
+//! past its size is set aside (`audit.journal.old`) for a new one, and once its records
+//! are in `audit.db` it is emptied and kept (`audit.journal.spare`) to be the next.
+//!
+//! The files are preallocated: past the frames there are zeros, or an emptied journal's
+//! old frames behind a zero length. Readers stop at the first zero length, and a batch of
+//! frames is written so that its first length is the last thing written.
 //!
 //! A statement's record is made once its answer is known; until then the journal holds
 //! its *intent*: the statement's event without an outcome, written before the statement is
@@ -22,9 +28,15 @@
 //! event, or for an unsealed record that settles an intent, the outcome.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use super::segment::Segment;
+
+/// What a new journal file is given: room for a journal past [`Journal::due`]'s size
+/// until the flusher sets it aside. A batch that does not fit grows it.
+const SEGMENT: usize = 8 << 20;
 
 use super::record::{Head, Record, Verifier, splice_outcome};
 
@@ -204,6 +216,8 @@ pub fn replay(entries: Vec<Entry>, after: Head) -> Replayed {
 const NAME: &str = "audit.journal";
 /// A full journal set aside until its records are in `audit.db`.
 const RETIRED: &str = "audit.journal.old";
+/// A journal set aside and emptied, kept to be the next one.
+const SPARE: &str = "audit.journal.spare";
 
 /// The whole frames in `dir`'s journals, oldest first (what a running Airlock has not
 /// committed to `audit.db` yet, or what a crash left), read without changing anything.
@@ -217,17 +231,39 @@ pub fn read(dir: &Path) -> Vec<Entry> {
     entries
 }
 
+/// A new journal file at `path`, locked and mapped.
+fn create(path: &Path) -> std::io::Result<Segment> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.try_lock().map_err(std::io::Error::other)?;
+    Segment::map(file, SEGMENT)
+}
+
+/// The journal appended to: frames are copied into its mapping (no system call; the page
+/// cache keeps them through a crash of Airlock). A journal set aside and emptied is kept,
+/// mapped, to be the next one, so that its memory is reused rather than faulted in anew.
 pub struct Journal {
     dir: PathBuf,
-    file: File,
-    len: u64,
-    /// Whether a full journal is set aside ([`RETIRED`]).
+    current: Segment,
+    /// The length of its frames.
+    len: usize,
+    /// Whether a full journal is set aside ([`RETIRED`]), and its mapping unless it was
+    /// found at start.
     retired: bool,
+    set_aside: Option<Segment>,
+    /// A journal emptied, to be the next one ([`SPARE`]).
+    spare: Option<Segment>,
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal in `dir`; returns it and what it holds, after
-    /// what a journal set aside before it holds.
+    /// Opens (creating if needed) the journal in `dir`, locked against another Airlock
+    /// using the same state directory (each journal file is locked while it is mapped);
+    /// returns it and what it holds, after what a journal
+    /// set aside before it holds.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
         let retired = dir.join(RETIRED);
         let mut entries = match std::fs::read(&retired) {
@@ -237,36 +273,52 @@ impl Journal {
         };
         let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(dir.join(NAME))?;
+        if let Err(e) = file.try_lock() {
+            return Err(std::io::Error::other(format!(
+                "{} is in use by another Airlock ({e}): give each its own [state] dir",
+                dir.join(NAME).display()
+            )));
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (current, used) = frames(&bytes);
-        if used < bytes.len() {
-            // A frame cut short: its statement was never forwarded.
-            file.set_len(used as u64)?;
-        }
+        // Drops a frame cut short (its statement was never forwarded) and whatever stale
+        // frames lie past the end; zeros follow.
+        file.set_len(used as u64)?;
+        let current_map = Segment::map(file, SEGMENT.max(used + SEGMENT / 2))?;
         entries.extend(current);
+        match std::fs::remove_file(dir.join(SPARE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let journal = Journal {
             dir: dir.to_owned(),
-            file,
-            len: used as u64,
+            current: current_map,
+            len: used,
             retired: retired.exists(),
+            set_aside: None,
+            spare: None,
         };
         Ok((journal, entries))
     }
 
-    /// Appends `bytes` (whole frames) in one write.
+    /// Appends `bytes` (whole frames), all or nothing.
     pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.current.put(self.len, bytes)?;
+        self.len += bytes.len();
         Ok(())
     }
 
     /// Once the journal is larger than `max`, sets it aside and goes on in a new one that
     /// starts with `carried` (whole frames: the intents still open, which must outlive the
-    /// journal set aside); [`Journal::drop_retired`] removes that once its records are in
+    /// journal set aside); [`Journal::drop_retired`] empties that once its records are in
     /// `audit.db`. Only one is set aside at a time.
     pub fn rotate(&mut self, max: u64, carried: &[u8]) -> std::io::Result<()> {
         if !self.due(max) {
@@ -274,21 +326,26 @@ impl Journal {
         }
         let (current, retired) = (self.dir.join(NAME), self.dir.join(RETIRED));
         std::fs::rename(&current, &retired)?;
-        let fresh = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&current)
-            .and_then(|mut file| file.write_all(carried).map(|()| file));
+        let fresh = match self.spare.take() {
+            Some(spare) => std::fs::rename(self.dir.join(SPARE), &current).map(|()| spare),
+            None => create(&current),
+        };
+        let fresh = fresh.and_then(|mut fresh| {
+            if !carried.is_empty() {
+                fresh.put(0, carried)?;
+            }
+            Ok(fresh)
+        });
         match fresh {
-            Ok(file) => {
-                self.file = file;
-                self.len = carried.len() as u64;
+            Ok(fresh) => {
+                self.set_aside = Some(std::mem::replace(&mut self.current, fresh));
+                self.len = carried.len();
                 self.retired = true;
                 Ok(())
             }
             Err(e) => {
                 // Go on appending to the full journal, under its own name again, so that
-                // nothing newer lands in a file about to be removed.
+                // nothing newer lands in a file about to be emptied.
                 let _ = std::fs::rename(&retired, &current);
                 Err(e)
             }
@@ -297,21 +354,30 @@ impl Journal {
 
     /// Whether [`Journal::rotate`] would set the journal aside.
     pub fn due(&self, max: u64) -> bool {
-        !self.retired && self.len > max
+        !self.retired && self.len as u64 > max
     }
 
-    /// Removes the journal set aside by [`Journal::rotate`]: its records are in `audit.db`.
+    /// Empties the journal set aside by [`Journal::rotate`] (its records are in `audit.db`)
+    /// and keeps it to be the next one.
     pub fn drop_retired(&mut self) -> std::io::Result<()> {
-        match self.retired {
-            true => self.remove_retired(),
-            false => Ok(()),
+        if !self.retired {
+            return Ok(());
         }
+        let Some(mut set_aside) = self.set_aside.take() else {
+            return self.remove_retired();
+        };
+        std::fs::rename(self.dir.join(RETIRED), self.dir.join(SPARE))?;
+        set_aside.empty()?;
+        self.spare = Some(set_aside);
+        self.retired = false;
+        Ok(())
     }
 
     fn remove_retired(&mut self) -> std::io::Result<()> {
         match std::fs::remove_file(self.dir.join(RETIRED)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => {
+                self.set_aside = None;
                 self.retired = false;
                 Ok(())
             }
@@ -321,7 +387,7 @@ impl Journal {
     /// Empties the journal and removes one set aside (everything is in `audit.db`).
     pub fn clear(&mut self) -> std::io::Result<()> {
         self.remove_retired()?;
-        self.file.set_len(0)?;
+        self.current.empty()?;
         self.len = 0;
         Ok(())
     }
@@ -415,15 +481,48 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(seqs(read(dir.path())), [0, 1, 2, 0, 3, 4]);
-        assert_eq!(
-            seqs(Journal::open(dir.path()).unwrap().1),
-            [0, 1, 2, 0, 3, 4]
-        );
+        // A second Airlock on the same state directory cannot open it.
+        let err = Journal::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("in use by another Airlock"), "{err}");
         j.drop_retired().unwrap();
         assert_eq!(seqs(read(dir.path())), [0, 3, 4]);
+        // The journal emptied becomes the next one: none of its old frames are read.
+        j.rotate(1, &open).unwrap();
+        next(&mut j);
+        assert_eq!(seqs(read(dir.path())), [0, 3, 4, 0, 5]);
+        // What a crash leaves (the mapping's pages stay with the file) is recovered.
+        drop(j);
+        let (mut j, entries) = Journal::open(dir.path()).unwrap();
+        assert_eq!(seqs(entries), [0, 3, 4, 0, 5]);
+        next(&mut j);
+        assert_eq!(seqs(read(dir.path())), [0, 3, 4, 0, 5, 6]);
         j.clear().unwrap();
         assert!(read(dir.path()).is_empty());
+        drop(j);
         assert!(Journal::open(dir.path()).unwrap().0.is_empty());
+    }
+
+    /// A batch larger than the room left grows the journal; frames written before it stay.
+    #[test]
+    fn a_large_batch_grows_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let big = "x".repeat(SEGMENT + 1000);
+        let mut bytes = Vec::new();
+        frame_unsealed(1, 0, 0, "{}", &mut bytes);
+        j.append(&bytes).unwrap();
+        bytes.clear();
+        frame_unsealed(2, 0, 0, &big, &mut bytes);
+        frame_unsealed(3, 0, 0, "{}", &mut bytes);
+        j.append(&bytes).unwrap();
+        let texts: Vec<usize> = read(dir.path())
+            .iter()
+            .map(|e| match e {
+                Entry::Unsealed { text, .. } => text.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(texts, [2, big.len(), 2]);
     }
 
     /// Replaying seals what follows the head: records journaled sealed (as before records

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod journal;
 pub mod record;
+mod segment;
 pub mod sessions;
 pub mod store;
 
