@@ -219,6 +219,11 @@ const RETIRED: &str = "audit.journal.old";
 /// A journal set aside and emptied, kept to be the next one.
 const SPARE: &str = "audit.journal.spare";
 
+/// Whether `dir` holds a journal (a best-effort trail, or one never opened, has none).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(NAME).exists() || dir.join(RETIRED).exists()
+}
+
 /// The whole frames in `dir`'s journals, oldest first (what a running Airlock has not
 /// committed to `audit.db` yet, or what a crash left), read without changing anything.
 pub fn read(dir: &Path) -> Vec<Entry> {

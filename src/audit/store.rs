@@ -505,6 +505,9 @@ pub fn head(db: &Connection) -> Result<Head, AuditError> {
 /// returns the chain head.
 fn recover(dir: &Path, db: &mut Connection) -> Result<Head, AuditError> {
     let stored = head(db)?;
+    if !journal::exists(dir) {
+        return Ok(stored);
+    }
     let (mut journal, entries) = Journal::open(dir)
         .map_err(|e| AuditError(format!("cannot open the audit journal: {e}")))?;
     let replayed = journal::replay(entries, stored);
@@ -881,5 +884,24 @@ mod tests {
         assert_eq!(t, "statement");
         // Nothing is left open: no statement is recovered as unanswered.
         assert_eq!(unanswered(dir.path()), 0);
+    }
+
+    /// A best-effort trail keeps no journal, and a second Airlock cannot share a required
+    /// trail's journal.
+    #[tokio::test]
+    async fn only_a_required_trail_keeps_a_journal_and_only_one_airlock_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), Mode::BestEffort).unwrap();
+        let (intent, durable) = log.begin(&statement(0, "select 1"));
+        assert!(durable.is_none());
+        log.settle(intent, &ran());
+        drop(log);
+        assert!(!journal::exists(dir.path()));
+        let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
+        run(&log, 1, "select 2").await;
+        let e = AuditLog::open(dir.path(), Mode::Required).err().unwrap();
+        assert!(e.0.contains("in use by another Airlock"), "{e}");
+        drop(log);
+        assert_eq!(stored_head(dir.path()).seq, 2);
     }
 }
