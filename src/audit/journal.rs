@@ -32,13 +32,12 @@ use std::fs::OpenOptions;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::record::{Head, Record, Verifier, splice_outcome};
 use super::segment::Segment;
 
 /// What a new journal file is given: room for a journal past [`Journal::due`]'s size
 /// until the flusher sets it aside. A batch that does not fit grows it.
 const SEGMENT: usize = 8 << 20;
-
-use super::record::{Head, Record, Verifier, splice_outcome};
 
 const FIXED: usize = 8 + 8 + 32 + 32 + 8;
 
@@ -267,8 +266,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, locked against another Airlock
     /// using the same state directory (each journal file is locked while it is mapped);
-    /// returns it and what it holds, after what a journal
-    /// set aside before it holds.
+    /// returns it and what it holds, after what a journal set aside before it holds.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
         let retired = dir.join(RETIRED);
         let mut entries = match std::fs::read(&retired) {
