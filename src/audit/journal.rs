@@ -319,6 +319,16 @@ impl Journal {
         Ok(())
     }
 
+    /// Where the next frame goes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends to `out` the whole frame at `at` (where [`Journal::len`] said it went).
+    pub fn copy_frame(&mut self, at: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        self.current.copy_frame(at, self.len, out)
+    }
+
     /// Once the journal is larger than `max`, sets it aside and goes on in a new one that
     /// starts with `carried` (whole frames: the intents still open, which must outlive the
     /// journal set aside); [`Journal::drop_retired`] empties that once its records are in

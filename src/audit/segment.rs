@@ -58,6 +58,21 @@ impl Segment {
         self.guarded(|map| map[at..at + 4].copy_from_slice(&frames[..4]))
     }
 
+    /// Appends to `out` the whole frame at `at`, which must lie before `end`.
+    pub fn copy_frame(&mut self, at: usize, end: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut found = None;
+        self.guarded(|map| {
+            let len = map
+                .get(at..at + 4)
+                .map(|l| 4 + u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize);
+            if let Some(frame) = len.and_then(|len| map[..end].get(at..at + len)) {
+                out.extend_from_slice(frame);
+                found = Some(());
+            }
+        })?;
+        found.ok_or_else(|| std::io::Error::other(format!("no whole frame at {at}")))
+    }
+
     /// Makes the segment read as empty.
     pub fn empty(&mut self) -> std::io::Result<()> {
         self.guarded(|map| map[..4].fill(0))

@@ -103,8 +103,8 @@ struct Chain {
     /// The last intent numbered.
     intents: u64,
     /// The intents in the journal that no record has settled yet (statements awaiting their
-    /// answer): their time and event, to carry into a new journal.
-    open: BTreeMap<u64, (i64, String)>,
+    /// answer): where each one's frame is in the journal, to carry into a new journal.
+    open: BTreeMap<u64, usize>,
 }
 
 /// A record numbered, with its time and event, but not sealed yet.
@@ -253,9 +253,11 @@ impl AuditLog {
         let result = chain
             .within_bounds()
             .and_then(|()| chain.journal_buffer(Some((id, at, &event))));
-        if result.is_ok() {
-            chain.open.insert(id, (at, event.clone()));
-        }
+        let result = result.map(|frame| {
+            if let Some(frame) = frame {
+                chain.open.insert(id, frame);
+            }
+        });
         drop(chain);
         (Intent { id, event }, Some(result))
     }
@@ -326,12 +328,23 @@ impl Chain {
         if !journal.due(JOURNAL_MAX) {
             return;
         }
+        // The open intents' frames, copied from the journal, and where each lands in the new.
         self.frames.clear();
-        for (id, (at, event)) in &self.open {
-            journal::frame_intent(*id, *at, event, &mut self.frames);
+        let mut moved = Vec::with_capacity(self.open.len());
+        for &frame in self.open.values() {
+            moved.push(self.frames.len());
+            if let Err(e) = journal.copy_frame(frame, &mut self.frames) {
+                tracing::error!(error = %e, "cannot carry an open intent out of the full audit journal");
+                return;
+            }
         }
-        if let Err(e) = journal.rotate(JOURNAL_MAX, &self.frames) {
-            tracing::error!(error = %e, "cannot set the full audit journal aside");
+        match journal.rotate(JOURNAL_MAX, &self.frames) {
+            Ok(()) => {
+                for (frame, moved) in self.open.values_mut().zip(moved) {
+                    *frame = moved;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot set the full audit journal aside"),
         }
     }
 
@@ -347,13 +360,17 @@ impl Chain {
     }
 
     /// Writes to the journal the buffered records not yet in it, then `intent` (number,
-    /// time, event) if any, as one batch; nothing without a journal.
-    fn journal_buffer(&mut self, intent: Option<(u64, i64, &str)>) -> Result<(), AuditError> {
+    /// time, event) if any, as one batch; nothing without a journal. Returns where the
+    /// intent's frame is in the journal.
+    fn journal_buffer(
+        &mut self,
+        intent: Option<(u64, i64, &str)>,
+    ) -> Result<Option<usize>, AuditError> {
         let Some(journal) = &mut self.journal else {
-            return Ok(());
+            return Ok(None);
         };
         if self.journaled == self.buffer.len() && intent.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         self.frames.clear();
         for u in &self.buffer[self.journaled..] {
@@ -369,14 +386,16 @@ impl Chain {
                 _ => journal::frame_unsealed(u.seq, u.at, 0, &u.event, &mut self.frames),
             }
         }
-        if let Some((id, at, event)) = intent {
+        let frame = intent.map(|(id, at, event)| {
+            let frame = journal.len() + self.frames.len();
             journal::frame_intent(id, at, event, &mut self.frames);
-        }
+            frame
+        });
         journal
             .append(&self.frames)
             .map_err(|e| AuditError(format!("cannot write the audit journal: {e}")))?;
         self.journaled = self.buffer.len();
-        Ok(())
+        Ok(frame)
     }
 }
 
@@ -795,7 +814,8 @@ mod tests {
         // flusher).
         let entries = journal::read(dir.path());
         assert!(
-            matches!(&entries[0], Entry::Intent { id, .. } if *id == held_id),
+            matches!(&entries[0], Entry::Intent { id, event, .. }
+                if *id == held_id && event.contains("pg_sleep(1000)")),
             "{:?}",
             entries.first()
         );
@@ -835,6 +855,49 @@ mod tests {
         log.settle(held, &ran());
         drop(log);
         assert_eq!(stored_head(dir.path()).seq, 5011);
+    }
+
+    /// An intent open while full journals are set aside is carried into each new one
+    /// whole: after a crash its statement is still recorded (with no outcome).
+    #[tokio::test]
+    async fn an_open_intent_is_carried_through_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
+        let big = "x".repeat(1024);
+        // Not the journal's first frame, as it is in each new journal.
+        run(&log, 100_000, &big).await;
+        let (held, durable) = log.begin(&statement(0, "select pg_sleep(1000)"));
+        durable.unwrap().unwrap();
+        for round in 0..3 {
+            for i in 1..=5000 {
+                run(&log, round * 10_000 + i, &big).await;
+            }
+            // Over 4 MiB journaled since the last time: set aside now.
+            log.inner.flush().unwrap();
+            let bytes = std::fs::read(dir.path().join("audit.journal")).unwrap();
+            let (entries, used) = journal::frames(&bytes);
+            assert!((used as u64) < JOURNAL_MAX, "not set aside: {used} bytes");
+            assert!(
+                matches!(&entries[0], Entry::Intent { id, event, .. }
+                    if *id == held.id && event.contains("pg_sleep(1000)")),
+                "{:?}",
+                entries.first()
+            );
+        }
+        // Airlock stops with the statement unanswered.
+        drop(held);
+        drop(log);
+        drop(AuditLog::open(dir.path(), Mode::Required).unwrap());
+        assert_eq!(stored_head(dir.path()).seq, 15_002);
+        let event: String = open_db(dir.path())
+            .unwrap()
+            .query_row(
+                "SELECT event FROM audit WHERE event LIKE '%\"outcome\":null}'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(event.contains("pg_sleep(1000)"), "{event}");
     }
 
     /// Sessions in several threads begin and settle statements at once while the flusher
