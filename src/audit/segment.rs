@@ -188,6 +188,52 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
     }
 
+    /// A SIGBUS outside a segment's copy is not swallowed: the process dies of it, as it
+    /// would without the handler. (Run in a child process: this test binary again.)
+    #[test]
+    fn any_other_sigbus_still_kills_the_process() {
+        const CHILD: &str = "AIRLOCK_TEST_SIGBUS_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: setrlimit, then reads of a mapping whose file is cut short under it.
+            unsafe {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                let dir = tempfile::tempdir().unwrap();
+                let open = |name: &str| {
+                    File::options()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(dir.path().join(name))
+                        .unwrap()
+                };
+                let _segment = Segment::map(open("segment"), 4096).unwrap();
+                let other = open("other");
+                other.set_len(8192).unwrap();
+                let map = memmap2::Mmap::map(&other).unwrap();
+                other.set_len(0).unwrap();
+                let byte = std::ptr::read_volatile(&map[4096]);
+                println!("survived a SIGBUS ({byte})");
+            }
+            return;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "audit::segment::tests::any_other_sigbus_still_kills_the_process",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{out:?}");
+    }
+
     /// A write the file refuses fails like a `write` and publishes nothing; once the file
     /// takes writes again, so does the segment.
     #[test]
