@@ -331,7 +331,7 @@ impl Journal {
 
     /// Once the journal is larger than `max`, sets it aside and goes on in a new one that
     /// starts with `carried` (whole frames: the intents still open, which must outlive the
-    /// journal set aside); [`Journal::drop_retired`] empties that once its records are in
+    /// journal set aside); [`Journal::recycle_retired`] empties that once its records are in
     /// `audit.db`. Only one is set aside at a time.
     pub fn rotate(&mut self, max: u64, carried: &[u8]) -> std::io::Result<()> {
         if !self.due(max) {
@@ -372,7 +372,7 @@ impl Journal {
 
     /// Empties the journal set aside by [`Journal::rotate`] (its records are in `audit.db`)
     /// and keeps it to be the next one.
-    pub fn drop_retired(&mut self) -> std::io::Result<()> {
+    pub fn recycle_retired(&mut self) -> std::io::Result<()> {
         if !self.retired {
             return Ok(());
         }
@@ -497,7 +497,7 @@ mod tests {
         // A second Airlock on the same state directory cannot open it.
         let err = Journal::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("in use by another Airlock"), "{err}");
-        j.drop_retired().unwrap();
+        j.recycle_retired().unwrap();
         assert_eq!(seqs(read(dir.path())), [0, 3, 4]);
         // The journal emptied becomes the next one: none of its old frames are read.
         j.rotate(1, &open).unwrap();

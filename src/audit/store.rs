@@ -440,10 +440,10 @@ impl Shared {
         chain.backlog = store.unsaved.len();
         committed?;
         if let Some(j) = &mut chain.journal
-            && let Err(e) = j.drop_retired()
+            && let Err(e) = j.recycle_retired()
         {
             // Everything journaled before the take is in audit.db now.
-            tracing::error!(error = %e, "cannot remove the audit journal set aside");
+            tracing::error!(error = %e, "cannot empty the audit journal set aside");
         }
         Ok(())
     }
