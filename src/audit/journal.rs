@@ -28,7 +28,7 @@
 //! event, or for an unsealed record that settles an intent, the outcome.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -243,8 +243,23 @@ fn create(path: &Path) -> std::io::Result<Segment> {
         .create(true)
         .truncate(true)
         .open(path)?;
-    file.try_lock().map_err(std::io::Error::other)?;
+    lock(&file, path)?;
     Segment::map(file, SEGMENT)
+}
+
+/// Locks a journal file for this process alone while it is mapped.
+fn lock(file: &File, path: &Path) -> std::io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "{} is in use by another Airlock: give each its own [state] dir",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(std::io::Error::other(format!(
+            "cannot lock {} ({e}): the state directory must be on a file system with flock",
+            path.display()
+        ))),
+    }
 }
 
 /// The journal appended to: frames are copied into its mapping (no system call; the page
@@ -280,12 +295,7 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(dir.join(NAME))?;
-        if let Err(e) = file.try_lock() {
-            return Err(std::io::Error::other(format!(
-                "{} is in use by another Airlock ({e}): give each its own [state] dir",
-                dir.join(NAME).display()
-            )));
-        }
+        lock(&file, &dir.join(NAME))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (current, used) = frames(&bytes);
