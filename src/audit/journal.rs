@@ -95,19 +95,21 @@ fn put(
     out.extend_from_slice(event.as_bytes());
 }
 
+/// The whole frame at `at` in `bytes`, with its length; `None` where there is none (a zero
+/// length ends the frames, as does a frame cut short).
+fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().expect("4 bytes")) as usize;
+    let frame = bytes.get(at..at + 4 + len)?;
+    (len >= FIXED).then_some(frame)
+}
+
 /// The whole frames at the start of `bytes`, and how many bytes they take (a frame cut
 /// short by a crash, or anything unreadable, ends them).
 pub fn frames(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut entries = Vec::new();
     let mut at = 0;
-    while let Some(len) = bytes.get(at..at + 4) {
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let Some(body) = bytes.get(at + 4..at + 4 + len) else {
-            break;
-        };
-        if len < FIXED {
-            break;
-        }
+    while let Some(frame) = frame_at(bytes, at) {
+        let body = &frame[4..];
         let Ok(event) = std::str::from_utf8(&body[FIXED..]) else {
             break;
         };
@@ -138,7 +140,7 @@ pub fn frames(bytes: &[u8]) -> (Vec<Entry>, usize) {
                 settles: intent,
             },
         });
-        at += 4 + len;
+        at += frame.len();
     }
     (entries, at)
 }
@@ -336,7 +338,10 @@ impl Journal {
 
     /// Appends to `out` the whole frame at `at` (where [`Journal::len`] said it went).
     pub fn copy_frame(&mut self, at: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
-        self.current.copy_frame(at, self.len, out)
+        let copied = self.current.read(self.len, |bytes| {
+            frame_at(bytes, at).map(|frame| out.extend_from_slice(frame))
+        })?;
+        copied.ok_or_else(|| std::io::Error::other(format!("no whole frame at {at}")))
     }
 
     /// Once the journal is larger than `max`, sets it aside and goes on in a new one that

@@ -58,19 +58,11 @@ impl Segment {
         self.guarded(|map| map[at..at + 4].copy_from_slice(&frames[..4]))
     }
 
-    /// Appends to `out` the whole frame at `at`, which must lie before `end`.
-    pub fn copy_frame(&mut self, at: usize, end: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut found = None;
-        self.guarded(|map| {
-            let len = map
-                .get(at..at + 4)
-                .map(|l| 4 + u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize);
-            if let Some(frame) = len.and_then(|len| map[..end].get(at..at + len)) {
-                out.extend_from_slice(frame);
-                found = Some(());
-            }
-        })?;
-        found.ok_or_else(|| std::io::Error::other(format!("no whole frame at {at}")))
+    /// Runs `f` on the first `end` bytes (which must be in the mapping).
+    pub fn read<T>(&mut self, end: usize, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+        let mut out = None;
+        self.guarded(|map| out = Some(f(&map[..end])))?;
+        Ok(out.expect("guarded runs its closure"))
     }
 
     /// Makes the segment read as empty.
