@@ -249,20 +249,37 @@ fn create(path: &Path) -> std::io::Result<Segment> {
     Segment::map(file, SEGMENT)
 }
 
-/// Locks a journal file for this process alone while it is mapped.
+/// Locks a journal file for this process alone while it is mapped. A lock still held is
+/// tried again for a moment before it is taken to be another Airlock's: a process this one
+/// has just started holds a copy of its open files, and their locks, until it runs its own
+/// program.
 fn lock(file: &File, path: &Path) -> std::io::Result<()> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
-            "{} is in use by another Airlock: give each its own [state] dir",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(std::io::Error::other(format!(
-            "cannot lock {} ({e}): the state directory must be on a file system with flock",
-            path.display()
-        ))),
+    let mut attempts = 1;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if attempts < LOCK_TRIES => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is in use by another Airlock: give each its own [state] dir",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot lock {} ({e}): the state directory must be on a file system with flock",
+                    path.display()
+                )));
+            }
+        }
     }
 }
+
+/// Attempts, 10 ms apart, to lock a journal file before it is taken to be in use.
+const LOCK_TRIES: u32 = 20;
 
 /// The journal appended to: frames are copied into its mapping (no system call; the page
 /// cache keeps them through a crash of Airlock). A journal set aside and emptied is kept,
