@@ -1,12 +1,15 @@
 //! What one statement's audit record costs the session's thread, piece by piece, for a
-//! pgbench `-S` statement: its event as JSON, the SHA-256 of the text sent, the outcome
-//! spliced in, and the record chained (SHA-256 over the previous hash and the record).
+//! pgbench `-S` statement: its text masked, its event as JSON (as written, and as serde_json
+//! writes the owned event), the SHA-256 of the text sent, the outcome spliced in, and the
+//! record chained (SHA-256 over the previous hash and the record).
 //!
 //! `cargo bench --bench audit`
 
 use std::hint::black_box;
 
 use airlock::audit::record::{Event, Head, Outcome, sha256_hex, with_outcome};
+use airlock::audit::statement_json::{SessionJson, Statement, classification};
+use airlock::mask::Masker;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 const SENT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 899253;";
@@ -49,8 +52,33 @@ fn bench(c: &mut Criterion) {
     group.bench_function("sha256_hex of the text", |b| {
         b.iter(|| sha256_hex(black_box(SENT.as_bytes())))
     });
-    group.bench_function("event to JSON", |b| {
+    let masker = Masker::built_in();
+    group.bench_function("text masked", |b| {
+        b.iter(|| masker.text(black_box(SENT)).len())
+    });
+    group.bench_function("event to JSON (serde_json)", |b| {
         b.iter(|| serde_json::to_string(black_box(&event)).unwrap())
+    });
+    // As a session writes it: its own part and the classification's rendered before.
+    let session = SessionJson::new("postgres", 468_015_757, "bench");
+    let shape = classification(
+        "select abalance from pgbench_accounts where aid = ?",
+        "read",
+        &[],
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, SENT.as_bytes());
+    let statement = Statement {
+        seq: 24_160,
+        text: SENT,
+        params: &[],
+        rule: Some("default"),
+        decision: "allow",
+        sha256: digest.as_ref(),
+        received: 1_795_680_962_775_511,
+    };
+    assert_eq!(session.statement(&statement, &shape), json);
+    group.bench_function("event to JSON (written)", |b| {
+        b.iter(|| session.statement(black_box(&statement), black_box(&shape)))
     });
     // As the log keeps it: with room for the outcome.
     let begun = || {

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod record;
 mod segment;
 pub mod sessions;
+pub mod statement_json;
 pub mod store;
 
 use std::io::Write;

@@ -106,29 +106,6 @@ impl Event {
     }
 }
 
-/// A statement's event as [`Event::Statement`] writes it before its answer (`outcome`
-/// null), from borrowed parts: what a session writes for every statement, without building
-/// the owned event first.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename = "statement")]
-pub struct StatementBegun<'a> {
-    pub listener: &'a str,
-    pub session: i64,
-    pub seq: u64,
-    pub user: &'a str,
-    pub text: &'a str,
-    pub params: &'a [Option<String>],
-    pub fingerprint: &'a str,
-    pub kind: &'a str,
-    pub findings: &'a [String],
-    pub rule: Option<&'a str>,
-    pub decision: &'a str,
-    pub sha256: &'a str,
-    pub received: i64,
-    /// Written as null, for [`with_outcome`] to fill in.
-    pub outcome: (),
-}
-
 /// How a recorded statement ended: run (rows returned or affected) or failed (the database's
 /// SQLSTATE or errno, or Airlock's own refusal), or never run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,22 +245,21 @@ pub fn outcome_from(statement: &str) -> Option<usize> {
 /// capacity holds the outcome).
 pub fn with_outcome(statement: String, outcome: &Outcome) -> String {
     let from = outcome_from(&statement);
-    let mut out = statement.into_bytes();
+    let mut out = statement;
     if let Some(from) = from {
         out.truncate(from);
-        serde_json::to_writer(&mut out, outcome).expect("outcomes serialize");
-        out.push(b'}');
+        super::statement_json::outcome(outcome, &mut out);
+        out.push('}');
     } else {
         // Not the JSON of a statement event with no outcome (never so): keep it all.
         let mut whole: serde_json::Value =
-            serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+            serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
         if let serde_json::Value::Object(fields) = &mut whole {
             fields.insert("outcome".into(), serde_json::json!(outcome));
         }
-        out.clear();
-        serde_json::to_writer(&mut out, &whole).expect("values serialize");
+        out = serde_json::to_string(&whole).expect("values serialize");
     }
-    String::from_utf8(out).expect("JSON is UTF-8")
+    out
 }
 
 /// As [`with_outcome`], with the outcome already JSON (as the journal holds it): `None` if
@@ -392,50 +368,5 @@ mod tests {
         forged[3] = Head::EMPTY.next(5, "{}".into());
         forged[3].seq = 4;
         assert_eq!(verify(&forged), Err(Broken::Link { seq: 4 }));
-    }
-
-    /// A statement begun from borrowed parts is written exactly as the owned event is.
-    #[test]
-    fn a_statement_begun_is_written_as_its_event() {
-        let (params, findings) = (
-            vec![Some("1".to_owned()), None],
-            vec!["no_where".to_owned()],
-        );
-        let owned = Event::Statement {
-            listener: "postgres".into(),
-            session: 7,
-            seq: 3,
-            user: "app".into(),
-            text: "delete from t".into(),
-            params: params.clone(),
-            fingerprint: "delete from t".into(),
-            kind: "write".into(),
-            findings: findings.clone(),
-            rule: Some("default".into()),
-            decision: "review".into(),
-            sha256: "ab".into(),
-            received: 9,
-            outcome: None,
-        };
-        let begun = StatementBegun {
-            listener: "postgres",
-            session: 7,
-            seq: 3,
-            user: "app",
-            text: "delete from t",
-            params: &params,
-            fingerprint: "delete from t",
-            kind: "write",
-            findings: &findings,
-            rule: Some("default"),
-            decision: "review",
-            sha256: "ab",
-            received: 9,
-            outcome: (),
-        };
-        assert_eq!(
-            serde_json::to_string(&begun).unwrap(),
-            serde_json::to_string(&owned).unwrap()
-        );
     }
 }

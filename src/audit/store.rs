@@ -238,15 +238,14 @@ impl AuditLog {
         })
     }
 
-    /// Begins the record of a statement (`event`, with no outcome). With `required` audit
-    /// its intent is written to the journal, with the records buffered before it, and the
-    /// answer says whether it is durable: the statement must not be forwarded before.
-    pub fn begin(&self, event: &impl serde::Serialize) -> (Intent, Option<Ack>) {
-        let event = json(event);
+    /// Begins the record of a statement received at `at`: `event` is its JSON text with no
+    /// outcome (see [`super::statement_json`]). With `required` audit its intent is written
+    /// to the journal, with the records buffered before it, and the answer says whether it
+    /// is durable: the statement must not be forwarded before.
+    pub fn begin(&self, event: String, at: i64) -> (Intent, Option<Ack>) {
         if self.mode == Mode::BestEffort {
             return (Intent { id: 0, event }, None);
         }
-        let at = now_micros();
         let mut chain = self.inner.chain();
         chain.intents += 1;
         let id = chain.intents;
@@ -293,11 +292,7 @@ impl AuditLog {
 
 /// `event` as stored: JSON text.
 fn json(event: &impl serde::Serialize) -> String {
-    // Most events fit without growing the buffer, a statement's with its outcome spliced
-    // in later (`with_outcome`).
-    let mut out = Vec::with_capacity(640);
-    serde_json::to_writer(&mut out, event).expect("events serialize");
-    String::from_utf8(out).expect("JSON is UTF-8")
+    serde_json::to_string(event).expect("events serialize")
 }
 
 impl Drop for AuditLog {
@@ -700,6 +695,11 @@ mod tests {
         }
     }
 
+    /// Begins the record of `event` (a statement with no outcome) now.
+    fn begin(log: &AuditLog, event: &Event) -> (Intent, Option<Ack>) {
+        log.begin(json(event), now_micros())
+    }
+
     fn ran() -> Outcome {
         Outcome {
             duration_us: 1,
@@ -712,7 +712,7 @@ mod tests {
 
     /// Begins statement `i`, waits for its intent to be durable, and settles it.
     async fn run(log: &AuditLog, i: u64, text: &str) {
-        let (intent, durable) = log.begin(&statement(i, text));
+        let (intent, durable) = begin(log, &statement(i, text));
         durable.expect("a required trail").unwrap();
         log.settle(intent, &ran());
     }
@@ -797,7 +797,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
         let big = "x".repeat(1024);
-        let (held, durable) = log.begin(&statement(0, "select pg_sleep(1000)"));
+        let (held, durable) = begin(&log, &statement(0, "select pg_sleep(1000)"));
         durable.unwrap().unwrap();
         let held_id = held.id;
         for i in 1..=5000 {
@@ -866,7 +866,7 @@ mod tests {
         let big = "x".repeat(1024);
         // Not the journal's first frame, as it is in each new journal.
         run(&log, 100_000, &big).await;
-        let (held, durable) = log.begin(&statement(0, "select pg_sleep(1000)"));
+        let (held, durable) = begin(&log, &statement(0, "select pg_sleep(1000)"));
         durable.unwrap().unwrap();
         for round in 0..3 {
             for i in 1..=5000 {
@@ -912,7 +912,7 @@ mod tests {
                 let (log, big) = (&log, &big);
                 s.spawn(move || {
                     for i in 0..3000 {
-                        let (intent, durable) = log.begin(&statement(t * 10_000 + i, big));
+                        let (intent, durable) = begin(log, &statement(t * 10_000 + i, big));
                         durable.unwrap().unwrap();
                         log.settle(intent, &ran());
                     }
@@ -933,7 +933,7 @@ mod tests {
         {
             let log = AuditLog::open(dir.path(), Mode::Required).unwrap();
             let begun: Vec<(Intent, Option<Ack>)> = (0..1000)
-                .map(|i| log.begin(&statement(i, "select 1")))
+                .map(|i| begin(&log, &statement(i, "select 1")))
                 .collect();
             for (intent, durable) in begun {
                 durable.unwrap().unwrap();
@@ -959,7 +959,7 @@ mod tests {
     async fn only_a_required_trail_keeps_a_journal_and_only_one_airlock_uses_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path(), Mode::BestEffort).unwrap();
-        let (intent, durable) = log.begin(&statement(0, "select 1"));
+        let (intent, durable) = begin(&log, &statement(0, "select 1"));
         assert!(durable.is_none());
         log.settle(intent, &ran());
         drop(log);

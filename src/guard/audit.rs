@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Guard, Judged, Who};
-use crate::audit::record::{Outcome, StatementBegun, sha256_hex};
+use crate::audit::record::Outcome;
+use crate::audit::statement_json::{self, SessionJson};
 use crate::audit::store::{Intent, now_micros};
 use crate::audit::{Ack, AuditLog, Event};
 use crate::inspect::SessionInfo;
@@ -18,7 +19,8 @@ pub struct SessionAudit {
     log: Arc<AuditLog>,
     guard: Arc<Guard>,
     session: i64,
-    user: String,
+    /// The session's part of its statements' records.
+    json: SessionJson,
     statements: u64,
     started: Instant,
     pending: Vec<Ack>,
@@ -36,13 +38,11 @@ pub struct SessionAudit {
 /// Classifications whose part of a record a session keeps.
 const SHAPES: usize = 8;
 
-/// A classification's part of a statement's record: its fingerprint (masked), kinds and
-/// findings.
+/// A classification's part of a statement's record, as JSON: its fingerprint (masked), kinds
+/// and findings.
 struct Shape {
     statements: Arc<[Classified]>,
-    fingerprint: String,
-    kind: String,
-    findings: Vec<String>,
+    json: String,
 }
 
 impl Shape {
@@ -50,16 +50,19 @@ impl Shape {
         let fingerprints: Vec<&str> = statements.iter().map(|s| s.fingerprint.as_str()).collect();
         let mut kinds: Vec<&str> = statements.iter().map(|s| s.kind.as_str()).collect();
         kinds.dedup();
+        let findings: Vec<String> = statements
+            .iter()
+            .flat_map(|s| s.findings.iter().map(|f| f.code.to_owned()))
+            .collect();
         Shape {
             statements: statements.clone(),
             // A fingerprint has its literals replaced, but not every dialect's quoted
             // strings are literals to the lexer (MySQL's "..."): masked too.
-            fingerprint: guard.redact(&fingerprints.join(";\n")),
-            kind: kinds.join(","),
-            findings: statements
-                .iter()
-                .flat_map(|s| s.findings.iter().map(|f| f.code.to_owned()))
-                .collect(),
+            json: statement_json::classification(
+                &guard.redact(&fingerprints.join(";\n")),
+                &kinds.join(","),
+                &findings,
+            ),
         }
     }
 }
@@ -116,7 +119,7 @@ impl SessionAudit {
             log,
             guard: guard.clone(),
             session: who.session,
-            user: who.user.clone(),
+            json: SessionJson::new(&guard.listener, who.session, &who.user),
             statements: 0,
             started: Instant::now(),
             pending: Vec::new(),
@@ -154,27 +157,22 @@ impl SessionAudit {
                 i
             }
         });
-        let shape = &self.shapes[i];
         let sent_text = String::from_utf8_lossy(sent);
         let text = self.guard.redact_cow(sent_text.trim());
-        let sha256 = sha256_hex(sent);
-        let event = StatementBegun {
-            listener: &self.guard.listener,
-            session: self.session,
-            seq: self.statements,
-            user: &self.user,
-            text: &text,
-            params: &params,
-            fingerprint: &shape.fingerprint,
-            kind: &shape.kind,
-            findings: &shape.findings,
-            rule: judged.rule.map(|r| self.guard.rule_name(r)),
-            decision: judged.decision(),
-            sha256: &sha256,
-            received: now_micros(),
-            outcome: (),
-        };
-        let (intent, durable) = self.log.begin(&event);
+        let at = now_micros();
+        let event = self.json.statement(
+            &statement_json::Statement {
+                seq: self.statements,
+                text: &text,
+                params: &params,
+                rule: judged.rule.map(|r| self.guard.rule_name(r)),
+                decision: judged.decision(),
+                sha256: ring::digest::digest(&ring::digest::SHA256, sent).as_ref(),
+                received: at,
+            },
+            &self.shapes[i].json,
+        );
+        let (intent, durable) = self.log.begin(event, at);
         self.pending.extend(durable);
         self.awaiting.push_back(Awaiting::Statement {
             intent,
