@@ -115,10 +115,10 @@ pub trait Inspector: Send {
     /// it refused (the client gets Airlock's own error): that statement did not run.
     fn substituted(&mut self) {}
 
-    /// Audit records of the messages shown so far that must be durable before those
-    /// messages go on (`audit = "required"`); the relay waits for them.
-    fn pending_records(&mut self) -> Vec<crate::audit::Ack> {
-        Vec::new()
+    /// Whether the audit records of the messages shown since the last call are durable
+    /// (`audit = "required"`): the relay forwards those messages only if they are.
+    fn pending_records(&mut self) -> crate::audit::Ack {
+        Ok(())
     }
 
     /// An ErrorResponse (`b'E'`, `status` None) or ReadyForQuery (`b'Z'`, with its
@@ -170,8 +170,8 @@ pub trait MysqlInspector: Send {
     }
 
     /// As [`Inspector::pending_records`].
-    fn pending_records(&mut self) -> Vec<crate::audit::Ack> {
-        Vec::new()
+    fn pending_records(&mut self) -> crate::audit::Ack {
+        Ok(())
     }
 
     /// The command last shown was forwarded (with `answer`: the database owes an answer,

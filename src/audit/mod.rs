@@ -18,7 +18,7 @@ use rusqlite::OptionalExtension;
 use std::path::Path;
 
 pub use record::{Broken, Event, Head};
-pub use store::{Ack, AuditError, AuditLog, Mode, durable};
+pub use store::{Ack, AuditError, AuditLog, Mode};
 
 /// What a verification found: the records checked and the head they lead to, or where the
 /// chain (or a checkpoint) says the trail is not what it was.

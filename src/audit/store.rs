@@ -49,12 +49,6 @@ impl From<rusqlite::Error> for AuditError {
 /// the answer is known when [`AuditLog::begin`] returns).
 pub type Ack = Result<(), AuditError>;
 
-/// Whether every intent in `acks` is durable: the first failure, if any. (Async for the
-/// relays, which await it before they forward what the intents stand for.)
-pub async fn durable(acks: Vec<Ack>) -> Result<(), AuditError> {
-    acks.into_iter().collect()
-}
-
 /// Whether statements wait for their records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -1,7 +1,7 @@
 //! A session's audit records, as its guard sees it: the connect, each statement with what
 //! the policy decided (text and parameters masked) and how it ended, and the disconnect when
-//! the guard is dropped. With `required` audit the intents of statements wait in `pending`
-//! until the relay has seen them durable.
+//! the guard is dropped. With `required` audit, `pending` tells the relay whether the
+//! intents of the statements it showed are durable, before it forwards them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +23,9 @@ pub struct SessionAudit {
     json: SessionJson,
     statements: u64,
     started: Instant,
-    pending: Vec<Ack>,
+    /// Whether the intents of the statements begun since the relay last asked are durable:
+    /// the first failure.
+    pending: Ack,
     /// Statements (and sync points) awaiting their answers, in order.
     awaiting: VecDeque<Awaiting>,
     /// PostgreSQL: after an error the database skips to the next Sync.
@@ -122,7 +124,7 @@ impl SessionAudit {
             json: SessionJson::new(&guard.listener, who.session, &who.user),
             statements: 0,
             started: Instant::now(),
-            pending: Vec::new(),
+            pending: Ok(()),
             awaiting: VecDeque::new(),
             skips_to_sync: guard.dialect == crate::sql::Dialect::Postgres,
             sample_rows: guard.policy.audit.sample_rows,
@@ -173,7 +175,11 @@ impl SessionAudit {
             &self.shapes[i].json,
         );
         let (intent, durable) = self.log.begin(event, at);
-        self.pending.extend(durable);
+        if let Some(Err(e)) = durable
+            && self.pending.is_ok()
+        {
+            self.pending = Err(e);
+        }
         self.awaiting.push_back(Awaiting::Statement {
             intent,
             received,
@@ -351,9 +357,10 @@ impl SessionAudit {
         }
     }
 
-    /// The intents the relay must see durable before it forwards what it was shown.
-    pub fn take_pending(&mut self) -> Vec<Ack> {
-        std::mem::take(&mut self.pending)
+    /// Whether the intents of the statements begun since the last call are durable: the
+    /// relay forwards what it was shown only if they are.
+    pub fn take_pending(&mut self) -> Ack {
+        std::mem::replace(&mut self.pending, Ok(()))
     }
 }
 

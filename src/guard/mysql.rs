@@ -197,11 +197,10 @@ impl MysqlInspector for MyGuard {
         }
     }
 
-    fn pending_records(&mut self) -> Vec<Ack> {
+    fn pending_records(&mut self) -> Ack {
         self.audit
             .as_mut()
-            .map(SessionAudit::take_pending)
-            .unwrap_or_default()
+            .map_or(Ok(()), SessionAudit::take_pending)
     }
 
     fn wants_rows(&self) -> bool {

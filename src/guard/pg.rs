@@ -135,11 +135,10 @@ impl Inspector for PgGuard {
         self.substituted = true;
     }
 
-    fn pending_records(&mut self) -> Vec<Ack> {
+    fn pending_records(&mut self) -> Ack {
         self.audit
             .as_mut()
-            .map(SessionAudit::take_pending)
-            .unwrap_or_default()
+            .map_or(Ok(()), SessionAudit::take_pending)
     }
 
     fn reply(&mut self, tag: u8, status: Option<u8>) {

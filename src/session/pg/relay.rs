@@ -282,7 +282,7 @@ async fn pump_frontend(
         let Scan { ready, need, end } = scan_frontend(&mut pump, ctx, keep_upstream);
         if ctx.interest.statements
             && (ready > 0 || end.is_some())
-            && let Err(e) = audited(ctx).await
+            && let Err(e) = audited(ctx)
         {
             tracing::error!(reason = %e.message, "statements refused: no audit trail");
             // Nothing of this pass went out: the client hears why after the answers owed.
@@ -365,12 +365,11 @@ async fn pump_frontend(
     }
 }
 
-/// Waits until the audit records of the messages the inspector was shown are durable
+/// Whether the audit records of the messages the inspector was shown are durable
 /// (`audit = "required"`; otherwise there are none to wait for).
-async fn audited(ctx: &PumpCtx<'_>) -> Result<(), PgError> {
-    let pending = lock(ctx.inspector).pending_records();
-    crate::audit::durable(pending)
-        .await
+fn audited(ctx: &PumpCtx<'_>) -> Result<(), PgError> {
+    lock(ctx.inspector)
+        .pending_records()
         .map_err(|e| PgError::audit_unavailable(&e.0))
 }
 
