@@ -3,7 +3,7 @@
 //! commit), with the journal before it when audit is required, and read back in order for
 //! verification and export.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -97,8 +97,9 @@ struct Chain {
     /// The last intent numbered.
     intents: u64,
     /// The intents in the journal that no record has settled yet (statements awaiting their
-    /// answer): where each one's frame is in the journal, to carry into a new journal.
-    open: BTreeMap<u64, usize>,
+    /// answer), in the order they were numbered, which is mostly the order they are settled
+    /// in: each one's number and where its frame is in the journal, to carry into a new one.
+    open: VecDeque<(u64, usize)>,
 }
 
 /// A record numbered, with its time and event, but not sealed yet.
@@ -112,11 +113,13 @@ struct Unsealed {
     outcome_from: Option<usize>,
 }
 
-/// A statement's record in the making: its event as JSON with no outcome yet, and with
-/// `required` audit the number of the intent that stands for it in the journal.
+/// A statement's record in the making: its event as JSON with no outcome yet, when it was
+/// received, and with `required` audit the number of the intent that stands for it in the
+/// journal.
 #[derive(Debug)]
 pub struct Intent {
     id: u64,
+    at: i64,
     event: String,
 }
 
@@ -204,7 +207,7 @@ impl AuditLog {
                 journaled: 0,
                 frames: Vec::new(),
                 intents: 0,
-                open: BTreeMap::new(),
+                open: VecDeque::new(),
             }),
             store: Mutex::new(Store {
                 db,
@@ -238,7 +241,7 @@ impl AuditLog {
     /// is durable: the statement must not be forwarded before.
     pub fn begin(&self, event: String, at: i64) -> (Intent, Option<Ack>) {
         if self.mode == Mode::BestEffort {
-            return (Intent { id: 0, event }, None);
+            return (Intent { id: 0, at, event }, None);
         }
         let mut chain = self.inner.chain();
         chain.intents += 1;
@@ -248,11 +251,11 @@ impl AuditLog {
             .and_then(|()| chain.journal_buffer(Some((id, at, &event))));
         let result = result.map(|frame| {
             if let Some(frame) = frame {
-                chain.open.insert(id, frame);
+                chain.open.push_back((id, frame));
             }
         });
         drop(chain);
-        (Intent { id, event }, Some(result))
+        (Intent { id, at, event }, Some(result))
     }
 
     /// Records a statement begun with [`AuditLog::begin`], now that `outcome` is known; it
@@ -261,9 +264,13 @@ impl AuditLog {
         let outcome_from = super::record::outcome_from(&intent.event);
         let event = super::record::with_outcome(intent.event, outcome);
         let mut chain = self.inner.chain();
-        chain.push(event, intent.id, outcome_from);
-        if intent.id != 0 {
-            chain.open.remove(&intent.id);
+        // Its time is when its answer came: received, plus how long it took (no clock read).
+        let at = intent.at.saturating_add_unsigned(outcome.duration_us);
+        chain.push(event, at, intent.id, outcome_from);
+        if intent.id != 0
+            && let Ok(i) = chain.open.binary_search_by_key(&intent.id, |&(id, _)| id)
+        {
+            chain.open.remove(i);
         }
         if chain.buffer.len() >= BATCH {
             drop(chain);
@@ -276,7 +283,7 @@ impl AuditLog {
     pub fn record(&self, event: &Event) {
         let event = json(event);
         let mut chain = self.inner.chain();
-        chain.push(event, 0, None);
+        chain.push(event, now_micros(), 0, None);
         if chain.buffer.len() >= BATCH {
             drop(chain);
             self.flusher.unpark();
@@ -298,11 +305,11 @@ impl Drop for AuditLog {
 }
 
 impl Chain {
-    fn push(&mut self, event: String, settles: u64, outcome_from: Option<usize>) {
+    fn push(&mut self, event: String, at: i64, settles: u64, outcome_from: Option<usize>) {
         self.seq += 1;
         self.buffer.push(Unsealed {
             seq: self.seq,
-            at: now_micros(),
+            at,
             event,
             settles,
             outcome_from,
@@ -320,7 +327,7 @@ impl Chain {
         // The open intents' frames, copied from the journal, and where each lands in the new.
         self.frames.clear();
         let mut moved = Vec::with_capacity(self.open.len());
-        for &frame in self.open.values() {
+        for &(_, frame) in &self.open {
             moved.push(self.frames.len());
             if let Err(e) = journal.copy_frame(frame, &mut self.frames) {
                 tracing::error!(error = %e, "cannot carry an open intent out of the full audit journal");
@@ -329,7 +336,7 @@ impl Chain {
         }
         match journal.rotate(JOURNAL_MAX, &self.frames) {
             Ok(()) => {
-                for (frame, moved) in self.open.values_mut().zip(moved) {
+                for ((_, frame), moved) in self.open.iter_mut().zip(moved) {
                     *frame = moved;
                 }
             }
