@@ -1,10 +1,10 @@
 //! A statement's event as JSON, written by hand. Every statement a session sends costs it
-//! one of these and its outcome, so what does not change between statements is rendered once: a session's
-//! part (listener, session, user) when it starts, a classification's (fingerprint, kind,
-//! findings) when the session first meets it. Each statement then adds its own fields to
-//! them, escaping only what needs it. The text is exactly what serde_json writes for
-//! [`super::Event::Statement`] with no outcome, and for its [`Outcome`] (tested below): that
-//! text is what is stored and hashed. Pure.
+//! one of these and its outcome, so what does not change between statements is rendered
+//! once: a session's part (listener, session, user) when it starts, a classification's
+//! (fingerprint, kind, findings) when the session first meets it. Each statement then adds
+//! its own fields to them, escaping only what needs it. The text is exactly what serde_json
+//! writes for [`super::Event::Statement`] with no outcome, and for its [`Outcome`] (tested
+//! below): that text is what is stored and hashed. Pure.
 
 use super::record::Outcome;
 
