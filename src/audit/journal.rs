@@ -239,14 +239,19 @@ pub fn read(dir: &Path) -> Vec<Entry> {
 
 /// A new journal file at `path`, locked and mapped.
 fn create(path: &Path) -> std::io::Result<Segment> {
+    Segment::map(open_locked(path, true)?, SEGMENT)
+}
+
+/// The journal file at `path` (made if missing, emptied if `truncate`), locked.
+fn open_locked(path: &Path, truncate: bool) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(truncate)
         .open(path)?;
     lock(&file, path)?;
-    Segment::map(file, SEGMENT)
+    Ok(file)
 }
 
 /// Locks a journal file for this process alone while it is mapped. A lock still held is
@@ -308,13 +313,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(NAME))?;
-        lock(&file, &dir.join(NAME))?;
+        let mut file = open_locked(&dir.join(NAME), false)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (current, used) = frames(&bytes);
