@@ -58,23 +58,11 @@ impl SessionJson {
         out.push_str(itoa::Buffer::new().format(s.seq));
         out.push_str(&self.user);
         string(&mut out, s.text);
-        out.push_str(",\"params\":[");
-        for (i, p) in s.params.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match p {
-                Some(p) => string(&mut out, p),
-                None => out.push_str("null"),
-            }
-        }
-        out.push(']');
+        out.push_str(",\"params\":");
+        array(&mut out, s.params.iter().map(Option::as_deref));
         out.push_str(classification);
         out.push_str(",\"rule\":");
-        match s.rule {
-            Some(rule) => string(&mut out, rule),
-            None => out.push_str("null"),
-        }
+        optional(&mut out, s.rule);
         out.push_str(",\"decision\":");
         string(&mut out, s.decision);
         out.push_str(",\"sha256\":\"");
@@ -92,14 +80,8 @@ pub fn classification(fingerprint: &str, kind: &str, findings: &[String]) -> Str
     string(&mut out, fingerprint);
     out.push_str(",\"kind\":");
     string(&mut out, kind);
-    out.push_str(",\"findings\":[");
-    for (i, f) in findings.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        string(&mut out, f);
-    }
-    out.push(']');
+    out.push_str(",\"findings\":");
+    array(&mut out, findings.iter().map(|f| Some(f.as_str())));
     out
 }
 
@@ -116,15 +98,32 @@ pub fn outcome(outcome: &Outcome, out: &mut String) {
         None => out.push_str("null"),
     }
     out.push_str(",\"error\":");
-    match &outcome.error {
-        Some(error) => string(out, error),
-        None => out.push_str("null"),
-    }
+    optional(out, outcome.error.as_deref());
     if !outcome.sample.is_empty() {
         out.push_str(",\"sample\":");
         out.push_str(&serde_json::to_string(&outcome.sample).expect("samples serialize"));
     }
     out.push('}');
+}
+
+/// `items` as a JSON array of strings and nulls.
+fn array<'a>(out: &mut String, items: impl Iterator<Item = Option<&'a str>>) {
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        optional(out, item);
+    }
+    out.push(']');
+}
+
+/// `s` as a JSON string, or null.
+fn optional(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.push_str("null"),
+    }
 }
 
 /// `s` as a JSON string. Copied as it is when nothing in it needs escaping (the usual
