@@ -75,7 +75,7 @@ require_tools psql pgbench python3
 # ---------------------------------------------------------------- temp dir and cleanup
 setup_tmp airlock-e2e
 chmod 755 "$TMP" # PgBouncer drops root and must still read its files
-read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT < <(free_ports 4)
+read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT PASSTHROUGH_PORT < <(free_ports 5)
 
 # ---------------------------------------------------------------- Airlock
 VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
@@ -102,6 +102,11 @@ EOF
 "$AIRLOCK" serve --config "$TMP/airlock.toml" >"$TMP/airlock.log" 2>&1 &
 AIRLOCK_PID=$!
 PIDS+=("$AIRLOCK_PID")
+# The same config with nothing in the seam: what the policy adds is Airlock's CPU minus this.
+sed "s/127.0.0.1:$AIRLOCK_PORT/127.0.0.1:$PASSTHROUGH_PORT/" "$TMP/airlock.toml" >"$TMP/passthrough.toml"
+"$PASSTHROUGH" "$TMP/passthrough.toml" >"$TMP/passthrough.log" 2>&1 &
+PASSTHROUGH_PID=$!
+PIDS+=("$PASSTHROUGH_PID")
 BASELINE_PID=
 if [[ -n ${AIRLOCK_BASELINE:-} ]]; then
     sed "s/127.0.0.1:$AIRLOCK_PORT/127.0.0.1:$BASELINE_PORT/" "$TMP/airlock.toml" >"$TMP/baseline.toml"
@@ -147,11 +152,11 @@ PIDS+=("$PGB_PID")
 
 # ---------------------------------------------------------------- targets
 # target -> "port user pid"
-declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT [baseline]=$BASELINE_PORT)
-declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER [baseline]=$BENCH_USER)
-declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID [baseline]=$BASELINE_PID)
-declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [baseline]=127.0.0.1)
-TARGETS=(direct relay pgbouncer airlock)
+declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT [passthrough]=$PASSTHROUGH_PORT [baseline]=$BASELINE_PORT)
+declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER [passthrough]=$BENCH_USER [baseline]=$BENCH_USER)
+declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID [passthrough]=$PASSTHROUGH_PID [baseline]=$BASELINE_PID)
+declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [passthrough]=127.0.0.1 [baseline]=127.0.0.1)
+TARGETS=(direct relay pgbouncer airlock passthrough)
 [[ -n $BASELINE_PID ]] && TARGETS+=(baseline)
 if [[ -n ${TARGETS_ONLY:-} ]]; then
     kept=()
@@ -162,7 +167,7 @@ fi
 
 conn_env() { # password only where the target checks one
     case $1 in
-    airlock | baseline) echo "PGPASSWORD=$BENCH_PASS" ;;
+    airlock | passthrough | baseline) echo "PGPASSWORD=$BENCH_PASS" ;;
     pgbouncer) echo "PGPASSWORD=$BENCH_PASS" ;;
     *) echo "PGPASSWORD=" ;;
     esac
@@ -195,6 +200,7 @@ echo "postgres:  $PG_VERSION"
 echo "pgbouncer: $("$PGBOUNCER" --version | head -n1) (session mode, auth_type=$PGBOUNCER_AUTH)"
 echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty'); client auth scram-sha-256, upstream tls disable, reuse_server_sessions=${AIRLOCK_REUSE:-true})"
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
+echo "passthrough: examples/passthrough.rs, Airlock with nothing in the seam, same config"
 [[ -n $BASELINE_PID ]] && echo "baseline:  $AIRLOCK_BASELINE, same config"
 echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}${RATE:+, pgbench -R $RATE}"
 echo
@@ -228,7 +234,6 @@ if [[ -n ${WORKLOADS_ONLY:-} ]]; then
 fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
-CLK_TCK=$(getconf CLK_TCK)
 FAILED=0
 for ((round = 1; round <= ROUNDS; round++)); do
     for w in "${!WORKLOADS[@]}"; do
@@ -241,14 +246,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
             log "round $round/$ROUNDS  $name  $t"
             pid=${PID_OF[$t]}
             before=0
-            [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+            [[ -n $pid ]] && before=$(cpu_ns "$pid")
             rc=0
             env "$(conn_env "$t")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" ${RATE:+-R "$RATE"} \
                 -h "${HOST_OF[$t]}" -p "${PORT[$t]}" -U "${USER_OF[$t]}" "$DB" >"$out" 2>&1 || rc=$?
-            ticks=-1
+            ns=-1
             if [[ -n $pid ]]; then
                 if kill -0 "$pid" 2>/dev/null; then
-                    ticks=$(($(cpu_ticks "$pid") - before))
+                    ns=$(($(cpu_ns "$pid") - before))
                 else
                     log "$t (pid $pid) has exited:"; tail -n 20 "$TMP/$t.log" >&2; exit 1
                 fi
@@ -259,33 +264,33 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 FAILED=1
                 log "FAILED: $t, $name (pgbench exit $rc); pgbench output:"
                 sed 's/^/    /' "$out" >&2
-                printf '%s\t%s\t%s\tFAIL\tFAIL\t%s\n' "$round" "$name" "$t" "$ticks" >>"$RESULTS"
+                printf '%s\t%s\t%s\tFAIL\tFAIL\t%s\n' "$round" "$name" "$t" "$ns" >>"$RESULTS"
                 echo "FAILED: $t, $name, round $round (pgbench exit $rc):"
                 grep -v '^\(transaction type\|scaling factor\|query mode\|number of\|duration\|latency\|initial\|tps\|maximum\|pgbench (\)' "$out" |
                     head -n 20 | sed 's/^/    /' || true
                 continue
             fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$t" "$tps" "$txns" "$ticks" >>"$RESULTS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$t" "$tps" "$txns" "$ns" >>"$RESULTS"
         done
     done
 done
 
 # ---------------------------------------------------------------- summary
-PYTHONPATH=benches python3 - "$RESULTS" "$CLK_TCK" "$DURATION" "${TARGETS[*]}" "${WORKLOADS[@]}" <<'PY'
+PYTHONPATH=benches python3 - "$RESULTS" "$DURATION" "${TARGETS[*]}" "${WORKLOADS[@]}" <<'PY'
 import statistics, sys
 from spread import per_round
 
-path, clk, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-targets = sys.argv[4].split()
-workloads = [w.split("|", 1) for w in sys.argv[5:]]
-runs = {}  # (workload, target) -> [(tps, txns, ticks)]
+path, duration = sys.argv[1], sys.argv[2]
+targets = sys.argv[3].split()
+workloads = [w.split("|", 1) for w in sys.argv[4:]]
+runs = {}  # (workload, target) -> [(tps, txns, CPU ns)]
 by_round = {}  # (workload, target) -> {round: CPU us per txn}
 for line in open(path):
-    rnd, name, target, tps, txns, ticks = line.rstrip("\n").split("\t")
+    rnd, name, target, tps, txns, ns = line.rstrip("\n").split("\t")
     runs.setdefault((name, target), []).append(
-        None if tps == "FAIL" else (float(tps), int(txns), int(ticks)))
-    if tps != "FAIL" and int(txns) > 0 and int(ticks) >= 0:
-        by_round.setdefault((name, target), {})[rnd] = int(ticks) / clk * 1e6 / int(txns)
+        None if tps == "FAIL" else (float(tps), int(txns), int(ns)))
+    if tps != "FAIL" and int(txns) > 0 and int(ns) >= 0:
+        by_round.setdefault((name, target), {})[rnd] = int(ns) / 1e3 / int(txns)
 
 def med(xs):
     return statistics.median(xs) if xs else None
@@ -303,7 +308,7 @@ for name, args in workloads:
         failed = len(runs.get((name, t), [])) - len(ok)
         tps[t] = med([r[0] for r in ok]) if ok else None
         cpu[t] = None if t == "direct" else med(
-            [r[2] / clk * 1e6 / r[1] for r in ok if r[1] > 0 and r[2] >= 0])
+            [r[2] / 1e3 / r[1] for r in ok if r[1] > 0 and r[2] >= 0])
         spread = f"{min(r[0] for r in ok):.0f}..{max(r[0] for r in ok):.0f}" if ok else "-"
         row[t] = (spread, f"{len(ok)}" + (f" ({failed} FAILED)" if failed else ""))
     for t in targets:
@@ -324,18 +329,21 @@ for name, args in workloads:
         print(f"airlock/pgbouncer TPS:         {r:.2f}x  (target >= 0.95x: {'met' if r >= 0.95 else 'NOT met'})")
     else:
         print("airlock/pgbouncer TPS:         n/a")
-    if "baseline" in targets and a_cpu and cpu.get("baseline"):
-        d = a_cpu - cpu["baseline"]
-        print(f"airlock - baseline CPU per txn: {d:+.2f} us ({a_cpu / cpu['baseline']:.2f}x)")
+    for other in ("passthrough", "baseline"):
+        if other not in targets or not a_cpu or not cpu.get(other):
+            continue
+        d = a_cpu - cpu[other]
+        print(f"airlock - {other} CPU per txn: {d:+.2f} us ({a_cpu / cpu[other]:.2f}x)")
         # Round by round: the two ran minutes apart at most, so drift cancels.
-        a, b = by_round.get((name, "airlock"), {}), by_round.get((name, "baseline"), {})
+        a, b = by_round.get((name, "airlock"), {}), by_round.get((name, other), {})
         paired = per_round([a[r] - b[r] for r in a if r in b], "+.2f", " us")
         if paired:
             print(f"  paired by round: {paired}")
     print()
 print("tps: pgbench's figure (for -C it includes connecting; otherwise it excludes the initial")
-print("connection). proxy CPU us/txn: user+system CPU of the proxy process over the run,")
-print("from /proc/PID/stat, divided by the transactions pgbench completed. Medians over rounds.")
+print("connection). proxy CPU us/txn: CPU time of the proxy process's threads over the run,")
+print("from /proc/PID/task/*/schedstat, divided by the transactions pgbench completed. Medians")
+print("over rounds. airlock - passthrough: what the policy adds (same build, same config).")
 PY
 
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (after the run)"

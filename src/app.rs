@@ -469,9 +469,15 @@ fn masking(mask: &crate::policy::mask::MaskPolicy) -> anyhow::Result<Masking> {
 /// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions
 /// finish for up to `server.shutdown_grace_secs`.
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    let inspectors = guards(&config)?;
+    serve_with(config, inspectors)
+}
+
+/// [`serve`] with `inspectors` in place of the config's policy (the end-to-end benchmark's
+/// pass-through, `examples/passthrough.rs`, plugs in none).
+pub fn serve_with(config: Config, inspectors: Inspectors) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = config.server.workers;
-    let inspectors = guards(&config)?;
     let approvals = open_approvals(&config, inspectors.audit.clone())?;
     let admin_socket = match &config.admin {
         Some(a) => Some(bind(a.listen, 1, "admin.listen")?.remove(0)),
