@@ -47,6 +47,9 @@ pub struct Interest {
     /// How statements end: CommandComplete, ErrorResponse, EmptyQueryResponse and
     /// PortalSuspended bodies (through [`Inspector::backend`]).
     pub outcomes: bool,
+    /// Statements are recorded: before forwarding what it showed the inspector, the relay
+    /// asks [`Inspector::pending_records`] whether their records are durable.
+    pub records: bool,
 }
 
 /// What happens to a message the inspector was shown.

@@ -212,6 +212,7 @@ impl Inspector for RecordingInspector {
             rows: true,
             replies: true,
             outcomes: false,
+            records: false,
         }
     }
 

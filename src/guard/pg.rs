@@ -78,6 +78,7 @@ impl Inspector for PgGuard {
                 || self.audit.as_ref().is_some_and(SessionAudit::wants_rows),
             replies: true,
             outcomes: self.audit.is_some(),
+            records: self.audit.is_some(),
         }
     }
 

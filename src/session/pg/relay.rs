@@ -280,7 +280,7 @@ async fn pump_frontend(
         // Sync points forwarded before this pass: what the database owes answers for.
         let forwarded = ctx.sync.sent.load(Ordering::Acquire);
         let Scan { ready, need, end } = scan_frontend(&mut pump, ctx, keep_upstream);
-        if ctx.interest.statements
+        if ctx.interest.records
             && (ready > 0 || end.is_some())
             && let Err(e) = audited(ctx)
         {
@@ -712,19 +712,26 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
             true => ctx.substitutions.replacement(&pump.buf[body.clone()]),
             false => None,
         };
-        let rewrite = if shown && whole {
+        // One lock for what the seam is shown of this message: its body, and its tag as a reply.
+        let replied =
+            ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY);
+        let mut rewrite = Rewrite::Keep;
+        if (shown && whole) || replied {
             let mut inspector = lock(ctx.inspector);
-            if ours.is_some() {
-                inspector.substituted();
+            if shown && whole {
+                if ours.is_some() {
+                    inspector.substituted();
+                }
+                rewrite = inspector.backend(h.tag, &pump.buf[body.clone()]);
             }
-            inspector.backend(h.tag, &pump.buf[body.clone()])
-        } else {
-            Rewrite::Keep
-        };
+            if replied {
+                let status = (h.tag == be::READY_FOR_QUERY)
+                    .then(|| pump.buf[body.clone()].first().copied())
+                    .flatten();
+                inspector.reply(h.tag, status);
+            }
+        }
         if let Some(ours) = ours {
-            if ctx.interest.replies {
-                lock(ctx.inspector).reply(h.tag, None);
-            }
             *last_was_error = true;
             let end = Some(ScanEnd::Substitute {
                 n: h.total_len,
@@ -740,12 +747,6 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
             ctx.sync.note_ready(pump.buf[body.clone()].first().copied());
             ctx.substitutions
                 .settle(ctx.sync.answered.load(Ordering::Acquire));
-        }
-        if ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY) {
-            let status = (h.tag == be::READY_FOR_QUERY)
-                .then(|| pump.buf[body.clone()].first().copied())
-                .flatten();
-            lock(ctx.inspector).reply(h.tag, status);
         }
         match rewrite {
             Rewrite::Keep => {}
@@ -998,6 +999,7 @@ mod tests {
                 rows,
                 replies: false,
                 outcomes: false,
+                records: statements,
             };
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
             let inspector: Box<dyn Inspector> = Box::new(Counter(seen.clone(), interest, rewrite));

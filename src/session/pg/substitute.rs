@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -29,6 +29,8 @@ pub struct Substitutions {
     nonce: u64,
     next: AtomicU64,
     pending: Mutex<VecDeque<Pending>>,
+    /// How many are pending, read without the lock: the backend pump asks at every message.
+    count: AtomicUsize,
 }
 
 struct Pending {
@@ -46,6 +48,7 @@ impl Default for Substitutions {
             nonce: rand::random(),
             next: AtomicU64::new(0),
             pending: Mutex::new(VecDeque::new()),
+            count: AtomicUsize::new(0),
         }
     }
 }
@@ -58,11 +61,14 @@ impl Substitutions {
         let portal = format!("airlock_denied_{:016x}_{n}", self.nonce);
         let mut encoded = BytesMut::new();
         error.encode(&mut encoded);
-        self.lock().push_back(Pending {
+        let mut pending = self.lock();
+        pending.push_back(Pending {
             portal: portal.clone(),
             error: encoded.freeze(),
             sync_point,
         });
+        self.count.store(pending.len(), Ordering::Release);
+        drop(pending);
         let mut execute = BytesMut::with_capacity(portal.len() + 5);
         execute.put_slice(portal.as_bytes());
         execute.put_u8(0);
@@ -77,7 +83,7 @@ impl Substitutions {
 
     /// Whether any substitute still awaits its answer.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.count.load(Ordering::Acquire) == 0
     }
 
     /// If the ErrorResponse with `body` answers a substitute, Airlock's error to send instead.
@@ -88,13 +94,20 @@ impl Substitutions {
         let message = backend::message(body);
         let mut pending = self.lock();
         let i = pending.iter().position(|p| message.contains(&p.portal))?;
-        pending.remove(i).map(|p| p.error)
+        let error = pending.remove(i).map(|p| p.error);
+        self.count.store(pending.len(), Ordering::Release);
+        error
     }
 
     /// `answered` sync points have had their ReadyForQuery: substitutes of those segments
     /// that were never answered (skipped after an earlier error) are forgotten.
     pub fn settle(&self, answered: u64) {
-        self.lock().retain(|p| p.sync_point > answered);
+        if self.is_empty() {
+            return;
+        }
+        let mut pending = self.lock();
+        pending.retain(|p| p.sync_point > answered);
+        self.count.store(pending.len(), Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
