@@ -25,6 +25,7 @@ use crate::sql::cache::Cache;
 use crate::sql::classify::{
     Classified, PreparedStatements, classify_in_session, session_dependent,
 };
+use crate::sql::shape::shape_into;
 
 /// Entries and bytes the classification cache of one listener may hold.
 const CACHE_ENTRIES: usize = 10_000;
@@ -330,8 +331,9 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
     judge(guard, who, Arc::new([statement]), None)
 }
 
-/// Decisions a session remembers, at most.
+/// Decisions a session remembers, at most, and the bytes of their keys.
 const DECIDED_ENTRIES: usize = 256;
+const DECIDED_BYTES: usize = 256 << 10;
 
 /// What a session's text judging remembers from one statement to the next.
 #[derive(Default)]
@@ -339,40 +341,56 @@ pub struct TextState {
     /// The session's migration run, if it is one (see [`tag_migration`]): once a statement
     /// touches a migration tool's bookkeeping table, every later statement is tagged with it.
     migration: Option<&'static str>,
-    /// Decisions made for cached classifications, by the classification's address, so that
-    /// a statement of a shape the session sent before (pgbench's, an application's, with
-    /// fresh literal values) skips the policy: the policy, the session's identity and the
-    /// classification are all the same as last time. Each entry holds its classification,
-    /// so an address cannot be reused while it is remembered.
-    decided: HashMap<usize, Judged, foldhash::fast::RandomState>,
+    /// Decisions made for cached classifications, by the cache's key (the statement's shape,
+    /// or its text when it has none), so that a statement of a shape the session sent before
+    /// (pgbench's, an application's, with fresh literal values) costs its shape and one
+    /// lookup in the session's own map: the policy, the session's identity and the
+    /// classification of a key are all the same as last time.
+    decided: HashMap<Box<str>, Judged, foldhash::fast::RandomState>,
+    decided_bytes: usize,
+    /// The shape looked up last, kept for its capacity.
+    key: String,
 }
 
 impl TextState {
-    /// The decision remembered for `statements`, while the session is no migration run.
-    fn recall(&self, statements: &Arc<[Classified]>) -> Option<&Judged> {
-        if self.migration.is_some() {
+    /// The decision remembered for statements with `text`'s key, while the session is no
+    /// migration run.
+    fn recall(&mut self, text: &str) -> Option<&Judged> {
+        if self.migration.is_some() || self.decided.is_empty() {
             return None;
         }
-        self.decided.get(&address(statements))
+        let key = match shape_into(text, &mut self.key) {
+            Some(_) => self.key.as_str(),
+            None => text,
+        };
+        self.decided.get(key)
     }
 
-    /// Remembers `judged`, if it was made outside a migration run for a classification that
-    /// names no migration tool (so tagging left it as it was).
-    fn remember(&mut self, judged: &Judged) {
+    /// Remembers `judged` for `text`'s key, if it was made outside a migration run for a
+    /// cached classification that names no migration tool (so tagging left it as it was).
+    fn remember(&mut self, text: &str, judged: &Judged) {
         let untagged = judged.statements.iter().all(|s| s.migration.is_none());
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
             return;
         }
-        if self.decided.len() >= DECIDED_ENTRIES {
-            self.decided.clear();
+        let key = match shape_into(text, &mut self.key) {
+            Some(_) => self.key.as_str(),
+            None => text,
+        };
+        if key.len() > DECIDED_BYTES / 16 {
+            return;
         }
-        self.decided
-            .insert(address(&judged.statements), judged.clone());
+        if self.decided.len() >= DECIDED_ENTRIES || self.decided_bytes + key.len() > DECIDED_BYTES {
+            self.decided.clear();
+            self.decided_bytes = 0;
+        }
+        self.decided_bytes += key.len();
+        self.decided.insert(Box::from(key), judged.clone());
+        // Kept unless a huge statement grew it.
+        if self.key.capacity() > 1 << 16 {
+            self.key = String::new();
+        }
     }
-}
-
-fn address(statements: &Arc<[Classified]>) -> usize {
-    Arc::as_ptr(statements) as *const Classified as usize
 }
 
 /// What a session's guard brings to judging statement text.
@@ -420,17 +438,15 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
         let statement = Classified::unknown(text, code, reason.to_owned());
         return judge_one(guard, session.who, statement);
     }
+    if let Some(judged) = session.state.recall(text) {
+        let mut judged = judged.clone();
+        held_as_sent(guard, &mut judged, text);
+        return judged;
+    }
     let cached = guard.cache().get_shared(text);
     let was_cached = cached.is_some();
     let (statements, dynamic) = match cached {
-        Some(hit) => {
-            if let Some(judged) = session.state.recall(&hit) {
-                let mut judged = judged.clone();
-                held_as_sent(guard, &mut judged, text);
-                return judged;
-            }
-            (hit, None)
-        }
+        Some(hit) => (hit, None),
         None => {
             let fresh: Arc<[Classified]> =
                 classify_in_session(text, dialect, session.prepared).into();
@@ -446,7 +462,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
     let statements = tag_migration(&mut session.state.migration, statements);
     let mut judged = judge(guard, session.who, statements, dynamic);
     if was_cached {
-        session.state.remember(&judged);
+        session.state.remember(text, &judged);
     }
     held_as_sent(guard, &mut judged, text);
     judged
