@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: pgbench against PostgreSQL directly, through a plain TCP relay
-# (examples/tcp_relay.rs, the floor), through PgBouncer (session mode) and through Airlock.
-# Reports median TPS per target and the CPU each proxy spends per transaction.
+# (examples/tcp_relay.rs, the floor), through PgBouncer (session mode), through Airlock and
+# through Airlock's pass-through (examples/passthrough.rs: the same build and config with
+# nothing in the inspection seam). Reports median TPS per target, the CPU each proxy spends
+# per transaction, and what the policy adds (airlock minus passthrough, round by round).
 #
 #   benches/e2e.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e.sh  # quick check
@@ -25,7 +27,7 @@
 #   RATE            pgbench -R: transactions per second for every run (default: as fast as
 #                   it goes). Below every target's top speed, each target sees the same
 #                   event rate, so CPU per transaction compares like for like
-#   TARGETS_ONLY    run only these targets (say "airlock baseline": more rounds of a
+#   TARGETS_ONLY    run only these targets (say "airlock passthrough": more rounds of a
 #                   comparison in the same time)
 #   SKIP_BUILD=1    use the binaries already in target/release
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
