@@ -25,8 +25,9 @@ pub fn shape(sql: &str) -> Option<(String, &str)> {
 /// Like [`shape`], writing the shape into `out` (cleared first; a lookup reuses one buffer).
 pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
     out.clear();
-    let text = sql.trim();
-    let text = text.strip_suffix(';').unwrap_or(text).trim_end();
+    // ASCII white space only: another space character is not white space to the server.
+    let text = sql.trim_ascii();
+    let text = text.strip_suffix(';').unwrap_or(text).trim_ascii_end();
     if text.is_empty() {
         return None;
     }
