@@ -206,6 +206,10 @@ mod tests {
             "number vs string"
         );
         assert_ne!(key("select a from t"), key("select b from t"));
+        // Only ASCII white space is white space to the server; U+3000 belongs to a name.
+        assert_eq!(key(" \n select 1 from t ;\t"), key("select 2 from t"));
+        assert_ne!(key("\u{3000}select 1 from t"), key("select 1 from t"));
+        assert_ne!(key("select 1 from t\u{3000}"), key("select 1 from t"));
     }
 
     #[test]
