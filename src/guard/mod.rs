@@ -536,3 +536,72 @@ fn denial(decision: &Decision<'_>, statement: &Classified) -> Verdict {
         hint: Some(hint),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::classify::Prepared;
+
+    fn guard() -> Guard {
+        let text = include_str!("../../policies/default.toml");
+        let policy = Policy::parse(&[("default.toml".into(), text.into())]).unwrap();
+        let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
+        Guard::new(
+            Arc::new(policy),
+            "postgres",
+            Dialect::Postgres,
+            HashMap::new(),
+            masking,
+        )
+    }
+
+    fn who() -> Who {
+        Who {
+            user: "app".into(),
+            groups: Vec::new(),
+            database: "test".into(),
+            client_addr: "127.0.0.1:1".into(),
+            session: 1,
+        }
+    }
+
+    fn judged(guard: &Guard, state: &mut TextState, sql: &str) -> Judged {
+        let who = who();
+        let mut prepared = Prepared::default();
+        let session = TextSession {
+            who: &who,
+            state,
+            strings_as_classified: true,
+            prepared: &mut prepared,
+        };
+        judge_text(guard, session, sql.as_bytes())
+    }
+
+    #[test]
+    fn a_shape_the_session_sent_before_is_judged_from_its_memory() {
+        let guard = guard();
+        let mut state = TextState::default();
+        let first = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 1;");
+        // Classified now, cached by the listener; remembered from the next one on.
+        assert!(state.decided.is_empty());
+        let second = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 2;");
+        assert_eq!(state.decided.len(), 1);
+        assert!(state.recall("select_ignored").is_none());
+        assert!(
+            state
+                .recall(" SELECT abalance FROM a WHERE aid = 3 ")
+                .is_some()
+        );
+        let third = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 3;");
+        assert_eq!(state.decided.len(), 1);
+        for j in [&first, &second, &third] {
+            assert_eq!(j.verdict, Verdict::Forward);
+        }
+        // Another shape is judged on its own.
+        let drop = judged(&guard, &mut state, "DROP TABLE a;");
+        let again = judged(&guard, &mut state, "DROP TABLE a;");
+        assert_eq!(drop.decision(), "review");
+        assert_eq!(again.decision(), "review");
+        assert_eq!(state.decided.len(), 2);
+    }
+}
