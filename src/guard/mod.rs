@@ -331,9 +331,10 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
     judge(guard, who, Arc::new([statement]), None)
 }
 
-/// Decisions a session remembers, at most, and the bytes of their keys.
+/// Decisions a session remembers, at most, and the bytes of their keys (64 MiB at most for
+/// a thousand sessions; a statement whose key is longer than 4 KiB is not remembered).
 const DECIDED_ENTRIES: usize = 256;
-const DECIDED_BYTES: usize = 256 << 10;
+const DECIDED_BYTES: usize = 64 << 10;
 
 /// What a session's text judging remembers from one statement to the next.
 #[derive(Default)]
@@ -603,5 +604,26 @@ mod tests {
         assert_eq!(drop.decision(), "review");
         assert_eq!(again.decision(), "review");
         assert_eq!(state.decided.len(), 2);
+    }
+
+    #[test]
+    fn the_memory_stays_within_its_bounds() {
+        let guard = guard();
+        let mut state = TextState::default();
+        // Long statements: each is judged twice, so that the second is remembered.
+        let long = |i: usize| format!("SELECT {} FROM t{i} WHERE a = 1", "x, ".repeat(300) + "y");
+        for i in 0..100 {
+            judged(&guard, &mut state, &long(i));
+            judged(&guard, &mut state, &long(i));
+            assert!(state.decided_bytes <= DECIDED_BYTES);
+            assert!(state.decided.len() <= DECIDED_ENTRIES);
+        }
+        assert!(!state.decided.is_empty());
+        // A key longer than a sixteenth of the budget is not remembered.
+        let huge = format!("SELECT {} FROM t WHERE a = 1", "x, ".repeat(2000) + "y");
+        let before = state.decided_bytes;
+        judged(&guard, &mut state, &huge);
+        judged(&guard, &mut state, &huge);
+        assert_eq!(state.decided_bytes, before);
     }
 }
