@@ -9,17 +9,11 @@
 //! cargo run --release --example passthrough -- airlock.toml
 //! ```
 
-use airlock::app::{Inspectors, serve_with};
+use airlock::app::{Inspectors, init_logging, serve_with};
 use airlock::config::Config;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let mut args = std::env::args_os().skip(1);
     let (Some(path), None) = (args.next(), args.next()) else {
         eprintln!("usage: passthrough CONFIG");

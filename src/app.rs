@@ -466,6 +466,17 @@ fn masking(mask: &crate::policy::mask::MaskPolicy) -> anyhow::Result<Masking> {
     Masking::new(mask, key.as_deref()).map_err(|e| anyhow::anyhow!("[mask]: {e}"))
 }
 
+/// Logs to stderr at the level `AIRLOCK_LOG` names (`info` if unset or unreadable).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// `airlock serve`: runs until SIGINT or SIGTERM, then stops accepting and lets open sessions
 /// finish for up to `server.shutdown_grace_secs`.
 pub fn serve(config: Config) -> anyhow::Result<()> {

@@ -208,13 +208,7 @@ enum PolicyCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    airlock::app::init_logging();
     match Cli::parse().command {
         Command::Serve { config } => airlock::app::serve(Config::load(&config)?),
         Command::CheckConfig { config } => {
