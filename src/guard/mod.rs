@@ -21,11 +21,10 @@ use crate::policy::mask::Applies;
 use crate::policy::rules::OnTimeout;
 use crate::policy::{Decision, Policy, check};
 use crate::sql::Dialect;
-use crate::sql::cache::Cache;
+use crate::sql::cache::{Cache, cache_key};
 use crate::sql::classify::{
     Classified, PreparedStatements, classify_in_session, session_dependent,
 };
-use crate::sql::shape::shape_into;
 
 /// Entries and bytes the classification cache of one listener may hold.
 const CACHE_ENTRIES: usize = 10_000;
@@ -360,10 +359,7 @@ impl TextState {
         if self.migration.is_some() || self.decided.is_empty() {
             return None;
         }
-        let key = match shape_into(text, &mut self.key) {
-            Some(_) => self.key.as_str(),
-            None => text,
-        };
+        let key = cache_key(text, &mut self.key);
         self.decided.get(key)
     }
 
@@ -374,10 +370,7 @@ impl TextState {
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
             return;
         }
-        let key = match shape_into(text, &mut self.key) {
-            Some(_) => self.key.as_str(),
-            None => text,
-        };
+        let key = cache_key(text, &mut self.key);
         if key.len() > DECIDED_BYTES / 16 {
             return;
         }

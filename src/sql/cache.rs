@@ -68,10 +68,7 @@ impl Cache {
     /// only the classification matters.
     pub fn get_shared(&mut self, sql: &str) -> Option<Arc<[Classified]>> {
         let mut key = std::mem::take(&mut self.key);
-        let hit = match shape_into(sql, &mut key) {
-            Some(_) => self.map.get(key.as_str()).cloned(),
-            None => self.map.get(sql).cloned(),
-        };
+        let hit = self.map.get(cache_key(sql, &mut key)).cloned();
         // Kept unless a huge statement grew it.
         if key.capacity() <= 1 << 16 {
             self.key = key;
@@ -121,6 +118,15 @@ impl Cache {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+/// The key `sql` is cached under: its shape (written into `buf`) or, if it has none, the
+/// text itself.
+pub fn cache_key<'a>(sql: &'a str, buf: &'a mut String) -> &'a str {
+    match shape_into(sql, buf) {
+        Some(_) => buf.as_str(),
+        None => sql,
     }
 }
 
