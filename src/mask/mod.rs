@@ -249,6 +249,8 @@ struct AnchorStarts {
     /// Per byte, 1 + its index in `seconds`, or 0 if no anchor begins with it.
     first: [u16; 256],
     seconds: Vec<[u64; 4]>,
+    /// An empty anchor (which a checked policy never has) is found in every value.
+    empty: bool,
 }
 
 impl AnchorStarts {
@@ -256,9 +258,11 @@ impl AnchorStarts {
         let mut starts = AnchorStarts {
             first: [0; 256],
             seconds: Vec::new(),
+            empty: false,
         };
         for a in anchors {
             let Some(&a0) = a.as_bytes().first() else {
+                starts.empty = true;
                 continue;
             };
             let slot = match starts.first[usize::from(a0)] {
@@ -280,13 +284,14 @@ impl AnchorStarts {
 
     /// Whether an anchor may begin somewhere in `bytes`.
     fn any_in(&self, bytes: &[u8]) -> bool {
-        bytes.iter().enumerate().any(|(i, &b)| {
-            let k = self.first[usize::from(b)];
-            k != 0
-                && bytes.get(i + 1).is_none_or(|&n| {
-                    self.seconds[usize::from(k) - 1][usize::from(n >> 6)] & (1 << (n & 63)) != 0
-                })
-        })
+        self.empty
+            || bytes.iter().enumerate().any(|(i, &b)| {
+                let k = self.first[usize::from(b)];
+                k != 0
+                    && bytes.get(i + 1).is_none_or(|&n| {
+                        self.seconds[usize::from(k) - 1][usize::from(n >> 6)] & (1 << (n & 63)) != 0
+                    })
+            })
     }
 }
 
@@ -403,6 +408,8 @@ mod tests {
         }
         // An anchor's first byte at the very end may begin it.
         assert!(m.starts.any_in(b"12-") && m.starts.any_in(b"x-----BEGIN"));
+        // An empty anchor rules nothing out.
+        assert!(AnchorStarts::new(&["".into(), "ab".into()]).any_in(b"12"));
     }
 
     #[test]
