@@ -147,14 +147,14 @@ impl<T> Names<T> {
     /// ones end with their transaction), so their names hold nothing any more. Changes the
     /// client sent after that sync point are still pending and stay.
     pub fn portals_gone(&mut self) {
-        clear(self.settled.space(Space::Portal));
+        self.settled.space(Space::Portal).clear();
     }
 
     /// The client sent a sync point (Query, Sync, FunctionCall).
     pub fn sync_point(&mut self) {
         self.sent += 1;
         self.unsynced = false;
-        clear(&mut self.segment);
+        self.segment.clear();
         self.cleared.clear();
     }
 
@@ -209,7 +209,7 @@ impl<T> Names<T> {
                 }
             }
         }
-        clear(&mut self.pending);
+        self.pending.clear();
         self.overflowed = false;
         self.errored = false;
     }
@@ -253,15 +253,6 @@ impl<T> Settled<T> {
 fn push_unique<T>(list: &mut Vec<Arc<T>>, item: Arc<T>) {
     if !list.iter().any(|x| Arc::ptr_eq(x, &item)) {
         list.push(item);
-    }
-}
-
-/// Empties `map`, without a call when it is empty already (the common case: at every
-/// statement of the simple protocol).
-#[inline]
-fn clear<K, V, S>(map: &mut HashMap<K, V, S>) {
-    if !map.is_empty() {
-        map.clear();
     }
 }
 

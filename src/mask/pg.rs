@@ -220,7 +220,7 @@ impl PgResults {
                     }
                 }
                 // Outside a transaction block no portal survives.
-                if body.first() == Some(&b'I') && !self.portals.is_empty() {
+                if body.first() == Some(&b'I') {
                     self.portals.clear();
                 }
             }
