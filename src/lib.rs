@@ -22,3 +22,4 @@ pub mod policy;
 pub mod protocol;
 pub mod session;
 pub mod sql;
+pub mod utf8;

@@ -159,11 +159,7 @@ impl SessionAudit {
                 i
             }
         });
-        // Checked first as UTF-8 (word at a time), which nearly every text is.
-        let sent_text = match std::str::from_utf8(sent) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(sent),
-        };
+        let sent_text = crate::utf8::lossy(sent);
         let text = self.guard.redact_cow(sent_text.trim());
         let at = now_micros();
         let event = self.json.statement(

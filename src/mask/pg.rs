@@ -518,11 +518,7 @@ fn each_column<'a>(body: &'a [u8], mut f: impl FnMut(Cow<'a, str>, u32, i16)) ->
         let fixed = rest.get(end + 1..end + 19)?;
         let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
-        let name = match std::str::from_utf8(&rest[..end]) {
-            Ok(name) => Cow::Borrowed(name),
-            Err(_) => String::from_utf8_lossy(&rest[..end]),
-        };
-        f(name, type_oid, format);
+        f(crate::utf8::lossy(&rest[..end]), type_oid, format);
         rest = &rest[end + 19..];
     }
     Some(())
