@@ -712,6 +712,10 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
             true => ctx.substitutions.replacement(&pump.buf[body.clone()]),
             false => None,
         };
+        // A ReadyForQuery's transaction status.
+        let status = (h.tag == be::READY_FOR_QUERY)
+            .then(|| pump.buf[body.clone()].first().copied())
+            .flatten();
         // One lock for what the seam is shown of this message: its body, and its tag as a reply.
         let replied =
             ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY);
@@ -725,9 +729,6 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
                 rewrite = inspector.backend(h.tag, &pump.buf[body.clone()]);
             }
             if replied {
-                let status = (h.tag == be::READY_FOR_QUERY)
-                    .then(|| pump.buf[body.clone()].first().copied())
-                    .flatten();
                 inspector.reply(h.tag, status);
             }
         }
@@ -744,7 +745,7 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
             };
         }
         if h.tag == be::READY_FOR_QUERY {
-            ctx.sync.note_ready(pump.buf[body.clone()].first().copied());
+            ctx.sync.note_ready(status);
             ctx.substitutions
                 .settle(ctx.sync.answered.load(Ordering::Acquire));
         }
