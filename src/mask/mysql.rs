@@ -139,8 +139,8 @@ impl MyResults {
     /// A row packet: the payload to send the client in its place, if masking changed it.
     pub fn row(&mut self, binary: bool, payload: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
         self.reading = false;
-        let any_whole = self.columns.iter().any(|c| c.treat.is_whole());
-        if !any_whole && !self.masking.masker.may_hold(payload) {
+        let all_plain = self.columns.iter().all(|c| c.treat.is_plain());
+        if all_plain && !self.masking.masker.may_hold(payload) {
             return Ok(None);
         }
         if binary {

@@ -43,11 +43,13 @@ pub enum Masked {
 const COLUMN: &str = "column";
 
 impl Treat {
-    /// Whether values of this column are masked whatever they hold.
-    pub fn is_whole(self) -> bool {
+    /// Whether a value is masked only where the detectors find a secret in its bytes as they
+    /// are, so that a row whose bytes the detectors rule out needs nothing. Not so for values
+    /// masked whole, nor for bytea in hex, whose bytes are decoded first.
+    pub fn is_plain(self) -> bool {
         matches!(
             self,
-            Treat::WholeText | Treat::WholeJson | Treat::WholeJsonbBinary | Treat::WholeNull
+            Treat::Text | Treat::Json | Treat::JsonbBinary | Treat::Opaque
         )
     }
 
