@@ -383,7 +383,7 @@ async fn copy_out_is_masked() {
         &conninfo,
         &[
             format!("copy {t} to stdout"),
-            format!("copy (select note, doc from {t}) to stdout with (format csv)"),
+            format!("copy (select note, doc, blob from {t}) to stdout with (format csv)"),
         ],
     );
     assert!(ok, "{out}");
@@ -393,6 +393,12 @@ async fn copy_out_is_masked() {
         2,
         "{out}"
     );
+    // bytea is shown in hex, in both formats.
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let masked = hex(b"conn postgres://app:[masked:url_password]@db/x");
+    assert_eq!(out.matches(&format!("\\\\x{masked}\t")).count(), 1, "{out}");
+    assert_eq!(out.matches(&format!(",\\x{masked}\n")).count(), 1, "{out}");
+    assert!(!out.contains(&hex(URL_PASSWORD.as_bytes())), "{out}");
     assert_no_secret("psql COPY", &out.replace("hunter2", ""));
     let (ok, out) = psql(
         &conninfo,

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Masking;
-use super::value::{Masked, Treat};
+use super::value::{Masked, Treat, mask_hex_runs};
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frontend::FrontendMessage;
 
@@ -384,7 +384,12 @@ impl PgResults {
 
     fn copy_data(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
         match self.copy_text {
-            Some(true) => Ok(self.masking.masker.mask(body)),
+            Some(true) => {
+                let masker = &self.masking.masker;
+                let masked = masker.mask(body);
+                let text = masked.as_deref().unwrap_or(body);
+                Ok(mask_hex_runs(masker, text).or(masked))
+            }
             _ if self.masking.masker.mask(body).is_some() => Err(unmaskable(
                 "COPY in binary format carries a value that looks like a credential; use COPY \
                  in text or CSV format, which Airlock masks"

@@ -68,15 +68,8 @@ impl Treat {
                 })),
                 None => Masked::Same,
             },
-            Treat::ByteaHex => match value.strip_prefix(b"\\x").and_then(unhex) {
-                Some(raw) => changed(masker.mask(&raw).map(|m| {
-                    let mut out = b"\\x".to_vec();
-                    out.extend(m.iter().flat_map(|b| hex(*b)));
-                    out
-                })),
-                // The escape format shows text as it is.
-                None => changed(masker.mask(value)),
-            },
+            // The escape format shows text as it is.
+            Treat::ByteaHex => changed(mask_hex_runs(masker, value).or_else(|| masker.mask(value))),
             Treat::Opaque => match masker.mask(value) {
                 Some(_) => Masked::Unrewritable,
                 None => Masked::Same,
@@ -105,6 +98,38 @@ fn json_string(placeholder: Vec<u8>) -> Vec<u8> {
     out.extend(placeholder);
     out.push(b'"');
     out
+}
+
+/// `text` with each bytea shown in hex inside it (`\\x` and an even run of hex digits, as
+/// PostgreSQL writes bytea in COPY text and CSV) decoded, masked and encoded again; `None` if
+/// none holds a secret. The digits hold none of the bytes the detectors look for.
+pub fn mask_hex_runs(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(found) = memchr::memchr(b'\\', &text[at..]) {
+        let start = at + found + 2;
+        at = at + found + 1;
+        if text.get(start - 1) != Some(&b'x') {
+            continue;
+        }
+        let digits = text[start..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        let run = &text[start..start + digits];
+        at = start + digits;
+        let Some(masked) = unhex(run).and_then(|raw| masker.mask(&raw)) else {
+            continue;
+        };
+        let out = out.get_or_insert_with(|| Vec::with_capacity(text.len() + 64));
+        out.extend_from_slice(&text[copied..start]);
+        out.extend(masked.iter().flat_map(|b| hex(*b)));
+        copied = at;
+    }
+    let mut out = out?;
+    out.extend_from_slice(&text[copied..]);
+    Some(out)
 }
 
 fn unhex(digits: &[u8]) -> Option<Vec<u8>> {
@@ -164,6 +189,23 @@ mod tests {
             text(Treat::JsonbBinary.mask(&m, &jsonb)),
             "\u{1}{\"t\": \"[masked:github_token]\"}"
         );
+    }
+
+    #[test]
+    fn bytea_in_hex_inside_text_is_masked() {
+        let m = Masker::built_in();
+        let hexed: String = TOKEN.bytes().flat_map(hex).map(char::from).collect();
+        // A COPY text line: bytea's backslash is escaped there; an odd run is no bytea.
+        let line = format!("1\t\\\\x{hexed}\t\\\\x{hexed}0\t\\\\xzz\n");
+        let out = String::from_utf8(mask_hex_runs(&m, line.as_bytes()).unwrap()).unwrap();
+        let masked: String = b"[masked:github_token]"
+            .iter()
+            .copied()
+            .flat_map(hex)
+            .map(char::from)
+            .collect();
+        assert_eq!(out, format!("1\t\\\\x{masked}\t\\\\x{hexed}0\t\\\\xzz\n"));
+        assert_eq!(mask_hex_runs(&m, b"\\x00ff and \\"), None);
     }
 
     #[test]
