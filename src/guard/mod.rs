@@ -346,7 +346,7 @@ pub struct TextState {
     /// (pgbench's, an application's, with fresh literal values) costs its shape and one
     /// lookup in the session's own map: the policy, the session's identity and the
     /// classification of a key are all the same as last time.
-    decided: HashMap<Box<str>, Judged, foldhash::fast::RandomState>,
+    decided: HashMap<Box<str>, Arc<Judged>, foldhash::fast::RandomState>,
     decided_bytes: usize,
     /// The shape looked up last, kept for its capacity.
     key: String,
@@ -355,7 +355,7 @@ pub struct TextState {
 impl TextState {
     /// The decision remembered for statements with `text`'s key, while the session is no
     /// migration run.
-    fn recall(&mut self, text: &str) -> Option<&Judged> {
+    fn recall(&mut self, text: &str) -> Option<&Arc<Judged>> {
         if self.migration.is_some() || self.decided.is_empty() {
             return None;
         }
@@ -365,7 +365,7 @@ impl TextState {
 
     /// Remembers `judged` for `text`'s key, if it was made outside a migration run for a
     /// cached classification that names no migration tool (so tagging left it as it was).
-    fn remember(&mut self, text: &str, judged: &Judged) {
+    fn remember(&mut self, text: &str, judged: &Arc<Judged>) {
         let untagged = judged.statements.iter().all(|s| s.migration.is_none());
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
             return;
@@ -401,7 +401,7 @@ pub struct TextSession<'a> {
 /// Classifies and judges statement text, from the cache when its meaning cannot depend on
 /// the session. Text that is not UTF-8, or that holds a backslash while the server reads
 /// string literals otherwise than the classifier does, is judged unknown.
-pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged {
+pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
     let dialect = guard.dialect;
     let Ok(text) = std::str::from_utf8(sql) else {
         let fix = match dialect {
@@ -409,11 +409,8 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
             Dialect::MySql => "connect with a utf8mb4 character set",
         };
         let reason = format!("the statement is not valid UTF-8; {fix}");
-        return judge_one(
-            guard,
-            session.who,
-            Classified::unknown("", "not_utf8", reason),
-        );
+        let statement = Classified::unknown("", "not_utf8", reason);
+        return Arc::new(judge_one(guard, session.who, statement));
     };
     if !session.strings_as_classified && text.contains('\\') {
         let (code, reason) = match dialect {
@@ -430,10 +427,10 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
             ),
         };
         let statement = Classified::unknown(text, code, reason.to_owned());
-        return judge_one(guard, session.who, statement);
+        return Arc::new(judge_one(guard, session.who, statement));
     }
     if let Some(judged) = session.state.recall(text) {
-        let mut judged = judged.clone();
+        let mut judged = Arc::clone(judged);
         held_as_sent(guard, &mut judged, text);
         return judged;
     }
@@ -454,7 +451,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
         }
     };
     let statements = tag_migration(&mut session.state.migration, statements);
-    let mut judged = judge(guard, session.who, statements, dynamic);
+    let mut judged = Arc::new(judge(guard, session.who, statements, dynamic));
     if was_cached {
         session.state.remember(text, &judged);
     }
@@ -465,8 +462,10 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Judged
 /// A held statement is held as the client sent it: a cached classification (or a remembered
 /// decision) may carry the text of another statement of the same shape.
 #[inline]
-fn held_as_sent(guard: &Guard, judged: &mut Judged, text: &str) {
-    if let Verdict::Hold(hold) = &mut judged.verdict {
+fn held_as_sent(guard: &Guard, judged: &mut Arc<Judged>, text: &str) {
+    if matches!(judged.verdict, Verdict::Hold(_))
+        && let Verdict::Hold(hold) = &mut Arc::make_mut(judged).verdict
+    {
         hold.request.statement = guard.redact(text.trim());
         hold.request.sha256 = crate::audit::record::sha256_hex(text.as_bytes());
     }
@@ -559,7 +558,7 @@ mod tests {
         }
     }
 
-    fn judged(guard: &Guard, state: &mut TextState, sql: &str) -> Judged {
+    fn judged(guard: &Guard, state: &mut TextState, sql: &str) -> Arc<Judged> {
         let who = who();
         let mut prepared = Prepared::default();
         let session = TextSession {

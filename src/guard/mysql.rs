@@ -92,11 +92,11 @@ impl MysqlInspector for MyGuard {
                 if !self.local_infile && has_finding(&judged, "local_infile") {
                     return Verdict::Deny(local_infile_off());
                 }
-                judged.verdict
+                judged.verdict.clone()
             }
             Command::Prepare { sql } => {
                 // Preparing runs nothing: it is judged when executed.
-                self.preparing = Some(Arc::new(self.judge_text(sql)));
+                self.preparing = Some(self.judge_text(sql));
                 self.preparing_text = self
                     .audit
                     .is_some()
@@ -303,7 +303,7 @@ fn admin_command(code: u8) -> Option<&'static str> {
 }
 
 impl MyGuard {
-    fn judge_text(&mut self, sql: &[u8]) -> Judged {
+    fn judge_text(&mut self, sql: &[u8]) -> Arc<Judged> {
         // MySQL's SQL-level PREPARE takes its statement from a string or a variable, which the
         // parser does not read: such statements come out unknown, so nothing is remembered.
         let session = TextSession {

@@ -177,17 +177,16 @@ impl PgGuard {
                 let judged = self.judge_text(sql, Effect::Exact);
                 self.names.sync_point();
                 if wants_tables {
-                    tables = tables_of([&judged]);
+                    tables = tables_of([&*judged]);
                 }
                 if let Some(audit) = &mut self.audit {
                     audit.statement(&judged, sql, Vec::new(), Ends::Ready);
                 }
-                judged.verdict
+                judged.verdict.clone()
             }
             FrontendMessage::Parse(p) => {
                 let judged = self.judge_text(p.sql, Effect::Maybe);
-                self.names
-                    .set(Space::Statement, p.statement, vec![Arc::new(judged)]);
+                self.names.set(Space::Statement, p.statement, vec![judged]);
                 if self.audit.is_some() {
                     let text = Arc::from(String::from_utf8_lossy(p.sql));
                     self.sent
@@ -269,7 +268,7 @@ impl PgGuard {
     }
     /// Classifies and judges statement text; `effect` says whether a PREPARE or DEALLOCATE
     /// in it surely runs.
-    fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Judged {
+    fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Arc<Judged> {
         let mut view = SessionView {
             guard: &self.guard,
             who: &self.who,
@@ -295,7 +294,7 @@ impl PgGuard {
                 fresh.push(self.judge_text(text.as_bytes(), Effect::Maybe));
             }
         }
-        let all = candidates.iter().map(|c| &**c).chain(fresh.iter());
+        let all = candidates.iter().chain(fresh.iter()).map(|c| &**c);
         let unknown;
         let judged = match Judged::strictest(all) {
             Some(j) => j,

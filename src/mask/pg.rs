@@ -92,8 +92,10 @@ pub struct PgResults {
     statements: HashMap<Vec<u8>, Arc<[Column]>, foldhash::fast::RandomState>,
     portals: HashMap<Vec<u8>, Portal, foldhash::fast::RandomState>,
     expected: VecDeque<Expect>,
-    /// How the values of the rows arriving now are masked.
-    current: Option<Vec<Treat>>,
+    /// How the values of the rows arriving now are masked, while `current` says so (the
+    /// vector is kept for its capacity).
+    treats: Vec<Treat>,
+    current: bool,
     /// A COPY TO STDOUT is under way: `Some(true)` in text format.
     copy_text: Option<bool>,
 }
@@ -105,7 +107,8 @@ impl PgResults {
             statements: HashMap::default(),
             portals: HashMap::default(),
             expected: VecDeque::new(),
-            current: None,
+            treats: Vec::new(),
+            current: false,
             copy_text: None,
         }
     }
@@ -193,12 +196,12 @@ impl PgResults {
                 }
             }
             be::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
-                self.current = None;
+                self.current = false;
                 self.copy_text = None;
                 self.pop_if(|e| matches!(e, Expect::Execute { .. }));
             }
             be::ERROR_RESPONSE => {
-                self.current = None;
+                self.current = false;
                 self.copy_text = None;
                 // The database skips what is left of the pipeline up to the next Sync.
                 while self
@@ -212,7 +215,7 @@ impl PgResults {
             }
             be::NOTICE_RESPONSE => return Ok(self.notice(body)),
             be::READY_FOR_QUERY => {
-                self.current = None;
+                self.current = false;
                 self.copy_text = None;
                 while let Some(e) = self.expected.pop_front() {
                     if matches!(e, Expect::Sync | Expect::Query { .. }) {
@@ -275,11 +278,13 @@ impl PgResults {
                     Some(Expect::Query { tables }) => tables.as_slice(),
                     _ => &[],
                 };
-                let mut treats = Vec::new();
+                let mut treats = std::mem::take(&mut self.treats);
+                treats.clear();
                 let read = each_column(body, |name, oid, format| {
                     treats.push(self.treat(&name, oid, format, tables));
                 });
-                self.current = read.map(|()| treats);
+                self.treats = treats;
+                self.current = read.is_some();
             }
         }
     }
@@ -310,31 +315,39 @@ impl PgResults {
 
     /// The treatments for the rows of the Execute now answered, from its portal's Bind and
     /// the Describe of the portal or its statement.
-    fn execute_treats(&self) -> Option<Vec<Treat>> {
+    /// Whether they are known: `out` holds them then.
+    fn execute_treats(&self, out: &mut Vec<Treat>) -> bool {
         let Some(Expect::Execute { portal, tables }) = self.expected.front() else {
-            return None;
+            return false;
         };
-        let p = self.portals.get(portal)?;
-        let columns = p.columns.as_ref()?;
+        let Some(p) = self.portals.get(portal) else {
+            return false;
+        };
+        let Some(columns) = p.columns.as_ref() else {
+            return false;
+        };
         let format = |i: usize| match p.formats.len() {
             0 => 0,
             1 => p.formats[0],
             _ => p.formats.get(i).copied().unwrap_or(0),
         };
-        Some(
+        out.clear();
+        out.extend(
             columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| self.treat(&c.name, c.type_oid, format(i), tables))
-                .collect(),
-        )
+                .map(|(i, c)| self.treat(&c.name, c.type_oid, format(i), tables)),
+        );
+        true
     }
 
     fn row(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
-        if self.current.is_none() {
-            self.current = self.execute_treats();
+        if !self.current {
+            let mut treats = std::mem::take(&mut self.treats);
+            self.current = self.execute_treats(&mut treats);
+            self.treats = treats;
         }
-        let treats = self.current.as_deref().unwrap_or(&[]);
+        let treats: &[Treat] = if self.current { &self.treats } else { &[] };
         let masker = &self.masking.masker;
         let all_plain = treats.iter().all(|t| t.is_plain());
         if all_plain && !masker.may_hold(body) {
