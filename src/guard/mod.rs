@@ -348,29 +348,27 @@ pub struct TextState {
     /// classification of a key are all the same as last time.
     decided: HashMap<Box<str>, Arc<Judged>, foldhash::fast::RandomState>,
     decided_bytes: usize,
-    /// The shape looked up last, kept for its capacity.
-    key: String,
+    /// The last statement's shape, kept for its capacity.
+    shape: String,
 }
 
 impl TextState {
-    /// The decision remembered for statements with `text`'s key, while the session is no
+    /// The decision remembered for statements with cache key `key`, while the session is no
     /// migration run.
-    fn recall(&mut self, text: &str) -> Option<&Arc<Judged>> {
-        if self.migration.is_some() || self.decided.is_empty() {
+    fn recall(&self, key: &str) -> Option<&Arc<Judged>> {
+        if self.migration.is_some() {
             return None;
         }
-        let key = cache_key(text, &mut self.key);
         self.decided.get(key)
     }
 
-    /// Remembers `judged` for `text`'s key, if it was made outside a migration run for a
+    /// Remembers `judged` for cache key `key`, if it was made outside a migration run for a
     /// cached classification that names no migration tool (so tagging left it as it was).
-    fn remember(&mut self, text: &str, judged: &Arc<Judged>) {
+    fn remember(&mut self, key: &str, judged: &Arc<Judged>) {
         let untagged = judged.statements.iter().all(|s| s.migration.is_none());
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
             return;
         }
-        let key = cache_key(text, &mut self.key);
         if key.len() > DECIDED_BYTES / 16 {
             return;
         }
@@ -380,10 +378,6 @@ impl TextState {
         }
         self.decided_bytes += key.len();
         self.decided.insert(Box::from(key), judged.clone());
-        // Kept unless a huge statement grew it.
-        if self.key.capacity() > 1 << 16 {
-            self.key = String::new();
-        }
     }
 }
 
@@ -401,7 +395,7 @@ pub struct TextSession<'a> {
 /// Classifies and judges statement text, from the cache when its meaning cannot depend on
 /// the session. Text that is not UTF-8, or that holds a backslash while the server reads
 /// string literals otherwise than the classifier does, is judged unknown.
-pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
+pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
     let dialect = guard.dialect;
     let Ok(text) = std::str::from_utf8(sql) else {
         let fix = match dialect {
@@ -429,12 +423,25 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Ju
         let statement = Classified::unknown(text, code, reason.to_owned());
         return Arc::new(judge_one(guard, session.who, statement));
     }
-    if let Some(judged) = session.state.recall(text) {
+    // The cache's key, once: for the session's memory and, outside its lock, the cache's.
+    let mut shape = std::mem::take(&mut session.state.shape);
+    let judged = judge_keyed(guard, &mut session, text, cache_key(text, &mut shape));
+    // Kept unless a huge statement grew it.
+    if shape.capacity() <= 1 << 16 {
+        session.state.shape = shape;
+    }
+    judged
+}
+
+/// [`judge_text`] for UTF-8 `text` with cache key `key`.
+fn judge_keyed(guard: &Guard, session: &mut TextSession<'_>, text: &str, key: &str) -> Arc<Judged> {
+    let dialect = guard.dialect;
+    if let Some(judged) = session.state.recall(key) {
         let mut judged = Arc::clone(judged);
         held_as_sent(guard, &mut judged, text);
         return judged;
     }
-    let cached = guard.cache().get_shared(text);
+    let cached = guard.cache().get_keyed(key);
     let was_cached = cached.is_some();
     let (statements, dynamic) = match cached {
         Some(hit) => (hit, None),
@@ -453,7 +460,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Ju
     let statements = tag_migration(&mut session.state.migration, statements);
     let mut judged = Arc::new(judge(guard, session.who, statements, dynamic));
     if was_cached {
-        session.state.remember(text, &judged);
+        session.state.remember(key, &judged);
     }
     held_as_sent(guard, &mut judged, text);
     judged
@@ -579,12 +586,11 @@ mod tests {
         assert!(state.decided.is_empty());
         let second = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 2;");
         assert_eq!(state.decided.len(), 1);
-        assert!(state.recall("select_ignored").is_none());
-        assert!(
-            state
-                .recall(" SELECT abalance FROM a WHERE aid = 3 ")
-                .is_some()
-        );
+        let mut shape = String::new();
+        let key = cache_key("select_ignored", &mut shape);
+        assert!(state.recall(key).is_none());
+        let key = cache_key(" SELECT abalance FROM a WHERE aid = 3 ", &mut shape);
+        assert!(state.recall(key).is_some());
         let third = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 3;");
         assert_eq!(state.decided.len(), 1);
         for j in [&first, &second, &third] {

@@ -18,8 +18,6 @@ pub struct Cache {
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
-    /// The shape looked up last, kept for its capacity.
-    key: String,
 }
 
 impl Cache {
@@ -31,7 +29,6 @@ impl Cache {
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes,
-            key: String::new(),
         }
     }
 
@@ -63,17 +60,12 @@ impl Cache {
         }
     }
 
-    /// Like [`Cache::get`], without copying: a statement of the same shape comes back as it
-    /// was cached, its `text` that of the first statement of that shape. For deciding, where
-    /// only the classification matters.
-    pub fn get_shared(&mut self, sql: &str) -> Option<Arc<[Classified]>> {
-        let mut key = std::mem::take(&mut self.key);
-        let hit = self.map.get(cache_key(sql, &mut key)).cloned();
-        // Kept unless a huge statement grew it.
-        if key.capacity() <= 1 << 16 {
-            self.key = key;
-        }
-        hit
+    /// The classification cached under `key` ([`cache_key`] of a statement), without
+    /// copying: a statement of the same shape comes back as it was cached, its `text` that of
+    /// the first statement of that shape. For deciding, where only the classification
+    /// matters.
+    pub fn get_keyed(&self, key: &str) -> Option<Arc<[Classified]>> {
+        self.map.get(key).cloned()
     }
 
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
