@@ -6,6 +6,8 @@
 //! - `select_simple`: pgbench -S, simple protocol (one Query).
 //! - `tpcb_simple`: pgbench's default script, simple protocol (seven Queries).
 //! - `select_prepared`: pgbench -S -M prepared (Bind, Execute, Sync of a statement parsed once).
+//! - `select_new_session`: pgbench -S -C, a session per transaction: the guard made for the
+//!   session, its one Query and answers, and the guard dropped.
 //! - `tpcb_simple_cold`: as `tpcb_simple`, for eight sessions in turn, with 4 MiB written
 //!   between two statements (untimed), as the kernel's TCP stack, PostgreSQL and pgbench
 //!   disturb the caches between two statements of a session in the running proxy. Only the
@@ -25,6 +27,24 @@ use airlock::sql::Dialect;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn session() -> Box<dyn Inspector> {
+    session_factory().for_session(&session_info())
+}
+
+fn session_info() -> SessionInfo {
+    SessionInfo {
+        id: 1,
+        user: "bench".into(),
+        database: "test".into(),
+        application_name: None,
+        client_addr: "127.0.0.1:1".parse().unwrap(),
+        tls: false,
+        strings_as_classified: true,
+        local_infile: false,
+    }
+}
+
+/// The listener's guard, with the default policy.
+fn session_factory() -> PgGuards {
     let text = std::fs::read_to_string("policies/default.toml").expect("run from the repo root");
     let policy = Policy::parse(&[("default.toml".into(), text)]).unwrap();
     let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
@@ -35,16 +55,7 @@ fn session() -> Box<dyn Inspector> {
         Default::default(),
         masking,
     );
-    PgGuards(Arc::new(guard)).for_session(&SessionInfo {
-        id: 1,
-        user: "bench".into(),
-        database: "test".into(),
-        application_name: None,
-        client_addr: "127.0.0.1:1".parse().unwrap(),
-        tls: false,
-        strings_as_classified: true,
-        local_infile: false,
-    })
+    PgGuards(Arc::new(guard))
 }
 
 /// Shows `body` as a message with `tag` to the guard; every statement must be allowed.
@@ -196,6 +207,29 @@ fn bench(c: &mut Criterion) {
                 &mut *guard,
                 &[
                     (b'2', b""),
+                    (b'D', b"\0\x01\0\0\0\x04-123"),
+                    (b'C', b"SELECT 1\0"),
+                    (b'Z', b"I"),
+                ],
+            );
+        })
+    });
+
+    let guards = session_factory();
+    let mut n = 0;
+    group.bench_function("select_new_session", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut guard = guards.for_session(&session_info());
+            send(
+                &mut *guard,
+                tag::QUERY,
+                black_box(&selects[n % selects.len()]),
+            );
+            answer(
+                &mut *guard,
+                &[
+                    (b'T', ABALANCE),
                     (b'D', b"\0\x01\0\0\0\x04-123"),
                     (b'C', b"SELECT 1\0"),
                     (b'Z', b"I"),
