@@ -176,6 +176,22 @@ async fn postgres_rows_show_placeholders_in_text_and_binary() {
         blob.as_deref(),
         Some(&b"conn postgres://app:[masked:url_password]@db/x"[..])
     );
+    // Inside an array (or a record), quoted: {"\\x..."}.
+    let messages = client
+        .simple_query(&format!("select array[blob] from {t} where id = 1"))
+        .await
+        .unwrap();
+    let blob = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|a| {
+            let quoted = a.strip_prefix("{\"\\").and_then(|a| a.strip_suffix("\"}"));
+            bytea_hex(quoted.expect("one quoted bytea"))
+        }),
+        _ => None,
+    });
+    assert_eq!(
+        blob.as_deref(),
+        Some(&b"conn postgres://app:[masked:url_password]@db/x"[..])
+    );
 
     // An error that echoes the value (a duplicate key) is masked too.
     client

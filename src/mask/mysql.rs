@@ -10,7 +10,7 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::Column;
 
 use super::Masking;
-use super::value::{Masked, Treat, hex};
+use super::value::{Masked, Treat, hex, may_hide};
 
 /// A row packet Airlock must not pass and cannot mask: the session ends with this reason.
 pub use super::pg::Unmaskable;
@@ -139,8 +139,8 @@ impl MyResults {
     /// A row packet: the payload to send the client in its place, if masking changed it.
     pub fn row(&mut self, binary: bool, payload: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
         self.reading = false;
-        let all_plain = self.columns.iter().all(|c| c.treat.is_plain());
-        if all_plain && !self.masking.masker.may_hold(payload) {
+        let any_whole = self.columns.iter().any(|c| c.treat.is_whole());
+        if !any_whole && !may_hide(&self.masking.masker, payload) {
             return Ok(None);
         }
         if binary {

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Masking;
-use super::value::{Masked, Treat, mask_hex_runs};
+use super::value::{Masked, Treat, mask_text, may_hide};
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frontend::FrontendMessage;
 
@@ -349,8 +349,8 @@ impl PgResults {
         }
         let treats: &[Treat] = if self.current { &self.treats } else { &[] };
         let masker = &self.masking.masker;
-        let all_plain = treats.iter().all(|t| t.is_plain());
-        if all_plain && !masker.may_hold(body) {
+        let any_whole = treats.iter().any(|t| t.is_whole());
+        if !any_whole && !may_hide(masker, body) {
             return Ok(None);
         }
         let values = match data_row(body) {
@@ -397,12 +397,7 @@ impl PgResults {
 
     fn copy_data(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
         match self.copy_text {
-            Some(true) => {
-                let masker = &self.masking.masker;
-                let masked = masker.mask(body);
-                let text = masked.as_deref().unwrap_or(body);
-                Ok(mask_hex_runs(masker, text).or(masked))
-            }
+            Some(true) => Ok(mask_text(&self.masking.masker, body)),
             _ if self.masking.masker.mask(body).is_some() => Err(unmaskable(
                 "COPY in binary format carries a value that looks like a credential; use COPY \
                  in text or CSV format, which Airlock masks"
@@ -425,7 +420,7 @@ impl PgResults {
     /// error echoes the value).
     fn notice(&self, body: &[u8]) -> Option<Vec<u8>> {
         let masker = &self.masking.masker;
-        if !masker.may_hold(body) {
+        if !may_hide(masker, body) {
             return None;
         }
         let mut out = Vec::with_capacity(body.len() + 32);
@@ -438,7 +433,7 @@ impl PgResults {
             }
             let end = after.iter().position(|&b| b == 0)?;
             let field = &after[..end];
-            match masker.mask(field) {
+            match mask_text(masker, field) {
                 Some(m) => {
                     changed = true;
                     out.extend(m.into_iter().filter(|&b| b != 0));
@@ -719,6 +714,33 @@ mod tests {
             .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
             .collect();
         assert_eq!(raw, b"[masked:github_token]");
+    }
+
+    /// A bytea[] (or a record) in text format shows each bytea in hex, quoted.
+    #[test]
+    fn bytea_in_hex_inside_an_array_is_masked() {
+        let mut r = PgResults::new(masking(&[]));
+        send(&mut r, b'Q', &cstr("select array[blob] from t"));
+        r.backend(b'T', &description(&[("array", 1001, 0)]))
+            .unwrap();
+        let hexed: String = TOKEN
+            .bytes()
+            .flat_map(crate::hex::byte)
+            .map(char::from)
+            .collect();
+        let shown = format!("{{\"\\\\x{hexed}\"}}");
+        let out = r
+            .backend(b'D', &row(&[Some(shown.as_bytes())]))
+            .unwrap()
+            .unwrap();
+        let value = String::from_utf8(data_row(&out).unwrap()[0].unwrap().to_vec()).unwrap();
+        let masked: String = b"[masked:github_token]"
+            .iter()
+            .copied()
+            .flat_map(crate::hex::byte)
+            .map(char::from)
+            .collect();
+        assert_eq!(value, format!("{{\"\\\\x{masked}\"}}"));
     }
 
     #[test]

@@ -43,13 +43,11 @@ pub enum Masked {
 const COLUMN: &str = "column";
 
 impl Treat {
-    /// Whether a value is masked only where the detectors find a secret in its bytes as they
-    /// are, so that a row whose bytes the detectors rule out needs nothing. Not so for values
-    /// masked whole, nor for bytea in hex, whose bytes are decoded first.
-    pub fn is_plain(self) -> bool {
+    /// Whether values of this column are masked whatever they hold.
+    pub fn is_whole(self) -> bool {
         matches!(
             self,
-            Treat::Text | Treat::Json | Treat::JsonbBinary | Treat::Opaque
+            Treat::WholeText | Treat::WholeJson | Treat::WholeJsonbBinary | Treat::WholeNull
         )
     }
 
@@ -57,7 +55,7 @@ impl Treat {
     pub fn mask(self, masker: &Masker, value: &[u8]) -> Masked {
         let changed = |v: Option<Vec<u8>>| v.map_or(Masked::Same, Masked::Value);
         match self {
-            Treat::Text => changed(masker.mask(value)),
+            Treat::Text => changed(mask_text(masker, value)),
             Treat::Json => changed(masker.mask_json(value)),
             Treat::JsonbBinary => match value.split_first() {
                 Some((&version, json)) => changed(masker.mask_json(json).map(|m| {
@@ -98,6 +96,21 @@ fn json_string(placeholder: Vec<u8>) -> Vec<u8> {
     out.extend(placeholder);
     out.push(b'"');
     out
+}
+
+/// Whether `bytes` (a row, a message) may hold a secret that a treatment other than a whole
+/// one finds: a detector's anchor, or a backslash-x that may start bytea in hex. False means
+/// certainly not.
+pub fn may_hide(masker: &Masker, bytes: &[u8]) -> bool {
+    masker.may_hold(bytes) || memchr::memmem::find(bytes, b"\\x").is_some()
+}
+
+/// `text` with the secrets in it masked, as it is and inside each bytea it shows in hex (a
+/// bytea[] or a record in text format, a COPY line); `None` if it holds none.
+pub fn mask_text(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
+    let masked = masker.mask(text);
+    let as_masked = masked.as_deref().unwrap_or(text);
+    mask_hex_runs(masker, as_masked).or(masked)
 }
 
 /// `text` with each bytea shown in hex inside it (`\\x` and an even run of hex digits, as
