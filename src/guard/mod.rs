@@ -112,9 +112,9 @@ impl Guard {
         self.masking.clone()
     }
 
-    /// `value` with secrets masked, if it holds any.
+    /// `value` with secrets masked (bytea in hex included), if it holds any.
     pub fn mask(&self, value: &[u8]) -> Option<Vec<u8>> {
-        self.masking.masker.mask(value)
+        crate::mask::value::mask_text(&self.masking.masker, value)
     }
 
     /// `text` with secrets masked, for tickets, notifications and records.
