@@ -313,9 +313,9 @@ impl PgResults {
         }
     }
 
-    /// The treatments for the rows of the Execute now answered, from its portal's Bind and
-    /// the Describe of the portal or its statement.
-    /// Whether they are known: `out` holds them then.
+    /// Writes into `out` the treatments for the rows of the Execute now answered, from its
+    /// portal's Bind and the Describe of the portal or its statement; false if they are not
+    /// known.
     fn execute_treats(&self, out: &mut Vec<Treat>) -> bool {
         let Some(Expect::Execute { portal, tables }) = self.expected.front() else {
             return false;
