@@ -78,6 +78,23 @@ fn answer(guard: &mut dyn Inspector, messages: &[(u8, &[u8])]) {
 /// A RowDescription of one int4 column named `abalance`, in text format.
 const ABALANCE: &[u8] = b"\0\x01abalance\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0";
 
+/// A DataRow of one value, `-123`.
+const BALANCE_ROW: &[u8] = b"\0\x01\0\0\0\x04-123";
+
+/// pgbench -S's one statement, in a Query, and its answers.
+fn select(guard: &mut dyn Inspector, query: &[u8]) {
+    send(guard, tag::QUERY, black_box(query));
+    answer(
+        guard,
+        &[
+            (b'T', ABALANCE),
+            (b'D', BALANCE_ROW),
+            (b'C', b"SELECT 1\0"),
+            (b'Z', b"I"),
+        ],
+    );
+}
+
 /// What the database answers to each statement of [`tpcb`].
 fn tpcb_answers() -> [Vec<(u8, &'static [u8])>; 7] {
     let done = |tag: &'static [u8], status: &'static [u8]| vec![(b'C', tag), (b'Z', status)];
@@ -86,7 +103,7 @@ fn tpcb_answers() -> [Vec<(u8, &'static [u8])>; 7] {
         done(b"UPDATE 1\0", b"T"),
         vec![
             (b'T', ABALANCE),
-            (b'D', b"\0\x01\0\0\0\x04-123"),
+            (b'D', BALANCE_ROW),
             (b'C', b"SELECT 1\0"),
             (b'Z', b"T"),
         ],
@@ -147,20 +164,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("select_simple", |b| {
         b.iter(|| {
             n += 1;
-            send(
-                &mut *guard,
-                tag::QUERY,
-                black_box(&selects[n % selects.len()]),
-            );
-            answer(
-                &mut *guard,
-                &[
-                    (b'T', ABALANCE),
-                    (b'D', b"\0\x01\0\0\0\x04-123"),
-                    (b'C', b"SELECT 1\0"),
-                    (b'Z', b"I"),
-                ],
-            );
+            select(&mut *guard, &selects[n % selects.len()]);
         })
     });
 
@@ -207,7 +211,7 @@ fn bench(c: &mut Criterion) {
                 &mut *guard,
                 &[
                     (b'2', b""),
-                    (b'D', b"\0\x01\0\0\0\x04-123"),
+                    (b'D', BALANCE_ROW),
                     (b'C', b"SELECT 1\0"),
                     (b'Z', b"I"),
                 ],
@@ -221,20 +225,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let mut guard = guards.for_session(&session_info());
-            send(
-                &mut *guard,
-                tag::QUERY,
-                black_box(&selects[n % selects.len()]),
-            );
-            answer(
-                &mut *guard,
-                &[
-                    (b'T', ABALANCE),
-                    (b'D', b"\0\x01\0\0\0\x04-123"),
-                    (b'C', b"SELECT 1\0"),
-                    (b'Z', b"I"),
-                ],
-            );
+            select(&mut *guard, &selects[n % selects.len()]);
         })
     });
 
