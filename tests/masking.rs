@@ -220,7 +220,7 @@ async fn postgres_rows_show_placeholders_in_text_and_binary() {
     );
 }
 
-/// The bytes of a bytea shown in hex (`\\x...`).
+/// The bytes of a bytea shown in hex (`\x...`).
 fn bytea_hex(shown: &str) -> Vec<u8> {
     let digits = shown.strip_prefix("\\x").expect("bytea in hex");
     (0..digits.len())
