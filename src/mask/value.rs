@@ -121,11 +121,12 @@ pub fn mask_hex_runs(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
     let mut copied = 0;
     let mut at = 0;
     while let Some(found) = memchr::memchr(b'\\', &text[at..]) {
-        let start = at + found + 2;
-        at = at + found + 1;
-        if text.get(start - 1) != Some(&b'x') {
+        let backslash = at + found;
+        at = backslash + 1;
+        if text.get(backslash + 1) != Some(&b'x') {
             continue;
         }
+        let start = backslash + 2;
         let digits = text[start..]
             .iter()
             .take_while(|c| c.is_ascii_hexdigit())
