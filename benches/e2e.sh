@@ -29,6 +29,12 @@
 #                   event rate, so CPU per transaction compares like for like
 #   TARGETS_ONLY    run only these targets (say "airlock passthrough": more rounds of a
 #                   comparison in the same time)
+#   CONCURRENT=1    in each round, run every target's pgbench at the same time instead of
+#                   one after another. Each target then sees the same machine at the same
+#                   moment, so what one costs over another (CPU per transaction, paired by
+#                   round) is far steadier on a shared VM; TPS are no longer each target's
+#                   top speed. Meant for two or three targets (TARGETS_ONLY="airlock
+#                   passthrough", or with AIRLOCK_BASELINE "airlock baseline")
 #   SKIP_BUILD=1    use the binaries already in target/release
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw results)
 #
@@ -204,7 +210,8 @@ echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/nu
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
 echo "passthrough: examples/passthrough.rs, Airlock with nothing in the seam, same config"
 [[ -n $BASELINE_PID ]] && echo "baseline:  $AIRLOCK_BASELINE, same config"
-echo "runs:      $ROUNDS rounds x ${DURATION}s, targets interleaved: ${TARGETS[*]}${RATE:+, pgbench -R $RATE}"
+if [[ ${CONCURRENT:-0} == 1 ]]; then together="at the same time"; else together="interleaved"; fi
+echo "runs:      $ROUNDS rounds x ${DURATION}s, targets $together: ${TARGETS[*]}${RATE:+, pgbench -R $RATE}"
 echo
 
 # ---------------------------------------------------------------- data
@@ -237,43 +244,70 @@ fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 FAILED=0
+
+# pgbench against target $1 with the current workload's args, its output in $2.
+bench_run() {
+    env "$(conn_env "$1")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" ${RATE:+-R "$RATE"} \
+        -h "${HOST_OF[$1]}" -p "${PORT[$1]}" -U "${USER_OF[$1]}" "$DB" >"$2" 2>&1
+}
+
+# Records target $1's finished run: pgbench output $2, exit code $3, the proxy's CPU
+# nanoseconds before it $4.
+record_run() {
+    local t=$1 out=$2 rc=$3 before=$4 pid=${PID_OF[$1]} ns=-1 tps txns
+    if [[ -n $pid ]]; then
+        if kill -0 "$pid" 2>/dev/null; then
+            ns=$(($(cpu_ns "$pid") - before))
+        else
+            log "$t (pid $pid) has exited:"; tail -n 20 "$TMP/$t.log" >&2; exit 1
+        fi
+    fi
+    tps=$(awk '/^tps = / { print $3; exit }' "$out")
+    txns=$(awk -F': ' '/^number of transactions actually processed: / { print $2 + 0; exit }' "$out")
+    if [[ $rc != 0 || -z $tps || -z $txns ]]; then
+        FAILED=1
+        log "FAILED: $t, $name (pgbench exit $rc); pgbench output:"
+        sed 's/^/    /' "$out" >&2
+        printf '%s\t%s\t%s\tFAIL\tFAIL\t%s\n' "$round" "$name" "$t" "$ns" >>"$RESULTS"
+        echo "FAILED: $t, $name, round $round (pgbench exit $rc):"
+        grep -v '^\(transaction type\|scaling factor\|query mode\|number of\|duration\|latency\|initial\|tps\|maximum\|pgbench (\)' "$out" |
+            head -n 20 | sed 's/^/    /' || true
+        return
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$t" "$tps" "$txns" "$ns" >>"$RESULTS"
+}
+
+cpu_before() { if [[ -n ${PID_OF[$1]} ]]; then cpu_ns "${PID_OF[$1]}"; else echo 0; fi; }
+
 for ((round = 1; round <= ROUNDS; round++)); do
     for w in "${!WORKLOADS[@]}"; do
         name=${WORKLOADS[$w]%%|*}
         read -r -a args <<<"${WORKLOADS[$w]#*|}"
         # Each round starts with the next target, so that none always runs first.
-        for ((i = 0; i < ${#TARGETS[@]}; i++)); do
-            t=${TARGETS[(i + round - 1) % ${#TARGETS[@]}]}
-            out=$TMP/run-$round-$w-$t.log
-            log "round $round/$ROUNDS  $name  $t"
-            pid=${PID_OF[$t]}
-            before=0
-            [[ -n $pid ]] && before=$(cpu_ns "$pid")
-            rc=0
-            env "$(conn_env "$t")" timeout "$RUN_TIMEOUT" pgbench -n -T "$DURATION" "${args[@]}" ${RATE:+-R "$RATE"} \
-                -h "${HOST_OF[$t]}" -p "${PORT[$t]}" -U "${USER_OF[$t]}" "$DB" >"$out" 2>&1 || rc=$?
-            ns=-1
-            if [[ -n $pid ]]; then
-                if kill -0 "$pid" 2>/dev/null; then
-                    ns=$(($(cpu_ns "$pid") - before))
-                else
-                    log "$t (pid $pid) has exited:"; tail -n 20 "$TMP/$t.log" >&2; exit 1
-                fi
-            fi
-            tps=$(awk '/^tps = / { print $3; exit }' "$out")
-            txns=$(awk -F': ' '/^number of transactions actually processed: / { print $2 + 0; exit }' "$out")
-            if [[ $rc != 0 || -z $tps || -z $txns ]]; then
-                FAILED=1
-                log "FAILED: $t, $name (pgbench exit $rc); pgbench output:"
-                sed 's/^/    /' "$out" >&2
-                printf '%s\t%s\t%s\tFAIL\tFAIL\t%s\n' "$round" "$name" "$t" "$ns" >>"$RESULTS"
-                echo "FAILED: $t, $name, round $round (pgbench exit $rc):"
-                grep -v '^\(transaction type\|scaling factor\|query mode\|number of\|duration\|latency\|initial\|tps\|maximum\|pgbench (\)' "$out" |
-                    head -n 20 | sed 's/^/    /' || true
-                continue
-            fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$t" "$tps" "$txns" "$ns" >>"$RESULTS"
-        done
+        order=()
+        for ((i = 0; i < ${#TARGETS[@]}; i++)); do order+=("${TARGETS[(i + round - 1) % ${#TARGETS[@]}]}"); done
+        if [[ ${CONCURRENT:-0} == 1 ]]; then
+            log "round $round/$ROUNDS  $name  ${order[*]} at the same time"
+            declare -A cpu0=() job=()
+            for t in "${order[@]}"; do
+                cpu0[$t]=$(cpu_before "$t")
+                bench_run "$t" "$TMP/run-$round-$w-$t.log" &
+                job[$t]=$!
+            done
+            for t in "${order[@]}"; do
+                rc=0
+                wait "${job[$t]}" || rc=$?
+                record_run "$t" "$TMP/run-$round-$w-$t.log" "$rc" "${cpu0[$t]}"
+            done
+        else
+            for t in "${order[@]}"; do
+                log "round $round/$ROUNDS  $name  $t"
+                before=$(cpu_before "$t")
+                rc=0
+                bench_run "$t" "$TMP/run-$round-$w-$t.log" || rc=$?
+                record_run "$t" "$TMP/run-$round-$w-$t.log" "$rc" "$before"
+            done
+        fi
     done
 done
 
@@ -347,6 +381,11 @@ print("connection). proxy CPU us/txn: CPU time of the proxy process's threads ov
 print("from /proc/PID/task/*/schedstat, divided by the transactions pgbench completed. Medians")
 print("over rounds. airlock - passthrough: what the policy adds (same build, same config).")
 PY
+if [[ ${CONCURRENT:-0} == 1 ]]; then
+    echo "CONCURRENT=1: the targets ran at the same time, so each tps is a share of the machine,"
+    echo "not the target's top speed; CPU per transaction and the paired differences compare"
+    echo "targets that saw the same load at the same moment."
+fi
 
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (after the run)"
 if [[ $(current_scale) != "$SCALE" ]]; then
