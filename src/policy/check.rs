@@ -68,24 +68,33 @@ pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Dec
         .max_by_key(|d| d.severity())
 }
 
+/// Whether `rule` covers the request. A statement names several tables and may have several
+/// findings: a rule that denies or holds covers it if any of them is listed, a rule that
+/// allows only if every one is (so an allow for `scratch.*` does not let a statement that
+/// also writes `billing.invoices` through, nor an allowed `drop` carry a `grant` with it).
 fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let s = r.statement;
     let has_findings = !s.findings.is_empty();
     let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+    let listed_finding = |code: &str| rule.findings.iter().any(|x| x == code);
+    let listed_table = |table: &String| rule.tables.iter().any(|p| glob(p, table));
+    let allows = rule.action == Action::Allow;
     any(&rule.users, r.user)
         && (rule.groups.is_empty() || rule.groups.iter().any(|g| r.groups.contains(g)))
         && any(&rule.listeners, r.listener)
         && any(&rule.databases, r.database)
         && (rule.kinds.is_empty() || rule.kinds.contains(&s.kind))
         && (rule.findings.is_empty()
-            || s.findings
-                .iter()
-                .any(|f| rule.findings.iter().any(|x| x == f.code)))
+            || match allows {
+                true => has_findings && s.findings.iter().all(|f| listed_finding(f.code)),
+                false => s.findings.iter().any(|f| listed_finding(f.code)),
+            })
         && rule.any_finding.is_none_or(|want| want == has_findings)
         && (rule.tables.is_empty()
-            || s.tables
-                .iter()
-                .any(|t| rule.tables.iter().any(|p| glob(p, t))))
+            || match allows {
+                true => !s.tables.is_empty() && s.tables.iter().all(listed_table),
+                false => s.tables.iter().any(listed_table),
+            })
         && match &rule.migration {
             None => true,
             Some(MigrationMatch::Any(want)) => *want == s.migration.is_some(),
@@ -170,6 +179,81 @@ mod tests {
             let d = decide(&p, "app", &[], risky);
             assert!(matches!(d, Decision::Review { .. }), "{risky}: {d:?}");
         }
+    }
+
+    #[test]
+    fn an_allow_covers_a_statement_only_if_it_lists_every_table_and_finding() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "review"
+            approvers = ["dba"]
+
+            [[rule]]
+            name = "scratch-is-free"
+            action = "allow"
+            tables = ["scratch.*"]
+
+            [[rule]]
+            name = "dba-may-drop-and-truncate"
+            action = "allow"
+            groups = ["dba"]
+            findings = ["drop", "truncate"]
+
+            [[rule]]
+            name = "no-billing-writes"
+            action = "deny"
+            kinds = ["write"]
+            tables = ["billing.*"]
+            "#,
+        );
+        let rule = |user: &str, groups: &[&str], sql: &str| {
+            decide(&p, user, groups, sql).rule_name().to_owned()
+        };
+        // Every table listed: allowed.
+        assert_eq!(
+            rule(
+                "app",
+                &[],
+                "update scratch.a set x = b.y from scratch.b where a.id = b.id"
+            ),
+            "scratch-is-free"
+        );
+        // One table not listed: the allow does not cover it, and a deny that lists any of
+        // its tables does.
+        assert_eq!(
+            rule(
+                "app",
+                &[],
+                "update billing.invoices set paid = true from scratch.a where a.id = 1"
+            ),
+            "no-billing-writes"
+        );
+        assert_eq!(
+            rule(
+                "app",
+                &[],
+                "select * from scratch.a join billing.cards using (id)"
+            ),
+            "default"
+        );
+        // A statement naming no table is not covered by an allow that lists tables.
+        assert_eq!(rule("app", &[], "select 1"), "default");
+
+        // Every finding listed: allowed; one more (a GRANT with the DROP): not.
+        assert_eq!(
+            rule("ann", &["dba"], "drop table t"),
+            "dba-may-drop-and-truncate"
+        );
+        assert_eq!(
+            rule("ann", &["dba"], "truncate t"),
+            "dba-may-drop-and-truncate"
+        );
+        assert_eq!(
+            rule("ann", &["dba"], "drop table t cascade"),
+            "dba-may-drop-and-truncate"
+        );
+        assert_eq!(rule("ann", &["dba"], "delete from t"), "default");
     }
 
     #[test]
