@@ -624,3 +624,102 @@ async fn rows_in_both_protocols_reach_the_seam() {
     let after = *seen.lock().unwrap();
     assert_eq!(after.2 - mid.2, 10, "every binary row");
 }
+
+/// A policy's `databases` means the session's default database as it is now: a USE or a
+/// COM_INIT_DB (the mariadb client's `use`) moves a session under the rules of the database
+/// it switches to, and a prepared statement is judged for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_for_a_database_follow_the_session_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[defaults]\naction = \"allow\"\n\n\
+         [[rule]]\nname = \"other-is-read-only\"\naction = \"deny\"\n\
+         kinds = [\"write\"]\ndatabases = [\"airlock_other\"]\n\n\
+         [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(Some(dir.path().to_owned())).await;
+    let port = proxy.mysql_port.unwrap();
+    let t = unique("my_switch");
+    let mut db = direct().await;
+    db.query_drop(format!(
+        "create database if not exists airlock_other; \
+         create table airlock_other.{t} (id int primary key); \
+         create table test.{t} (id int primary key)"
+    ))
+    .await
+    .unwrap();
+    let count = |schema: &'static str, t: String| async move {
+        let mut db = direct().await;
+        let n: Option<i64> = db
+            .query_first(format!("select count(*) from {schema}.{t}"))
+            .await
+            .unwrap();
+        n.unwrap()
+    };
+
+    let mut conn = connect(port).await;
+    conn.query_drop(format!("insert into {t} values (1)"))
+        .await
+        .expect("test is not read-only");
+    let insert = conn
+        .prep(format!("insert into {t} values (?)"))
+        .await
+        .unwrap();
+    conn.exec_drop(&insert, (2,)).await.unwrap();
+
+    conn.query_drop("USE airlock_other").await.unwrap();
+    let e = conn
+        .query_drop(format!("insert into {t} values (1)"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("other-is-read-only"),
+        "{}",
+        message(&e)
+    );
+    // Prepared in test, run after the switch: judged the stricter way.
+    let e = conn.exec_drop(&insert, (3,)).await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    let reads: Option<i64> = conn
+        .query_first(format!("select count(*) from {t}"))
+        .await
+        .unwrap();
+    assert_eq!(reads, Some(0), "reads still pass");
+
+    // Back in test, writes pass again.
+    conn.query_drop("USE test").await.unwrap();
+    conn.query_drop(format!("insert into {t} values (4)"))
+        .await
+        .unwrap();
+    // A USE with statements after it in one string is not judged as if it came last.
+    let e = conn
+        .query_drop(format!("USE airlock_other; insert into {t} values (5)"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(message(&e).contains("no-unknowns"), "{}", message(&e));
+    assert_eq!(count("airlock_other", t.clone()).await, 0);
+    assert_eq!(count("test", t.clone()).await, 3);
+
+    // The mariadb client's `use` is a COM_INIT_DB.
+    let out = mariadb(
+        port,
+        &[
+            "-e",
+            &format!("use airlock_other; insert into {t} values (6)"),
+        ],
+    );
+    assert!(!out.status.success(), "the insert is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1142") && stderr.contains("other-is-read-only"),
+        "{stderr}"
+    );
+    assert_eq!(count("airlock_other", t.clone()).await, 0);
+    db.query_drop(format!("drop table airlock_other.{t}; drop table test.{t}"))
+        .await
+        .unwrap();
+}

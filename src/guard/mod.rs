@@ -362,6 +362,12 @@ impl TextState {
         self.decided.get(key)
     }
 
+    /// Forgets every remembered decision (what they were made for has changed).
+    fn forget_decisions(&mut self) {
+        self.decided.clear();
+        self.decided_bytes = 0;
+    }
+
     /// Remembers `judged` for cache key `key`, if it was made outside a migration run for a
     /// cached classification that names no migration tool (so tagging left it as it was).
     fn remember(&mut self, key: &str, judged: &Arc<Judged>) {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::audit::{Ends, SessionAudit};
-use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
+use super::{Guard, Judged, TextSession, TextState, Who, judge, judge_one, judge_text};
 use crate::audit::Ack;
 use crate::inspect::{
     Denial, MysqlInspector, MysqlInspectorFactory, Rewrite, SessionInfo, Verdict,
@@ -43,6 +43,7 @@ impl MysqlInspectorFactory for MyGuards {
             preparing: None,
             preparing_text: None,
             staged: false,
+            switching: None,
             owed: std::collections::VecDeque::new(),
             text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
@@ -76,8 +77,12 @@ pub struct MyGuard {
     sampler: Option<MyResults>,
     /// Whether the command last shown has a record awaiting its answer.
     staged: bool,
-    /// For each forwarded command the database owes an answer: whether it has a record.
-    owed: std::collections::VecDeque<bool>,
+    /// The database the command last shown makes the session's default, if it succeeds
+    /// (COM_INIT_DB, or text ending with a `USE`).
+    switching: Option<String>,
+    /// For each forwarded command the database owes an answer: whether it has a record, and
+    /// the database it switches to.
+    owed: std::collections::VecDeque<(bool, Option<String>)>,
 }
 
 impl MysqlInspector for MyGuard {
@@ -85,6 +90,16 @@ impl MysqlInspector for MyGuard {
         match command {
             Command::Query { sql } => {
                 let judged = self.judge_text(sql);
+                if switches_midway(&judged) {
+                    return self.synthetic(
+                        Kind::Unknown,
+                        "use_mid_string",
+                        "a USE before other statements in one string changes the database \
+                         they run in after Airlock judged them; send the USE on its own"
+                            .to_owned(),
+                    );
+                }
+                self.switching = judged.statements.last().and_then(|s| s.database.clone());
                 if let Some(audit) = &mut self.audit {
                     audit.statement(&judged, sql, Vec::new(), Ends::Completion);
                     self.staged = true;
@@ -153,6 +168,10 @@ impl MysqlInspector for MyGuard {
                 Verdict::Forward
             }
             Command::Statement { .. } => Verdict::Forward,
+            Command::InitDb { schema } => {
+                self.switching = Some(String::from_utf8_lossy(schema).into_owned());
+                Verdict::Forward
+            }
             Command::Other { code } => match admin_command(*code) {
                 Some(name) => self.synthetic(
                     Kind::Admin,
@@ -171,14 +190,16 @@ impl MysqlInspector for MyGuard {
 
     fn forwarded(&mut self, answer: bool) {
         let recorded = std::mem::take(&mut self.staged);
+        let switching = self.switching.take();
         if answer {
-            self.owed.push_back(recorded);
+            self.owed.push_back((recorded, switching));
         } else if recorded && let Some(audit) = &mut self.audit {
             audit.settle_last(None);
         }
     }
 
     fn refused(&mut self, errno: u16) {
+        self.switching = None;
         if std::mem::take(&mut self.staged)
             && let Some(audit) = &mut self.audit
         {
@@ -187,13 +208,17 @@ impl MysqlInspector for MyGuard {
     }
 
     fn answered(&mut self, rows: Option<u64>, error: Option<u16>) {
-        if self.owed.pop_front() == Some(true)
-            && let Some(audit) = &mut self.audit
-        {
+        let Some((recorded, switching)) = self.owed.pop_front() else {
+            return;
+        };
+        if recorded && let Some(audit) = &mut self.audit {
             match error {
                 Some(errno) => audit.failed(&errno.to_string()),
                 None => audit.completed(rows),
             }
+        }
+        if let (Some(database), None) = (switching, error) {
+            self.switch_to(database);
         }
     }
 
@@ -271,6 +296,17 @@ struct Statement {
     text: Option<Arc<str>>,
 }
 
+/// Whether a `USE` in `judged`'s text comes before another statement, which the server then
+/// runs in a database Airlock did not judge it for.
+fn switches_midway(judged: &Judged) -> bool {
+    let n = judged.statements.len();
+    judged
+        .statements
+        .iter()
+        .take(n.saturating_sub(1))
+        .any(|s| s.database.is_some())
+}
+
 fn has_finding(judged: &Judged, code: &str) -> bool {
     judged
         .statements
@@ -313,6 +349,29 @@ impl MyGuard {
             prepared: &mut Prepared::default(),
         };
         judge_text(&self.guard, session, sql)
+    }
+
+    /// The session's default database is now `database`: the policy's `databases` match it
+    /// from now on. Decisions made for the old one are forgotten, and a prepared statement
+    /// (whose names MySQL may have resolved in either) is judged the stricter of the two ways.
+    fn switch_to(&mut self, database: String) {
+        if self.who.database == database {
+            return;
+        }
+        tracing::debug!(session = self.who.session, %database, "default database changed");
+        self.who.database = database;
+        self.text.forget_decisions();
+        for s in self.statements.values_mut() {
+            let again = judge(
+                &self.guard,
+                &self.who,
+                s.judged.statements.clone(),
+                s.judged.dynamic.clone(),
+            );
+            if again.severity > s.judged.severity {
+                s.judged = Arc::new(again);
+            }
+        }
     }
 
     fn synthetic(&mut self, kind: Kind, code: &'static str, reason: String) -> Verdict {

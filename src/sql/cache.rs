@@ -69,9 +69,14 @@ impl Cache {
     }
 
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
-    /// large or its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD).
+    /// large, its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD), or
+    /// it switches databases (a `USE` names its database, which a shape could stand in for).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
-        if sql.len() > self.max_bytes / 4 || classified.iter().any(|c| session_dependent(&c.text)) {
+        if sql.len() > self.max_bytes / 4
+            || classified
+                .iter()
+                .any(|c| session_dependent(&c.text) || c.database.is_some())
+        {
             return;
         }
         let key = match shape(sql) {
@@ -134,6 +139,20 @@ fn cost(text: &str, value: &[Classified]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_use_is_never_cached() {
+        let mut cache = Cache::new(Dialect::MySql, 10, 1 << 20);
+        for sql in ["USE prod", "USE 'prod'", "USE test"] {
+            let classified = cache.classify(sql);
+            assert!(classified[0].database.is_some(), "{sql}");
+        }
+        assert_eq!(
+            cache.len(),
+            0,
+            "a shape must not stand in for the database's name"
+        );
+    }
 
     #[test]
     fn repeats_are_served_from_the_cache() {

@@ -84,6 +84,8 @@ pub struct Classified {
     /// The migration tool whose run this statement is part of: it touches the tool's
     /// bookkeeping table, or shares a string or a session with a statement that does.
     pub migration: Option<&'static str>,
+    /// The database a `USE` makes the session's default (MySQL), as the server names it.
+    pub database: Option<String>,
 }
 
 impl Classified {
@@ -96,6 +98,7 @@ impl Classified {
             findings: vec![Finding { code, reason }],
             fingerprint: String::new(),
             migration: None,
+            database: None,
         }
     }
 
@@ -493,6 +496,21 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
         tables,
         findings,
         migration,
+        database: used_database(statement),
+    }
+}
+
+/// The database `USE name` switches to (MySQL: identifiers are taken as written, without
+/// their quotes).
+fn used_database(statement: &Statement) -> Option<String> {
+    use sqlparser::ast::Use;
+    let Statement::Use(Use::Object(name) | Use::Database(name) | Use::Schema(name)) = statement
+    else {
+        return None;
+    };
+    match name.0.as_slice() {
+        [one] => one.as_ident().map(|i| i.value.clone()),
+        _ => None,
     }
 }
 
@@ -1152,6 +1170,23 @@ mod tests {
         let mut all = classify(sql, Dialect::Postgres);
         assert_eq!(all.len(), 1, "{sql:?}");
         all.remove(0)
+    }
+
+    #[test]
+    fn a_use_names_the_database_it_switches_to() {
+        for (sql, database) in [
+            ("USE prod", Some("prod")),
+            ("/* app */ use `Prod`", Some("Prod")),
+            ("use test; select 1", Some("test")),
+            ("select 1", None),
+            ("set names utf8mb4", None),
+        ] {
+            let first = classify(sql, Dialect::MySql).remove(0);
+            assert_eq!(first.database.as_deref(), database, "{sql}");
+            if database.is_some() {
+                assert_eq!(first.kind, Kind::Session, "{sql}");
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum Command<'a> {
         code: u8,
         stmt_id: u32,
     },
+    /// COM_INIT_DB: makes `schema` the session's default database.
+    InitDb {
+        schema: &'a [u8],
+    },
     /// Any other command.
     Other {
         code: u8,
@@ -72,6 +76,7 @@ pub fn parse(payload: &[u8]) -> Result<Command<'_>, Malformed> {
                 stmt_id: stmt_id()?,
             }
         }
+        COM_INIT_DB => Command::InitDb { schema: rest },
         code => Command::Other { code },
     })
 }
@@ -246,6 +251,7 @@ mod tests {
         assert!(parse(b"").is_err());
         assert!(parse(b"\x17\x01").is_err());
         assert_eq!(parse(b"\x0e"), Ok(Command::Other { code: COM_PING }));
+        assert_eq!(parse(b"\x02prod"), Ok(Command::InitDb { schema: b"prod" }));
     }
 
     #[test]
