@@ -488,6 +488,14 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
              Airlock reads them as PostgreSQL does with it on",
         ));
     }
+    let database = used_database(statement);
+    if matches!(statement, Statement::Use(_)) && database.is_none() {
+        findings.push(finding(
+            "unreadable_use",
+            "Airlock cannot tell which database this USE switches to, so it could not judge \
+             later statements for it; name one database, as USE name",
+        ));
+    }
     let migration = tables.iter().find_map(|t| migration_tool(t));
     Classified {
         text: text.to_owned(),
@@ -496,7 +504,7 @@ fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Cla
         tables,
         findings,
         migration,
-        database: used_database(statement),
+        database,
     }
 }
 
@@ -1180,11 +1188,13 @@ mod tests {
             ("use test; select 1", Some("test")),
             ("select 1", None),
             ("set names utf8mb4", None),
+            ("use a.b", None),
         ] {
             let first = classify(sql, Dialect::MySql).remove(0);
             assert_eq!(first.database.as_deref(), database, "{sql}");
-            if database.is_some() {
+            if first.text.to_lowercase().starts_with("use") {
                 assert_eq!(first.kind, Kind::Session, "{sql}");
+                assert_eq!(first.has("unreadable_use"), database.is_none(), "{sql}");
             }
         }
     }
