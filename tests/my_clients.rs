@@ -635,8 +635,7 @@ async fn rules_for_a_database_follow_the_session_into_it() {
         dir.path().join("policy.toml"),
         "[defaults]\naction = \"allow\"\n\n\
          [[rule]]\nname = \"other-is-read-only\"\naction = \"deny\"\n\
-         kinds = [\"write\"]\ndatabases = [\"airlock_other\"]\n\n\
-         [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
+         kinds = [\"write\"]\ndatabases = [\"airlock_other\"]\n",
     )
     .unwrap();
     let proxy = proxy(Some(dir.path().to_owned())).await;
@@ -694,13 +693,20 @@ async fn rules_for_a_database_follow_the_session_into_it() {
     conn.query_drop(format!("insert into {t} values (4)"))
         .await
         .unwrap();
-    // A USE with statements after it in one string is not judged as if it came last.
-    let e = conn
-        .query_drop(format!("USE airlock_other; insert into {t} values (5)"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), 1142, "{e}");
-    assert!(message(&e).contains("no-unknowns"), "{}", message(&e));
+    // A USE with statements after it in one string, or in a version-gated comment the
+    // server may skip, is refused: Airlock could not be sure which database follows.
+    for sneaky in [
+        format!("USE airlock_other; insert into {t} values (5)"),
+        "SELECT 1 /*!99999 ; USE airlock_other */".to_owned(),
+    ] {
+        let e = conn.query_drop(&sneaky).await.unwrap_err();
+        assert_eq!(code(&e), 1142, "{sneaky}: {e}");
+        assert!(
+            message(&e).contains("USE only when it is sent on its own"),
+            "{}",
+            message(&e)
+        );
+    }
     assert_eq!(count("airlock_other", t.clone()).await, 0);
     assert_eq!(count("test", t.clone()).await, 3);
 

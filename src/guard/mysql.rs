@@ -87,22 +87,39 @@ pub struct MyGuard {
 
 impl MysqlInspector for MyGuard {
     fn command(&mut self, command: &Command<'_>) -> Verdict {
+        // What runs is judged for the session's database, which an unanswered USE or
+        // COM_INIT_DB may be changing: a client that does not wait for its answer is refused.
+        let runs = matches!(
+            command,
+            Command::Query { .. }
+                | Command::Prepare { .. }
+                | Command::Execute { .. }
+                | Command::InitDb { .. }
+        );
+        if runs && self.owed.iter().any(|(_, switch)| switch.is_some()) {
+            return Verdict::Deny(switch_unanswered());
+        }
         match command {
             Command::Query { sql } => {
                 let judged = self.judge_text(sql);
-                if switches_midway(&judged) {
-                    return self.synthetic(
-                        Kind::Unknown,
-                        "use_mid_string",
-                        "a USE before other statements in one string changes the database \
-                         they run in after Airlock judged them; send the USE on its own"
-                            .to_owned(),
-                    );
+                // A USE is followed only where the server surely runs it as Airlock read it.
+                let mut refusal = None;
+                if judged
+                    .statements
+                    .iter()
+                    .any(|s| s.database.is_some() || s.has("unreadable_use"))
+                {
+                    match lone_use(sql, &judged) {
+                        Some(database) => self.switching = Some(database),
+                        None => refusal = Some(use_not_alone()),
+                    }
                 }
-                self.switching = judged.statements.last().and_then(|s| s.database.clone());
                 if let Some(audit) = &mut self.audit {
                     audit.statement(&judged, sql, Vec::new(), Ends::Completion);
                     self.staged = true;
+                }
+                if let Some(denial) = refusal {
+                    return Verdict::Deny(denial);
                 }
                 if !self.local_infile && has_finding(&judged, "local_infile") {
                     return Verdict::Deny(local_infile_off());
@@ -168,10 +185,17 @@ impl MysqlInspector for MyGuard {
                 Verdict::Forward
             }
             Command::Statement { .. } => Verdict::Forward,
-            Command::InitDb { schema } => {
-                self.switching = Some(String::from_utf8_lossy(schema).into_owned());
-                Verdict::Forward
-            }
+            Command::InitDb { schema } => match std::str::from_utf8(schema) {
+                Ok(name) if !name.contains('\0') => {
+                    self.switching = Some(name.to_owned());
+                    Verdict::Forward
+                }
+                _ => Verdict::Deny(Denial {
+                    message: "COM_INIT_DB names a database Airlock cannot read".into(),
+                    detail: Some("the name is not UTF-8, or holds a NUL byte".into()),
+                    hint: Some("name the database in UTF-8".into()),
+                }),
+            },
             Command::Other { code } => match admin_command(*code) {
                 Some(name) => self.synthetic(
                     Kind::Admin,
@@ -296,15 +320,47 @@ struct Statement {
     text: Option<Arc<str>>,
 }
 
-/// Whether a `USE` in `judged`'s text comes before another statement, which the server then
-/// runs in a database Airlock did not judge it for.
-fn switches_midway(judged: &Judged) -> bool {
-    let n = judged.statements.len();
-    judged
-        .statements
-        .iter()
-        .take(n.saturating_sub(1))
-        .any(|s| s.database.is_some())
+/// The database `sql` switches to, if it is a lone `USE name` that the server surely runs as
+/// Airlock read it: one statement, no other `;` (an empty statement after it fails after the
+/// switch), and no version-gated comment (which the server may skip where Airlock did not).
+fn lone_use(sql: &[u8], judged: &Judged) -> Option<String> {
+    let [only] = &judged.statements[..] else {
+        return None;
+    };
+    let text = sql.trim_ascii();
+    let text = text.strip_suffix(b";").unwrap_or(text);
+    let gated = |marker: &[u8]| memchr::memmem::find(text, marker).is_some();
+    if text.contains(&b';') || gated(b"/*!") || gated(b"/*M!") {
+        return None;
+    }
+    only.database.clone()
+}
+
+fn use_not_alone() -> Denial {
+    Denial {
+        message: "Airlock follows a USE only when it is sent on its own".into(),
+        detail: Some(
+            "this text holds a USE with other statements, a version-gated comment (/*! */, \
+             /*M! */) or a database name Airlock cannot read, so Airlock cannot be sure which \
+             database the session is in afterwards"
+                .into(),
+        ),
+        hint: Some("send USE name as a statement by itself".into()),
+    }
+}
+
+fn switch_unanswered() -> Denial {
+    Denial {
+        message: "a command arrived before the database answered the session's USE or \
+                  COM_INIT_DB"
+            .into(),
+        detail: Some(
+            "Airlock judges each command for the session's database, which that answer \
+             decides"
+                .into(),
+        ),
+        hint: Some("wait for each answer before sending the next command".into()),
+    }
 }
 
 fn has_finding(judged: &Judged, code: &str) -> bool {
@@ -383,5 +439,115 @@ impl MyGuard {
             self.staged = true;
         }
         judged.verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::Masking;
+    use crate::policy::Policy;
+    use crate::sql::Dialect;
+
+    /// A session connected to `test` under a policy that makes `prod` read-only.
+    fn session() -> Box<dyn MysqlInspector> {
+        let text = "[defaults]\naction = \"allow\"\n\n\
+                    [[rule]]\nname = \"prod-is-read-only\"\naction = \"deny\"\n\
+                    kinds = [\"write\"]\ndatabases = [\"prod\"]\n";
+        let policy = Policy::parse(&[("p.toml".into(), text.into())]).unwrap();
+        let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
+        let guard = Guard::new(
+            Arc::new(policy),
+            "mysql",
+            Dialect::MySql,
+            HashMap::new(),
+            masking,
+        );
+        MyGuards(Arc::new(guard)).for_session(&SessionInfo {
+            id: 1,
+            user: "app".into(),
+            database: "test".into(),
+            application_name: None,
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+            strings_as_classified: true,
+            local_infile: false,
+        })
+    }
+
+    fn query(sql: &str) -> Command<'_> {
+        Command::Query {
+            sql: sql.as_bytes(),
+        }
+    }
+
+    fn denied(verdict: &Verdict) -> bool {
+        matches!(verdict, Verdict::Deny(_))
+    }
+
+    #[test]
+    fn a_switch_applies_when_the_server_accepts_it() {
+        let mut s = session();
+        let insert = query("insert into t values (1)");
+        assert_eq!(s.command(&query("USE prod")), Verdict::Forward);
+        s.forwarded(true);
+        s.answered(None, Some(1049)); // unknown database: still in test
+        assert_eq!(s.command(&insert), Verdict::Forward);
+        s.forwarded(true);
+        s.answered(Some(1), None);
+        assert_eq!(
+            s.command(&Command::InitDb { schema: b"prod" }),
+            Verdict::Forward
+        );
+        s.forwarded(true);
+        s.answered(None, None);
+        assert!(denied(&s.command(&insert)));
+    }
+
+    #[test]
+    fn a_command_sent_before_the_switch_is_answered_is_refused() {
+        let mut s = session();
+        assert_eq!(s.command(&query("USE prod")), Verdict::Forward);
+        s.forwarded(true);
+        // Pipelined: the server has not answered the USE yet.
+        let v = s.command(&query("select 1"));
+        let Verdict::Deny(d) = &v else {
+            panic!("{v:?}")
+        };
+        assert!(d.message.contains("before the database answered"), "{d:?}");
+        s.refused(1142);
+        assert!(denied(&s.command(&Command::InitDb { schema: b"test" })));
+        s.refused(1142);
+        s.answered(None, None);
+        assert!(denied(&s.command(&query("insert into t values (1)"))));
+    }
+
+    #[test]
+    fn a_use_is_followed_only_when_it_is_sent_alone() {
+        for sql in [
+            "USE prod; insert into t values (1)",
+            "select 1; USE prod",
+            "SELECT 1 /*!99999 ; USE prod */",
+            "SELECT 1 /*M!999999 ; USE prod */",
+            "USE prod;;",
+            "USE a.b",
+        ] {
+            let mut s = session();
+            assert!(denied(&s.command(&query(sql))), "{sql}");
+        }
+        for sql in ["USE prod", "use `prod`;", "/* app */ USE prod ; "] {
+            let mut s = session();
+            assert_eq!(s.command(&query(sql)), Verdict::Forward, "{sql}");
+            s.forwarded(true);
+            s.answered(None, None);
+            assert!(
+                denied(&s.command(&query("insert into t values (1)"))),
+                "{sql}"
+            );
+        }
+        let mut s = session();
+        assert!(denied(&s.command(&Command::InitDb {
+            schema: b"pro\xffd"
+        })));
     }
 }

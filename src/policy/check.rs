@@ -72,6 +72,8 @@ pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Dec
 /// findings: a rule that denies or holds covers it if any of them is listed, a rule that
 /// allows only if every one is (so an allow for `scratch.*` does not let a statement that
 /// also writes `billing.invoices` through, nor an allowed `drop` carry a `grant` with it).
+/// Likewise a database name matches a rule that denies or holds whatever its case (MySQL
+/// may fold it), and one that allows only as written.
 fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let s = r.statement;
     let has_findings = !s.findings.is_empty();
@@ -79,10 +81,14 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let listed_finding = |code: &str| rule.findings.iter().any(|x| x == code);
     let listed_table = |table: &String| rule.tables.iter().any(|p| glob(p, table));
     let allows = rule.action == Action::Allow;
+    let listed_database = |db: &str| match allows {
+        true => rule.databases.iter().any(|x| x == db),
+        false => rule.databases.iter().any(|x| x.eq_ignore_ascii_case(db)),
+    };
     any(&rule.users, r.user)
         && (rule.groups.is_empty() || rule.groups.iter().any(|g| r.groups.contains(g)))
         && any(&rule.listeners, r.listener)
-        && any(&rule.databases, r.database)
+        && (rule.databases.is_empty() || listed_database(r.database))
         && (rule.kinds.is_empty() || rule.kinds.contains(&s.kind))
         && (rule.findings.is_empty()
             || match allows {
@@ -254,6 +260,42 @@ mod tests {
             "dba-may-drop-and-truncate"
         );
         assert_eq!(rule("ann", &["dba"], "delete from t"), "default");
+    }
+
+    #[test]
+    fn database_names_match_a_restriction_in_any_case_and_an_allow_as_written() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "allow"
+
+            [[rule]]
+            name = "sandbox-is-free"
+            action = "allow"
+            databases = ["sandbox"]
+
+            [[rule]]
+            name = "prod-is-read-only"
+            action = "deny"
+            kinds = ["write"]
+            databases = ["prod"]
+            "#,
+        );
+        let statement = classify("insert into t values (1)", Dialect::MySql).remove(0);
+        let rule = |database: &str| {
+            let request = Request {
+                user: "app",
+                groups: &[],
+                listener: "mysql",
+                database,
+                statement: &statement,
+            };
+            check(&p, &request).rule_name().to_owned()
+        };
+        assert_eq!(rule("prod"), "prod-is-read-only");
+        assert_eq!(rule("PROD"), "prod-is-read-only");
+        assert_eq!(rule("sandbox"), "sandbox-is-free");
+        assert_eq!(rule("SandBox"), "default");
     }
 
     #[test]
