@@ -88,26 +88,27 @@ pub struct MyGuard {
 impl MysqlInspector for MyGuard {
     fn command(&mut self, command: &Command<'_>) -> Verdict {
         // What runs is judged for the session's database, which an unanswered USE or
-        // COM_INIT_DB may be changing: a client that does not wait for its answer is refused.
-        let runs = matches!(
-            command,
-            Command::Query { .. }
-                | Command::Prepare { .. }
-                | Command::Execute { .. }
-                | Command::InitDb { .. }
-        );
-        if runs && self.owed.iter().any(|(_, switch)| switch.is_some()) {
+        // COM_INIT_DB may be changing: a client that does not wait for its answer is refused
+        // (text after it is recorded as refused).
+        let unanswered = self.owed.iter().any(|(_, switch)| switch.is_some());
+        if unanswered
+            && matches!(
+                command,
+                Command::Prepare { .. } | Command::Execute { .. } | Command::InitDb { .. }
+            )
+        {
             return Verdict::Deny(switch_unanswered());
         }
         match command {
             Command::Query { sql } => {
                 let judged = self.judge_text(sql);
+                let mut refusal = unanswered.then(switch_unanswered);
                 // A USE is followed only where the server surely runs it as Airlock read it.
-                let mut refusal = None;
-                if judged
-                    .statements
-                    .iter()
-                    .any(|s| s.database.is_some() || s.has("unreadable_use"))
+                if refusal.is_none()
+                    && judged
+                        .statements
+                        .iter()
+                        .any(|s| s.database.is_some() || s.has("unreadable_use"))
                 {
                     match lone_use(sql, &judged) {
                         Some(database) => self.switching = Some(database),
