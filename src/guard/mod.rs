@@ -544,21 +544,20 @@ fn denial(decision: &Decision<'_>, statement: &Classified) -> Verdict {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sql::classify::Prepared;
 
+    /// A guard for `listener` under the policy file `text`.
+    pub(crate) fn guard_with(text: &str, listener: &str, dialect: Dialect) -> Guard {
+        let policy = Policy::parse(&[("policy.toml".into(), text.into())]).unwrap();
+        let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
+        Guard::new(Arc::new(policy), listener, dialect, HashMap::new(), masking)
+    }
+
     fn guard() -> Guard {
         let text = include_str!("../../policies/default.toml");
-        let policy = Policy::parse(&[("default.toml".into(), text.into())]).unwrap();
-        let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
-        Guard::new(
-            Arc::new(policy),
-            "postgres",
-            Dialect::Postgres,
-            HashMap::new(),
-            masking,
-        )
+        guard_with(text, "postgres", Dialect::Postgres)
     }
 
     fn who() -> Who {

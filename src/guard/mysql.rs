@@ -446,8 +446,6 @@ impl MyGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::Masking;
-    use crate::policy::Policy;
     use crate::sql::Dialect;
 
     /// A session connected to `test` under a policy that makes `prod` read-only.
@@ -455,15 +453,7 @@ mod tests {
         let text = "[defaults]\naction = \"allow\"\n\n\
                     [[rule]]\nname = \"prod-is-read-only\"\naction = \"deny\"\n\
                     kinds = [\"write\"]\ndatabases = [\"prod\"]\n";
-        let policy = Policy::parse(&[("p.toml".into(), text.into())]).unwrap();
-        let masking = Arc::new(Masking::new(&policy.mask, None).unwrap());
-        let guard = Guard::new(
-            Arc::new(policy),
-            "mysql",
-            Dialect::MySql,
-            HashMap::new(),
-            masking,
-        );
+        let guard = crate::guard::tests::guard_with(text, "mysql", Dialect::MySql);
         MyGuards(Arc::new(guard)).for_session(&SessionInfo {
             id: 1,
             user: "app".into(),
