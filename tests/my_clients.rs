@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::mysql::{code, connect, direct, mariadb, message, opts};
+use common::mysql_raw::{MyRaw, Reply};
 use common::{Certs, PASSWORD, Proxy, Setup, USER, unique};
 use mysql_async::prelude::*;
 
@@ -728,4 +729,52 @@ async fn rules_for_a_database_follow_the_session_into_it() {
     db.query_drop(format!("drop table airlock_other.{t}; drop table test.{t}"))
         .await
         .unwrap();
+}
+
+/// A client may send commands before reading the answers to earlier ones. Airlock's ERR for a
+/// refused command takes its place among the answers: after the answer to the command sent
+/// before it (here a slow one), before the answer to the one sent after it. Also a USE
+/// pipelined with the commands after it: those are refused, in order, and the session goes
+/// on in the database the USE chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_in_a_pipeline_is_answered_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[defaults]\naction = \"allow\"\n\n\
+         [[rule]]\nname = \"no-wipes\"\naction = \"deny\"\n\
+         findings = [\"delete_without_where\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(Some(dir.path().to_owned())).await;
+    let t = table().await;
+    let mut raw = MyRaw::login(proxy.mysql_port.unwrap()).await;
+
+    let wipe = format!("delete from {t}");
+    raw.pipeline(&["select sleep(0.3)", &wipe, "select 2"])
+        .await;
+    let slow = Reply::Rows {
+        seq: 1,
+        first: vec![Some("0".into())],
+    };
+    assert_eq!(raw.reply().await, slow, "the slow answer first");
+    assert_eq!(raw.reply().await, Reply::Err { seq: 1, code: 1142 });
+    let two = Reply::Rows {
+        seq: 1,
+        first: vec![Some("2".into())],
+    };
+    assert_eq!(raw.reply().await, two);
+    assert_eq!(rows_in(&t).await, 3);
+
+    // Commands sent before a USE's answer are refused, each in its place.
+    raw.pipeline(&["USE test", "select 3", "select 4"]).await;
+    assert_eq!(raw.reply().await, Reply::Ok { seq: 1 });
+    assert_eq!(raw.reply().await, Reply::Err { seq: 1, code: 1142 });
+    assert_eq!(raw.reply().await, Reply::Err { seq: 1, code: 1142 });
+    raw.pipeline(&["select database()"]).await;
+    let test = Reply::Rows {
+        seq: 1,
+        first: vec![Some("test".into())],
+    };
+    assert_eq!(raw.reply().await, test, "the session goes on");
 }

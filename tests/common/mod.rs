@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mysql;
+pub mod mysql_raw;
 pub mod raw;
 
 use std::path::PathBuf;

@@ -1,11 +1,13 @@
 //! The MySQL relay: commands from the client, read whole and shown to the inspector before
 //! they are forwarded; answers from the database, relayed untouched as they arrive.
 //!
-//! The classic protocol is strictly request and answer: a client sends its next command only
-//! once it has read the whole answer to the last one. So a refused command is answered by
-//! Airlock alone (an ERR packet with the next sequence id) without the database ever seeing it,
-//! and the session, and any open transaction, carries on exactly as after a statement the
-//! database refused: MySQL does not abort a transaction on an error. The one part of an answer
+//! The classic protocol answers commands one by one, in order. A refused command is answered
+//! by Airlock alone (an ERR packet with the next sequence id) without the database ever seeing
+//! it, and the session, and any open transaction, carries on exactly as after a statement the
+//! database refused: MySQL does not abort a transaction on an error. A client may send its
+//! next commands before it has read an answer (pipelining), so Airlock's ERR takes its place
+//! in the queue of answers owed and goes out after the answers to the commands sent before the
+//! refused one, never ahead of them. The one part of an answer
 //! Airlock reads is the statement id in the answer to COM_STMT_PREPARE, so that each
 //! COM_STMT_EXECUTE can be judged as what was prepared.
 //!
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::approval::Approvals;
 use crate::inspect::{MysqlInspector, Rewrite, Verdict};
@@ -88,15 +90,16 @@ pub async fn run(
     } = settings;
     let wants_rows = inspector.wants_rows();
     let inspector = Mutex::new(inspector);
-    let expected = Mutex::new(VecDeque::new());
+    let owed = Mutex::new(VecDeque::new());
+    let ours = Notify::new();
     let idle = AtomicBool::new(true);
     let infile = AtomicBool::new(false);
     let (mut client_r, mut client_w) = tokio::io::split(client.stream);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream.stream);
-    let (tell_tx, tell_rx) = mpsc::unbounded_channel();
     let shared = Shared {
         inspector: &inspector,
-        expected: &expected,
+        owed: &owed,
+        ours: &ours,
         idle: &idle,
         infile: local_infile.then_some(&infile),
         resolve,
@@ -108,7 +111,6 @@ pub async fn run(
         &mut client_r,
         &mut upstream_w,
         client.buf,
-        tell_tx,
         &shared,
         max_packet_size,
     );
@@ -116,7 +118,6 @@ pub async fn run(
         &mut upstream_r,
         &mut client_w,
         upstream.buf,
-        tell_rx,
         &shared,
         deprecate_eof,
         max_packet_size,
@@ -133,15 +134,19 @@ pub async fn run(
         },
         outcome = &mut to_client => outcome,
     };
-    let busy = !idle.load(Ordering::Acquire) || !shared.expected().is_empty();
+    let busy = !idle.load(Ordering::Acquire)
+        || shared.owed().iter().any(|o| matches!(o, Owed::Database(_)));
     (outcome, busy)
 }
 
 struct Shared<'a> {
     inspector: &'a Mutex<Box<dyn MysqlInspector>>,
-    /// The answers owed, in order: the command pump adds each before it forwards the
-    /// command; the answer pump takes the next when an answer starts.
-    expected: &'a Mutex<VecDeque<Answer>>,
+    /// The answers owed to the client, in the order of its commands: the command pump adds
+    /// each before it forwards the command (or instead of forwarding it); the answer pump
+    /// takes the next between answers.
+    owed: &'a Mutex<VecDeque<Owed>>,
+    /// Wakes the answer pump for an answer of Airlock's own.
+    ours: &'a Notify,
     /// The answer pump has no answer in progress.
     idle: &'a AtomicBool,
     /// Where LOCAL INFILE is allowed: the client is sending a file (set by the answer pump
@@ -160,16 +165,80 @@ impl Shared<'_> {
         self.inspector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn expected(&self) -> std::sync::MutexGuard<'_, VecDeque<Answer>> {
-        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    fn owed(&self) -> std::sync::MutexGuard<'_, VecDeque<Owed>> {
+        self.owed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The command pump forwarded a command that `answer`s.
     fn expect(&self, answer: Answer) {
         if answer != Answer::Nothing {
-            self.expected().push_back(answer);
+            self.owed().push_back(Owed::Database(answer));
         }
     }
+
+    /// Answers a command with Airlock's ERR packet, once the answers owed before it are out;
+    /// the session goes on.
+    fn tell(&self, seq: u8, error: MyError) {
+        self.answer_ourselves(Ours {
+            seq,
+            error,
+            close: false,
+        });
+    }
+
+    /// Like `tell`, then ends the session.
+    fn close(&self, seq: u8, error: MyError) {
+        self.answer_ourselves(Ours {
+            seq,
+            error,
+            close: true,
+        });
+    }
+
+    fn answer_ourselves(&self, ours: Ours) {
+        self.owed().push_back(Owed::Airlock(ours));
+        self.ours.notify_one();
+    }
+
+    /// Airlock's own answer, if it is next (between the database's answers).
+    fn ours_next(&self) -> Option<Ours> {
+        let mut owed = self.owed();
+        match owed.front() {
+            Some(Owed::Airlock(_)) => match owed.pop_front() {
+                Some(Owed::Airlock(ours)) => Some(ours),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The database's next answer, if it owes one.
+    fn database_next(&self) -> Option<Answer> {
+        let mut owed = self.owed();
+        match owed.front() {
+            Some(Owed::Database(answer)) => {
+                let answer = *answer;
+                owed.pop_front();
+                Some(answer)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An answer owed to the client.
+enum Owed {
+    /// The database's, to a command forwarded.
+    Database(Answer),
+    /// Airlock's, in place of a command not forwarded.
+    Airlock(Ours),
+}
+
+/// An ERR packet of Airlock's, with its sequence id; `close`: the session ends after it.
+struct Ours {
+    seq: u8,
+    error: MyError,
+    close: bool,
 }
 
 /// Client to database: one logical packet is one command.
@@ -177,7 +246,6 @@ async fn commands(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
     mut buf: BytesMut,
-    tell: mpsc::UnboundedSender<Told>,
     shared: &Shared<'_>,
     max: usize,
 ) -> Outcome {
@@ -186,7 +254,7 @@ async fn commands(
             Ok(n) => n,
             Err(e) => {
                 let seq = packet::header(&buf).map_or(0, |h| h.seq).wrapping_add(1);
-                let _ = tell.send(Told::Close(seq, MyError::packet_too_large(e.len, e.max)));
+                shared.close(seq, MyError::packet_too_large(e.len, e.max));
                 return Outcome::ClientRefused;
             }
         };
@@ -225,7 +293,7 @@ async fn commands(
             .and_then(|c| command::kill(c, &logical.payload));
         let verdict = match parsed {
             Err(e) => {
-                let _ = tell.send(Told::Close(reply_seq, MyError::bad_handshake(e)));
+                shared.close(reply_seq, MyError::bad_handshake(e));
                 return Outcome::ClientRefused;
             }
             Ok(_) if kill.is_some() => Verdict::Forward,
@@ -261,7 +329,7 @@ async fn commands(
                 None => {
                     let e = MyError::unknown_thread(kill.id);
                     shared.inspector().refused(e.code);
-                    let _ = tell.send(Told::Error(reply_seq, e));
+                    shared.tell(reply_seq, e);
                 }
             }
             continue;
@@ -277,7 +345,7 @@ async fn commands(
                         buf.advance(wire_len);
                         let e = MyError::query_interrupted();
                         shared.inspector().refused(e.code);
-                        let _ = tell.send(Told::Error(reply_seq, e));
+                        shared.tell(reply_seq, e);
                         continue;
                     }
                     HoldEnd::ClientGone => return Outcome::ClientVanished,
@@ -291,7 +359,7 @@ async fn commands(
             Verdict::Forward => {
                 if let Err(e) = audited(shared) {
                     tracing::error!(reason = %e.message, "statements refused: no audit trail");
-                    let _ = tell.send(Told::Close(reply_seq, e));
+                    shared.close(reply_seq, e);
                     return Outcome::ClientRefused;
                 }
                 // Before the database can answer: the answer pump reads it by this.
@@ -311,7 +379,7 @@ async fn commands(
                 shared.inspector().refused(e.code);
                 buf.advance(wire_len);
                 if command::expects_answer(code) {
-                    let _ = tell.send(Told::Error(reply_seq, e));
+                    shared.tell(reply_seq, e);
                 }
             }
         }
@@ -336,28 +404,17 @@ fn unsupported(what: &str, fix: &str) -> crate::inspect::Denial {
     }
 }
 
-/// What the command pump asks the answer pump to tell the client.
-enum Told {
-    /// An ERR packet in place of the database's answer; the session goes on.
-    Error(u8, MyError),
-    /// An ERR packet, then the session ends.
-    Close(u8, MyError),
-}
-
 /// Database to client, untouched: each packet's start is shown to the tracker (for status
 /// flags, statement ids and LOCAL INFILE requests) and the rest streams. Airlock's own ERR
-/// packets, which the command pump sends only while the database owes the client nothing, go
-/// out between packets.
+/// packets go out between answers, in their place in the order of the client's commands.
 async fn answers(
     from: &mut ReadHalf<Stream>,
     to: &mut WriteHalf<Stream>,
     buf: BytesMut,
-    mut told: mpsc::UnboundedReceiver<Told>,
     shared: &Shared<'_>,
     deprecate_eof: bool,
     max_packet_size: usize,
 ) -> Outcome {
-    let mut told_open = true;
     let mut scan = AnswerScan {
         buf,
         streaming: 0,
@@ -388,22 +445,21 @@ async fn answers(
                 scan.buf.advance(n);
                 continue;
             }
-            None => {}
-        }
-        tokio::select! {
-            message = told.recv(), if told_open => match message {
-                Some(Told::Error(seq, e)) => {
-                    if send(to, seq, &e).await.is_err() {
-                        return Outcome::ClientVanished;
-                    }
-                }
-                Some(Told::Close(seq, e)) => {
-                    let _ = send(to, seq, &e).await;
+            Some(AnswerEnd::Ours(Ours { seq, error, close })) => {
+                if close {
+                    let _ = send(to, seq, &error).await;
                     let _ = to.shutdown().await;
                     return Outcome::ClientRefused;
                 }
-                None => told_open = false,
-            },
+                if send(to, seq, &error).await.is_err() {
+                    return Outcome::ClientVanished;
+                }
+                continue;
+            }
+            None => {}
+        }
+        tokio::select! {
+            () = shared.ours.notified() => {}
             read = read_more(from, &mut scan.buf, need) => {
                 if read.is_err() {
                     return Outcome::UpstreamClosed;
@@ -439,7 +495,8 @@ struct AnswerSoFar {
 impl AnswerScan {
     /// Walks the buffer (pure: no I/O): returns the bytes that may go to the client, the
     /// buffer size needed to go on, and what must happen after those bytes: a packet
-    /// rewritten, or an error because the database must not be relayed further.
+    /// rewritten, an answer of Airlock's own, or an error because the database must not be
+    /// relayed further.
     fn scan(&mut self, shared: &Shared<'_>) -> (usize, usize, Option<AnswerEnd>) {
         let mut ready = 0;
         while ready < self.buf.len() {
@@ -448,6 +505,9 @@ impl AnswerScan {
                 self.streaming -= n;
                 ready += n;
                 continue;
+            }
+            if let Some(ours) = self.ours_next(shared) {
+                return (ready, 0, Some(AnswerEnd::Ours(ours)));
             }
             let Some(h) = packet::header(&self.buf[ready..]) else {
                 return (ready, ready + HEADER_LEN, None);
@@ -468,7 +528,7 @@ impl AnswerScan {
                     return (ready, head_end, None);
                 }
                 if self.tracker.is_idle()
-                    && let Some(next) = shared.expected().pop_front()
+                    && let Some(next) = shared.database_next()
                 {
                     self.tracker.expect(next);
                     shared.idle.store(false, Ordering::Release);
@@ -552,7 +612,20 @@ impl AnswerScan {
             }
             self.streaming = HEADER_LEN + h.len;
         }
+        if self.streaming == 0
+            && let Some(ours) = self.ours_next(shared)
+        {
+            return (ready, 0, Some(AnswerEnd::Ours(ours)));
+        }
         (ready, 0, None)
+    }
+
+    /// Airlock's own answer, if it is next: only between the database's answers.
+    fn ours_next(&self, shared: &Shared<'_>) -> Option<Ours> {
+        if self.continuing || !self.tracker.is_idle() {
+            return None;
+        }
+        shared.ours_next()
     }
 }
 
@@ -562,6 +635,8 @@ enum AnswerEnd {
     Refuse(MyError),
     /// Send `with` in place of the next `n` bytes (a packet an inspector rewrote).
     Replace { n: usize, with: BytesMut },
+    /// Send Airlock's own answer to a command it did not forward.
+    Ours(Ours),
 }
 
 /// What becomes of the packet of `n` bytes with sequence id `seq` that an inspector was
@@ -706,10 +781,12 @@ mod tests {
             let inspector: Mutex<Box<dyn MysqlInspector>> =
                 Mutex::new(Box::new(Recorder(seen.clone())));
             let owed = Mutex::new(VecDeque::new());
+            let ours = Notify::new();
             let idle = AtomicBool::new(true);
             let shared = Shared {
                 inspector: &inspector,
-                expected: &owed,
+                owed: &owed,
+                ours: &ours,
                 idle: &idle,
                 infile: None,
                 resolve: &|_| None,
@@ -757,17 +834,86 @@ mod tests {
         }
     }
 
+    /// Commands pipelined as [forwarded, refused, forwarded]: Airlock's ERR goes out after the
+    /// whole first answer and before any of the second, however the bytes arrive.
+    #[test]
+    fn airlocks_own_answer_waits_for_the_answers_owed_before_it() {
+        for seed in 0..100 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let inspector: Mutex<Box<dyn MysqlInspector>> =
+                Mutex::new(Box::new(Recorder(Default::default())));
+            let owed = Mutex::new(VecDeque::new());
+            let ours = Notify::new();
+            let idle = AtomicBool::new(true);
+            let shared = Shared {
+                inspector: &inspector,
+                owed: &owed,
+                ours: &ours,
+                idle: &idle,
+                infile: None,
+                resolve: &|_| None,
+                wants_rows: false,
+                approvals: None,
+                kill: None,
+            };
+            let (first, _, _) = results(&mut rng, true);
+            let (second, _, _) = results(&mut rng, true);
+            shared.expect(Answer::Results);
+            shared.tell(1, MyError::query_interrupted());
+            shared.expect(Answer::Results);
+            let mut scan = AnswerScan {
+                buf: BytesMut::new(),
+                streaming: 0,
+                continuing: false,
+                tracker: Tracker::new(true),
+                max: 1 << 20,
+                answer: AnswerSoFar::default(),
+            };
+            let input = [first.clone(), second].concat();
+            let mut client = Vec::new();
+            let mut ours_at = None;
+            let mut rest = &input[..];
+            loop {
+                let (ready, _, end) = scan.scan(&shared);
+                client.extend_from_slice(&scan.buf[..ready]);
+                scan.buf.advance(ready);
+                match end {
+                    Some(AnswerEnd::Ours(o)) => {
+                        assert!(ours_at.is_none() && !o.close, "seed {seed}: told once");
+                        ours_at = Some(client.len());
+                    }
+                    Some(_) => panic!("seed {seed}: nothing to rewrite or refuse"),
+                    None if rest.is_empty() => break,
+                    None => {
+                        let n = rng.random_range(1..5000).min(rest.len());
+                        scan.buf.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
+                    }
+                }
+            }
+            assert!(client == input, "seed {seed}: every byte once, in order");
+            assert_eq!(
+                ours_at,
+                Some(first.len()),
+                "seed {seed}: between the answers"
+            );
+            assert!(owed.lock().unwrap().is_empty());
+        }
+    }
+
     /// Scans a LOCAL INFILE request in answer to `answer`: what reached the client, whether
     /// the session was refused and whether the command pump now expects the file.
     fn local_infile_request(allowed: bool, answer: Answer) -> (usize, Option<u16>, bool) {
         let inspector: Mutex<Box<dyn MysqlInspector>> =
             Mutex::new(Box::new(Recorder(Default::default())));
-        let expected = Mutex::new(VecDeque::new());
+        let owed = Mutex::new(VecDeque::new());
+        let ours = Notify::new();
         let idle = AtomicBool::new(true);
         let infile = AtomicBool::new(false);
         let shared = Shared {
             inspector: &inspector,
-            expected: &expected,
+            owed: &owed,
+            ours: &ours,
             idle: &idle,
             infile: allowed.then_some(&infile),
             resolve: &|_| None,
@@ -791,6 +937,7 @@ mod tests {
             end.map(|e| match e {
                 AnswerEnd::Refuse(e) => e.code,
                 AnswerEnd::Replace { .. } => panic!("nothing to rewrite"),
+                AnswerEnd::Ours(_) => panic!("Airlock owes no answer of its own"),
             }),
             infile.load(Ordering::Acquire),
         )
