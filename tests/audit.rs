@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::mysql_raw::{MyRaw, Reply};
 use common::{Setup, unique};
 use mysql_async::prelude::*;
 use serde_json::Value;
@@ -909,6 +910,49 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
     }
+}
+
+/// A switch of database by COM_INIT_DB (the mariadb client's `use`), which carries no SQL, is
+/// recorded as the USE it does, with how it ended: a compliance team reading the trail sees
+/// which database each later statement ran in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn com_init_db_is_recorded_as_the_use_it_does() {
+    let Audited {
+        proxy,
+        state,
+        _policy,
+    } = audited(Setup::default(), "").await;
+    let mut raw = MyRaw::login(proxy.mysql_port.unwrap()).await;
+    assert!(matches!(
+        raw.init_db("surely_no_such_database").await,
+        Reply::Err { code: 1049, .. }
+    ));
+    assert!(matches!(raw.init_db("test").await, Reply::Ok { .. }));
+    drop(raw);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let (ok, out) = verify(state.path());
+    assert!(ok, "{out}");
+    let recorded: Vec<(String, String, Value)> = events(state.path())
+        .into_iter()
+        .filter(|e| e["type"] == "statement")
+        .map(|e| {
+            let text = e["text"].as_str().unwrap().to_owned();
+            let kind = e["kind"].as_str().unwrap().to_owned();
+            (text, kind, e["outcome"]["error"].clone())
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (
+                "USE `surely_no_such_database`".to_owned(),
+                "session".to_owned(),
+                Value::from("1049")
+            ),
+            ("USE `test`".to_owned(), "session".to_owned(), Value::Null),
+        ]
+    );
 }
 
 /// With `audit = "required"`, a statement whose record cannot be written does not run: the

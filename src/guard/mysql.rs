@@ -188,8 +188,15 @@ impl MysqlInspector for MyGuard {
             Command::Statement { .. } => Verdict::Forward,
             Command::InitDb { schema } => match std::str::from_utf8(schema) {
                 Ok(name) if !name.contains('\0') => {
+                    // Judged, and recorded, as the USE it does.
+                    let sql = format!("USE `{}`", name.replace('`', "``"));
+                    let judged = self.judge_text(sql.as_bytes());
+                    if let Some(audit) = &mut self.audit {
+                        audit.statement(&judged, sql.as_bytes(), Vec::new(), Ends::Completion);
+                        self.staged = true;
+                    }
                     self.switching = Some(name.to_owned());
-                    Verdict::Forward
+                    judged.verdict.clone()
                 }
                 _ => Verdict::Deny(Denial {
                     message: "COM_INIT_DB names a database Airlock cannot read".into(),
@@ -450,9 +457,15 @@ mod tests {
 
     /// A session connected to `test` under a policy that makes `prod` read-only.
     fn session() -> Box<dyn MysqlInspector> {
-        let text = "[defaults]\naction = \"allow\"\n\n\
-                    [[rule]]\nname = \"prod-is-read-only\"\naction = \"deny\"\n\
-                    kinds = [\"write\"]\ndatabases = [\"prod\"]\n";
+        session_under(
+            "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"prod-is-read-only\"\naction = \"deny\"\n\
+             kinds = [\"write\"]\ndatabases = [\"prod\"]\n",
+        )
+    }
+
+    /// A session connected to `test` under the policy `text`.
+    fn session_under(text: &str) -> Box<dyn MysqlInspector> {
         let guard = crate::guard::tests::guard_with(text, "mysql", Dialect::MySql);
         MyGuards(Arc::new(guard)).for_session(&SessionInfo {
             id: 1,
@@ -493,6 +506,33 @@ mod tests {
         s.forwarded(true);
         s.answered(None, None);
         assert!(denied(&s.command(&insert)));
+    }
+
+    #[test]
+    fn com_init_db_is_judged_as_the_use_it_does() {
+        let mut s = session_under(
+            "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"stay-put\"\naction = \"deny\"\nkinds = [\"session\"]\n",
+        );
+        let init_db = Command::InitDb { schema: b"prod" };
+        let v = s.command(&init_db);
+        let Verdict::Deny(d) = &v else {
+            panic!("{v:?}")
+        };
+        assert!(d.message.contains("stay-put"), "{d:?}");
+        s.refused(1142);
+        // A name with a backquote is quoted as MySQL quotes it: one USE, not unreadable text.
+        let mut s = session_under(
+            "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n",
+        );
+        assert!(
+            denied(&s.command(&query("USE `we`ird`"))),
+            "misquoted: unknown"
+        );
+        s.refused(1142);
+        let odd = Command::InitDb { schema: b"we`ird" };
+        assert_eq!(s.command(&odd), Verdict::Forward);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::{PASSWORD, USER};
 
+const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 
 pub struct MyRaw {
@@ -93,6 +94,13 @@ impl MyRaw {
             .map(|sql| (0, [&[COM_QUERY][..], sql.as_bytes()].concat()))
             .collect();
         self.send(&packets).await;
+    }
+
+    /// Sends COM_INIT_DB (what the mariadb client's `use` sends) and reads its answer.
+    pub async fn init_db(&mut self, name: &str) -> Reply {
+        self.send(&[(0, [&[COM_INIT_DB][..], name.as_bytes()].concat())])
+            .await;
+        self.reply().await
     }
 
     /// The next packet: its sequence id and payload.
