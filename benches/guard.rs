@@ -5,7 +5,8 @@
 //!
 //! - `select_simple`: pgbench -S, simple protocol (one Query).
 //! - `tpcb_simple`: pgbench's default script, simple protocol (seven Queries).
-//! - `select_prepared`: pgbench -S -M prepared (Bind, Execute, Sync of a statement parsed once).
+//! - `select_prepared`: pgbench -S -M prepared (Bind, Describe, Execute, Sync of a statement
+//!   parsed once, as libpq sends them).
 //! - `select_new_session`: pgbench -S -C, a session per transaction: the guard made for the
 //!   session, its one Query and answers, and the guard dropped.
 //! - `tpcb_simple_cold`: as `tpcb_simple`, for eight sessions in turn, with 4 MiB written
@@ -196,7 +197,8 @@ fn bench(c: &mut Criterion) {
             let mut body = b"\0P0_1\0\0\0\0\x01".to_vec();
             body.extend((value.len() as i32).to_be_bytes());
             body.extend(value.as_bytes());
-            body.extend([0, 0]);
+            // One result format code (text), as libpq sends.
+            body.extend([0, 1, 0, 0]);
             body
         })
         .collect();
@@ -204,13 +206,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("select_prepared", |b| {
         b.iter(|| {
             n += 1;
+            // As libpq's PQexecPrepared sends it: the portal is described each time.
             send(&mut *guard, tag::BIND, black_box(&binds[n % binds.len()]));
+            send(&mut *guard, tag::DESCRIBE, b"P\0");
             send(&mut *guard, tag::EXECUTE, b"\0\0\0\0\0");
             send(&mut *guard, tag::SYNC, b"");
             answer(
                 &mut *guard,
                 &[
                     (b'2', b""),
+                    (b'T', ABALANCE),
                     (b'D', BALANCE_ROW),
                     (b'C', b"SELECT 1\0"),
                     (b'Z', b"I"),

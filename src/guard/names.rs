@@ -21,6 +21,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
+use crate::protocol::pg::Name;
+
 /// Most names remembered per session; a statement or portal past it is not remembered, so
 /// running it is judged as unknown.
 const MAX_NAMES: usize = 10_000;
@@ -34,11 +38,17 @@ pub enum Space {
     Portal,
 }
 
-type Key = (Space, Box<[u8]>);
+type Key = (Space, Name);
+
+/// What a name may hold: nearly always one statement, kept inline.
+pub type Candidates<T> = SmallVec<[Arc<T>; 1]>;
+
+/// Keyed by client-chosen names: seeded per map, and fast on short keys.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 enum Change<T> {
     /// The name now holds exactly these (a Parse, a Bind, a PREPARE run by a Query).
-    Set(Key, Vec<Arc<T>>),
+    Set(Key, Candidates<T>),
     Remove(Key),
     Clear(Space),
 }
@@ -49,15 +59,15 @@ pub struct Names<T> {
     /// so that forgetting every portal does not walk the statements.
     settled: Settled<T>,
     /// Every candidate the window gives each name, for lookups while it is open.
-    pending: HashMap<Key, Vec<Arc<T>>>,
+    pending: Map<Key, Candidates<T>>,
     /// The window's changes in order, for an exact settle.
     window: Vec<Change<T>>,
     overflowed: bool,
     /// What the latest change to each name in the current segment left (empty: removed).
-    segment: HashMap<Key, Vec<Arc<T>>>,
+    segment: Map<Key, Candidates<T>>,
     /// What each name may come to hold at any time: a PREPARE inside a statement that may
     /// run now, later or never. Never forgotten.
-    sticky: HashMap<Key, Vec<Arc<T>>>,
+    sticky: Map<Key, Candidates<T>>,
     /// Spaces cleared in the current segment.
     cleared: Vec<Space>,
     sent: u64,
@@ -70,11 +80,11 @@ impl<T> Default for Names<T> {
     fn default() -> Self {
         Names {
             settled: Settled::default(),
-            pending: HashMap::new(),
+            pending: Map::default(),
             window: Vec::new(),
             overflowed: false,
-            segment: HashMap::new(),
-            sticky: HashMap::new(),
+            segment: Map::default(),
+            sticky: Map::default(),
             cleared: Vec::new(),
             sent: 0,
             answered: 0,
@@ -86,11 +96,11 @@ impl<T> Default for Names<T> {
 
 impl<T> Names<T> {
     /// Every candidate `name` may hold; empty if the session never named it.
-    pub fn lookup(&self, space: Space, name: &[u8]) -> Vec<Arc<T>> {
+    pub fn lookup(&self, space: Space, name: &[u8]) -> Candidates<T> {
         let key: Key = (space, name.into());
         let mut out = match self.segment.get(&key) {
             Some(latest) => latest.clone(),
-            None if self.cleared.contains(&space) => Vec::new(),
+            None if self.cleared.contains(&space) => Candidates::new(),
             None => {
                 let mut out = self.settled.get(&key).cloned().unwrap_or_default();
                 for c in self.pending.get(&key).into_iter().flatten() {
@@ -106,7 +116,8 @@ impl<T> Names<T> {
     }
 
     /// `name` now holds exactly `candidates`, once the database applies the change.
-    pub fn set(&mut self, space: Space, name: &[u8], candidates: Vec<Arc<T>>) {
+    pub fn set(&mut self, space: Space, name: &[u8], candidates: impl Into<Candidates<T>>) {
+        let candidates = candidates.into();
         let key: Key = (space, name.into());
         if !self.room_for(&key) {
             return;
@@ -131,7 +142,7 @@ impl<T> Names<T> {
     pub fn remove(&mut self, space: Space, name: &[u8]) {
         let key: Key = (space, name.into());
         if self.segment.len() < MAX_NAMES || self.segment.contains_key(&key) {
-            self.segment.insert(key.clone(), Vec::new());
+            self.segment.insert(key.clone(), Candidates::new());
         }
         self.log(Change::Remove(key));
     }
@@ -217,28 +228,28 @@ impl<T> Names<T> {
 
 /// Settled names, one map per space.
 struct Settled<T> {
-    statements: HashMap<Box<[u8]>, Vec<Arc<T>>>,
-    portals: HashMap<Box<[u8]>, Vec<Arc<T>>>,
+    statements: Map<Name, Candidates<T>>,
+    portals: Map<Name, Candidates<T>>,
 }
 
 impl<T> Default for Settled<T> {
     fn default() -> Self {
         Settled {
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            statements: Map::default(),
+            portals: Map::default(),
         }
     }
 }
 
 impl<T> Settled<T> {
-    fn space(&mut self, space: Space) -> &mut HashMap<Box<[u8]>, Vec<Arc<T>>> {
+    fn space(&mut self, space: Space) -> &mut Map<Name, Candidates<T>> {
         match space {
             Space::Statement => &mut self.statements,
             Space::Portal => &mut self.portals,
         }
     }
 
-    fn get(&self, key: &Key) -> Option<&Vec<Arc<T>>> {
+    fn get(&self, key: &Key) -> Option<&Candidates<T>> {
         match key.0 {
             Space::Statement => self.statements.get(&key.1),
             Space::Portal => self.portals.get(&key.1),
@@ -250,7 +261,7 @@ impl<T> Settled<T> {
     }
 }
 
-fn push_unique<T>(list: &mut Vec<Arc<T>>, item: Arc<T>) {
+fn push_unique<T>(list: &mut Candidates<T>, item: Arc<T>) {
     if !list.iter().any(|x| Arc::ptr_eq(x, &item)) {
         list.push(item);
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::Masking;
 use super::value::{Masked, Treat, mask_text, may_hide};
+use crate::protocol::pg::Name;
 use crate::protocol::pg::backend::tag as be;
 use crate::protocol::pg::frontend::FrontendMessage;
 
@@ -43,6 +44,9 @@ pub struct Unmaskable {
     pub reason: String,
 }
 
+/// A Bind's result format codes: libpq sends one, other drivers one per column.
+type Formats = smallvec::SmallVec<[i16; 4]>;
+
 /// A result column as a RowDescription gives it.
 #[derive(Debug)]
 struct Column {
@@ -54,29 +58,29 @@ struct Column {
 struct Portal {
     columns: Option<Arc<[Column]>>,
     /// The Bind's result format codes: none (all text), one for all, or one per column.
-    formats: Vec<i16>,
+    formats: Formats,
 }
 
 /// A client message that the database will answer.
 #[derive(Debug)]
 enum Expect {
-    Parse(Vec<u8>),
+    Parse(Name),
     Bind {
-        portal: Vec<u8>,
-        statement: Vec<u8>,
-        formats: Vec<i16>,
+        portal: Name,
+        statement: Name,
+        formats: Formats,
     },
     Describe {
         portal: bool,
-        name: Vec<u8>,
+        name: Name,
     },
     Execute {
-        portal: Vec<u8>,
+        portal: Name,
         tables: Vec<String>,
     },
     Close {
         portal: bool,
-        name: Vec<u8>,
+        name: Name,
     },
     /// A simple Query: its answers end with ReadyForQuery.
     Query {
@@ -89,8 +93,8 @@ enum Expect {
 /// One session's result masking.
 pub struct PgResults {
     masking: Arc<Masking>,
-    statements: HashMap<Vec<u8>, Arc<[Column]>, foldhash::fast::RandomState>,
-    portals: HashMap<Vec<u8>, Portal, foldhash::fast::RandomState>,
+    statements: HashMap<Name, Arc<[Column]>, foldhash::fast::RandomState>,
+    portals: HashMap<Name, Portal, foldhash::fast::RandomState>,
     expected: VecDeque<Expect>,
     /// How the values of the rows arriving now are masked, while `current` says so (the
     /// vector is kept for its capacity).
@@ -98,6 +102,14 @@ pub struct PgResults {
     current: bool,
     /// A COPY TO STDOUT is under way: `Some(true)` in text format.
     copy_text: Option<bool>,
+    /// The last RowDescription that answered a Describe, and its columns.
+    last_described: Option<Described>,
+}
+
+/// A RowDescription as it arrived, and the columns read from it.
+struct Described {
+    body: Box<[u8]>,
+    columns: Arc<[Column]>,
 }
 
 impl PgResults {
@@ -110,6 +122,7 @@ impl PgResults {
             treats: Vec::new(),
             current: false,
             copy_text: None,
+            last_described: None,
         }
     }
 
@@ -123,25 +136,25 @@ impl PgResults {
     pub fn frontend(&mut self, message: &FrontendMessage<'_>, tables: Vec<String>) {
         let expect = match message {
             FrontendMessage::Query { .. } => Expect::Query { tables },
-            FrontendMessage::Parse(p) => Expect::Parse(p.statement.to_vec()),
+            FrontendMessage::Parse(p) => Expect::Parse(p.statement.into()),
             FrontendMessage::Bind(b) => Expect::Bind {
-                portal: b.portal.to_vec(),
-                statement: b.statement.to_vec(),
+                portal: b.portal.into(),
+                statement: b.statement.into(),
                 formats: (0..b.result_format_count())
                     .map(|i| b.result_format(i))
                     .collect(),
             },
             FrontendMessage::Describe { target, name } => Expect::Describe {
                 portal: *target == b'P',
-                name: name.to_vec(),
+                name: Name::from(*name),
             },
             FrontendMessage::Execute { portal, .. } => Expect::Execute {
-                portal: portal.to_vec(),
+                portal: Name::from(*portal),
                 tables,
             },
             FrontendMessage::Close { target, name } => Expect::Close {
                 portal: *target == b'P',
-                name: name.to_vec(),
+                name: Name::from(*name),
             },
             FrontendMessage::Sync | FrontendMessage::FunctionCall(_) => Expect::Sync,
             FrontendMessage::Other { .. } => return,
@@ -258,7 +271,7 @@ impl PgResults {
     fn described(&mut self, body: &[u8]) {
         match self.expected.front() {
             Some(Expect::Describe { .. }) => {
-                let columns: Option<Arc<[Column]>> = row_description(body).map(Into::into);
+                let columns = self.description(body);
                 if let Some(Expect::Describe { portal, name }) = self.expected.pop_front() {
                     if portal {
                         if let Some(p) = self.portals.get_mut(&name) {
@@ -287,6 +300,23 @@ impl PgResults {
                 self.current = read.is_some();
             }
         }
+    }
+
+    /// The columns a RowDescription answering a Describe gives: those of the last one, when
+    /// the database describes the same again (a driver that describes a statement's portal
+    /// each time it runs it).
+    fn description(&mut self, body: &[u8]) -> Option<Arc<[Column]>> {
+        if let Some(last) = &self.last_described
+            && *last.body == *body
+        {
+            return Some(last.columns.clone());
+        }
+        let columns: Arc<[Column]> = row_description(body)?.into();
+        self.last_described = Some(Described {
+            body: body.into(),
+            columns: columns.clone(),
+        });
+        Some(columns)
     }
 
     /// How values of `column` in `format` are masked.
@@ -601,6 +631,59 @@ mod tests {
         assert_eq!(r.backend(b'D', &row(&[Some(b"2"), None])).unwrap(), None);
         r.backend(b'C', b"SELECT 2\0").unwrap();
         r.backend(b'Z', b"I").unwrap();
+        assert!(r.expected.is_empty());
+    }
+
+    /// libpq's PQexecPrepared: Bind, Describe portal, Execute, Sync, every time. A description
+    /// the same as the last is not read again; a different one is read afresh.
+    #[test]
+    fn a_portal_described_each_run_is_masked_by_its_own_description() {
+        let mut r = PgResults::new(masking(&[]));
+        let secret = format!("token {TOKEN}");
+        let text = description(&[("note", 25, 0)]);
+        let int8 = description(&[("n", 20, 1)]);
+        let mut first: Option<Arc<[Column]>> = None;
+        let runs = [
+            (&text, false),
+            (&text, false),
+            (&int8, true),
+            (&text, false),
+        ];
+        for (i, (desc, binary)) in runs.into_iter().enumerate() {
+            let bind = [
+                cstr(""),
+                cstr("s1"),
+                vec![0, 0, 0, 0, 0, 1, 0, u8::from(binary)],
+            ];
+            send(&mut r, b'B', &bind.concat());
+            send(&mut r, b'D', &[b"P".to_vec(), cstr("")].concat());
+            send(&mut r, b'E', &[cstr(""), vec![0, 0, 0, 0]].concat());
+            send(&mut r, b'S', b"");
+            r.backend(b'2', b"").unwrap();
+            r.backend(b'T', desc).unwrap();
+            let columns = r.portals[&Name::new()].columns.clone().unwrap();
+            let type_oid = if binary { 20 } else { 25 };
+            assert_eq!(columns[0].type_oid, type_oid);
+            match i {
+                0 => first = Some(columns),
+                1 => assert!(Arc::ptr_eq(first.as_ref().unwrap(), &columns), "kept"),
+                3 => assert!(
+                    !Arc::ptr_eq(first.as_ref().unwrap(), &columns),
+                    "read afresh"
+                ),
+                _ => {}
+            }
+            let answer = r.backend(b'D', &row(&[Some(secret.as_bytes())]));
+            if binary {
+                assert!(answer.is_err(), "a secret in a binary int8 fails closed");
+            } else {
+                let out = answer.unwrap().expect("masked");
+                let value = data_row(&out).unwrap()[0].unwrap().to_vec();
+                assert_eq!(value, b"token [masked:github_token]");
+            }
+            r.backend(b'C', b"SELECT 1\0").unwrap();
+            r.backend(b'Z', b"I").unwrap();
+        }
         assert!(r.expected.is_empty());
     }
 

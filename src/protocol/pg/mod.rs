@@ -10,4 +10,8 @@ pub mod frontend;
 pub mod startup;
 
 pub use error::{PgError, SqlState};
+
+/// A prepared statement's or portal's name as the client sent it: names as drivers make them
+/// ("", "P0_1", "s42", "__asyncpg_stmt_1__") are kept inline, without an allocation.
+pub type Name = smallvec::SmallVec<[u8; 24]>;
 pub use frame::{FrameError, Header};
