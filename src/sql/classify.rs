@@ -367,9 +367,9 @@ fn classify_parsed(
                 .unwrap_or_default();
             prepared.prepare(
                 folded(name),
-                from_statement(&inner_text, inner, inner_print),
+                from_statement(&inner_text, inner, inner_print, dialect),
             );
-            let mut c = from_statement(text, &statement, print);
+            let mut c = from_statement(text, &statement, print, dialect);
             c.kind = Kind::Session;
             c.findings.clear();
             out.push(c);
@@ -406,16 +406,16 @@ fn classify_parsed(
             } else {
                 prepared.deallocate(Some(&folded(name)));
             }
-            out.push(from_statement(text, &statement, print));
+            out.push(from_statement(text, &statement, print, dialect));
         }
         Statement::Discard {
             object_type: sqlparser::ast::DiscardObject::ALL,
         } => {
             prepared.deallocate(None);
-            out.push(from_statement(text, &statement, print));
+            out.push(from_statement(text, &statement, print, dialect));
         }
         _ => {
-            let mut c = from_statement(text, &statement, print);
+            let mut c = from_statement(text, &statement, print, dialect);
             if dialect == Dialect::MySql {
                 mysql_findings(&statement, &mut c.findings);
             }
@@ -449,18 +449,24 @@ fn mysql_findings(statement: &Statement, out: &mut Vec<Finding>) {
 }
 
 /// Classifies one parsed statement.
-fn from_statement(text: &str, statement: &Statement, fingerprint: String) -> Classified {
+fn from_statement(
+    text: &str,
+    statement: &Statement,
+    fingerprint: String,
+    dialect: Dialect,
+) -> Classified {
     let Walk {
         mut kind,
         mut findings,
         tables,
-    } = walk(statement);
+        ..
+    } = walk(statement, dialect);
     if let Statement::Explain {
         statement: inner, ..
     } = statement
     {
         if explains_by_running(statement) {
-            if walk(inner).kind >= Kind::Write {
+            if walk(inner, dialect).kind >= Kind::Write {
                 findings.push(finding(
                     "explain_analyze_write",
                     "EXPLAIN ANALYZE runs the statement it explains",
@@ -606,11 +612,12 @@ fn turns_off_standard_strings(statement: &Statement) -> bool {
     !matches!(values.as_slice(), [v] if on(v))
 }
 
-fn walk(statement: &Statement) -> Walk {
+fn walk(statement: &Statement, dialect: Dialect) -> Walk {
     let mut walk = Walk {
         kind: Kind::Read,
         findings: Vec::new(),
         tables: Vec::new(),
+        dialect,
     };
     let _ = statement.visit(&mut walk);
     walk
@@ -661,6 +668,7 @@ struct Walk {
     kind: Kind,
     findings: Vec<Finding>,
     tables: Vec<String>,
+    dialect: Dialect,
 }
 
 impl Walk {
@@ -675,6 +683,12 @@ impl Walk {
                     "calls {name}, which is not on the list of side-effect-free functions"
                 ),
             });
+        }
+    }
+
+    fn relation(&mut self, name: String) {
+        if !self.tables.contains(&name) {
+            self.tables.push(name);
         }
     }
 
@@ -697,6 +711,11 @@ impl Visitor for Walk {
         let k = kind_of(s);
         self.kind = self.kind.max(k);
         findings_of(s, &mut self.findings);
+        let mut names = Vec::new();
+        super::relations::unreported(s, self.dialect, &mut names);
+        for name in names {
+            self.relation(name);
+        }
         ControlFlow::Continue(())
     }
 
@@ -755,10 +774,7 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
-        let name = relation.to_string();
-        if !self.tables.contains(&name) {
-            self.tables.push(name);
-        }
+        self.relation(relation.to_string());
         ControlFlow::Continue(())
     }
 }

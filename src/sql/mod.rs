@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod classify;
 pub mod functions;
+mod relations;
 pub mod shape;
 pub mod split;
 
