@@ -72,15 +72,16 @@ pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Dec
 /// findings: a rule that denies or holds covers it if any of them is listed, a rule that
 /// allows only if every one is (so an allow for `scratch.*` does not let a statement that
 /// also writes `billing.invoices` through, nor an allowed `drop` carry a `grant` with it).
-/// Likewise a database name matches a rule that denies or holds whatever its case (MySQL
-/// may fold it), and one that allows only as written.
+/// Likewise a database or table name matches a rule that denies or holds whatever its case
+/// (the server may fold it), and one that allows only as the database resolves it (tables:
+/// quotes removed, PostgreSQL's unquoted names in lower case; see the classifier).
 fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let s = r.statement;
     let has_findings = !s.findings.is_empty();
     let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
     let listed_finding = |code: &str| rule.findings.iter().any(|x| x == code);
-    let listed_table = |table: &String| rule.tables.iter().any(|p| glob(p, table));
     let allows = rule.action == Action::Allow;
+    let listed_table = |table: &String| rule.tables.iter().any(|p| glob(p, table, !allows));
     let listed_database = |db: &str| match allows {
         true => rule.databases.iter().any(|x| x == db),
         false => rule.databases.iter().any(|x| x.eq_ignore_ascii_case(db)),
@@ -110,10 +111,15 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
         }
 }
 
-/// `*` matches any run of characters, `?` any one; case-insensitive, as unquoted names are.
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
+/// `*` matches any run of characters, `?` any one; with `fold`, in any case.
+pub(crate) fn glob(pattern: &str, text: &str, fold: bool) -> bool {
+    let chars = |s: &str| -> Vec<char> {
+        match fold {
+            true => s.to_lowercase().chars().collect(),
+            false => s.chars().collect(),
+        }
+    };
+    let (p, t) = (chars(pattern), chars(text));
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
         if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
@@ -416,11 +422,49 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("billing.*", "billing.invoices"));
-        assert!(glob("*.secrets", "app.secrets"));
-        assert!(glob("t?", "T1"));
-        assert!(!glob("billing.*", "public.billing"));
-        assert!(glob("*", "anything"));
-        assert!(!glob("a*b", "acd"));
+        assert!(glob("billing.*", "billing.invoices", false));
+        assert!(glob("*.secrets", "app.secrets", false));
+        assert!(glob("t?", "T1", true));
+        assert!(!glob("t?", "T1", false));
+        assert!(!glob("billing.*", "public.billing", true));
+        assert!(glob("*", "anything", false));
+        assert!(!glob("a*b", "acd", true));
+    }
+
+    /// Quoting a name, or writing it in another case, does not slip it past a rule; and an
+    /// allow does not reach a quoted name of another case, which PostgreSQL holds apart.
+    #[test]
+    fn a_table_rule_sees_names_as_the_database_resolves_them() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "review"
+            approvers = ["dba"]
+
+            [[rule]]
+            name = "no-billing-writes"
+            action = "deny"
+            kinds = ["write"]
+            tables = ["billing.*", "billing_history"]
+
+            [[rule]]
+            name = "scratch-is-free"
+            action = "allow"
+            tables = ["scratch.*"]
+            "#,
+        );
+        let rule = |sql: &str| decide(&p, "app", &[], sql).rule_name().to_owned();
+        for sneaky in [
+            r#"delete from "billing_history" where id = 1"#,
+            r#"delete from BILLING_HISTORY where id = 1"#,
+            r#"update "billing"."invoices" set paid = true where id = 1"#,
+            r#"update "BILLING".invoices set paid = true where id = 1"#,
+            r#"copy billing.invoices from stdin"#,
+        ] {
+            assert_eq!(rule(sneaky), "no-billing-writes", "{sneaky}");
+        }
+        assert_eq!(rule(r#"update "scratch".a set x = 1"#), "scratch-is-free");
+        assert_eq!(rule("update SCRATCH.a set x = 1"), "scratch-is-free");
+        assert_eq!(rule(r#"update "SCRATCH".a set x = 1"#), "default");
     }
 }

@@ -174,7 +174,7 @@ impl ColumnRules {
     pub fn matches<'a>(&self, column: &str, tables: impl Iterator<Item = &'a str> + Clone) -> bool {
         let column = column.to_ascii_lowercase();
         self.rules.iter().any(|(table, pattern)| {
-            glob_match(pattern, &column)
+            glob_match(pattern, &column, true)
                 && match table {
                     None => true,
                     Some(t) => tables.clone().any(|name| table_matches(t, name)),
@@ -189,10 +189,10 @@ fn table_matches(pattern: &str, name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     let name = name.trim_matches('"');
     if pattern.contains('.') {
-        glob_match(pattern, name)
+        glob_match(pattern, name, true)
     } else {
         let last = name.rsplit('.').next().unwrap_or(name);
-        glob_match(pattern, last.trim_matches('"'))
+        glob_match(pattern, last.trim_matches('"'), true)
     }
 }
 

@@ -774,7 +774,7 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
-        self.relation(relation.to_string());
+        self.relation(super::relations::name(relation, self.dialect));
         ControlFlow::Continue(())
     }
 }

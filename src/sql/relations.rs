@@ -1,7 +1,8 @@
-//! Relations a statement names that sqlparser's visitor does not report as relations: what a
-//! DROP drops, what a COPY reads or fills, what a GRANT or COMMENT is about, the table a
-//! trigger watches, what VACUUM works on, and the new name of a renamed table or index.
-//! Pure.
+//! The names of the relations a statement names, as the database resolves them (quotes
+//! removed, PostgreSQL's unquoted names folded to lower case), and the relations sqlparser's
+//! visitor does not report as such: what a DROP drops, what a COPY reads or fills, what a
+//! GRANT or COMMENT is about, the table a trigger watches, what VACUUM works on, and the new
+//! name of a renamed table or index. Pure.
 //!
 //! Listing more names is always the safe direction for the policy: a rule that denies or
 //! reviews matches if any name matches, and one that allows covers a statement only if every
@@ -9,15 +10,43 @@
 
 use sqlparser::ast::{
     AlterIndexOperation, AlterTableOperation, CommentObject, CopySource, GrantObjects, ObjectName,
-    ObjectType, RenameTableNameKind, Statement,
+    ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
 };
 
 use super::Dialect;
 
+/// A relation's name as the database resolves it, part by part: `"Billing".invoices` is
+/// `Billing.invoices`, and in PostgreSQL `Billing.Invoices` is `billing.invoices`. So a rule
+/// for `billing.*` cannot be slipped past by quoting a name. A quoted part that holds a dot,
+/// a quote or a glob character keeps its quotes, so that it cannot pass for two parts or a
+/// pattern.
+pub(super) fn name(name: &ObjectName, dialect: Dialect) -> String {
+    let mut out = String::new();
+    for (i, part) in name.0.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        match part {
+            ObjectNamePart::Identifier(id) => match id.quote_style {
+                None if dialect == Dialect::Postgres => {
+                    out.push_str(&id.value.to_ascii_lowercase())
+                }
+                None => out.push_str(&id.value),
+                Some(_) if id.value.contains(['.', '"', '`', '*', '?']) => {
+                    out.push_str(&id.to_string())
+                }
+                Some(_) => out.push_str(&id.value),
+            },
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
 /// Appends to `out` the relations `statement` names that the visitor does not report.
 pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<String>) {
     use Statement as S;
-    let mut add = |name: &ObjectName| out.push(name.to_string());
+    let mut add = |n: &ObjectName| out.push(name(n, dialect));
     match statement {
         S::Drop {
             object_type,
@@ -47,7 +76,7 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
                     table_name: RenameTableNameKind::To(new) | RenameTableNameKind::As(new),
                 } = op
                 {
-                    out.push(renamed(&alter.name, new, dialect));
+                    add(&renamed(&alter.name, new, dialect));
                 }
             }
         }
@@ -56,10 +85,10 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
             operation: AlterIndexOperation::RenameIndex { index_name },
         } => {
             add(name);
-            out.push(renamed(name, index_name, dialect));
+            add(&renamed(name, index_name, dialect));
         }
-        S::Grant(grant) => granted(grant.objects.as_ref(), out),
-        S::Revoke(revoke) => granted(revoke.objects.as_ref(), out),
+        S::Grant(grant) => granted(grant.objects.as_ref(), &mut add),
+        S::Revoke(revoke) => granted(revoke.objects.as_ref(), &mut add),
         S::Comment {
             object_type,
             object_name,
@@ -85,24 +114,24 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
 }
 
 /// The tables and sequences a GRANT or REVOKE is on.
-fn granted(objects: Option<&GrantObjects>, out: &mut Vec<String>) {
+fn granted(objects: Option<&GrantObjects>, add: &mut impl FnMut(&ObjectName)) {
     if let Some(
         GrantObjects::Tables(names) | GrantObjects::Views(names) | GrantObjects::Sequences(names),
     ) = objects
     {
-        out.extend(names.iter().map(ToString::to_string));
+        names.iter().for_each(add);
     }
 }
 
 /// The name a relation `old` takes when renamed to `new`. In PostgreSQL a rename keeps the
 /// schema, so an unqualified new name is in the old one's schema; in MySQL an unqualified new
 /// name is in the session's default database, and a qualified one may be in another.
-fn renamed(old: &ObjectName, new: &ObjectName, dialect: Dialect) -> String {
+fn renamed(old: &ObjectName, new: &ObjectName, dialect: Dialect) -> ObjectName {
     match (dialect, old.0.split_last(), new.0.as_slice()) {
         (Dialect::Postgres, Some((_, schema)), [_]) if !schema.is_empty() => {
-            ObjectName([schema, &new.0[..]].concat()).to_string()
+            ObjectName([schema, &new.0[..]].concat())
         }
-        _ => new.to_string(),
+        _ => new.clone(),
     }
 }
 
@@ -151,6 +180,26 @@ mod tests {
         ] {
             assert_eq!(tables(sql, pg), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn names_are_as_the_database_resolves_them() {
+        let pg = Dialect::Postgres;
+        for (sql, want) in [
+            (r#"DELETE FROM "billing_history""#, "billing_history"),
+            (
+                r#"DELETE FROM Public."billing_history""#,
+                "public.billing_history",
+            ),
+            (r#"DELETE FROM "Billing".Invoices"#, "Billing.invoices"),
+            (r#"SELECT * FROM "a.b""#, r#""a.b""#),
+            (r#"SELECT * FROM "x*""#, r#""x*""#),
+        ] {
+            assert_eq!(tables(sql, pg), [want], "{sql}");
+        }
+        let my = Dialect::MySql;
+        assert_eq!(tables("DELETE FROM `prod`.`T`", my), ["prod.T"]);
+        assert_eq!(tables("DELETE FROM Prod.T", my), ["Prod.T"]);
     }
 
     #[test]
