@@ -663,6 +663,12 @@ async fn rules_for_a_database_follow_the_session_into_it() {
     conn.query_drop(format!("insert into {t} values (1)"))
         .await
         .expect("test is not read-only");
+    // Naming the database outright reaches it as surely as USE does.
+    let e = conn
+        .query_drop(format!("insert into airlock_other.{t} values (1)"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
     let insert = conn
         .prep(format!("insert into {t} values (?)"))
         .await

@@ -68,9 +68,10 @@ pub fn check_all<'p>(policy: &'p Policy, requests: &[Request<'_>]) -> Option<Dec
         .max_by_key(|d| d.severity())
 }
 
-/// Whether `rule` covers the request. A statement names several tables and may have several
-/// findings: a rule that denies or holds covers it if any of them is listed, a rule that
-/// allows only if every one is (so an allow for `scratch.*` does not let a statement that
+/// Whether `rule` covers the request. A statement names several tables (and, in MySQL, the
+/// databases they are qualified with, besides the session's) and may have several findings:
+/// a rule that denies or holds covers it if any of them is listed, a rule that allows only
+/// if every one is (so an allow for `scratch.*` does not let a statement that
 /// also writes `billing.invoices` through, nor an allowed `drop` carry a `grant` with it).
 /// Likewise a database or table name matches a rule that denies or holds whatever its case
 /// (the server may fold it), and one that allows only as the database resolves it (tables:
@@ -89,7 +90,15 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     any(&rule.users, r.user)
         && (rule.groups.is_empty() || rule.groups.iter().any(|g| r.groups.contains(g)))
         && any(&rule.listeners, r.listener)
-        && (rule.databases.is_empty() || listed_database(r.database))
+        && (rule.databases.is_empty()
+            || match allows {
+                true => {
+                    listed_database(r.database) && s.databases.iter().all(|d| listed_database(d))
+                }
+                false => {
+                    listed_database(r.database) || s.databases.iter().any(|d| listed_database(d))
+                }
+            })
         && (rule.kinds.is_empty() || rule.kinds.contains(&s.kind))
         && (rule.findings.is_empty()
             || match allows {
@@ -302,6 +311,44 @@ mod tests {
         assert_eq!(rule("PROD"), "prod-is-read-only");
         assert_eq!(rule("sandbox"), "sandbox-is-free");
         assert_eq!(rule("SandBox"), "default");
+
+        // MySQL: a table qualified with a database names it too, from any session.
+        let rule = |database: &str, sql: &str| {
+            let statement = classify(sql, Dialect::MySql).remove(0);
+            let request = Request {
+                user: "app",
+                groups: &[],
+                listener: "mysql",
+                database,
+                statement: &statement,
+            };
+            check(&p, &request).rule_name().to_owned()
+        };
+        assert_eq!(
+            rule("test", "insert into prod.t values (1)"),
+            "prod-is-read-only"
+        );
+        assert_eq!(
+            rule("test", "insert into `Prod`.t values (1)"),
+            "prod-is-read-only"
+        );
+        assert_eq!(
+            rule("test", "update t join prod.u using (id) set t.x = u.x"),
+            "prod-is-read-only"
+        );
+        assert_eq!(
+            rule("sandbox", "insert into t select * from sandbox.u"),
+            "sandbox-is-free"
+        );
+        assert_eq!(
+            rule("sandbox", "select * from t join prod.u using (id)"),
+            "default",
+            "the allow does not reach prod"
+        );
+        assert_eq!(
+            rule("sandbox", "insert into t select * from prod.u"),
+            "prod-is-read-only"
+        );
     }
 
     #[test]

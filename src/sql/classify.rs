@@ -76,8 +76,12 @@ pub struct Finding {
 pub struct Classified {
     pub text: String,
     pub kind: Kind,
-    /// Every table, view or other relation the statement names, as written.
+    /// Every table, view or other relation the statement names, as the database resolves
+    /// the name (quotes removed, PostgreSQL's unquoted names in lower case).
     pub tables: Vec<String>,
+    /// MySQL: the databases its tables are qualified with (`prod.t` names `prod`). A
+    /// PostgreSQL statement cannot reach into another database.
+    pub databases: Vec<String>,
     pub findings: Vec<Finding>,
     /// The statement with every literal replaced by `?`, for grouping.
     pub fingerprint: String,
@@ -95,6 +99,7 @@ impl Classified {
             text: text.to_owned(),
             kind: Kind::Unknown,
             tables: Vec::new(),
+            databases: Vec::new(),
             findings: vec![Finding { code, reason }],
             fingerprint: String::new(),
             migration: None,
@@ -459,6 +464,7 @@ fn from_statement(
         mut kind,
         mut findings,
         tables,
+        databases,
         ..
     } = walk(statement, dialect);
     if let Statement::Explain {
@@ -508,6 +514,7 @@ fn from_statement(
         kind,
         fingerprint,
         tables,
+        databases,
         findings,
         migration,
         database,
@@ -617,6 +624,7 @@ fn walk(statement: &Statement, dialect: Dialect) -> Walk {
         kind: Kind::Read,
         findings: Vec::new(),
         tables: Vec::new(),
+        databases: Vec::new(),
         dialect,
     };
     let _ = statement.visit(&mut walk);
@@ -668,6 +676,7 @@ struct Walk {
     kind: Kind,
     findings: Vec<Finding>,
     tables: Vec<String>,
+    databases: Vec<String>,
     dialect: Dialect,
 }
 
@@ -686,9 +695,15 @@ impl Walk {
         }
     }
 
-    fn relation(&mut self, name: String) {
+    fn relation(&mut self, relation: &sqlparser::ast::ObjectName) {
+        let name = super::relations::name(relation, self.dialect);
         if !self.tables.contains(&name) {
             self.tables.push(name);
+        }
+        if let Some(db) = super::relations::database(relation, self.dialect)
+            && !self.databases.contains(&db)
+        {
+            self.databases.push(db);
         }
     }
 
@@ -713,7 +728,7 @@ impl Visitor for Walk {
         findings_of(s, &mut self.findings);
         let mut names = Vec::new();
         super::relations::unreported(s, self.dialect, &mut names);
-        for name in names {
+        for name in &names {
             self.relation(name);
         }
         ControlFlow::Continue(())
@@ -774,7 +789,7 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
-        self.relation(super::relations::name(relation, self.dialect));
+        self.relation(relation);
         ControlFlow::Continue(())
     }
 }

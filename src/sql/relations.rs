@@ -43,10 +43,18 @@ pub(super) fn name(name: &ObjectName, dialect: Dialect) -> String {
     out
 }
 
+/// MySQL: the database a qualified name (`prod.t`) names, as [`name`] gives it.
+pub(super) fn database(relation: &ObjectName, dialect: Dialect) -> Option<String> {
+    match (dialect, relation.0.as_slice()) {
+        (Dialect::MySql, [db, _, ..]) => Some(name(&ObjectName(vec![db.clone()]), dialect)),
+        _ => None,
+    }
+}
+
 /// Appends to `out` the relations `statement` names that the visitor does not report.
-pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<String>) {
+pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<ObjectName>) {
     use Statement as S;
-    let mut add = |n: &ObjectName| out.push(name(n, dialect));
+    let mut add = |n: &ObjectName| out.push(n.clone());
     match statement {
         S::Drop {
             object_type,
