@@ -711,6 +711,52 @@ mod tests {
         *seq = packet::put(out, *seq, payload).wrapping_add(1);
     }
 
+    /// What the pumps share, owned by the test.
+    struct Fixture {
+        inspector: Mutex<Box<dyn MysqlInspector>>,
+        owed: Mutex<VecDeque<Owed>>,
+        ours: Notify,
+        idle: AtomicBool,
+        infile: AtomicBool,
+    }
+
+    impl Fixture {
+        fn new(seen: std::sync::Arc<Mutex<Seen>>) -> Fixture {
+            Fixture {
+                inspector: Mutex::new(Box::new(Recorder(seen))),
+                owed: Mutex::new(VecDeque::new()),
+                ours: Notify::new(),
+                idle: AtomicBool::new(true),
+                infile: AtomicBool::new(false),
+            }
+        }
+
+        fn shared(&self, wants_rows: bool, local_infile: bool) -> Shared<'_> {
+            Shared {
+                inspector: &self.inspector,
+                owed: &self.owed,
+                ours: &self.ours,
+                idle: &self.idle,
+                infile: local_infile.then_some(&self.infile),
+                resolve: &|_| None,
+                wants_rows,
+                approvals: None,
+                kill: None,
+            }
+        }
+    }
+
+    fn scanner(deprecate_eof: bool) -> AnswerScan {
+        AnswerScan {
+            buf: BytesMut::new(),
+            streaming: 0,
+            continuing: false,
+            tracker: Tracker::new(deprecate_eof),
+            max: 1 << 20,
+            answer: AnswerSoFar::default(),
+        }
+    }
+
     fn terminator(deprecate: bool, status: u16) -> Vec<u8> {
         if deprecate {
             let mut p = vec![0xfe, 0, 0];
@@ -778,22 +824,8 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let deprecate = seed % 2 == 0;
             let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
-            let inspector: Mutex<Box<dyn MysqlInspector>> =
-                Mutex::new(Box::new(Recorder(seen.clone())));
-            let owed = Mutex::new(VecDeque::new());
-            let ours = Notify::new();
-            let idle = AtomicBool::new(true);
-            let shared = Shared {
-                inspector: &inspector,
-                owed: &owed,
-                ours: &ours,
-                idle: &idle,
-                infile: None,
-                resolve: &|_| None,
-                wants_rows: true,
-                approvals: None,
-                kill: None,
-            };
+            let fixture = Fixture::new(seen.clone());
+            let shared = fixture.shared(true, false);
             let mut expected = Vec::new();
             let mut rows = (0, 0);
             for _ in 0..rng.random_range(1..6) {
@@ -801,14 +833,7 @@ mod tests {
                 expected.extend(statuses);
                 rows = (rows.0 + r.0, rows.1 + r.1);
                 shared.expect(Answer::Results);
-                let mut scan = AnswerScan {
-                    buf: BytesMut::new(),
-                    streaming: 0,
-                    continuing: false,
-                    tracker: Tracker::new(deprecate),
-                    max: 1 << 20,
-                    answer: AnswerSoFar::default(),
-                };
+                let mut scan = scanner(deprecate);
                 let mut forwarded = Vec::new();
                 let mut rest = &input[..];
                 while !rest.is_empty() {
@@ -822,7 +847,7 @@ mod tests {
                 }
                 assert!(forwarded == input, "seed {seed}: every byte once, in order");
                 assert!(scan.tracker.is_idle(), "seed {seed}: the answer ended");
-                assert!(idle.load(Ordering::Acquire) && owed.lock().unwrap().is_empty());
+                assert!(shared.idle.load(Ordering::Acquire) && shared.owed().is_empty());
             }
             let seen = seen.lock().unwrap();
             assert_eq!(seen.statuses, expected, "seed {seed}");
@@ -840,35 +865,14 @@ mod tests {
     fn airlocks_own_answer_waits_for_the_answers_owed_before_it() {
         for seed in 0..100 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let inspector: Mutex<Box<dyn MysqlInspector>> =
-                Mutex::new(Box::new(Recorder(Default::default())));
-            let owed = Mutex::new(VecDeque::new());
-            let ours = Notify::new();
-            let idle = AtomicBool::new(true);
-            let shared = Shared {
-                inspector: &inspector,
-                owed: &owed,
-                ours: &ours,
-                idle: &idle,
-                infile: None,
-                resolve: &|_| None,
-                wants_rows: false,
-                approvals: None,
-                kill: None,
-            };
+            let fixture = Fixture::new(Default::default());
+            let shared = fixture.shared(false, false);
             let (first, _, _) = results(&mut rng, true);
             let (second, _, _) = results(&mut rng, true);
             shared.expect(Answer::Results);
             shared.tell(1, MyError::query_interrupted());
             shared.expect(Answer::Results);
-            let mut scan = AnswerScan {
-                buf: BytesMut::new(),
-                streaming: 0,
-                continuing: false,
-                tracker: Tracker::new(true),
-                max: 1 << 20,
-                answer: AnswerSoFar::default(),
-            };
+            let mut scan = scanner(true);
             let input = [first.clone(), second].concat();
             let mut client = Vec::new();
             let mut ours_at = None;
@@ -897,39 +901,17 @@ mod tests {
                 Some(first.len()),
                 "seed {seed}: between the answers"
             );
-            assert!(owed.lock().unwrap().is_empty());
+            assert!(shared.owed().is_empty());
         }
     }
 
     /// Scans a LOCAL INFILE request in answer to `answer`: what reached the client, whether
     /// the session was refused and whether the command pump now expects the file.
     fn local_infile_request(allowed: bool, answer: Answer) -> (usize, Option<u16>, bool) {
-        let inspector: Mutex<Box<dyn MysqlInspector>> =
-            Mutex::new(Box::new(Recorder(Default::default())));
-        let owed = Mutex::new(VecDeque::new());
-        let ours = Notify::new();
-        let idle = AtomicBool::new(true);
-        let infile = AtomicBool::new(false);
-        let shared = Shared {
-            inspector: &inspector,
-            owed: &owed,
-            ours: &ours,
-            idle: &idle,
-            infile: allowed.then_some(&infile),
-            resolve: &|_| None,
-            wants_rows: false,
-            approvals: None,
-            kill: None,
-        };
+        let fixture = Fixture::new(Default::default());
+        let shared = fixture.shared(false, allowed);
         shared.expect(answer);
-        let mut scan = AnswerScan {
-            buf: BytesMut::new(),
-            streaming: 0,
-            continuing: false,
-            tracker: Tracker::new(true),
-            max: 1 << 20,
-            answer: AnswerSoFar::default(),
-        };
+        let mut scan = scanner(true);
         packet::put(&mut scan.buf, 1, b"\xfb/etc/passwd");
         let (ready, _, end) = scan.scan(&shared);
         (
@@ -939,7 +921,7 @@ mod tests {
                 AnswerEnd::Replace { .. } => panic!("nothing to rewrite"),
                 AnswerEnd::Ours(_) => panic!("Airlock owes no answer of its own"),
             }),
-            infile.load(Ordering::Acquire),
+            fixture.infile.load(Ordering::Acquire),
         )
     }
 
