@@ -22,6 +22,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::Dialect;
+use super::condition::limits_rows;
 use super::functions::{is_builtin_side_effect_free, is_side_effect_free};
 use super::split::{Piece, split_tokens};
 
@@ -659,16 +660,6 @@ fn body_writes(body: &SetExpr) -> bool {
     }
 }
 
-/// Whether a condition mentions any column: one that does not (`WHERE 1=1`, `WHERE true`,
-/// `WHERE $1`) selects every row or none, whatever its literal values.
-fn mentions_a_column(expr: &Expr) -> bool {
-    sqlparser::ast::visit_expressions(expr, |e| match e {
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
-}
-
 /// One pass over a statement's tree: the kinds and findings of every statement in it
 /// (statements inside statements included), every function it calls (in expressions and as
 /// table functions in FROM), and every relation it names.
@@ -753,7 +744,7 @@ impl Visitor for Walk {
         }
         if let SetExpr::Select(select) = &*query.body
             && !query.locks.is_empty()
-            && !select.selection.as_ref().is_some_and(mentions_a_column)
+            && !select.selection.as_ref().is_some_and(limits_rows)
         {
             self.findings.push(finding(
                 "lock_whole_table",
@@ -994,22 +985,25 @@ fn setting_is(variable: &sqlparser::ast::ObjectName, setting: &str) -> bool {
 fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
     use Statement as S;
     match s {
-        S::Update(u) if !u.selection.as_ref().is_some_and(mentions_a_column) => {
+        S::Update(u) if !u.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(
                 "update_without_where",
-                "UPDATE without a WHERE on any column changes every row",
+                "UPDATE without a WHERE that limits the rows (none, none on a column, or one \
+                 true for every row such as OR 1=1) changes every row",
             ));
         }
-        S::Delete(d) if !d.selection.as_ref().is_some_and(mentions_a_column) => {
+        S::Delete(d) if !d.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(
                 "delete_without_where",
-                "DELETE without a WHERE on any column removes every row",
+                "DELETE without a WHERE that limits the rows (none, none on a column, or one \
+                 true for every row such as OR 1=1) removes every row",
             ));
         }
-        S::Merge(m) if !mentions_a_column(&m.on) => {
+        S::Merge(m) if !limits_rows(&m.on) => {
             out.push(finding(
                 "delete_without_where",
-                "MERGE whose ON condition mentions no column matches every row",
+                "MERGE whose ON condition is true for every row (on no column, or such as \
+                 OR 1=1) matches every row",
             ));
         }
         S::DropFunction(_) | S::DropTrigger(_) | S::DropExtension(_) | S::DropPolicy(_) => {

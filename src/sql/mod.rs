@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod classify;
+mod condition;
 pub mod functions;
 mod relations;
 pub mod shape;
