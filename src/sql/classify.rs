@@ -922,6 +922,7 @@ fn kind_of(s: &Statement) -> Kind {
         {
             Kind::Privilege
         }
+        S::Set(set) if super::settings::administers(set) => Kind::Admin,
         S::Set(_) | S::Reset(_) | S::Discard { .. } | S::Deallocate { .. } => Kind::Session,
         S::LISTEN { .. }
         | S::UNLISTEN { .. }
@@ -985,6 +986,7 @@ fn setting_is(variable: &sqlparser::ast::ObjectName, setting: &str) -> bool {
 fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
     use Statement as S;
     match s {
+        S::Set(set) => super::settings::findings(set, out),
         S::Update(u) if !u.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(
                 "update_without_where",

@@ -9,6 +9,7 @@ pub mod classify;
 mod condition;
 pub mod functions;
 mod relations;
+mod settings;
 pub mod shape;
 pub mod split;
 

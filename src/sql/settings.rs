@@ -1,0 +1,194 @@
+//! SET statements that administer the server rather than the session: MySQL's SET GLOBAL /
+//! PERSIST (`@@global.x`, ...), which change a setting for every session, and settings that
+//! only a superuser may change because they switch off the database's own record or its
+//! triggers (`session_replication_role`, `log_statement`, `sql_log_bin`, pgaudit's ...).
+//! Pure.
+
+use sqlparser::ast::{ContextModifier, ObjectName, Set};
+
+use super::classify::Finding;
+
+/// Settings that decide what the database logs or audits, or whether triggers and rules
+/// fire: changing them hides a session's work from the database's own record.
+const RECORD_SETTINGS: &[&str] = &[
+    // PostgreSQL (superuser only)
+    "session_replication_role",
+    "log_statement",
+    "log_duration",
+    "log_min_duration_statement",
+    "log_min_duration_sample",
+    "log_statement_sample_rate",
+    "log_transaction_sample_rate",
+    "log_min_error_statement",
+    "log_min_messages",
+    "log_parameter_max_length",
+    "log_parameter_max_length_on_error",
+    // MySQL / MariaDB (SUPER or the like)
+    "sql_log_bin",
+    "sql_log_off",
+    "general_log",
+    "slow_query_log",
+    "wsrep_on",
+];
+
+/// Prefixes of extension settings of the same kind (pgaudit, MariaDB's audit plugin, MySQL
+/// Enterprise Audit).
+const RECORD_PREFIXES: &[&str] = &["pgaudit.", "server_audit_", "audit_log_"];
+
+/// One setting a SET assigns.
+struct Assigned {
+    /// Lower case, without an `@@scope.` prefix.
+    name: String,
+    /// For every session of the server (GLOBAL, PERSIST, PERSIST_ONLY).
+    global: bool,
+}
+
+/// Whether `set` administers the server (see the module).
+pub(super) fn administers(set: &Set) -> bool {
+    assigned(set)
+        .iter()
+        .any(|a| a.global || is_record_setting(&a.name))
+}
+
+/// The findings of `set`: one per setting it changes for every session, or that changes
+/// the database's own record.
+pub(super) fn findings(set: &Set, out: &mut Vec<Finding>) {
+    for a in assigned(set) {
+        if a.global {
+            out.push(Finding {
+                code: "global_setting",
+                reason: format!(
+                    "SET GLOBAL / PERSIST changes {} for every session of the server",
+                    a.name
+                ),
+            });
+        }
+        if is_record_setting(&a.name) {
+            out.push(Finding {
+                code: "record_setting",
+                reason: format!(
+                    "{} decides what the database logs or audits, or whether triggers fire; \
+                     only a superuser may change it",
+                    a.name
+                ),
+            });
+        }
+    }
+}
+
+fn is_record_setting(name: &str) -> bool {
+    RECORD_SETTINGS.contains(&name) || RECORD_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// What `set` assigns. In MySQL a scope keyword holds for the assignments after it until the
+/// next one (`SET GLOBAL a = 1, b = 2` sets both globally).
+fn assigned(set: &Set) -> Vec<Assigned> {
+    let mut global = false;
+    let mut one = |scope: &Option<ContextModifier>, name: &ObjectName| {
+        if let Some(scope) = scope {
+            global = matches!(scope, ContextModifier::Global);
+        }
+        named(name, global)
+    };
+    match set {
+        Set::SingleAssignment {
+            scope, variable, ..
+        } => vec![one(scope, variable)],
+        Set::MultipleAssignments { assignments } => {
+            assignments.iter().map(|a| one(&a.scope, &a.name)).collect()
+        }
+        Set::ParenthesizedAssignments { variables, .. } => {
+            variables.iter().map(|v| named(v, false)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A setting's name, with the scope an `@@global.` / `@@persist.` prefix gives it.
+fn named(name: &ObjectName, global: bool) -> Assigned {
+    let text = name.to_string().to_ascii_lowercase();
+    let text = text.trim_start_matches('@');
+    for (prefix, is_global) in [
+        ("global.", true),
+        ("persist.", true),
+        ("persist_only.", true),
+        ("session.", false),
+        ("local.", false),
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix)
+            && name.to_string().starts_with("@@")
+        {
+            return Assigned {
+                name: rest.to_owned(),
+                global: is_global,
+            };
+        }
+    }
+    Assigned {
+        name: text.to_owned(),
+        global,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Dialect;
+    use super::super::classify::{Kind, classify};
+
+    fn judged(sql: &str, dialect: Dialect) -> (Kind, Vec<&'static str>) {
+        let c = classify(sql, dialect).remove(0);
+        (c.kind, c.findings.iter().map(|f| f.code).collect())
+    }
+
+    #[test]
+    fn global_settings_administer_the_server() {
+        let my = Dialect::MySql;
+        for sql in [
+            "SET GLOBAL max_connections = 10",
+            "SET @@global.read_only = 0",
+            "SET @@GLOBAL.read_only = 0",
+            "SET @@persist.max_connections = 10",
+            "SET sql_mode = '', GLOBAL max_connections = 10",
+        ] {
+            assert_eq!(
+                judged(sql, my),
+                (Kind::Admin, vec!["global_setting"]),
+                "{sql}"
+            );
+        }
+        // The scope carries on to the assignments after it.
+        let (kind, findings) = judged("SET GLOBAL a = 1, b = 2", my);
+        assert_eq!((kind, findings.len()), (Kind::Admin, 2));
+        assert_eq!(
+            judged("SET SESSION a = 1, b = 2", my),
+            (Kind::Session, vec![])
+        );
+        assert_eq!(
+            judged("SET @@session.sql_mode = ''", my),
+            (Kind::Session, vec![])
+        );
+        assert_eq!(judged("SET @x = 1", my), (Kind::Session, vec![]));
+    }
+
+    #[test]
+    fn switching_off_the_databases_own_record_is_not_a_session_matter() {
+        for (sql, dialect) in [
+            ("SET session_replication_role = replica", Dialect::Postgres),
+            ("SET LOCAL log_statement = 'none'", Dialect::Postgres),
+            ("SET pgaudit.log = 'none'", Dialect::Postgres),
+            ("SET sql_log_bin = 0", Dialect::MySql),
+            ("SET SESSION sql_log_off = 1", Dialect::MySql),
+            ("SET @@session.sql_log_bin = 0", Dialect::MySql),
+        ] {
+            assert_eq!(
+                judged(sql, dialect),
+                (Kind::Admin, vec!["record_setting"]),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            judged("SET statement_timeout = 0", Dialect::Postgres),
+            (Kind::Session, vec![])
+        );
+    }
+}
