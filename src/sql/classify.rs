@@ -714,7 +714,12 @@ impl Visitor for Walk {
     type Break = ();
 
     fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-        let k = kind_of(s);
+        let k = match (s, self.dialect) {
+            // MySQL's RESET is of the server: MASTER (deletes the binary logs), REPLICA,
+            // QUERY CACHE, PERSIST.
+            (Statement::Reset(_), Dialect::MySql) => Kind::Admin,
+            _ => kind_of(s),
+        };
         self.kind = self.kind.max(k);
         findings_of(s, &mut self.findings);
         let mut names = Vec::new();
@@ -751,8 +756,12 @@ impl Visitor for Walk {
                 "SELECT ... FOR UPDATE/SHARE without a WHERE on any column locks every row",
             ));
         }
+        // MySQL's SELECT ... INTO @variable assigns a session variable.
         if let SetExpr::Select(select) = &*query.body
-            && select.into.is_some()
+            && let Some(into) = &select.into
+            && !(self.dialect == Dialect::MySql
+                && !into.targets.is_empty()
+                && into.targets.iter().all(|t| t.to_string().starts_with('@')))
         {
             self.kind = self.kind.max(Kind::Ddl);
             self.findings.push(finding(
@@ -917,11 +926,7 @@ fn kind_of(s: &Statement) -> Kind {
         | S::Savepoint { .. }
         | S::ReleaseSavepoint { .. } => Kind::Transaction,
         S::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => Kind::Privilege,
-        S::Set(Set::SingleAssignment { variable, .. })
-            if setting_is(variable, "role") || setting_is(variable, "session_authorization") =>
-        {
-            Kind::Privilege
-        }
+        S::Set(set) if super::settings::privileged(set) => Kind::Privilege,
         S::Set(set) if super::settings::administers(set) => Kind::Admin,
         S::Set(_) | S::Reset(_) | S::Discard { .. } | S::Deallocate { .. } => Kind::Session,
         S::LISTEN { .. }

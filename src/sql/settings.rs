@@ -43,6 +43,17 @@ struct Assigned {
     global: bool,
 }
 
+/// Whether `set` changes who the session is or what it may do: the role, the session
+/// authorization, or (MySQL's `SET PASSWORD = ...`) the login's password.
+pub(super) fn privileged(set: &Set) -> bool {
+    assigned(set).iter().any(|a| {
+        matches!(
+            a.name.as_str(),
+            "role" | "session_authorization" | "password"
+        )
+    })
+}
+
 /// Whether `set` administers the server (see the module).
 pub(super) fn administers(set: &Set) -> bool {
     assigned(set)
@@ -106,8 +117,17 @@ fn assigned(set: &Set) -> Vec<Assigned> {
 
 /// A setting's name, with the scope an `@@global.` / `@@persist.` prefix gives it.
 fn named(name: &ObjectName, global: bool) -> Assigned {
-    let text = name.to_string().to_ascii_lowercase();
-    let text = text.trim_start_matches('@');
+    // Quotes do not change which setting it is (`SET "role" TO ...`).
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            p.as_ident()
+                .map_or_else(|| p.to_string(), |i| i.value.clone())
+        })
+        .collect();
+    let full = parts.join(".").to_ascii_lowercase();
+    let text = full.trim_start_matches('@');
     for (prefix, is_global) in [
         ("global.", true),
         ("persist.", true),
@@ -116,7 +136,7 @@ fn named(name: &ObjectName, global: bool) -> Assigned {
         ("local.", false),
     ] {
         if let Some(rest) = text.strip_prefix(prefix)
-            && name.to_string().starts_with("@@")
+            && full.starts_with("@@")
         {
             return Assigned {
                 name: rest.to_owned(),
@@ -188,6 +208,31 @@ mod tests {
         }
         assert_eq!(
             judged("SET statement_timeout = 0", Dialect::Postgres),
+            (Kind::Session, vec![])
+        );
+    }
+
+    #[test]
+    fn who_the_session_is_is_a_privilege_matter() {
+        for (sql, dialect) in [
+            ("SET PASSWORD = 'x'", Dialect::MySql),
+            ("SET role = 'postgres'", Dialect::Postgres),
+            (
+                "SET LOCAL session_authorization = 'postgres'",
+                Dialect::Postgres,
+            ),
+        ] {
+            assert_eq!(judged(sql, dialect).0, Kind::Privilege, "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_reset_is_of_the_server_and_select_into_a_variable_is_a_read() {
+        let my = Dialect::MySql;
+        assert_eq!(judged("RESET MASTER", my).0, Kind::Admin);
+        assert_eq!(judged("SELECT 1 INTO @x", my), (Kind::Read, vec![]));
+        assert_eq!(
+            judged("RESET search_path", Dialect::Postgres),
             (Kind::Session, vec![])
         );
     }
