@@ -509,6 +509,14 @@ fn from_statement(
              later statements for it; name one database, as USE name",
         ));
     }
+    for table in &tables {
+        if super::relations::holds_credentials(table, dialect) {
+            findings.push(Finding {
+                code: "credential_catalog",
+                reason: format!("{table} holds the database's password hashes"),
+            });
+        }
+    }
     let migration = tables.iter().find_map(|t| migration_tool(t));
     Classified {
         text: text.to_owned(),

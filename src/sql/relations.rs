@@ -51,6 +51,29 @@ pub(super) fn database(relation: &ObjectName, dialect: Dialect) -> Option<String
     }
 }
 
+/// Catalogs that hold password hashes (or, for user mappings, a foreign server's password),
+/// as [`name`] gives them.
+const PG_CREDENTIAL_CATALOGS: &[&str] = &[
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mapping",
+    "pg_user_mappings",
+];
+const MYSQL_CREDENTIAL_CATALOGS: &[&str] =
+    &["mysql.user", "mysql.global_priv", "mysql.password_history"];
+
+/// Whether `table` (a name as [`name`] gives it) is a catalog that holds credentials.
+pub(super) fn holds_credentials(table: &str, dialect: Dialect) -> bool {
+    let table = table.to_ascii_lowercase();
+    match dialect {
+        Dialect::Postgres => {
+            let bare = table.strip_prefix("pg_catalog.").unwrap_or(&table);
+            PG_CREDENTIAL_CATALOGS.contains(&bare)
+        }
+        Dialect::MySql => MYSQL_CREDENTIAL_CATALOGS.contains(&table.as_str()),
+    }
+}
+
 /// Appends to `out` the relations `statement` names that the visitor does not report.
 pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<ObjectName>) {
     use Statement as S;
@@ -208,6 +231,28 @@ mod tests {
         let my = Dialect::MySql;
         assert_eq!(tables("DELETE FROM `prod`.`T`", my), ["prod.T"]);
         assert_eq!(tables("DELETE FROM Prod.T", my), ["Prod.T"]);
+    }
+
+    #[test]
+    fn reading_password_hashes_is_a_finding() {
+        for (sql, dialect) in [
+            (
+                "SELECT rolname, rolpassword FROM pg_authid",
+                Dialect::Postgres,
+            ),
+            ("SELECT * FROM pg_catalog.pg_shadow", Dialect::Postgres),
+            (r#"SELECT * FROM "pg_user_mappings""#, Dialect::Postgres),
+            (
+                "SELECT authentication_string FROM mysql.user",
+                Dialect::MySql,
+            ),
+            ("SELECT * FROM `mysql`.`global_priv`", Dialect::MySql),
+        ] {
+            let c = classify(sql, dialect).remove(0);
+            assert!(c.has("credential_catalog"), "{sql}");
+        }
+        let roles = classify("SELECT rolname FROM pg_roles", Dialect::Postgres).remove(0);
+        assert!(roles.findings.is_empty());
     }
 
     #[test]
