@@ -14,7 +14,7 @@ use sqlparser::ast::{BinaryOperator, Expr};
 pub(super) fn limits_rows(condition: &Expr) -> bool {
     use BinaryOperator as Op;
     match condition {
-        Expr::Nested(inner) => limits_rows(inner),
+        Expr::Nested(inner) | Expr::IsTrue(inner) | Expr::IsNotFalse(inner) => limits_rows(inner),
         Expr::BinaryOp {
             left,
             op: Op::And,
@@ -74,6 +74,8 @@ mod tests {
             "update t set x = 1 where id = 1 or id = id",
             "delete from t where not false",
             "delete from t where $1 or id = 2",
+            "delete from t where (1 = 1 or id = 1) is true",
+            "delete from t where (id = id) is not false",
         ] {
             assert!(wipes(sql), "{sql}");
         }
