@@ -213,6 +213,31 @@ async fn the_default_policy_refuses_with_1142_and_judges_every_execute() {
     );
     conn.query_drop("commit").await.unwrap();
     assert_eq!(rows_in(&t).await, 3, "the INSERT committed");
+
+    // SQL-level PREPARE ... FROM 'text': each EXECUTE is judged as the text.
+    conn.query_drop("PREPARE one FROM 'SELECT 1'")
+        .await
+        .unwrap();
+    conn.query_drop("EXECUTE one").await.unwrap();
+    conn.query_drop(format!("PREPARE wipe FROM 'DELETE FROM {t}'"))
+        .await
+        .expect("preparing runs nothing");
+    let e = conn.query_drop("EXECUTE wipe").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("delete_without_where"),
+        "{}",
+        message(&e)
+    );
+    // From a variable, Airlock cannot read what is prepared.
+    conn.query_drop(format!("SET @q = 'DELETE FROM {t}'"))
+        .await
+        .unwrap();
+    let e = conn.query_drop("PREPARE one FROM @q").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    let e = conn.query_drop("EXECUTE one").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "one may hold the DELETE now: {e}");
+    assert_eq!(rows_in(&t).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

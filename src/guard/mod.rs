@@ -9,6 +9,7 @@ pub mod audit;
 pub mod mysql;
 pub mod names;
 pub mod pg;
+pub mod prepared_sql;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::audit::{Ends, SessionAudit};
+use super::prepared_sql::SqlPrepared;
 use super::{Guard, Judged, TextSession, TextState, Who, judge, judge_one, judge_text};
 use crate::audit::Ack;
 use crate::inspect::{
@@ -15,7 +16,7 @@ use crate::inspect::{
 use crate::mask::mysql::MyResults;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::response::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
-use crate::sql::classify::{Classified, Kind, Prepared};
+use crate::sql::classify::{Classified, Kind};
 
 /// Prepared statements remembered per session; past this, new ones are judged unknown.
 const MAX_STATEMENTS: usize = 10_000;
@@ -45,6 +46,7 @@ impl MysqlInspectorFactory for MyGuards {
             staged: false,
             switching: None,
             owed: std::collections::VecDeque::new(),
+            sql_prepared: SqlPrepared::default(),
             text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
             local_infile: session.local_infile,
@@ -83,6 +85,8 @@ pub struct MyGuard {
     /// For each forwarded command the database owes an answer: whether it has a record, and
     /// the database it switches to.
     owed: std::collections::VecDeque<(bool, Option<String>)>,
+    /// What each SQL-level prepared statement name may hold.
+    sql_prepared: SqlPrepared,
 }
 
 impl MysqlInspector for MyGuard {
@@ -404,13 +408,12 @@ fn admin_command(code: u8) -> Option<&'static str> {
 
 impl MyGuard {
     fn judge_text(&mut self, sql: &[u8]) -> Arc<Judged> {
-        // MySQL's SQL-level PREPARE takes its statement from a string or a variable, which the
-        // parser does not read: such statements come out unknown, so nothing is remembered.
+        // SQL-level PREPARE ... FROM 'text' and EXECUTE go through the session's names.
         let session = TextSession {
             who: &self.who,
             state: &mut self.text,
             strings_as_classified: self.strings_as_classified,
-            prepared: &mut Prepared::default(),
+            prepared: &mut self.sql_prepared,
         };
         judge_text(&self.guard, session, sql)
     }

@@ -329,6 +329,12 @@ fn classify_parsed(
     prepared: &mut dyn PreparedStatements,
     out: &mut Vec<Classified>,
 ) {
+    if dialect == Dialect::MySql
+        && let Some(prepare) = super::mysql_prepare::prepare_from(&piece.tokens)
+    {
+        out.push(mysql_prepare(text, print, prepare, prepared));
+        return;
+    }
     // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {
         Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
@@ -428,6 +434,42 @@ fn classify_parsed(
             out.push(c);
         }
     }
+}
+
+/// MySQL's `PREPARE name FROM ...`: the name now holds the statement in the string (one
+/// statement Airlock can read, or else an unknown one), judged at each EXECUTE; the PREPARE
+/// itself runs nothing. From a variable, neither it nor the name can be read.
+fn mysql_prepare(
+    text: &str,
+    print: String,
+    prepare: super::mysql_prepare::PrepareFrom,
+    prepared: &mut dyn PreparedStatements,
+) -> Classified {
+    let Some(inner) = prepare.text else {
+        let reason = "PREPARE ... FROM a variable or expression: Airlock cannot read the \
+                      statement it prepares, so it cannot judge it"
+            .to_owned();
+        prepared.prepare(
+            prepare.name,
+            Classified::unknown("", "dynamic_prepare", reason.clone()),
+        );
+        return Classified::unknown(text, "dynamic_prepare", reason);
+    };
+    let mut held = classify_in_session(&inner, Dialect::MySql, &mut Prepared::default());
+    let held = match held.len() {
+        1 => held.remove(0),
+        _ => Classified::unknown(
+            &inner,
+            "unparseable",
+            "PREPARE ... FROM a string that is not one statement Airlock can read".to_owned(),
+        ),
+    };
+    prepared.prepare(prepare.name, held);
+    let mut c = Classified::unknown(text, "", String::new());
+    c.kind = Kind::Session;
+    c.findings.clear();
+    c.fingerprint = print;
+    c
 }
 
 /// Findings only MySQL and MariaDB need: an ALTER TABLE that does not ask for an online

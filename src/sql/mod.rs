@@ -8,6 +8,7 @@ pub mod cache;
 pub mod classify;
 mod condition;
 pub mod functions;
+mod mysql_prepare;
 mod relations;
 mod settings;
 pub mod shape;
