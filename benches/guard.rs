@@ -40,6 +40,7 @@ fn session_info() -> SessionInfo {
         client_addr: "127.0.0.1:1".parse().unwrap(),
         tls: false,
         strings_as_classified: true,
+        ascii_only: false,
         local_infile: false,
     }
 }

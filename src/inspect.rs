@@ -27,6 +27,9 @@ pub struct SessionInfo {
     /// the session: PostgreSQL with standard_conforming_strings on (backslashes are ordinary),
     /// MySQL without NO_BACKSLASH_ESCAPES (backslashes escape).
     pub strings_as_classified: bool,
+    /// Whether the client's character set may end a multibyte character in an ASCII byte
+    /// (see [`crate::sql::encoding`]): text with any byte past ASCII is then judged unknown.
+    pub ascii_only: bool,
     /// Whether the session may send the database a file of the client's own (MySQL's LOAD DATA
     /// LOCAL INFILE, when `mysql.allow_local_infile` says so). Always false for PostgreSQL,
     /// whose COPY FROM STDIN is a statement like any other.

@@ -209,6 +209,68 @@ async fn psql_shows_policy_refusals_and_carries_on() {
     assert!(!stdout(&o).contains("left_rows"));
 }
 
+/// With client_encoding SJIS a multibyte character may end in a backslash byte: PostgreSQL
+/// reads `E'<E3 81><81 5C>'` as a whole string and runs the DROP after it, where a UTF-8
+/// reading sees `\'` and one harmless SELECT. Such text is judged unknown (held), whether the
+/// encoding came with the start-up packet or a SET asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_encoding_that_splits_ascii_cannot_smuggle_a_statement() {
+    use std::os::unix::ffi::OsStringExt;
+    let proxy = guarded().await;
+    let table = unique("enc_victim");
+    direct()
+        .await
+        .batch_execute(&format!("create table {table} (id int)"))
+        .await
+        .unwrap();
+    let mut sql = b"SELECT E'\xe3\x81\x81\\'; DROP TABLE ".to_vec();
+    sql.extend_from_slice(table.as_bytes());
+    sql.extend_from_slice(b"; --'");
+    let port = proxy.port;
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .arg("-X")
+            .arg("-c")
+            .arg(std::ffi::OsString::from_vec(sql))
+            .env("PGCLIENTENCODING", "SJIS")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port.to_string())
+            .env("PGUSER", USER)
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGDATABASE", "test")
+            .env("PGSSLMODE", "disable")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(stderr(&o).contains("client_encoding"), "{}", stderr(&o));
+    let exists: bool = direct()
+        .await
+        .query_one(&format!("select to_regclass('{table}') is not null"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists, "the table was not dropped");
+
+    // Switching to it mid-session is held too.
+    let o = psql(
+        proxy.port,
+        vec![
+            "-X".into(),
+            "-c".into(),
+            "SET client_encoding TO 'SJIS'".into(),
+        ],
+    )
+    .await;
+    assert!(stderr(&o).contains("client_encoding"), "{}", stderr(&o));
+    direct()
+        .await
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_workloads_complete_without_failures() {
     let open = Proxy::start().await;

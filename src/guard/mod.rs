@@ -395,6 +395,8 @@ pub struct TextSession<'a> {
     pub state: &'a mut TextState,
     /// Whether the server reads string literals as the classifier does.
     pub strings_as_classified: bool,
+    /// The client's character set may end a multibyte character in an ASCII byte.
+    pub ascii_only: bool,
     /// The session's prepared statements, for PREPARE and EXECUTE in the text.
     pub prepared: &'a mut dyn PreparedStatements,
 }
@@ -413,6 +415,14 @@ pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Ar
         let statement = Classified::unknown("", "not_utf8", reason);
         return Arc::new(judge_one(guard, session.who, statement));
     };
+    if session.ascii_only && !text.is_ascii() {
+        let reason = "the session's client character set (SJIS, BIG5, GBK, GB18030, UHC, \
+                      JOHAB ...) may end a multibyte character in a quote or backslash byte, \
+                      so the server may split this text where Airlock does not; use UTF8"
+            .to_owned();
+        let statement = Classified::unknown("", "client_encoding", reason);
+        return Arc::new(judge_one(guard, session.who, statement));
+    }
     if !session.strings_as_classified && text.contains('\\') {
         let (code, reason) = match dialect {
             Dialect::Postgres => (
@@ -578,9 +588,36 @@ pub(crate) mod tests {
             who: &who,
             state,
             strings_as_classified: true,
+            ascii_only: false,
             prepared: &mut prepared,
         };
         judge_text(guard, session, sql.as_bytes())
+    }
+
+    /// Under a client character set that may end a multibyte character in an ASCII byte,
+    /// text past ASCII is unknown, even a shape remembered as allowed; ASCII text is as ever.
+    #[test]
+    fn text_past_ascii_is_unknown_under_a_character_set_that_splits_ascii() {
+        let guard = guard();
+        let mut state = TextState::default();
+        let who = who();
+        let mut prepared = Prepared::default();
+        let mut judge = |sql: &str, ascii_only: bool| {
+            let session = TextSession {
+                who: &who,
+                state: &mut state,
+                strings_as_classified: true,
+                ascii_only,
+                prepared: &mut prepared,
+            };
+            judge_text(&guard, session, sql.as_bytes())
+        };
+        let smuggled = "SELECT E'\u{3041}\\'; DROP TABLE t; --'";
+        assert_eq!(judge(smuggled, false).verdict, Verdict::Forward);
+        let held = judge(smuggled, true);
+        assert!(held.statements[0].has("client_encoding"), "{held:?}");
+        assert!(!matches!(held.verdict, Verdict::Forward));
+        assert_eq!(judge("SELECT 'plain'", true).verdict, Verdict::Forward);
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl MysqlInspectorFactory for MyGuards {
             sql_prepared: SqlPrepared::default(),
             text: TextState::default(),
             strings_as_classified: session.strings_as_classified,
+            ascii_only: session.ascii_only,
             local_infile: session.local_infile,
         })
     }
@@ -69,6 +70,8 @@ pub struct MyGuard {
     /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
     /// with a backslash is then judged unknown.
     strings_as_classified: bool,
+    /// The client's character set may end a multibyte character in an ASCII byte.
+    ascii_only: bool,
     /// Airlock relays LOAD DATA LOCAL INFILE (`mysql.allow_local_infile`).
     local_infile: bool,
     /// Result masking, when it applies to the session.
@@ -413,6 +416,7 @@ impl MyGuard {
             who: &self.who,
             state: &mut self.text,
             strings_as_classified: self.strings_as_classified,
+            ascii_only: self.ascii_only,
             prepared: &mut self.sql_prepared,
         };
         judge_text(&self.guard, session, sql)
@@ -478,6 +482,7 @@ mod tests {
             client_addr: "127.0.0.1:1".parse().unwrap(),
             tls: false,
             strings_as_classified: true,
+            ascii_only: false,
             local_infile: false,
         })
     }

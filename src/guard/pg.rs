@@ -34,6 +34,7 @@ impl InspectorFactory for PgGuards {
             text: TextState::default(),
             bound: HashMap::default(),
             strings_as_classified: session.strings_as_classified,
+            ascii_only: session.ascii_only,
             substituted: false,
         })
     }
@@ -52,6 +53,9 @@ pub struct PgGuard {
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
     strings_as_classified: bool,
+    /// The client encoding may end a multibyte character in an ASCII byte (once seen, for
+    /// the rest of the session).
+    ascii_only: bool,
     /// Result masking, when it applies to the session.
     results: Option<PgResults>,
     /// The session's audit records, when the listener keeps a trail.
@@ -91,10 +95,17 @@ impl Inspector for PgGuard {
     }
 
     fn backend(&mut self, tag: u8, body: &[u8]) -> Rewrite {
-        if tag == be::PARAMETER_STATUS
-            && let Some((b"standard_conforming_strings", value)) = backend::parameter(body)
-        {
-            self.strings_as_classified = value == b"on";
+        if tag == be::PARAMETER_STATUS {
+            match backend::parameter(body) {
+                Some((b"standard_conforming_strings", value)) => {
+                    self.strings_as_classified = value == b"on";
+                }
+                Some((b"client_encoding", value)) => {
+                    let value = String::from_utf8_lossy(value);
+                    self.ascii_only |= crate::sql::encoding::splits_ascii(&value);
+                }
+                _ => {}
+            }
         }
         let substituted = std::mem::take(&mut self.substituted);
         if let Some(audit) = &mut self.audit {
@@ -279,6 +290,7 @@ impl PgGuard {
             who: &self.who,
             state: &mut self.text,
             strings_as_classified: self.strings_as_classified,
+            ascii_only: self.ascii_only,
             prepared: &mut view,
         };
         judge_text(&self.guard, session, sql)

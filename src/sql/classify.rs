@@ -1041,7 +1041,10 @@ fn setting_is(variable: &sqlparser::ast::ObjectName, setting: &str) -> bool {
 fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
     use Statement as S;
     match s {
-        S::Set(set) => super::settings::findings(set, out),
+        S::Set(set) => {
+            super::settings::findings(set, out);
+            super::settings::encoding_findings(set, out);
+        }
         S::Update(u) if !u.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(
                 "update_without_where",

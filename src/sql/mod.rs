@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod classify;
 mod condition;
+pub mod encoding;
 pub mod functions;
 mod mysql_prepare;
 mod relations;

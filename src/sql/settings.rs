@@ -4,7 +4,7 @@
 //! triggers (`session_replication_role`, `log_statement`, `sql_log_bin`, pgaudit's ...).
 //! Pure.
 
-use sqlparser::ast::{ContextModifier, ObjectName, Set};
+use sqlparser::ast::{ContextModifier, Expr, ObjectName, Set, Value};
 
 use super::classify::Finding;
 
@@ -84,6 +84,56 @@ pub(super) fn findings(set: &Set, out: &mut Vec<Finding>) {
                 ),
             });
         }
+    }
+}
+
+/// The finding of a SET that switches the client character set to one Airlock does not
+/// know reads text as it does (a name it cannot read included): see [`super::encoding`].
+pub(super) fn encoding_findings(set: &Set, out: &mut Vec<Finding>) {
+    for target in client_encodings(set) {
+        if target.as_deref().is_some_and(super::encoding::known_safe) {
+            continue;
+        }
+        out.push(Finding {
+            code: "client_encoding",
+            reason: format!(
+                "switches the client character set to {}; Airlock reads statements as UTF-8 \
+                 and could be split otherwise by the server",
+                target.as_deref().unwrap_or("a value it cannot read")
+            ),
+        });
+    }
+}
+
+/// The character sets `set` switches the client to: `None` where the value is not a name.
+fn client_encodings(set: &Set) -> Vec<Option<String>> {
+    let is_encoding = |name: &ObjectName| {
+        let n = named(name, false).name;
+        n == "client_encoding" || n == "character_set_client"
+    };
+    let literal = |value: &Expr| match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        Expr::Identifier(id) => Some(id.value.clone()),
+        _ => None,
+    };
+    match set {
+        Set::SetNames { charset_name, .. } => vec![Some(charset_name.value.clone())],
+        Set::SetNamesDefault {} => vec![None],
+        Set::SingleAssignment {
+            variable, values, ..
+        } if is_encoding(variable) => match values.as_slice() {
+            [value] => vec![literal(value)],
+            _ => vec![None],
+        },
+        Set::MultipleAssignments { assignments } => assignments
+            .iter()
+            .filter(|a| is_encoding(&a.name))
+            .map(|a| literal(&a.value))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -210,6 +260,34 @@ mod tests {
             judged("SET statement_timeout = 0", Dialect::Postgres),
             (Kind::Session, vec![])
         );
+    }
+
+    #[test]
+    fn switching_to_a_character_set_that_splits_ascii_is_a_finding() {
+        for (sql, dialect) in [
+            ("SET client_encoding TO 'SJIS'", Dialect::Postgres),
+            ("SET NAMES 'BIG5'", Dialect::Postgres),
+            ("SET client_encoding = DEFAULT", Dialect::Postgres),
+            ("SET NAMES gbk", Dialect::MySql),
+            ("SET character_set_client = cp932", Dialect::MySql),
+            (
+                "SET sql_mode = '', character_set_client = sjis",
+                Dialect::MySql,
+            ),
+        ] {
+            assert_eq!(
+                judged(sql, dialect),
+                (Kind::Session, vec!["client_encoding"]),
+                "{sql}"
+            );
+        }
+        for (sql, dialect) in [
+            ("SET client_encoding TO 'UTF8'", Dialect::Postgres),
+            ("SET NAMES utf8mb4", Dialect::MySql),
+            ("SET NAMES latin1", Dialect::MySql),
+        ] {
+            assert_eq!(judged(sql, dialect), (Kind::Session, vec![]), "{sql}");
+        }
     }
 
     #[test]

@@ -316,6 +316,7 @@ async fn open(
         application_name: None,
         client_addr,
         tls: stream.is_tls(),
+        ascii_only: crate::sql::encoding::mysql_collation_splits_ascii(client.collation),
         strings_as_classified: response::ok_status(&connected.ok)
             .is_some_and(|s| s & response::SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0),
         local_infile: ctx.config.allow_local_infile,

@@ -320,6 +320,7 @@ async fn open(
         client_addr,
         tls: client.is_tls(),
         strings_as_classified: !says_nonstandard_strings(&connected.greeting),
+        ascii_only: encoding_splits_ascii(&startup, &connected.greeting),
         local_infile: false,
     };
     Ok(Some(Opened {
@@ -330,6 +331,33 @@ async fn open(
         registration,
         pool_key,
     }))
+}
+
+/// Whether the session's client encoding may end a multibyte character in an ASCII byte: as
+/// the client asked in its start-up packet (`client_encoding`, or anything in `options`
+/// about it), or as the database's start-up ParameterStatus says.
+fn encoding_splits_ascii(
+    startup: &crate::protocol::pg::startup::StartupMessage,
+    greeting: &[u8],
+) -> bool {
+    let asked = startup
+        .param("client_encoding")
+        .is_some_and(|e| !crate::sql::encoding::known_safe(e));
+    let in_options = startup
+        .param("options")
+        .is_some_and(|o| o.to_ascii_lowercase().contains("client_encoding"));
+    let mut rest = greeting;
+    let mut reported = false;
+    while let Ok(Some(h)) = crate::protocol::pg::frame::complete(rest, rest.len()) {
+        let body = &rest[crate::protocol::pg::frame::HEADER_LEN..h.total_len];
+        if h.tag == backend::tag::PARAMETER_STATUS
+            && let Some((b"client_encoding", value)) = backend::parameter(body)
+        {
+            reported |= crate::sql::encoding::splits_ascii(&String::from_utf8_lossy(value));
+        }
+        rest = &rest[h.total_len..];
+    }
+    asked || in_options || reported
 }
 
 /// Whether the database's start-up ParameterStatus messages say standard_conforming_strings
