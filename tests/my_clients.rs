@@ -441,6 +441,28 @@ async fn backslash_tricks_fail_closed_once_the_server_stops_reading_escapes() {
     assert_eq!(rows_in(&t).await, 3);
 }
 
+/// With ANSI_QUOTES, `"..."` is a quoted name in which a backslash does not escape, so
+/// `SELECT 1 AS "a\" ; DROP TABLE t; -- "` runs a DROP where Airlock reads one SELECT. The
+/// default policy holds the SET that would turn it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sql_mode_that_makes_double_quotes_names_is_held() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    let e = conn
+        .query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("string_syntax_change"),
+        "{}",
+        message(&e)
+    );
+    conn.query_drop("SET SESSION sql_mode = 'STRICT_TRANS_TABLES'")
+        .await
+        .expect("other modes are ordinary");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_names_airlocks_connection_ids() {
     let proxy = proxy(None).await;

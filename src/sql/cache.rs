@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Dialect;
-use super::classify::{Classified, classify, session_dependent};
+use super::classify::{Classified, Kind, classify, session_dependent};
 use super::shape::{shape, shape_into};
 
 /// One dialect's cache (a listener speaks one dialect).
@@ -69,13 +69,15 @@ impl Cache {
     }
 
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
-    /// large, its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD), or
-    /// it switches databases (a `USE` names its database, which a shape could stand in for).
+    /// large, its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD), it
+    /// switches databases (a `USE` names its database, which a shape could stand in for), or
+    /// it is a session statement: what a SET does may hang on the value a shape stands in
+    /// for (`SET client_encoding = 'SJIS'`, `SET sql_mode = 'ANSI_QUOTES'`).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
         if sql.len() > self.max_bytes / 4
-            || classified
-                .iter()
-                .any(|c| session_dependent(&c.text) || c.database.is_some())
+            || classified.iter().any(|c| {
+                session_dependent(&c.text) || c.database.is_some() || c.kind == Kind::Session
+            })
         {
             return;
         }
@@ -152,6 +154,23 @@ mod tests {
             0,
             "a shape must not stand in for the database's name"
         );
+    }
+
+    /// A SET's value decides its findings: a shape must not stand in for it.
+    #[test]
+    fn a_set_is_never_cached() {
+        let mut pg = Cache::new(Dialect::Postgres, 10, 1 << 20);
+        pg.classify("SET client_encoding = 'UTF8'");
+        assert!(pg.classify("SET client_encoding = 'SJIS'")[0].has("client_encoding"));
+        pg.classify("SET standard_conforming_strings = 'on'");
+        let off = pg.classify("SET standard_conforming_strings = 'off'");
+        assert!(off[0].has("string_syntax_change"));
+        let mut my = Cache::new(Dialect::MySql, 10, 1 << 20);
+        my.classify("SET sql_mode = 'STRICT_TRANS_TABLES'");
+        assert!(my.classify("SET sql_mode = 'ANSI_QUOTES'")[0].has("string_syntax_change"));
+        my.classify("SET NAMES 'utf8mb4'");
+        assert!(my.classify("SET NAMES 'gbk'")[0].has("client_encoding"));
+        assert!(pg.is_empty() && my.is_empty());
     }
 
     #[test]

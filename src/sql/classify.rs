@@ -1044,6 +1044,7 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
         S::Set(set) => {
             super::settings::findings(set, out);
             super::settings::encoding_findings(set, out);
+            super::settings::sql_mode_findings(set, out);
         }
         S::Update(u) if !u.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(

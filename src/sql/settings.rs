@@ -107,10 +107,44 @@ pub(super) fn encoding_findings(set: &Set, out: &mut Vec<Finding>) {
 
 /// The character sets `set` switches the client to: `None` where the value is not a name.
 fn client_encodings(set: &Set) -> Vec<Option<String>> {
-    let is_encoding = |name: &ObjectName| {
-        let n = named(name, false).name;
-        n == "client_encoding" || n == "character_set_client"
-    };
+    match set {
+        Set::SetNames { charset_name, .. } => vec![Some(charset_name.value.clone())],
+        Set::SetNamesDefault {} => vec![None],
+        _ => values_of(set, &["client_encoding", "character_set_client"]),
+    }
+}
+
+/// MySQL sql_mode parts (alone or in a combination mode) under which `"..."` is a quoted
+/// name, not a string, or the grammar is another's: a backslash then no longer escapes the
+/// closing `"`, so `SELECT 1 AS "a\" ; DROP TABLE t; -- "` is one SELECT to Airlock and a
+/// SELECT then a DROP to the server.
+const QUOTE_CHANGING_MODES: &[&str] = &["ANSI", "DB2", "MAXDB", "MSSQL", "ORACLE", "POSTGRESQL"];
+
+/// The finding of a SET of MySQL's sql_mode that may make `"..."` a quoted name (or that
+/// Airlock cannot read): Airlock reads `"..."` as a string.
+pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
+    for mode in values_of(set, &["sql_mode"]) {
+        let changes_quotes = mode.as_deref().is_none_or(|m| {
+            let m = m.to_ascii_uppercase();
+            QUOTE_CHANGING_MODES.iter().any(|q| m.contains(q))
+        });
+        if changes_quotes {
+            out.push(Finding {
+                code: "string_syntax_change",
+                reason: format!(
+                    "sql_mode {} may make \"...\" a quoted name (ANSI_QUOTES), so the server \
+                     may split text where Airlock, reading it as a string, does not",
+                    mode.as_deref()
+                        .unwrap_or("set to a value Airlock cannot read")
+                ),
+            });
+        }
+    }
+}
+
+/// The values `set` assigns to any of `settings`: `None` where a value is not a literal.
+fn values_of(set: &Set, settings: &[&str]) -> Vec<Option<String>> {
+    let wanted = |name: &ObjectName| settings.contains(&named(name, false).name.as_str());
     let literal = |value: &Expr| match value {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
@@ -120,17 +154,15 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
         _ => None,
     };
     match set {
-        Set::SetNames { charset_name, .. } => vec![Some(charset_name.value.clone())],
-        Set::SetNamesDefault {} => vec![None],
         Set::SingleAssignment {
             variable, values, ..
-        } if is_encoding(variable) => match values.as_slice() {
+        } if wanted(variable) => match values.as_slice() {
             [value] => vec![literal(value)],
             _ => vec![None],
         },
         Set::MultipleAssignments { assignments } => assignments
             .iter()
-            .filter(|a| is_encoding(&a.name))
+            .filter(|a| wanted(&a.name))
             .map(|a| literal(&a.value))
             .collect(),
         _ => Vec::new(),
@@ -287,6 +319,30 @@ mod tests {
             ("SET NAMES latin1", Dialect::MySql),
         ] {
             assert_eq!(judged(sql, dialect), (Kind::Session, vec![]), "{sql}");
+        }
+    }
+
+    #[test]
+    fn an_sql_mode_that_makes_double_quotes_names_is_a_string_syntax_change() {
+        let my = Dialect::MySql;
+        for sql in [
+            "SET SESSION sql_mode = 'ANSI_QUOTES'",
+            "SET sql_mode = 'ansi'",
+            "SET @@sql_mode = 'TRADITIONAL,ORACLE'",
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+            "SET autocommit = 1, sql_mode = 'POSTGRESQL'",
+        ] {
+            assert_eq!(
+                judged(sql, my),
+                (Kind::Session, vec!["string_syntax_change"]),
+                "{sql}"
+            );
+        }
+        for sql in [
+            "SET sql_mode = 'STRICT_TRANS_TABLES'",
+            "SET SESSION sql_mode = 'TRADITIONAL,NO_ZERO_DATE'",
+        ] {
+            assert_eq!(judged(sql, my), (Kind::Session, vec![]), "{sql}");
         }
     }
 
