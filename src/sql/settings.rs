@@ -114,11 +114,21 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
     }
 }
 
-/// MySQL sql_mode parts (alone or in a combination mode) under which `"..."` is a quoted
-/// name, not a string, or the grammar is another's: a backslash then no longer escapes the
-/// closing `"`, so `SELECT 1 AS "a\" ; DROP TABLE t; -- "` is one SELECT to Airlock and a
-/// SELECT then a DROP to the server.
-const QUOTE_CHANGING_MODES: &[&str] = &["ANSI", "DB2", "MAXDB", "MSSQL", "ORACLE", "POSTGRESQL"];
+/// MySQL sql_mode parts (alone or in a combination mode) that change where a string ends:
+/// under ANSI_QUOTES (and the modes that include it, or another grammar) `"..."` is a quoted
+/// name in which a backslash does not escape the closing `"`, so `SELECT 1 AS "a\" ; DROP
+/// TABLE t; -- "` is one SELECT to Airlock and a SELECT then a DROP to the server; under
+/// NO_BACKSLASH_ESCAPES no backslash escapes. The guard follows the latter from the server's
+/// status flags, but a statement sent before the SET's answer would be read the old way.
+const QUOTE_CHANGING_MODES: &[&str] = &[
+    "ANSI",
+    "DB2",
+    "MAXDB",
+    "MSSQL",
+    "ORACLE",
+    "POSTGRESQL",
+    "NO_BACKSLASH_ESCAPES",
+];
 
 /// The finding of a SET of MySQL's sql_mode that may make `"..."` a quoted name (or that
 /// Airlock cannot read): Airlock reads `"..."` as a string.
@@ -132,8 +142,9 @@ pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
             out.push(Finding {
                 code: "string_syntax_change",
                 reason: format!(
-                    "sql_mode {} may make \"...\" a quoted name (ANSI_QUOTES), so the server \
-                     may split text where Airlock, reading it as a string, does not",
+                    "sql_mode {} may change where strings end (ANSI_QUOTES makes \"...\" a \
+                     quoted name; NO_BACKSLASH_ESCAPES stops backslash escapes), so the server \
+                     may split text where Airlock does not",
                     mode.as_deref()
                         .unwrap_or("set to a value Airlock cannot read")
                 ),
@@ -331,6 +342,7 @@ mod tests {
             "SET @@sql_mode = 'TRADITIONAL,ORACLE'",
             "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
             "SET autocommit = 1, sql_mode = 'POSTGRESQL'",
+            "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
         ] {
             assert_eq!(
                 judged(sql, my),
