@@ -120,7 +120,7 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
 /// TABLE t; -- "` is one SELECT to Airlock and a SELECT then a DROP to the server; under
 /// NO_BACKSLASH_ESCAPES no backslash escapes. The guard follows the latter from the server's
 /// status flags, but a statement sent before the SET's answer would be read the old way.
-const QUOTE_CHANGING_MODES: &[&str] = &[
+const STRING_CHANGING_MODES: &[&str] = &[
     "ANSI",
     "DB2",
     "MAXDB",
@@ -130,15 +130,15 @@ const QUOTE_CHANGING_MODES: &[&str] = &[
     "NO_BACKSLASH_ESCAPES",
 ];
 
-/// The finding of a SET of MySQL's sql_mode that may make `"..."` a quoted name (or that
-/// Airlock cannot read): Airlock reads `"..."` as a string.
+/// The finding of a SET of MySQL's sql_mode that may change where strings end (see
+/// [`STRING_CHANGING_MODES`]), or whose value Airlock cannot read.
 pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
     for mode in values_of(set, &["sql_mode"]) {
-        let changes_quotes = mode.as_deref().is_none_or(|m| {
+        let changes_strings = mode.as_deref().is_none_or(|m| {
             let m = m.to_ascii_uppercase();
-            QUOTE_CHANGING_MODES.iter().any(|q| m.contains(q))
+            STRING_CHANGING_MODES.iter().any(|q| m.contains(q))
         });
-        if changes_quotes {
+        if changes_strings {
             out.push(Finding {
                 code: "string_syntax_change",
                 reason: format!(
