@@ -346,30 +346,30 @@ fn encoding_splits_ascii(
     let in_options = startup
         .param("options")
         .is_some_and(|o| o.to_ascii_lowercase().contains("client_encoding"));
-    let mut rest = greeting;
-    let mut reported = false;
-    while let Ok(Some(h)) = crate::protocol::pg::frame::complete(rest, rest.len()) {
-        let body = &rest[crate::protocol::pg::frame::HEADER_LEN..h.total_len];
-        if h.tag == backend::tag::PARAMETER_STATUS
-            && let Some((b"client_encoding", value)) = backend::parameter(body)
-        {
-            reported |= crate::sql::encoding::splits_ascii(&String::from_utf8_lossy(value));
-        }
-        rest = &rest[h.total_len..];
-    }
+    let reported = parameter_statuses(greeting).any(|body| {
+        matches!(backend::parameter(body), Some((b"client_encoding", value))
+            if crate::sql::encoding::splits_ascii(&String::from_utf8_lossy(value)))
+    });
     asked || in_options || reported
 }
 
 /// Whether the database's start-up ParameterStatus messages say standard_conforming_strings
 /// is off.
 fn says_nonstandard_strings(greeting: &[u8]) -> bool {
+    parameter_statuses(greeting).any(backend::turns_off_standard_strings)
+}
+
+/// The bodies of the ParameterStatus messages in the database's start-up messages.
+fn parameter_statuses(greeting: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = greeting;
-    while let Ok(Some(h)) = crate::protocol::pg::frame::complete(rest, rest.len()) {
-        let body = &rest[crate::protocol::pg::frame::HEADER_LEN..h.total_len];
-        if h.tag == backend::tag::PARAMETER_STATUS && backend::turns_off_standard_strings(body) {
-            return true;
+    std::iter::from_fn(move || {
+        while let Ok(Some(h)) = crate::protocol::pg::frame::complete(rest, rest.len()) {
+            let (message, after) = rest.split_at(h.total_len);
+            rest = after;
+            if h.tag == backend::tag::PARAMETER_STATUS {
+                return Some(&message[crate::protocol::pg::frame::HEADER_LEN..]);
+            }
         }
-        rest = &rest[h.total_len..];
-    }
-    false
+        None
+    })
 }
