@@ -18,16 +18,23 @@ async fn guarded() -> Proxy {
     .await
 }
 
-fn run(program: &str, port: u16, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
+/// `program` (psql, pgbench) set up to connect through Airlock on `port` as the test user.
+fn command(program: &str, port: u16) -> Command {
+    let mut command = Command::new(program);
+    command
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", port.to_string())
         .env("PGUSER", USER)
         .env("PGPASSWORD", PASSWORD)
         .env("PGDATABASE", "test")
         .env("PGSSLMODE", "disable")
-        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGCONNECT_TIMEOUT", "10");
+    command
+}
+
+fn run(program: &str, port: u16, args: &[&str]) -> Output {
+    command(program, port)
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} must be installed (postgresql-client): {e}"))
 }
@@ -228,17 +235,11 @@ async fn a_client_encoding_that_splits_ascii_cannot_smuggle_a_statement() {
     sql.extend_from_slice(b"; --'");
     let port = proxy.port;
     let o = tokio::task::spawn_blocking(move || {
-        Command::new("psql")
+        command("psql", port)
             .arg("-X")
             .arg("-c")
             .arg(std::ffi::OsString::from_vec(sql))
             .env("PGCLIENTENCODING", "SJIS")
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", port.to_string())
-            .env("PGUSER", USER)
-            .env("PGPASSWORD", PASSWORD)
-            .env("PGDATABASE", "test")
-            .env("PGSSLMODE", "disable")
             .output()
             .unwrap()
     })
