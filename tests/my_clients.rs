@@ -463,6 +463,36 @@ async fn an_sql_mode_that_makes_double_quotes_names_is_held() {
         .expect("other modes are ordinary");
 }
 
+/// An EXECUTE in a comment MySQL runs (`/*! ... */`) was served from the classification
+/// cache: once `/*! EXECUTE s */` had run a harmless SELECT, it ran whatever `s` held next,
+/// unjudged. It is judged by what the name holds now; DROP PREPARE forgets a name too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_is_judged_by_what_its_name_holds_now() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let name = table().await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    conn.query_drop("PREPARE s FROM 'SELECT 1'").await.unwrap();
+    let one: Option<i64> = conn.query_first("/*! EXECUTE s */").await.unwrap();
+    assert_eq!(one, Some(1));
+    conn.query_drop("DEALLOCATE PREPARE s").await.unwrap();
+    conn.query_drop(format!("PREPARE s FROM 'DELETE FROM {name}'"))
+        .await
+        .unwrap();
+    let e = conn.query_drop("/*! EXECUTE s */").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(
+        message(&e).contains("delete_without_where"),
+        "{}",
+        message(&e)
+    );
+    assert_eq!(rows_in(&name).await, 3, "nothing was deleted");
+    conn.query_drop("DROP PREPARE s")
+        .await
+        .expect("DROP PREPARE only forgets a name");
+    let e = conn.query_drop("EXECUTE s").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "Airlock knows s is gone: {e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_names_airlocks_connection_ids() {
     let proxy = proxy(None).await;

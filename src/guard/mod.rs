@@ -23,9 +23,7 @@ use crate::policy::rules::OnTimeout;
 use crate::policy::{Decision, Policy, check};
 use crate::sql::Dialect;
 use crate::sql::cache::{Cache, cache_key};
-use crate::sql::classify::{
-    Classified, PreparedStatements, classify_in_session, session_dependent,
-};
+use crate::sql::classify::{Classified, PreparedStatements, classify_in_session};
 
 /// Entries and bytes the classification cache of one listener may hold.
 const CACHE_ENTRIES: usize = 10_000;
@@ -469,7 +467,7 @@ fn judge_keyed(guard: &Guard, session: &mut TextSession<'_>, text: &str, key: &s
             guard.cache().put(text, &fresh);
             let dynamic = fresh
                 .iter()
-                .any(|s| session_dependent(&s.text))
+                .any(|s| s.session_names)
                 .then(|| Box::from(text));
             (fresh, dynamic)
         }
@@ -666,5 +664,72 @@ pub(crate) mod tests {
         judged(&guard, &mut state, &huge);
         judged(&guard, &mut state, &huge);
         assert_eq!(state.decided_bytes, before);
+    }
+
+    /// An EXECUTE is judged by what its name holds now, however the text around it reads:
+    /// a classification cached while the name held something else never stands in.
+    #[test]
+    fn an_execute_is_judged_by_what_the_name_holds_now() {
+        let cases = [
+            (
+                Dialect::MySql,
+                "mysql",
+                [
+                    "PREPARE s FROM 'SELECT 1'",
+                    "/*! EXECUTE s */",
+                    "DEALLOCATE PREPARE s",
+                    "PREPARE s FROM 'DROP TABLE t'",
+                    "/*! EXECUTE s */",
+                ],
+            ),
+            (
+                Dialect::MySql,
+                "mysql",
+                [
+                    "PREPARE s FROM 'SELECT 1'",
+                    "EXECUTE s",
+                    "DROP PREPARE s",
+                    "PREPARE s FROM 'DROP TABLE t'",
+                    "EXECUTE s",
+                ],
+            ),
+            (
+                Dialect::Postgres,
+                "postgres",
+                [
+                    "PREPARE s AS SELECT 1",
+                    "/* x */ EXECUTE s",
+                    "DEALLOCATE s",
+                    "PREPARE s AS DELETE FROM t",
+                    "/* x */ EXECUTE s",
+                ],
+            ),
+        ];
+        for (dialect, listener, steps) in cases {
+            let text = include_str!("../../policies/default.toml");
+            let guard = guard_with(text, listener, dialect);
+            let who = who();
+            let mut state = TextState::default();
+            let mut prepared = Prepared::default();
+            let mut decisions = Vec::new();
+            // Twice: the second time round, every text has been classified and cached.
+            for _ in 0..2 {
+                for sql in steps {
+                    let session = TextSession {
+                        who: &who,
+                        state: &mut state,
+                        strings_as_classified: true,
+                        ascii_only: false,
+                        prepared: &mut prepared,
+                    };
+                    decisions.push((sql, judge_text(&guard, session, sql.as_bytes()).decision()));
+                }
+            }
+            let once = steps
+                .into_iter()
+                .zip(["allow", "allow", "allow", "allow", "review"]);
+            let expected: Vec<_> = once.clone().chain(once).collect();
+            assert_eq!(decisions, expected, "{dialect:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Dialect;
-use super::classify::{Classified, Kind, classify, session_dependent};
+use super::classify::{Classified, Kind, classify};
 use super::shape::{shape, shape_into};
 
 /// One dialect's cache (a listener speaks one dialect).
@@ -75,9 +75,9 @@ impl Cache {
     /// for (`SET client_encoding = 'SJIS'`, `SET sql_mode = 'ANSI_QUOTES'`).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
         if sql.len() > self.max_bytes / 4
-            || classified.iter().any(|c| {
-                session_dependent(&c.text) || c.database.is_some() || c.kind == Kind::Session
-            })
+            || classified
+                .iter()
+                .any(|c| c.session_names || c.database.is_some() || c.kind == Kind::Session)
         {
             return;
         }

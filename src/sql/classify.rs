@@ -18,6 +18,7 @@ use sqlparser::ast::{
     Visitor,
 };
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -91,6 +92,10 @@ pub struct Classified {
     pub migration: Option<&'static str>,
     /// The database a `USE` makes the session's default (MySQL), as the server names it.
     pub database: Option<String>,
+    /// The statement names a prepared statement of the session's (a PREPARE, EXECUTE,
+    /// DEALLOCATE or DISCARD anywhere in it, in a comment MySQL runs too): what it does
+    /// depends on what the session prepared, so it is classified afresh each time.
+    pub session_names: bool,
 }
 
 impl Classified {
@@ -105,6 +110,7 @@ impl Classified {
             fingerprint: String::new(),
             migration: None,
             database: None,
+            session_names: false,
         }
     }
 
@@ -236,14 +242,14 @@ impl PreparedStatements for Prepared {
     }
 }
 
-/// Whether a statement's meaning depends on what the session prepared (PREPARE, EXECUTE,
-/// DEALLOCATE, DISCARD): such text is classified afresh each time, never served from a cache.
-pub fn session_dependent(statement: &str) -> bool {
-    let head = statement.trim_start();
-    let head = head.get(..10).unwrap_or(head).to_ascii_lowercase();
-    ["prepare", "execute", "deallocat", "discard"]
-        .iter()
-        .any(|k| head.starts_with(k))
+/// Whether `tokens` name a prepared statement of the session's: any unquoted PREPARE,
+/// EXECUTE, DEALLOCATE or DISCARD (MySQL's DROP PREPARE included), wherever it stands. Some
+/// are not about prepared statements at all (GRANT EXECUTE): they are only classified afresh.
+fn names_prepared_statements(tokens: &[TokenWithSpan]) -> bool {
+    tokens.iter().any(|t| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none()
+            && matches!(w.keyword, Keyword::PREPARE | Keyword::EXECUTE | Keyword::DEALLOCATE | Keyword::DISCARD))
+    })
 }
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
@@ -251,6 +257,15 @@ fn folded(ident: &sqlparser::ast::Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),
+    }
+}
+
+/// A prepared statement's name as the server knows it: MySQL's are not case-sensitive,
+/// quoted or not.
+fn statement_name(ident: &sqlparser::ast::Ident, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Postgres => folded(ident),
+        Dialect::MySql => ident.value.to_lowercase(),
     }
 }
 
@@ -267,9 +282,11 @@ fn classify_one(
         Dialect::MySql => token_findings(&piece.tokens),
         Dialect::Postgres => Vec::new(),
     };
+    let session_names = names_prepared_statements(&piece.tokens);
     let start = out.len();
     classify_parsed(piece, text, print, dialect, prepared, out);
     for c in &mut out[start..] {
+        c.session_names |= session_names;
         for f in &from_tokens {
             if !c.has(f.code) {
                 c.findings.push(f.clone());
@@ -329,11 +346,16 @@ fn classify_parsed(
     prepared: &mut dyn PreparedStatements,
     out: &mut Vec<Classified>,
 ) {
-    if dialect == Dialect::MySql
-        && let Some(prepare) = super::mysql_prepare::prepare_from(&piece.tokens)
-    {
-        out.push(mysql_prepare(text, print, prepare, prepared));
-        return;
+    if dialect == Dialect::MySql {
+        if let Some(prepare) = super::mysql_prepare::prepare_from(&piece.tokens) {
+            out.push(mysql_prepare(text, print, prepare, prepared));
+            return;
+        }
+        if let Some(name) = super::mysql_prepare::drop_prepare(&piece.tokens) {
+            prepared.deallocate(Some(&name));
+            out.push(session_statement(text, print));
+            return;
+        }
     }
     // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {
@@ -378,7 +400,7 @@ fn classify_parsed(
                 .and_then(|mut p| (p.len() == 1).then(|| fingerprint(&p.remove(0).tokens)))
                 .unwrap_or_default();
             prepared.prepare(
-                folded(name),
+                statement_name(name, dialect),
                 from_statement(&inner_text, inner, inner_print, dialect),
             );
             let mut c = from_statement(text, &statement, print, dialect);
@@ -394,7 +416,7 @@ fn classify_parsed(
             let candidates = match name.0.as_slice() {
                 [part] => part
                     .as_ident()
-                    .map(|i| prepared.lookup(&folded(i)))
+                    .map(|i| prepared.lookup(&statement_name(i, dialect)))
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
@@ -416,7 +438,7 @@ fn classify_parsed(
             if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
                 prepared.deallocate(None);
             } else {
-                prepared.deallocate(Some(&folded(name)));
+                prepared.deallocate(Some(&statement_name(name, dialect)));
             }
             out.push(from_statement(text, &statement, print, dialect));
         }
@@ -465,6 +487,11 @@ fn mysql_prepare(
         ),
     };
     prepared.prepare(prepare.name, held);
+    session_statement(text, print)
+}
+
+/// A statement that only changes the session's prepared names (read off its tokens).
+fn session_statement(text: &str, print: String) -> Classified {
     let mut c = Classified::unknown(text, "", String::new());
     c.kind = Kind::Session;
     c.findings.clear();
@@ -569,6 +596,8 @@ fn from_statement(
         findings,
         migration,
         database,
+        // Set from the tokens by the caller.
+        session_names: false,
     }
 }
 

@@ -45,6 +45,25 @@ pub(super) fn prepare_from(tokens: &[TokenWithSpan]) -> Option<PrepareFrom> {
     })
 }
 
+/// The name a `DROP PREPARE name` (MySQL's synonym for `DEALLOCATE PREPARE`, which
+/// sqlparser does not read) deallocates, as MySQL names it.
+pub(super) fn drop_prepare(tokens: &[TokenWithSpan]) -> Option<String> {
+    let significant: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
+        .collect();
+    let keyword = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
+    match significant.as_slice() {
+        [drop, prepare, Token::Word(name)]
+            if keyword(drop, Keyword::DROP) && keyword(prepare, Keyword::PREPARE) =>
+        {
+            Some(name.value.to_lowercase())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Dialect;
@@ -73,6 +92,25 @@ mod tests {
         assert_eq!(p.lookup("q")[0].kind, Kind::Read);
         run("PREPARE two FROM 'SELECT 1; DELETE FROM t'", &mut p);
         assert_eq!(p.lookup("two")[0].kind, Kind::Unknown);
+    }
+
+    #[test]
+    fn drop_prepare_forgets_the_name_as_deallocate_does() {
+        for forget in [
+            "DROP PREPARE Wipe",
+            "DEALLOCATE PREPARE `WIPE`",
+            "drop prepare `wipe`;",
+        ] {
+            let mut p = Prepared::default();
+            run("PREPARE wipe FROM 'DELETE FROM t'", &mut p);
+            let dropped = run(forget, &mut p);
+            assert_eq!(dropped[0].kind, Kind::Session, "{forget}");
+            assert!(dropped[0].findings.is_empty(), "{forget}");
+            assert!(p.lookup("wipe").is_empty(), "{forget}");
+        }
+        // Not a statement name: unknown as before.
+        let mut p = Prepared::default();
+        assert_eq!(run("DROP PREPARE a b", &mut p)[0].kind, Kind::Unknown);
     }
 
     #[test]
