@@ -290,6 +290,35 @@ async fn sql_level_prepare_and_execute_are_judged_as_what_runs() {
     assert_eq!(rows_in(&t).await, 2);
 }
 
+/// `EXPLAIN (ANALYZE 0)` only plans; `EXPLAIN (ANALYZE 1)` runs the statement. The two
+/// share a shape (numbers left out), and the classification cache answered for the second
+/// with the first's: the DELETE ran. A value that decides what a statement does now keeps it
+/// out of the cache; so does a condition that differs only in values (`id + 1 = id + 1`).
+#[tokio::test]
+async fn a_shape_cannot_stand_in_for_a_value_that_runs_a_statement() {
+    let proxy = guarded().await;
+    let t = table().await;
+    let client = proxy.connect().await;
+    for _ in 0..2 {
+        client
+            .batch_execute(&format!("explain (analyze 0) delete from {t}"))
+            .await
+            .expect("a plan only");
+    }
+    let e = client
+        .batch_execute(&format!("explain (analyze 1) delete from {t}"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(rows_in(&t).await, 3);
+    let e = client
+        .batch_execute(&format!("delete from {t} where id + 1 = id + 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(rows_in(&t).await, 3);
+}
+
 #[tokio::test]
 async fn a_function_call_message_is_held() {
     let proxy = guarded().await;

@@ -1,7 +1,8 @@
 //! Classification cached by statement shape (the text with literal values abstracted, see
 //! [`super::shape`]) or, for text without one, by exact text, so a statement an application
 //! repeats, with the same or other values, costs a lookup. Bounded in entries and in bytes of text; when full, the oldest entries go first.
-//! Only text that does not depend on session state is cached (not PREPARE/EXECUTE/DEALLOCATE).
+//! Only text whose meaning depends on neither the session (PREPARE, EXECUTE, DEALLOCATE) nor
+//! a literal value is cached.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -69,15 +70,16 @@ impl Cache {
     }
 
     /// Remembers `classified` for `sql` (by its shape if it has one), unless the text is too
-    /// large, its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD), it
+    /// large, its meaning depends on the session (PREPARE, EXECUTE, DEALLOCATE, DISCARD) or
+    /// on a literal value (`EXPLAIN (ANALYZE 1)`, an SQL function body in a string), it
     /// switches databases (a `USE` names its database, which a shape could stand in for), or
     /// it is a session statement: what a SET does may hang on the value a shape stands in
     /// for (`SET client_encoding = 'SJIS'`, `SET sql_mode = 'ANSI_QUOTES'`).
     pub fn put(&mut self, sql: &str, classified: &Arc<[Classified]>) {
         if sql.len() > self.max_bytes / 4
-            || classified
-                .iter()
-                .any(|c| c.session_names || c.database.is_some() || c.kind == Kind::Session)
+            || classified.iter().any(|c| {
+                c.session_names || c.reads_values || c.database.is_some() || c.kind == Kind::Session
+            })
         {
             return;
         }
@@ -222,5 +224,62 @@ mod tests {
         assert!(cache.is_empty());
         cache.classify("select 1;");
         assert_eq!(cache.len(), 1, "a trailing semicolon is fine");
+    }
+
+    /// The cache stands in for a statement only with what classifying it would give:
+    /// statements of one shape, differing only in literal values, where a value decides what
+    /// the statement does. Each pair is sent in turn, the first twice so that it is cached.
+    #[test]
+    fn a_shape_never_stands_in_for_what_a_value_decides() {
+        let pairs = [
+            (
+                Dialect::Postgres,
+                "EXPLAIN (ANALYZE 0) DELETE FROM t",
+                "EXPLAIN (ANALYZE 1) DELETE FROM t",
+            ),
+            (
+                Dialect::Postgres,
+                "EXPLAIN (ANALYZE 'off') DELETE FROM t",
+                "EXPLAIN (ANALYZE 'on') DELETE FROM t",
+            ),
+            (
+                Dialect::Postgres,
+                "DELETE FROM t WHERE id + 1 = id + 2",
+                "DELETE FROM t WHERE id + 1 = id + 1",
+            ),
+            (
+                Dialect::Postgres,
+                "UPDATE t SET a = 1 WHERE a || 'x' = a || 'y'",
+                "UPDATE t SET a = 1 WHERE a || 'x' = a || 'x'",
+            ),
+            (
+                Dialect::Postgres,
+                "CREATE FUNCTION f() RETURNS void AS 'SELECT 1' LANGUAGE sql",
+                "CREATE FUNCTION f() RETURNS void AS 'DELETE FROM t' LANGUAGE sql",
+            ),
+            (
+                Dialect::MySql,
+                "SET GLOBAL sql_mode = 'STRICT_TRANS_TABLES'",
+                "SET GLOBAL sql_mode = 'ANSI_QUOTES'",
+            ),
+            (
+                Dialect::MySql,
+                "DELETE FROM t WHERE id + 1 = id + 2",
+                "DELETE FROM t WHERE id + 1 = id + 1",
+            ),
+        ];
+        let judged = |c: &[Classified]| -> Vec<(Kind, Vec<&'static str>)> {
+            c.iter()
+                .map(|c| (c.kind, c.findings.iter().map(|f| f.code).collect()))
+                .collect()
+        };
+        for (dialect, first, second) in pairs {
+            let mut cache = Cache::new(dialect, 10, 1 << 20);
+            cache.classify(first);
+            cache.classify(first);
+            let fresh = classify(second, dialect);
+            let served = cache.classify(second);
+            assert_eq!(judged(&served), judged(&fresh), "{second} after {first}");
+        }
     }
 }

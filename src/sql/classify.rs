@@ -96,6 +96,10 @@ pub struct Classified {
     /// DEALLOCATE or DISCARD anywhere in it, in a comment MySQL runs too): what it does
     /// depends on what the session prepared, so it is classified afresh each time.
     pub session_names: bool,
+    /// A literal value decides what the statement does (EXPLAIN's ANALYZE option given as
+    /// `0` or `'on'`, a setting's value, an SQL function body in a string): a shape, which
+    /// leaves values out, cannot stand in for it, so it is never cached.
+    pub reads_values: bool,
 }
 
 impl Classified {
@@ -111,6 +115,7 @@ impl Classified {
             migration: None,
             database: None,
             session_names: false,
+            reads_values: false,
         }
     }
 
@@ -598,6 +603,28 @@ fn from_statement(
         database,
         // Set from the tokens by the caller.
         session_names: false,
+        reads_values: reads_values(statement),
+    }
+}
+
+/// Whether a literal value in `statement` decides what it does (see
+/// [`Classified::reads_values`]).
+fn reads_values(statement: &Statement) -> bool {
+    let literal = |e: &Expr| matches!(e, Expr::Value(_));
+    match statement {
+        Statement::Set(_) => true,
+        Statement::Explain { options, .. } => options
+            .iter()
+            .flatten()
+            .any(|o| o.arg.as_ref().is_some_and(literal)),
+        Statement::CreateFunction(f) => matches!(
+            &f.function_body,
+            Some(
+                sqlparser::ast::CreateFunctionBody::AsBeforeOptions { body, .. }
+                    | sqlparser::ast::CreateFunctionBody::AsAfterOptions(body)
+            ) if literal(body)
+        ),
+        _ => false,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The shape of a statement: its text with each number and plain string literal replaced by a
 //! placeholder, so that statements differing only in literal values (pgbench's, an ORM's with
-//! inlined values) share one classification in the cache. Classification never depends on a
-//! literal's value, only on where literals are.
+//! inlined values) share one classification in the cache. Classification depends only on
+//! where literals are, except for statements that say otherwise
+//! (`Classified::reads_values`, `Classified::session_names`), which the cache refuses.
 //!
 //! This scanner is deliberately timid: it gives a shape only for one statement of plain
 //! tokens it reads the way PostgreSQL does, and gives none at the first thing it would have
