@@ -127,13 +127,16 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The end of a `"..."` identifier starting at `start`, copied as it is.
+/// The end of a `"..."` identifier starting at `start`, copied as it is. A backslash inside
+/// gives no shape: to MySQL `"..."` is a string, in which `\"` does not end it, so the two
+/// would disagree on where the quoted text ends (and on what is a literal after it).
 fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
         match *b.get(i)? {
             b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
             b'"' => return Some(i + 1),
+            b'\\' => return None,
             _ => i += 1,
         }
     }
@@ -230,6 +233,9 @@ mod tests {
             "select .5",
             "select 'open",
             "select \"open",
+            // MySQL reads "..." as a string in which a backslash escapes the quote.
+            "update t set a = \"x\\\" , ' , \" where id = 5 and b = ''",
+            "select \"a\\\"",
             "select a$b from t",
             "select t1$ from t",
             "select n'x'",
