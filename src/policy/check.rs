@@ -82,7 +82,11 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let any = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
     let listed_finding = |code: &str| rule.findings.iter().any(|x| x == code);
     let allows = rule.action == Action::Allow;
-    let listed_table = |table: &String| rule.tables.iter().any(|p| glob(p, table, !allows));
+    let listed_table = |table: &String| {
+        rule.tables
+            .iter()
+            .any(|p| glob(p, table, !allows) || (!allows && in_whole_schema(p, table)))
+    };
     let listed_database = |db: &str| match allows {
         true => rule.databases.iter().any(|x| x == db),
         false => rule.databases.iter().any(|x| x.eq_ignore_ascii_case(db)),
@@ -118,6 +122,21 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
                 s.migration.is_some_and(|m| tools.iter().any(|t| t == m))
             }
         }
+}
+
+/// Whether `table` is every relation in a schema (`billing.*`, what a DROP SCHEMA names) that
+/// may hold a table `pattern` matches: one whose schema the pattern's qualifier matches, or
+/// any schema for an unqualified pattern (found through the search path or the session's
+/// database). Only for rules that deny or hold: an allow covers `billing.*` only by a
+/// pattern that matches it as written.
+fn in_whole_schema(pattern: &str, table: &str) -> bool {
+    let Some(schema) = table.strip_suffix(".*") else {
+        return false;
+    };
+    match pattern.rsplit_once('.') {
+        Some((qualifier, _)) => glob(qualifier, schema, true),
+        None => true,
+    }
 }
 
 /// `*` matches any run of characters, `?` any one; with `fold`, in any case.
@@ -513,5 +532,69 @@ mod tests {
         assert_eq!(rule(r#"update "scratch".a set x = 1"#), "scratch-is-free");
         assert_eq!(rule("update SCRATCH.a set x = 1"), "scratch-is-free");
         assert_eq!(rule(r#"update "SCRATCH".a set x = 1"#), "default");
+    }
+
+    /// A statement about every table in a schema (or MySQL database) matches a rule that
+    /// denies or holds a table in it; an allow covers it only by a pattern for the whole.
+    #[test]
+    fn a_rule_for_a_table_sees_its_whole_schema_go() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "review"
+            approvers = ["dba"]
+
+            [[rule]]
+            name = "invoices-stay"
+            action = "deny"
+            tables = ["billing.invoices"]
+
+            [[rule]]
+            name = "tmp-is-free"
+            action = "allow"
+            tables = ["scratch.tmp"]
+
+            [[rule]]
+            name = "scratch-is-free"
+            action = "allow"
+            tables = ["scratch.*"]
+
+            [[rule]]
+            name = "ledger-stays"
+            action = "deny"
+            tables = ["ledger"]
+            "#,
+        );
+        let rule = |sql: &str| decide(&p, "app", &[], sql).rule_name().to_owned();
+        for sql in [
+            "DROP SCHEMA billing CASCADE",
+            "DROP SCHEMA IF EXISTS \"BILLING\" CASCADE",
+            "ALTER SCHEMA billing RENAME TO old_billing",
+            "GRANT ALL ON ALL TABLES IN SCHEMA billing TO intern",
+        ] {
+            assert_eq!(rule(sql), "invoices-stay", "{sql}");
+        }
+        // An unqualified table may be in any schema.
+        assert_eq!(rule("DROP SCHEMA public CASCADE"), "ledger-stays");
+        // The allow for one table does not cover its whole schema; the one for the whole does.
+        assert_eq!(rule("DROP SCHEMA scratch CASCADE"), "scratch-is-free");
+        assert_eq!(rule("DROP TABLE scratch.tmp"), "tmp-is-free");
+        let my = |sql: &str| {
+            let statements = classify(sql, Dialect::MySql);
+            let requests: Vec<Request<'_>> = statements
+                .iter()
+                .map(|statement| Request {
+                    user: "app",
+                    groups: &[],
+                    listener: "mysql",
+                    database: "test",
+                    statement,
+                })
+                .collect();
+            check_all(&p, &requests).unwrap().rule_name().to_owned()
+        };
+        assert_eq!(my("DROP DATABASE billing"), "invoices-stay");
+        assert_eq!(my("DROP SCHEMA billing"), "invoices-stay");
+        assert_eq!(my("DROP DATABASE scratch"), "scratch-is-free");
     }
 }

@@ -2,15 +2,16 @@
 //! removed, PostgreSQL's unquoted names folded to lower case), and the relations sqlparser's
 //! visitor does not report as such: what a DROP drops, what a COPY reads or fills, what a
 //! GRANT or COMMENT is about, the table a trigger watches, what VACUUM works on, and the new
-//! name of a renamed table or index. Pure.
+//! name of a renamed table or index. A statement about every relation in a schema (MySQL: a
+//! database), such as DROP SCHEMA, names them as `schema.*`. Pure.
 //!
 //! Listing more names is always the safe direction for the policy: a rule that denies or
 //! reviews matches if any name matches, and one that allows covers a statement only if every
 //! name matches.
 
 use sqlparser::ast::{
-    AlterIndexOperation, AlterTableOperation, CommentObject, CopySource, GrantObjects, ObjectName,
-    ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
+    AlterIndexOperation, AlterSchemaOperation, AlterTableOperation, CommentObject, CopySource,
+    GrantObjects, ObjectName, ObjectNamePart, ObjectType, RenameTableNameKind, Statement,
 };
 
 use super::Dialect;
@@ -85,17 +86,30 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
             table,
             ..
         } => {
-            if matches!(
-                object_type,
+            match object_type {
                 ObjectType::Table
-                    | ObjectType::View
-                    | ObjectType::MaterializedView
-                    | ObjectType::Index
-                    | ObjectType::Sequence
-            ) {
-                names.iter().for_each(&mut add);
+                | ObjectType::View
+                | ObjectType::MaterializedView
+                | ObjectType::Index
+                | ObjectType::Sequence => names.iter().for_each(&mut add),
+                // Everything in it goes too. (A PostgreSQL database is another database:
+                // its tables are not named from this one.)
+                ObjectType::Schema => names.iter().for_each(|n| add(&everything_in(n))),
+                ObjectType::Database if dialect == Dialect::MySql => {
+                    names.iter().for_each(|n| add(&everything_in(n)))
+                }
+                _ => {}
             }
             table.iter().for_each(&mut add);
+        }
+        // Every table in it changes its name.
+        S::AlterSchema(alter) => {
+            for op in &alter.operations {
+                if let AlterSchemaOperation::Rename { name } = op {
+                    add(&everything_in(&alter.name));
+                    add(&everything_in(name));
+                }
+            }
         }
         S::Copy {
             source: CopySource::Table { table_name, .. },
@@ -146,12 +160,28 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
 
 /// The tables and sequences a GRANT or REVOKE is on.
 fn granted(objects: Option<&GrantObjects>, add: &mut impl FnMut(&ObjectName)) {
-    if let Some(
-        GrantObjects::Tables(names) | GrantObjects::Views(names) | GrantObjects::Sequences(names),
-    ) = objects
-    {
-        names.iter().for_each(add);
+    match objects {
+        Some(
+            GrantObjects::Tables(names)
+            | GrantObjects::Views(names)
+            | GrantObjects::Sequences(names),
+        ) => names.iter().for_each(add),
+        Some(
+            GrantObjects::AllTablesInSchema { schemas }
+            | GrantObjects::AllViewsInSchema { schemas }
+            | GrantObjects::AllMaterializedViewsInSchema { schemas }
+            | GrantObjects::AllSequencesInSchema { schemas },
+        ) => schemas.iter().for_each(|s| add(&everything_in(s))),
+        _ => {}
     }
+}
+
+/// Every relation in schema (MySQL: database) `schema`, as `schema.*`: a name no relation
+/// has (a quoted `*` keeps its quotes), which a rule for a table in the schema matches (see
+/// the policy's table conditions).
+fn everything_in(schema: &ObjectName) -> ObjectName {
+    let all = ObjectNamePart::Identifier(sqlparser::ast::Ident::new("*"));
+    ObjectName([&schema.0[..], &[all]].concat())
 }
 
 /// The name a relation `old` takes when renamed to `new`. In PostgreSQL a rename keeps the
