@@ -1101,6 +1101,7 @@ fn findings_of(s: &Statement, out: &mut Vec<Finding>) {
             super::settings::findings(set, out);
             super::settings::encoding_findings(set, out);
             super::settings::sql_mode_findings(set, out);
+            super::settings::search_path_findings(set, out);
         }
         S::Update(u) if !u.selection.as_ref().is_some_and(limits_rows) => {
             out.push(finding(

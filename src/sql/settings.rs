@@ -87,6 +87,49 @@ pub(super) fn findings(set: &Set, out: &mut Vec<Finding>) {
     }
 }
 
+/// The finding of a SET of PostgreSQL's search_path that puts another schema before
+/// pg_catalog. Left out of the path, pg_catalog is searched first; named after a schema, a
+/// function of that schema named like a built-in (`lower`) is found first, so a call Airlock
+/// allows as side-effect free may run anything. (pg_temp is never searched for functions.)
+pub(super) fn search_path_findings(set: &Set, out: &mut Vec<Finding>) {
+    let Set::SingleAssignment {
+        variable, values, ..
+    } = set
+    else {
+        return;
+    };
+    if named(variable, false).name != "search_path" {
+        return;
+    }
+    // As the server names a schema: unquoted names in lower case.
+    let schema = |e: &Expr| match e {
+        Expr::Identifier(id) if id.quote_style.is_none() => Some(id.value.to_ascii_lowercase()),
+        Expr::Identifier(id) => Some(id.value.clone()),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let names: Vec<Option<String>> = values.iter().map(schema).collect();
+    let Some(catalog) = names
+        .iter()
+        .position(|n| n.as_deref() == Some("pg_catalog"))
+    else {
+        return;
+    };
+    let shadows = names[..catalog]
+        .iter()
+        .any(|n| !n.as_deref().is_some_and(|n| n.starts_with("pg_temp")));
+    if shadows {
+        out.push(Finding {
+            code: "search_path_shadows_catalog",
+            reason: "the search path puts a schema before pg_catalog, so its functions are                      found before the built-in ones of the same name; put pg_catalog first or                      leave it out"
+                .to_owned(),
+        });
+    }
+}
+
 /// The finding of a SET that switches the client character set to one Airlock does not
 /// know reads text as it does (a name it cannot read included): see [`super::encoding`].
 pub(super) fn encoding_findings(set: &Set, out: &mut Vec<Finding>) {
@@ -251,6 +294,29 @@ mod tests {
     fn judged(sql: &str, dialect: Dialect) -> (Kind, Vec<&'static str>) {
         let c = classify(sql, dialect).remove(0);
         (c.kind, c.findings.iter().map(|f| f.code).collect())
+    }
+
+    #[test]
+    fn a_search_path_that_puts_a_schema_before_pg_catalog_is_a_finding() {
+        let pg = Dialect::Postgres;
+        for sql in [
+            "SET search_path = app, pg_catalog",
+            "SET LOCAL search_path TO app, PG_CATALOG, public",
+            "set search_path = 'app', 'pg_catalog'",
+            "SET SESSION search_path = \"$user\", pg_catalog",
+        ] {
+            let shadowed = (Kind::Session, vec!["search_path_shadows_catalog"]);
+            assert_eq!(judged(sql, pg), shadowed, "{sql}");
+        }
+        for sql in [
+            "SET search_path = app, public",
+            "SET search_path TO pg_catalog, app",
+            "SET search_path = pg_temp, pg_catalog, app",
+            "SET search_path = app, \"PG_CATALOG\"",
+            "SET search_path TO DEFAULT",
+        ] {
+            assert_eq!(judged(sql, pg), (Kind::Session, vec![]), "{sql}");
+        }
     }
 
     #[test]
