@@ -526,6 +526,9 @@ mod tests {
             r#"update "billing"."invoices" set paid = true where id = 1"#,
             r#"update "BILLING".invoices set paid = true where id = 1"#,
             r#"copy billing.invoices from stdin"#,
+            // Qualified with the (session's own) database.
+            r#"delete from prod.billing.invoices where id = 1"#,
+            r#"delete from "prod"."billing"."invoices" where id = 1"#,
         ] {
             assert_eq!(rule(sneaky), "no-billing-writes", "{sneaky}");
         }

@@ -20,10 +20,16 @@ use super::Dialect;
 /// `Billing.invoices`, and in PostgreSQL `Billing.Invoices` is `billing.invoices`. So a rule
 /// for `billing.*` cannot be slipped past by quoting a name. A quoted part that holds a dot,
 /// a quote or a glob character keeps its quotes, so that it cannot pass for two parts or a
-/// pattern.
+/// pattern. A PostgreSQL name qualified with the database leaves it out.
 pub(super) fn name(name: &ObjectName, dialect: Dialect) -> String {
+    // PostgreSQL takes `database.schema.table` only for the session's own database: the
+    // name is `schema.table`, as a rule for `billing.*` expects.
+    let parts = match (dialect, name.0.as_slice()) {
+        (Dialect::Postgres, [_database, rest @ ..]) if rest.len() == 2 => rest,
+        (_, parts) => parts,
+    };
     let mut out = String::new();
-    for (i, part) in name.0.iter().enumerate() {
+    for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
