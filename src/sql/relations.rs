@@ -1,7 +1,7 @@
 //! The names of the relations a statement names, as the database resolves them (quotes
 //! removed, PostgreSQL's unquoted names folded to lower case), and the relations sqlparser's
 //! visitor does not report as such: what a DROP drops, what a COPY reads or fills, what a
-//! GRANT or COMMENT is about, the table a trigger watches, what VACUUM works on, and the new
+//! GRANT or COMMENT is about, the table a trigger watches (or watched), what VACUUM works on, and the new
 //! name of a renamed table or index. A statement about every relation in a schema (MySQL: a
 //! database), such as DROP SCHEMA, names them as `schema.*`. Pure.
 //!
@@ -159,6 +159,7 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
             _ => {}
         },
         S::CreateTrigger(trigger) => add(&trigger.table_name),
+        S::DropTrigger(trigger) => trigger.table_name.iter().for_each(&mut add),
         S::Vacuum(vacuum) => vacuum.table_name.iter().for_each(&mut add),
         _ => {}
     }
@@ -234,6 +235,14 @@ mod tests {
                 "CREATE TRIGGER tr AFTER INSERT ON prod.t FOR EACH ROW EXECUTE FUNCTION f()",
                 &["prod.t"],
             ),
+            ("DROP TRIGGER tr ON prod.t", &["prod.t"]),
+            ("DROP SCHEMA prod CASCADE", &["prod.*"]),
+            ("ALTER SCHEMA prod RENAME TO old", &["old.*", "prod.*"]),
+            (
+                "GRANT SELECT ON ALL TABLES IN SCHEMA prod TO bob",
+                &["prod.*"],
+            ),
+            ("DELETE FROM test.prod.t WHERE id = 1", &["prod.t"]),
             ("VACUUM prod.t", &["prod.t"]),
             (
                 "ALTER TABLE scratch.a RENAME TO b",
