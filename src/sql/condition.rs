@@ -94,6 +94,7 @@ mod tests {
             // Alike but for literal values: one answer for the shape, the careful one.
             "delete from t where id + 1 = id + 1",
             "delete from t where id + 1 = id + 2",
+            "delete from t where id + $1 = id + 1",
         ] {
             assert!(wipes(sql), "{sql}");
         }
