@@ -74,7 +74,7 @@ pub fn split_tokens(sql: &str, dialect: Dialect) -> Result<Vec<Piece<'_>>, Split
             }
             _ => {
                 if start.is_none() {
-                    start = Some(offsets.byte(span.start));
+                    start = Some(statement_start(sql, offsets.byte(span.start)));
                 }
                 blocks.see(after_begin, token);
             }
@@ -92,6 +92,15 @@ pub fn split_tokens(sql: &str, dialect: Dialect) -> Result<Vec<Piece<'_>>, Split
         }
     }
     Ok(statements)
+}
+
+/// Where a statement whose first token is at `at` starts: sqlparser places the first token
+/// inside a MySQL `/*! ... */` comment at its `*`, so the text would begin `*!`.
+fn statement_start(sql: &str, at: usize) -> usize {
+    match at.checked_sub(1) {
+        Some(slash) if sql.as_bytes()[slash..].starts_with(b"/*!") => slash,
+        _ => at,
+    }
 }
 
 /// Tracks `BEGIN ATOMIC ... END` bodies, and the `CASE ... END` inside them, whose semicolons
@@ -175,6 +184,22 @@ mod tests {
             pg("select $$;$$; select $t$ ; $ $t$"),
             ["select $$;$$", "select $t$ ; $ $t$"]
         );
+    }
+
+    #[test]
+    fn a_statement_in_a_mysql_executable_comment_keeps_the_comment_whole() {
+        let my = |sql| split(sql, Dialect::MySql).unwrap();
+        assert_eq!(my("/*! SELECT 1 */"), ["/*! SELECT 1 */"]);
+        assert_eq!(
+            my("/*!50000 SELECT 1 */; SELECT 2"),
+            ["/*!50000 SELECT 1 */", "SELECT 2"]
+        );
+        assert_eq!(my("SELECT /*! 1 */"), ["SELECT /*! 1 */"]);
+        // A first token after a multibyte character: no slicing inside it.
+        for sql in ["\u{a0}SELECT 1", "\u{2003}SELECT 1", "\u{e9}; SELECT 1"] {
+            let _ = split(sql, Dialect::MySql);
+            let _ = split(sql, Dialect::Postgres);
+        }
     }
 
     #[test]
