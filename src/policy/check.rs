@@ -180,8 +180,18 @@ mod tests {
     }
 
     fn decide<'p>(p: &'p Policy, user: &str, groups: &[&str], sql: &str) -> Decision<'p> {
+        decide_in(Dialect::Postgres, p, user, groups, sql)
+    }
+
+    fn decide_in<'p>(
+        dialect: Dialect,
+        p: &'p Policy,
+        user: &str,
+        groups: &[&str],
+        sql: &str,
+    ) -> Decision<'p> {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let classified = classify(sql, Dialect::Postgres);
+        let classified = classify(sql, dialect);
         let requests: Vec<Request<'_>> = classified
             .iter()
             .map(|statement| Request {
@@ -583,18 +593,8 @@ mod tests {
         assert_eq!(rule("DROP SCHEMA scratch CASCADE"), "scratch-is-free");
         assert_eq!(rule("DROP TABLE scratch.tmp"), "tmp-is-free");
         let my = |sql: &str| {
-            let statements = classify(sql, Dialect::MySql);
-            let requests: Vec<Request<'_>> = statements
-                .iter()
-                .map(|statement| Request {
-                    user: "app",
-                    groups: &[],
-                    listener: "mysql",
-                    database: "test",
-                    statement,
-                })
-                .collect();
-            check_all(&p, &requests).unwrap().rule_name().to_owned()
+            let decision = decide_in(Dialect::MySql, &p, "app", &[], sql);
+            decision.rule_name().to_owned()
         };
         assert_eq!(my("DROP DATABASE billing"), "invoices-stay");
         assert_eq!(my("DROP SCHEMA billing"), "invoices-stay");
