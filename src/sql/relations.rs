@@ -159,7 +159,14 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
             _ => {}
         },
         S::CreateTrigger(trigger) => add(&trigger.table_name),
-        S::DropTrigger(trigger) => trigger.table_name.iter().for_each(&mut add),
+        S::DropTrigger(trigger) => match (&trigger.table_name, trigger.trigger_name.0.as_slice()) {
+            (Some(table), _) => add(table),
+            // MySQL names a trigger by its table's database, not by the table.
+            (None, [database, _]) if dialect == Dialect::MySql => {
+                add(&everything_in(&ObjectName(vec![database.clone()])))
+            }
+            _ => {}
+        },
         S::Vacuum(vacuum) => vacuum.table_name.iter().for_each(&mut add),
         _ => {}
     }
@@ -236,6 +243,7 @@ mod tests {
                 &["prod.t"],
             ),
             ("DROP TRIGGER tr ON prod.t", &["prod.t"]),
+            ("DROP TRIGGER IF EXISTS tr", &[]),
             ("DROP SCHEMA prod CASCADE", &["prod.*"]),
             ("ALTER SCHEMA prod RENAME TO old", &["old.*", "prod.*"]),
             (
@@ -276,6 +284,9 @@ mod tests {
         let my = Dialect::MySql;
         assert_eq!(tables("DELETE FROM `prod`.`T`", my), ["prod.T"]);
         assert_eq!(tables("DELETE FROM Prod.T", my), ["Prod.T"]);
+        assert_eq!(tables("DROP TRIGGER prod.tr", my), ["prod.*"]);
+        assert_eq!(tables("DROP DATABASE prod", my), ["prod.*"]);
+        assert!(tables("DROP TRIGGER tr", my).is_empty());
     }
 
     #[test]
