@@ -135,6 +135,17 @@ pub trait Inspector: Send {
 /// Makes one inspector per session.
 pub trait InspectorFactory: Send + Sync {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector>;
+
+    /// Whether the session settings a client asks for at start-up (name and value) may reach
+    /// the database, before it connects; `user` has authenticated for `database`.
+    fn admit(
+        &self,
+        _user: &str,
+        _database: &str,
+        _settings: &[(String, String)],
+    ) -> Result<(), Denial> {
+        Ok(())
+    }
 }
 
 /// Nothing plugged in.

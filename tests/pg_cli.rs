@@ -220,6 +220,66 @@ async fn psql_shows_policy_refusals_and_carries_on() {
 /// reads `E'<E3 81><81 5C>'` as a whole string and runs the DROP after it, where a UTF-8
 /// reading sees `\'` and one harmless SELECT. Such text is judged unknown (held), whether the
 /// encoding came with the start-up packet or a SET asks for it.
+/// PGOPTIONS="-c session_replication_role=replica" reached the database in the start-up
+/// packet, where no statement is judged: the session's inserts skipped the table's audit
+/// trigger (Airlock's upstream user may set it). A start-up setting is judged as its SET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_setting_is_judged_as_the_set_it_makes() {
+    let proxy = guarded().await;
+    let t = unique("audited");
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create table {t} (id int); create table {t}_log (id int); \
+             create function {t}_f() returns trigger language plpgsql as \
+               $$ begin insert into {t}_log values (new.id); return new; end $$; \
+             create trigger {t}_tr after insert on {t} for each row execute function {t}_f()"
+        ))
+        .await
+        .unwrap();
+    let port = proxy.port;
+    let insert = |options: &'static str, id: i32| {
+        let sql = format!("insert into {t} values ({id})");
+        tokio::task::spawn_blocking(move || {
+            command("psql", port)
+                .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .env("PGOPTIONS", options)
+                .output()
+                .unwrap()
+        })
+    };
+    let o = insert("-c session_replication_role=replica", 1)
+        .await
+        .unwrap();
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("does not allow the setting session_replication_role"),
+        "{}",
+        stderr(&o)
+    );
+    let o = insert("-c statement_timeout=5000 --application-name=cli", 2)
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = insert("-d 5", 3).await.unwrap();
+    assert!(stderr(&o).contains("does not pass"), "{}", stderr(&o));
+    let count = |table: String| async move {
+        let n: i64 = direct()
+            .await
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    assert_eq!(
+        count(t.clone()).await,
+        1,
+        "only the ordinary session inserted"
+    );
+    assert_eq!(count(format!("{t}_log")).await, 1, "and its trigger fired");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_encoding_that_splits_ascii_cannot_smuggle_a_statement() {
     use std::os::unix::ffi::OsStringExt;

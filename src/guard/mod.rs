@@ -10,6 +10,7 @@ pub mod mysql;
 pub mod names;
 pub mod pg;
 pub mod prepared_sql;
+pub mod startup;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,11 +130,20 @@ impl Guard {
     /// Who a session is, with the user's groups from the config.
     pub fn who(&self, session: &crate::inspect::SessionInfo) -> Who {
         Who {
-            user: session.user.clone(),
-            groups: self.groups.get(&session.user).cloned().unwrap_or_default(),
-            database: session.database.clone(),
             client_addr: session.client_addr.to_string(),
             session: i64::from(session.id),
+            ..self.who_of(&session.user, &session.database)
+        }
+    }
+
+    /// Who `user` in `database` is, before the session has an id.
+    pub fn who_of(&self, user: &str, database: &str) -> Who {
+        Who {
+            user: user.to_owned(),
+            groups: self.groups.get(user).cloned().unwrap_or_default(),
+            database: database.to_owned(),
+            client_addr: String::new(),
+            session: 0,
         }
     }
 

@@ -21,6 +21,16 @@ use crate::sql::classify::{Classified, PreparedStatements};
 pub struct PgGuards(pub Arc<Guard>);
 
 impl InspectorFactory for PgGuards {
+    fn admit(
+        &self,
+        user: &str,
+        database: &str,
+        settings: &[(String, String)],
+    ) -> Result<(), crate::inspect::Denial> {
+        let who = self.0.who_of(user, database);
+        super::startup::admit(&self.0, &who, settings)
+    }
+
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
         let who = self.0.who(session);
         let results = self.0.masking_for(&who).map(PgResults::new);

@@ -73,6 +73,24 @@ impl PgError {
         }
     }
 
+    /// A start-up setting the policy refused: the session ends (FATAL, as PostgreSQL's own
+    /// errors about start-up settings).
+    pub fn denied_at_startup(denial: &crate::inspect::Denial) -> PgError {
+        PgError {
+            severity: Severity::Fatal,
+            ..Self::denied(denial)
+        }
+    }
+
+    /// A part of the start-up `options` that is not a setting Airlock can read.
+    pub fn unreadable_options(part: String) -> PgError {
+        Self::fatal(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            format!("Airlock does not pass \"{part}\" in the start-up options"),
+        )
+        .hint("give settings in options (PGOPTIONS) as -c name=value or --name=value")
+    }
+
     pub fn protocol_violation(detail: impl std::fmt::Display) -> PgError {
         Self::fatal(
             SqlState::PROTOCOL_VIOLATION,

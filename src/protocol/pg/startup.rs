@@ -38,6 +38,23 @@ impl StartupMessage {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The session settings the client asks for: every parameter the database takes as one
+    /// (all but `user`, `database`, `replication`, `options` and protocol options), then
+    /// those `options` makes, in order. `Err` names the first part of `options` that is not a
+    /// setting Airlock can read.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for (name, value) in &self.params {
+            match name.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => out.extend(option_settings(value)?),
+                n if n.starts_with("_pq_.") => {}
+                _ => out.push((name.clone(), value.clone())),
+            }
+        }
+        Ok(out)
+    }
+
     /// Protocol options (`_pq_.*`) the client asked for; Airlock supports none of them.
     pub fn protocol_options(&self) -> impl Iterator<Item = &str> {
         self.params
@@ -130,6 +147,46 @@ fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], StartupError> {
     Ok(s)
 }
 
+/// The settings in a start-up `options` value, read as PostgreSQL reads it: split at white
+/// space (a backslash keeps the next character, a space included), then `-c name=value`,
+/// `-cname=value` or `--name=value`, with `-` in a name read as `_`. `Err` names the first
+/// argument that is none of those: PostgreSQL takes other switches too (`-d 5` sets
+/// log_min_messages), which Airlock does not read, so it does not pass them.
+pub fn option_settings(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut args = Vec::new();
+    let mut arg = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => arg.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !arg.is_empty() {
+                    args.push(std::mem::take(&mut arg));
+                }
+            }
+            c => arg.push(c),
+        }
+    }
+    if !arg.is_empty() {
+        args.push(arg);
+    }
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let setting = match arg.as_str() {
+            "-c" => args.next().ok_or_else(|| arg.clone())?,
+            a if a.starts_with("--") => a[2..].to_owned(),
+            a if a.starts_with("-c") => a[2..].to_owned(),
+            _ => return Err(arg),
+        };
+        let Some((name, value)) = setting.split_once('=') else {
+            return Err(setting);
+        };
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
+}
+
 /// Encodes a CancelRequest.
 pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + secret.len());
@@ -143,6 +200,32 @@ pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_read_as_postgres_reads_them() {
+        let read = |o: &str| option_settings(o);
+        let pairs = |v: &[(&str, &str)]| -> Result<Vec<(String, String)>, String> {
+            Ok(v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect())
+        };
+        assert_eq!(read(""), pairs(&[]));
+        assert_eq!(
+            read("-c geqo=off  -cwork_mem=64MB --statement-timeout=5s"),
+            pairs(&[
+                ("geqo", "off"),
+                ("work_mem", "64MB"),
+                ("statement_timeout", "5s")
+            ])
+        );
+        assert_eq!(
+            read(r"-c search_path=a\ b,pg_catalog -c x=\\"),
+            pairs(&[("search_path", "a b,pg_catalog"), ("x", "\\")])
+        );
+        for bad in ["-d 5", "-c", "-c geqo", "geqo=off", "-e"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
 
     /// Encodes a StartupMessage for protocol 3.0 with `params`.
     fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {

@@ -268,6 +268,11 @@ async fn open(
         }
         backend::authentication(pgwire::messages::startup::Authentication::Ok, &mut out);
         let database = startup.param("database").unwrap_or(&user).to_owned();
+        // The settings it asks for reach the database only if the policy allows them.
+        let settings = startup.settings().map_err(PgError::unreadable_options)?;
+        ctx.inspectors
+            .admit(&user, &database, &settings)
+            .map_err(|d| PgError::denied_at_startup(&d))?;
         let params = upstream::startup_params(&startup, &ctx.upstream.user, &database);
         let pool_key = PoolKey {
             user: user.clone(),
