@@ -18,13 +18,28 @@ use crate::sql::classify::{Kind, classify};
 /// with a backslash is.
 const FOLLOWED: &[&str] = &["client_encoding", "standard_conforming_strings"];
 
+/// Settings drivers send with every connection, which the classifier takes as ordinary
+/// session settings whatever their value (a unit test holds it to that): passed without
+/// parsing a SET for each new connection.
+const EVERYDAY: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "timezone",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+
 /// Whether `settings` (name and value, as [`StartupMessage::settings`] gives them) may reach
 /// the database for `who`; the refusal otherwise.
 ///
 /// [`StartupMessage::settings`]: crate::protocol::pg::startup::StartupMessage::settings
 pub fn admit(guard: &Guard, who: &Who, settings: &[(String, String)]) -> Result<(), Denial> {
     for (name, value) in settings {
-        if FOLLOWED.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        let known = |list: &[&str]| list.iter().any(|f| f.eq_ignore_ascii_case(name));
+        if known(FOLLOWED) || known(EVERYDAY) {
             continue;
         }
         let sql = set_statement(name, value);
@@ -123,6 +138,22 @@ mod tests {
             ("standard_conforming_strings", "off"),
         ])
         .unwrap();
+    }
+
+    /// The settings passed without a SET being parsed are ordinary whatever their value.
+    #[test]
+    fn everyday_settings_are_ordinary_session_settings() {
+        for name in EVERYDAY {
+            for value in ["x", "off", "0", "ISO, MDY", "x'; DROP TABLE t; --"] {
+                for c in classify(&set_statement(name, value), Dialect::Postgres) {
+                    assert_eq!(
+                        (c.kind, c.findings.len()),
+                        (Kind::Session, 0),
+                        "{name}={value}"
+                    );
+                }
+            }
+        }
     }
 
     /// A policy that holds every SET still lets a driver's ordinary start-up settings through.
