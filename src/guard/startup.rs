@@ -183,6 +183,7 @@ mod tests {
                 "search_path_shadows_catalog",
             ),
             ("pgaudit.log", "none", "record_setting"),
+            ("zero_damaged_pages", "on", "superuser_setting"),
             // A value cannot read as more than a value.
             ("application_name", "x'; DROP TABLE t; --", ""),
         ] {

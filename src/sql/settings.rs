@@ -1,7 +1,8 @@
 //! SET statements that administer the server rather than the session: MySQL's SET GLOBAL /
 //! PERSIST (`@@global.x`, ...), which change a setting for every session, and settings that
 //! only a superuser may change because they switch off the database's own record or its
-//! triggers (`session_replication_role`, `log_statement`, `sql_log_bin`, pgaudit's ...).
+//! triggers (`session_replication_role`, `log_statement`, `sql_log_bin`, pgaudit's ...), or
+//! let a session damage data or load code (`zero_damaged_pages`, `dynamic_library_path` ...).
 //! Pure.
 
 use sqlparser::ast::{ContextModifier, Expr, ObjectName, Set, Value};
@@ -23,12 +24,27 @@ const RECORD_SETTINGS: &[&str] = &[
     "log_min_messages",
     "log_parameter_max_length",
     "log_parameter_max_length_on_error",
+    // Off, the session's query is hidden from pg_stat_activity.
+    "track_activities",
     // MySQL / MariaDB (SUPER or the like)
     "sql_log_bin",
     "sql_log_off",
     "general_log",
     "slow_query_log",
     "wsrep_on",
+];
+
+/// PostgreSQL settings only a superuser may change that let a session damage data or load
+/// code: skip or zero damaged pages, modify the system catalogs, load libraries from another
+/// path. Airlock's upstream user may be a superuser where the client's own role would not be.
+const SUPERUSER_SETTINGS: &[&str] = &[
+    "zero_damaged_pages",
+    "ignore_checksum_failure",
+    "allow_system_table_mods",
+    "allow_in_place_tablespaces",
+    "dynamic_library_path",
+    "session_preload_libraries",
+    "lo_compat_privileges",
 ];
 
 /// Prefixes of extension settings of the same kind (pgaudit, MariaDB's audit plugin, MySQL
@@ -56,9 +72,9 @@ pub(super) fn privileged(set: &Set) -> bool {
 
 /// Whether `set` administers the server (see the module).
 pub(super) fn administers(set: &Set) -> bool {
-    assigned(set)
-        .iter()
-        .any(|a| a.global || is_record_setting(&a.name))
+    assigned(set).iter().any(|a| {
+        a.global || is_record_setting(&a.name) || SUPERUSER_SETTINGS.contains(&a.name.as_str())
+    })
 }
 
 /// The findings of `set`: one per setting it changes for every session, or that changes
@@ -70,6 +86,16 @@ pub(super) fn findings(set: &Set, out: &mut Vec<Finding>) {
                 code: "global_setting",
                 reason: format!(
                     "SET GLOBAL / PERSIST changes {} for every session of the server",
+                    a.name
+                ),
+            });
+        }
+        if SUPERUSER_SETTINGS.contains(&a.name.as_str()) {
+            out.push(Finding {
+                code: "superuser_setting",
+                reason: format!(
+                    "{} lets a session damage data or load code; only a superuser may change \
+                     it, and Airlock's upstream user may be one",
                     a.name
                 ),
             });
@@ -294,6 +320,21 @@ mod tests {
     fn judged(sql: &str, dialect: Dialect) -> (Kind, Vec<&'static str>) {
         let c = classify(sql, dialect).remove(0);
         (c.kind, c.findings.iter().map(|f| f.code).collect())
+    }
+
+    #[test]
+    fn superuser_settings_that_damage_data_or_load_code_administer_the_server() {
+        for sql in [
+            "SET zero_damaged_pages = on",
+            "SET LOCAL ignore_checksum_failure TO on",
+            "SET allow_system_table_mods = on",
+            "SET dynamic_library_path = '/tmp'",
+        ] {
+            let found = judged(sql, Dialect::Postgres);
+            assert_eq!(found, (Kind::Admin, vec!["superuser_setting"]), "{sql}");
+        }
+        let hidden = judged("SET track_activities = off", Dialect::Postgres);
+        assert_eq!(hidden, (Kind::Admin, vec!["record_setting"]));
     }
 
     #[test]
