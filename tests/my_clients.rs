@@ -493,6 +493,25 @@ async fn an_execute_is_judged_by_what_its_name_holds_now() {
     assert_eq!(code(&e), 1142, "Airlock knows s is gone: {e}");
 }
 
+/// MySQL reads `||` as OR, sqlparser as concatenation: `WHERE id = 5 || 1 = 1` was one
+/// limited DELETE to Airlock and removed every row at the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_pipes_are_read_as_mysql_reads_them() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let name = table().await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    let e = conn
+        .query_drop(format!("DELETE FROM {name} WHERE id = 5 || 1 = 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert_eq!(rows_in(&name).await, 3, "nothing was deleted");
+    conn.query_drop(format!("DELETE FROM {name} WHERE id = 5 || id = 3"))
+        .await
+        .expect("a condition on a column either side");
+    assert_eq!(rows_in(&name).await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_names_airlocks_connection_ids() {
     let proxy = proxy(None).await;

@@ -343,6 +343,18 @@ fn token_findings(tokens: &[TokenWithSpan]) -> Vec<Finding> {
     out
 }
 
+/// MySQL reads `||` as OR (unless sql_mode has PIPES_AS_CONCAT, which a SET turning it on
+/// is held for), where sqlparser reads string concatenation: `WHERE id = 5 || 1 = 1` removes
+/// every row. The parser is given OR.
+fn mysql_pipes_as_or(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    for t in &mut tokens {
+        if t.token == Token::StringConcat {
+            t.token = Token::make_keyword("OR");
+        }
+    }
+    tokens
+}
+
 fn classify_parsed(
     piece: Piece<'_>,
     text: &str,
@@ -370,7 +382,7 @@ fn classify_parsed(
             .parse_statements(),
         Dialect::MySql => Parser::new(&MySqlDialect {})
             .with_recursion_limit(RECURSION_LIMIT)
-            .with_tokens_with_locations(piece.tokens)
+            .with_tokens_with_locations(mysql_pipes_as_or(piece.tokens))
             .parse_statements(),
     };
     let statement = match parsed {

@@ -183,7 +183,8 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
     }
 }
 
-/// MySQL sql_mode parts (alone or in a combination mode) that change where a string ends:
+/// MySQL sql_mode parts (alone or in a combination mode) that change where a string ends, or
+/// (PIPES_AS_CONCAT) what `||` means:
 /// under ANSI_QUOTES (and the modes that include it, or another grammar) `"..."` is a quoted
 /// name in which a backslash does not escape the closing `"`, so `SELECT 1 AS "a\" ; DROP
 /// TABLE t; -- "` is one SELECT to Airlock and a SELECT then a DROP to the server; under
@@ -197,9 +198,12 @@ const STRING_CHANGING_MODES: &[&str] = &[
     "ORACLE",
     "POSTGRESQL",
     "NO_BACKSLASH_ESCAPES",
+    // Not about strings, but about how Airlock reads the text too: `||` becomes
+    // concatenation, where Airlock reads MySQL's OR.
+    "PIPES_AS_CONCAT",
 ];
 
-/// The finding of a SET of MySQL's sql_mode that may change where strings end (see
+/// The finding of a SET of MySQL's sql_mode that may change how the server reads text (see
 /// [`STRING_CHANGING_MODES`]), or whose value Airlock cannot read.
 pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
     for mode in values_of(set, &["sql_mode"]) {
@@ -211,9 +215,10 @@ pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
             out.push(Finding {
                 code: "string_syntax_change",
                 reason: format!(
-                    "sql_mode {} may change where strings end (ANSI_QUOTES makes \"...\" a \
-                     quoted name; NO_BACKSLASH_ESCAPES stops backslash escapes), so the server \
-                     may split text where Airlock does not",
+                    "sql_mode {} may change how the server reads text (ANSI_QUOTES makes \
+                     \"...\" a quoted name; NO_BACKSLASH_ESCAPES stops backslash escapes; \
+                     PIPES_AS_CONCAT makes || concatenation), so the server may split or read \
+                     it where Airlock does not",
                     mode.as_deref()
                         .unwrap_or("set to a value Airlock cannot read")
                 ),
