@@ -574,12 +574,13 @@ pub(crate) mod tests {
         Guard::new(Arc::new(policy), listener, dialect, HashMap::new(), masking)
     }
 
-    fn guard() -> Guard {
+    /// A guard for the postgres listener under the shipped default policy.
+    pub(crate) fn guard() -> Guard {
         let text = include_str!("../../policies/default.toml");
         guard_with(text, "postgres", Dialect::Postgres)
     }
 
-    fn who() -> Who {
+    pub(crate) fn who() -> Who {
         Who {
             user: "app".into(),
             groups: Vec::new(),

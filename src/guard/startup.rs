@@ -104,21 +104,11 @@ fn set_statement(name: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{guard, who};
     use super::*;
 
-    fn who() -> Who {
-        Who {
-            user: "app".into(),
-            groups: Vec::new(),
-            database: "test".into(),
-            client_addr: "127.0.0.1:1".into(),
-            session: 0,
-        }
-    }
-
     fn admitted(settings: &[(&str, &str)]) -> Result<(), Denial> {
-        let text = include_str!("../../policies/default.toml");
-        let guard = super::super::tests::guard_with(text, "postgres", Dialect::Postgres);
+        let guard = guard();
         let settings: Vec<(String, String)> = settings
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
