@@ -39,20 +39,26 @@ impl StartupMessage {
     }
 
     /// The session settings the client asks for: every parameter the database takes as one
-    /// (all but `user`, `database`, `replication`, `options` and protocol options), then
-    /// those `options` makes, in order. `Err` names the first part of `options` that is not a
+    /// (the [`StartupMessage::session_params`] but `options`), and those `options` makes, in
+    /// order. `Err` names the first part of `options` that is not a
     /// setting Airlock can read.
     pub fn settings(&self) -> Result<Vec<(String, String)>, String> {
         let mut out = Vec::new();
-        for (name, value) in &self.params {
+        for (name, value) in self.session_params() {
             match name.as_str() {
-                "user" | "database" | "replication" => {}
                 "options" => out.extend(option_settings(value)?),
-                n if n.starts_with("_pq_.") => {}
                 _ => out.push((name.clone(), value.clone())),
             }
         }
         Ok(out)
+    }
+
+    /// The parameters about the session itself, passed on to the database: all but who
+    /// connects to what (`user`, `database`), `replication` and protocol options.
+    pub fn session_params(&self) -> impl Iterator<Item = &(String, String)> {
+        self.params.iter().filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
     }
 
     /// Protocol options (`_pq_.*`) the client asked for; Airlock supports none of them.

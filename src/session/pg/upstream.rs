@@ -35,16 +35,7 @@ pub fn startup_params(
         ("user".to_owned(), upstream_user.to_owned()),
         ("database".to_owned(), database.to_owned()),
     ];
-    params.extend(
-        startup
-            .params
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(k.as_str(), "user" | "database" | "replication")
-                    && !k.starts_with("_pq_.")
-            })
-            .cloned(),
-    );
+    params.extend(startup.session_params().cloned());
     params
 }
 
