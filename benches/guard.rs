@@ -13,6 +13,9 @@
 //!   between two statements (untimed), as the kernel's TCP stack, PostgreSQL and pgbench
 //!   disturb the caches between two statements of a session in the running proxy. Only the
 //!   guard's own calls are timed (one clock read pair per statement, ~20 ns each here).
+//!
+//! `benches/guard_misses.sh` runs `tpcb_simple_cold`'s work under cachegrind instead, and
+//! counts the guard's cache misses per transaction.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use airlock::mask::Masking;
 use airlock::policy::Policy;
 use airlock::protocol::pg::frontend::{self, tag};
 use airlock::sql::Dialect;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 fn session() -> Box<dyn Inspector> {
     session_factory().for_session(&session_info())
@@ -235,36 +238,103 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut guards: Vec<_> = (0..8).map(|_| session()).collect();
-    let mut clutter = vec![0u8; 4 << 20];
-    // The statement arrives in a buffer just written, as the relay's read leaves it.
-    let mut received = Vec::with_capacity(4096);
-    let mut n = 0;
+    let mut cold = Cold::new(false);
     group.bench_function("tpcb_simple_cold", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                n += 1;
-                for (i, (q, a)) in scripts[n % scripts.len()].iter().zip(&answers).enumerate() {
-                    for line in clutter.chunks_mut(64) {
-                        line[0] = line[0].wrapping_add(1);
-                    }
-                    black_box(&clutter);
-                    received.clear();
-                    received.extend_from_slice(q);
-                    let sessions = guards.len();
-                    let guard = &mut *guards[(n + i) % sessions];
-                    let start = Instant::now();
-                    send(guard, tag::QUERY, black_box(&received));
-                    answer(guard, a);
-                    timed += start.elapsed();
-                }
-            }
-            timed
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| cold.txn()).sum())
     });
     group.finish();
 }
 
+/// pgbench's TPC-B-like transactions over eight sessions in turn, with the caches disturbed
+/// before every statement (`tpcb_simple_cold`).
+struct Cold {
+    sessions: Vec<Box<dyn Inspector>>,
+    scripts: Vec<[Vec<u8>; 7]>,
+    answers: [Vec<(u8, &'static [u8])>; 7],
+    /// 4 MiB written between two statements, as the kernel's TCP stack, PostgreSQL and
+    /// pgbench disturb the caches between two statements of a session in the running proxy.
+    clutter: Vec<u8>,
+    /// The statement arrives in a buffer just written, as the relay's read leaves it.
+    received: Vec<u8>,
+    /// Whether the stack is warmed after the clutter: the proxy's thread runs every session
+    /// on one stack, which may stay in the cache where the sessions' own memory does not.
+    warm_stack: bool,
+    n: usize,
+}
+
+impl Cold {
+    fn new(warm_stack: bool) -> Cold {
+        Cold {
+            sessions: (0..8).map(|_| session()).collect(),
+            scripts: (0..1024).map(tpcb).collect(),
+            answers: tpcb_answers(),
+            clutter: vec![0u8; 4 << 20],
+            received: Vec::with_capacity(4096),
+            warm_stack,
+            n: 0,
+        }
+    }
+
+    /// One transaction; only the guard's own calls are timed.
+    fn txn(&mut self) -> Duration {
+        self.n += 1;
+        let mut timed = Duration::ZERO;
+        let script = &self.scripts[self.n % self.scripts.len()];
+        for (i, (q, a)) in script.iter().zip(&self.answers).enumerate() {
+            disturb(&mut self.clutter);
+            if self.warm_stack {
+                warm_stack();
+            }
+            self.received.clear();
+            self.received.extend_from_slice(q);
+            let sessions = self.sessions.len();
+            let guard = &mut *self.sessions[(self.n + i) % sessions];
+            let start = Instant::now();
+            send(guard, tag::QUERY, black_box(&self.received));
+            answer(guard, a);
+            timed += start.elapsed();
+        }
+        timed
+    }
+}
+
+/// Writes to every cache line of `clutter`.
+#[inline(never)]
+fn disturb(clutter: &mut [u8]) {
+    for line in clutter.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(1);
+    }
+    black_box(clutter);
+}
+
+/// Brings 32 KiB of the stack below this frame into the cache.
+#[inline(never)]
+fn warm_stack() {
+    let mut stack = std::mem::MaybeUninit::<[u8; 32 << 10]>::uninit();
+    let start = stack.as_mut_ptr().cast::<u8>();
+    for i in (0..32 << 10).step_by(64) {
+        // SAFETY: `i` is within the array.
+        unsafe { std::ptr::write_volatile(start.add(i), 1) };
+    }
+    black_box(&mut stack);
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// With `GUARD_COLD_TXNS=N`, runs `tpcb_simple_cold`'s work for N transactions (after 16
+/// that every session judges every shape in) without criterion, for
+/// `benches/guard_misses.sh` to count the cache misses under cachegrind: a count, not a
+/// timing, so it compares two builds on a machine too noisy to time them.
+/// `GUARD_WARM_STACK=1` warms the stack after each disturbance.
+fn main() {
+    let txns = std::env::var("GUARD_COLD_TXNS").ok();
+    if let Some(txns) = txns.and_then(|n| n.parse::<usize>().ok()) {
+        let mut cold = Cold::new(std::env::var_os("GUARD_WARM_STACK").is_some());
+        for _ in 0..txns + 16 {
+            cold.txn();
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
