@@ -413,44 +413,26 @@ pub struct TextSession<'a> {
 /// the session. Text that is not UTF-8, or that holds a backslash while the server reads
 /// string literals otherwise than the classifier does, is judged unknown.
 pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
-    let dialect = guard.dialect;
     let Ok(text) = std::str::from_utf8(sql) else {
-        let fix = match dialect {
-            Dialect::Postgres => "connect with client_encoding UTF8",
-            Dialect::MySql => "connect with a utf8mb4 character set",
-        };
-        let reason = format!("the statement is not valid UTF-8; {fix}");
-        let statement = Classified::unknown("", "not_utf8", reason);
-        return Arc::new(judge_one(guard, session.who, statement));
+        return unreadable(guard, session.who, "", Unreadable::NotUtf8);
     };
     if session.ascii_only && !text.is_ascii() {
-        let reason = "the session's client character set (SJIS, BIG5, GBK, GB18030, UHC, \
-                      JOHAB ...) may end a multibyte character in a quote or backslash byte, \
-                      so the server may split this text where Airlock does not; use UTF8"
-            .to_owned();
-        let statement = Classified::unknown("", "client_encoding", reason);
-        return Arc::new(judge_one(guard, session.who, statement));
+        return unreadable(guard, session.who, "", Unreadable::ClientEncoding);
     }
     if !session.strings_as_classified && text.contains('\\') {
-        let (code, reason) = match dialect {
-            Dialect::Postgres => (
-                "nonstandard_strings",
-                "standard_conforming_strings is off, so a backslash may end or continue a \
-                 string literal where Airlock would not; turn it on for this session",
-            ),
-            Dialect::MySql => (
-                "no_backslash_escapes",
-                "the server reads backslashes in strings as ordinary characters \
-                 (NO_BACKSLASH_ESCAPES), so a string may end where Airlock would not; remove \
-                 that sql_mode for this session",
-            ),
-        };
-        let statement = Classified::unknown(text, code, reason.to_owned());
-        return Arc::new(judge_one(guard, session.who, statement));
+        return unreadable(guard, session.who, text, Unreadable::Backslash);
     }
     // The cache's key, once: for the session's memory and, outside its lock, the cache's.
     let mut shape = std::mem::take(&mut session.state.shape);
-    let judged = judge_keyed(guard, &mut session, text, cache_key(text, &mut shape));
+    let key = cache_key(text, &mut shape);
+    let judged = match session.state.recall(key) {
+        Some(judged) => {
+            let mut judged = Arc::clone(judged);
+            held_as_sent(guard, &mut judged, text);
+            judged
+        }
+        None => judge_unremembered(guard, &mut session, text, key),
+    };
     // Kept unless a huge statement grew it.
     if shape.capacity() <= 1 << 16 {
         session.state.shape = shape;
@@ -458,21 +440,76 @@ pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Ar
     judged
 }
 
-/// [`judge_text`] for UTF-8 `text` with cache key `key`.
-fn judge_keyed(guard: &Guard, session: &mut TextSession<'_>, text: &str, key: &str) -> Arc<Judged> {
+/// Why text cannot be classified.
+enum Unreadable {
+    NotUtf8,
+    /// The client's character set may end a multibyte character in an ASCII byte.
+    ClientEncoding,
+    /// A backslash where the server reads string literals otherwise than the classifier.
+    Backslash,
+}
+
+/// Text judged as unknown, for the reason `why`. Out of line (as are the other paths that
+/// are not a remembered decision), so that judging the statements a session sends again and
+/// again touches as little memory as it can.
+#[cold]
+#[inline(never)]
+fn unreadable(guard: &Guard, who: &Who, text: &str, why: Unreadable) -> Arc<Judged> {
     let dialect = guard.dialect;
-    if let Some(judged) = session.state.recall(key) {
-        let mut judged = Arc::clone(judged);
-        held_as_sent(guard, &mut judged, text);
-        return judged;
-    }
+    let (code, reason) = match why {
+        Unreadable::NotUtf8 => {
+            let fix = match dialect {
+                Dialect::Postgres => "connect with client_encoding UTF8",
+                Dialect::MySql => "connect with a utf8mb4 character set",
+            };
+            (
+                "not_utf8",
+                format!("the statement is not valid UTF-8; {fix}"),
+            )
+        }
+        Unreadable::ClientEncoding => (
+            "client_encoding",
+            "the session's client character set (SJIS, BIG5, GBK, GB18030, UHC, JOHAB ...) \
+             may end a multibyte character in a quote or backslash byte, so the server may \
+             split this text where Airlock does not; use UTF8"
+                .to_owned(),
+        ),
+        Unreadable::Backslash => match dialect {
+            Dialect::Postgres => (
+                "nonstandard_strings",
+                "standard_conforming_strings is off, so a backslash may end or continue a \
+                 string literal where Airlock would not; turn it on for this session"
+                    .to_owned(),
+            ),
+            Dialect::MySql => (
+                "no_backslash_escapes",
+                "the server reads backslashes in strings as ordinary characters \
+                 (NO_BACKSLASH_ESCAPES), so a string may end where Airlock would not; remove \
+                 that sql_mode for this session"
+                    .to_owned(),
+            ),
+        },
+    };
+    let statement = Classified::unknown(text, code, reason);
+    Arc::new(judge_one(guard, who, statement))
+}
+
+/// [`judge_text`] for UTF-8 `text` with cache key `key` that the session has no decision
+/// for: from the listener's cache, or classified now.
+#[inline(never)]
+fn judge_unremembered(
+    guard: &Guard,
+    session: &mut TextSession<'_>,
+    text: &str,
+    key: &str,
+) -> Arc<Judged> {
     let cached = guard.cache().get_keyed(key);
     let was_cached = cached.is_some();
     let (statements, dynamic) = match cached {
         Some(hit) => (hit, None),
         None => {
             let fresh: Arc<[Classified]> =
-                classify_in_session(text, dialect, session.prepared).into();
+                classify_in_session(text, guard.dialect, session.prepared).into();
             // The cache itself refuses text whose meaning depends on the session.
             guard.cache().put(text, &fresh);
             let dynamic = fresh
@@ -495,9 +532,15 @@ fn judge_keyed(guard: &Guard, session: &mut TextSession<'_>, text: &str, key: &s
 /// decision) may carry the text of another statement of the same shape.
 #[inline]
 fn held_as_sent(guard: &Guard, judged: &mut Arc<Judged>, text: &str) {
-    if matches!(judged.verdict, Verdict::Hold(_))
-        && let Verdict::Hold(hold) = &mut Arc::make_mut(judged).verdict
-    {
+    if matches!(judged.verdict, Verdict::Hold(_)) {
+        hold_as_sent(guard, judged, text);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hold_as_sent(guard: &Guard, judged: &mut Arc<Judged>, text: &str) {
+    if let Verdict::Hold(hold) = &mut Arc::make_mut(judged).verdict {
         hold.request.statement = guard.redact(text.trim());
         hold.request.sha256 = crate::audit::record::sha256_hex(text.as_bytes());
     }

@@ -178,7 +178,13 @@ impl<T> Names<T> {
     pub fn ready(&mut self) {
         self.answered += 1;
         if self.answered == self.sent && !self.unsynced {
-            self.settle();
+            if self.window.is_empty() && self.pending.is_empty() {
+                // Nothing changed since the last settle (simple queries without PREPARE).
+                self.errored = false;
+                self.overflowed = false;
+            } else {
+                self.settle();
+            }
         }
     }
 
@@ -197,6 +203,7 @@ impl<T> Names<T> {
         }
     }
 
+    #[inline(never)]
     fn settle(&mut self) {
         let exact = !self.errored && !self.overflowed;
         if exact {

@@ -13,7 +13,7 @@ use crate::audit::Ack;
 use crate::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
 use crate::mask::pg::PgResults;
 use crate::protocol::pg::backend::{self, tag as be};
-use crate::protocol::pg::frontend::{FrontendMessage, Params};
+use crate::protocol::pg::frontend::{FrontendMessage, FunctionCall, Params};
 use crate::sql::classify::{Classified, PreparedStatements};
 
 /// Makes a [`PgGuard`] for each session of a listener, all sharing one [`Guard`].
@@ -35,6 +35,7 @@ impl InspectorFactory for PgGuards {
         let who = self.0.who(session);
         let results = self.0.masking_for(&who).map(PgResults::new);
         Box::new(PgGuard {
+            wants_tables: results.as_ref().is_some_and(PgResults::wants_tables),
             audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
             sent: HashMap::default(),
             guard: self.0.clone(),
@@ -68,6 +69,9 @@ pub struct PgGuard {
     ascii_only: bool,
     /// Result masking, when it applies to the session.
     results: Option<PgResults>,
+    /// Whether result masking needs the tables each statement reads (its column rules name
+    /// tables), known once per session.
+    wants_tables: bool,
     /// The session's audit records, when the listener keeps a trail.
     audit: Option<SessionAudit>,
     /// With a trail: the text each prepared statement and portal runs, as the client sent it.
@@ -191,20 +195,35 @@ impl PgGuard {
     /// The verdict on `message`, and (when result masking asks) the tables that the
     /// statement of a Query or Execute reads.
     fn judge(&mut self, message: &FrontendMessage<'_>) -> (Verdict, Vec<String>) {
-        let wants_tables = self.results.as_ref().is_some_and(PgResults::wants_tables);
+        match message {
+            FrontendMessage::Query { sql } => self.judge_query(sql),
+            message => self.judge_message(message),
+        }
+    }
+
+    /// A simple Query: the statements of its text are judged, and run now.
+    fn judge_query(&mut self, sql: &[u8]) -> (Verdict, Vec<String>) {
+        let judged = self.judge_text(sql, Effect::Exact);
+        self.names.sync_point();
+        let tables = match self.wants_tables {
+            true => tables_of([&*judged]),
+            false => Vec::new(),
+        };
+        if let Some(audit) = &mut self.audit {
+            audit.statement(&judged, sql, Vec::new(), Ends::Ready);
+        }
+        (judged.verdict.clone(), tables)
+    }
+
+    /// [`PgGuard::judge`] for a message other than Query: out of line, so that the simple
+    /// protocol's path stays small.
+    #[inline(never)]
+    fn judge_message(&mut self, message: &FrontendMessage<'_>) -> (Verdict, Vec<String>) {
+        let wants_tables = self.wants_tables;
         let mut tables = Vec::new();
         let verdict = match message {
-            FrontendMessage::Query { sql } => {
-                let judged = self.judge_text(sql, Effect::Exact);
-                self.names.sync_point();
-                if wants_tables {
-                    tables = tables_of([&*judged]);
-                }
-                if let Some(audit) = &mut self.audit {
-                    audit.statement(&judged, sql, Vec::new(), Ends::Ready);
-                }
-                judged.verdict.clone()
-            }
+            // Not sent here by judge, but judged the same way if it were.
+            FrontendMessage::Query { sql } => return self.judge_query(sql),
             FrontendMessage::Parse(p) => {
                 let judged = self.judge_text(p.sql, Effect::Maybe);
                 self.names.set(Space::Statement, p.statement, vec![judged]);
@@ -243,27 +262,7 @@ impl PgGuard {
                 }
                 self.judge_execute(portal)
             }
-            FrontendMessage::FunctionCall(f) => {
-                let statement = Classified::unknown(
-                    "",
-                    "function_call_message",
-                    format!(
-                        "a FunctionCall message runs function OID {} with no SQL text to check",
-                        f.function_oid
-                    ),
-                );
-                self.names.sync_point();
-                let judged = judge_one(&self.guard, &self.who, statement);
-                if let Some(audit) = &mut self.audit {
-                    let params = f
-                        .args()
-                        .map(|a| a.map(|a| self.guard.redact(&String::from_utf8_lossy(a))))
-                        .collect();
-                    let sent = format!("FunctionCall {}", f.function_oid);
-                    audit.statement(&judged, sent.as_bytes(), params, Ends::Ready);
-                }
-                judged.verdict
-            }
+            FrontendMessage::FunctionCall(f) => self.judge_function_call(f),
             FrontendMessage::Close { target, name } => {
                 let space = if *target == b'S' {
                     Space::Statement
@@ -287,6 +286,32 @@ impl PgGuard {
         };
         (verdict, tables)
     }
+
+    /// A FunctionCall runs a function by OID with no SQL text: judged as unknown.
+    #[cold]
+    #[inline(never)]
+    fn judge_function_call(&mut self, f: &FunctionCall<'_>) -> Verdict {
+        let statement = Classified::unknown(
+            "",
+            "function_call_message",
+            format!(
+                "a FunctionCall message runs function OID {} with no SQL text to check",
+                f.function_oid
+            ),
+        );
+        self.names.sync_point();
+        let judged = judge_one(&self.guard, &self.who, statement);
+        if let Some(audit) = &mut self.audit {
+            let params = f
+                .args()
+                .map(|a| a.map(|a| self.guard.redact(&String::from_utf8_lossy(a))))
+                .collect();
+            let sent = format!("FunctionCall {}", f.function_oid);
+            audit.statement(&judged, sent.as_bytes(), params, Ends::Ready);
+        }
+        judged.verdict
+    }
+
     /// Classifies and judges statement text; `effect` says whether a PREPARE or DEALLOCATE
     /// in it surely runs.
     fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Arc<Judged> {

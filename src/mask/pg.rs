@@ -159,15 +159,49 @@ impl PgResults {
             FrontendMessage::Sync | FrontendMessage::FunctionCall(_) => Expect::Sync,
             FrontendMessage::Other { .. } => return,
         };
+        if self.expected.is_empty() {
+            // Back to the start of the buffer, whose first slot the last message used: the
+            // queue of a session that waits for each answer stays in one place in memory.
+            self.expected.clear();
+        }
         self.expected.push_back(expect);
     }
 
     /// A message from the database: the body to send the client in its place, if masking
     /// changed it.
     pub fn backend(&mut self, tag: u8, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        // The messages every statement brings, in a match too small for a jump table: a
+        // table in memory that a statement judged between others' work would find cold.
         match tag {
             be::DATA_ROW => return self.row(body),
             be::ROW_DESCRIPTION => self.described(body),
+            be::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
+                self.current = false;
+                self.copy_text = None;
+                self.pop_if(|e| matches!(e, Expect::Execute { .. }));
+            }
+            be::READY_FOR_QUERY => {
+                self.current = false;
+                self.copy_text = None;
+                while let Some(e) = self.expected.pop_front() {
+                    if matches!(e, Expect::Sync | Expect::Query { .. }) {
+                        break;
+                    }
+                }
+                // Outside a transaction block no portal survives.
+                if body.first() == Some(&b'I') {
+                    self.portals.clear();
+                }
+            }
+            _ => return self.other_message(tag, body),
+        }
+        Ok(None)
+    }
+
+    /// [`PgResults::backend`] for the messages that not every statement brings.
+    #[inline(never)]
+    fn other_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
+        match tag {
             PARSE_COMPLETE => {
                 if let Some(Expect::Parse(name)) = self.pop_if(|e| matches!(e, Expect::Parse(_))) {
                     self.statements.remove(&name);
@@ -208,11 +242,6 @@ impl PgResults {
                     }
                 }
             }
-            be::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
-                self.current = false;
-                self.copy_text = None;
-                self.pop_if(|e| matches!(e, Expect::Execute { .. }));
-            }
             be::ERROR_RESPONSE => {
                 self.current = false;
                 self.copy_text = None;
@@ -227,19 +256,6 @@ impl PgResults {
                 return Ok(self.notice(body));
             }
             be::NOTICE_RESPONSE => return Ok(self.notice(body)),
-            be::READY_FOR_QUERY => {
-                self.current = false;
-                self.copy_text = None;
-                while let Some(e) = self.expected.pop_front() {
-                    if matches!(e, Expect::Sync | Expect::Query { .. }) {
-                        break;
-                    }
-                }
-                // Outside a transaction block no portal survives.
-                if body.first() == Some(&b'I') {
-                    self.portals.clear();
-                }
-            }
             be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
                 if !self.masking.columns.is_empty() {
                     // COPY data names no columns: a column rule could not be kept.
