@@ -170,8 +170,7 @@ impl PgResults {
     /// A message from the database: the body to send the client in its place, if masking
     /// changed it.
     pub fn backend(&mut self, tag: u8, body: &[u8]) -> Result<Option<Vec<u8>>, Unmaskable> {
-        // The messages every statement brings, in a match too small for a jump table: a
-        // table in memory that a statement judged between others' work would find cold.
+        // The messages every statement brings; the rest out of line, so that this stays small.
         match tag {
             be::DATA_ROW => return self.row(body),
             be::ROW_DESCRIPTION => self.described(body),
