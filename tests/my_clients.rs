@@ -880,3 +880,56 @@ async fn a_refusal_in_a_pipeline_is_answered_in_its_place() {
     };
     assert_eq!(raw.reply().await, test, "the session goes on");
 }
+
+/// MySQL names a trigger by its database alone: a DROP TRIGGER with a bare name drops a
+/// trigger of some table of the session's database, so a rule that denies one table's DDL
+/// refuses it, and the trigger stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_dropped_by_its_bare_name_may_be_on_any_table() {
+    let t = table().await;
+    let trigger = format!("{t}_keep");
+    let mut db = direct().await;
+    db.query_drop(format!(
+        "create trigger {trigger} before delete on {t} for each row \
+         signal sqlstate '45000' set message_text = 'rows stay'"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"guarded-table-stays\"\naction = \"deny\"\n\
+             kinds = [\"ddl\"]\ntables = [\"{t}\"]\n"
+        ),
+    )
+    .unwrap();
+    let proxy = proxy(Some(dir.path().to_owned())).await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    for sql in [
+        format!("DROP TRIGGER {trigger}"),
+        format!("DROP TRIGGER IF EXISTS test.{trigger}"),
+    ] {
+        let e = conn.query_drop(&sql).await.unwrap_err();
+        assert_eq!(code(&e), 1142, "{sql}: {e}");
+        assert!(
+            message(&e).contains("guarded-table-stays"),
+            "{}",
+            message(&e)
+        );
+    }
+    // The trigger is still there: deleting a row is still refused by it.
+    let e = db.query_drop(format!("delete from {t}")).await.unwrap_err();
+    assert!(e.to_string().contains("rows stay"), "{e}");
+    assert_eq!(rows_in(&t).await, 3);
+    // The connection carries on.
+    let n: Option<i64> = conn
+        .query_first(format!("select count(*) from {t}"))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(3));
+    db.query_drop(format!("drop trigger {trigger}"))
+        .await
+        .unwrap();
+}

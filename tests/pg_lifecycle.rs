@@ -229,5 +229,5 @@ fn policy_test_runs_the_production_example_cases() {
         env!("CARGO_MANIFEST_DIR")
     );
     let summary = policy_test(&dir, &format!("{dir}/cases"));
-    assert_eq!(summary, "14 passed, 0 failed");
+    assert_eq!(summary, "15 passed, 0 failed");
 }

@@ -127,9 +127,14 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
 /// Whether `table` is every relation in a schema (`billing.*`, what a DROP SCHEMA names) that
 /// may hold a table `pattern` matches: one whose schema the pattern's qualifier matches, or
 /// any schema for an unqualified pattern (found through the search path or the session's
-/// database). Only for rules that deny or hold: an allow covers `billing.*` only by a
-/// pattern that matches it as written.
+/// database). `*` is some relation of the session's own schema or database that the
+/// statement does not name (MySQL's DROP TRIGGER with a bare name), which may be any table
+/// a pattern matches. Only for rules that deny or hold: an allow covers `billing.*` or `*`
+/// only by a pattern that matches it as written.
 fn in_whole_schema(pattern: &str, table: &str) -> bool {
+    if table == "*" {
+        return true;
+    }
     let Some(schema) = table.strip_suffix(".*") else {
         return false;
     };
@@ -599,5 +604,23 @@ mod tests {
         assert_eq!(my("DROP DATABASE billing"), "invoices-stay");
         assert_eq!(my("DROP SCHEMA billing"), "invoices-stay");
         assert_eq!(my("DROP DATABASE scratch"), "scratch-is-free");
+        // A MySQL trigger named bare is some table's of the session's database: any table
+        // a deny names may be it, and no allow for some tables covers it.
+        assert_eq!(my("DROP TRIGGER tr"), "invoices-stay");
+        assert_eq!(my("DROP TRIGGER billing.tr"), "invoices-stay");
+        let p = policy(
+            r#"
+            [defaults]
+            action = "review"
+            approvers = ["dba"]
+
+            [[rule]]
+            name = "scratch-is-free"
+            action = "allow"
+            tables = ["scratch.*", "tmp_*"]
+            "#,
+        );
+        let decision = decide_in(Dialect::MySql, &p, "app", &[], "DROP TRIGGER tr");
+        assert_eq!(decision.rule_name(), "default");
     }
 }

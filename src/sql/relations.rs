@@ -3,7 +3,9 @@
 //! visitor does not report as such: what a DROP drops, what a COPY reads or fills, what a
 //! GRANT or COMMENT is about, the table a trigger watches (or watched), what VACUUM works on, and the new
 //! name of a renamed table or index. A statement about every relation in a schema (MySQL: a
-//! database), such as DROP SCHEMA, names them as `schema.*`. Pure.
+//! database), such as DROP SCHEMA, names them as `schema.*`; one about a relation Airlock
+//! cannot tell (MySQL's DROP TRIGGER with a bare name: a trigger of some table in the
+//! session's database) names `*`. Pure.
 //!
 //! Listing more names is always the safe direction for the policy: a rule that denies or
 //! reviews matches if any name matches, and one that allows covers a statement only if every
@@ -165,6 +167,8 @@ pub(super) fn unreported(statement: &Statement, dialect: Dialect, out: &mut Vec<
             (None, [database, _]) if dialect == Dialect::MySql => {
                 add(&everything_in(&ObjectName(vec![database.clone()])))
             }
+            // Unqualified: a table of the session's database, which one unknown.
+            (None, [_]) if dialect == Dialect::MySql => add(&everything_in(&ObjectName(vec![]))),
             _ => {}
         },
         S::Vacuum(vacuum) => vacuum.table_name.iter().for_each(&mut add),
@@ -286,7 +290,10 @@ mod tests {
         assert_eq!(tables("DELETE FROM Prod.T", my), ["Prod.T"]);
         assert_eq!(tables("DROP TRIGGER prod.tr", my), ["prod.*"]);
         assert_eq!(tables("DROP DATABASE prod", my), ["prod.*"]);
-        assert!(tables("DROP TRIGGER tr", my).is_empty());
+        // Some table of the session's database: `*`, which every rule that denies or
+        // reviews a table matches.
+        assert_eq!(tables("DROP TRIGGER tr", my), ["*"]);
+        assert_eq!(tables("DROP TRIGGER IF EXISTS tr", my), ["*"]);
     }
 
     #[test]
