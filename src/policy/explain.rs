@@ -34,7 +34,7 @@ pub fn explain(policy: &Policy, asker: &Asker<'_>, sql: &str, dialect: Dialect) 
         let _ = writeln!(out, "statement {}: {}", i + 1, c.text);
         let _ = writeln!(out, "  kind:        {}", c.kind.as_str());
         if !c.tables.is_empty() {
-            let _ = writeln!(out, "  tables:      {}", c.tables.join(", "));
+            let _ = writeln!(out, "  tables:      {}", described(&c.tables));
         }
         if let Some(tool) = c.migration {
             let _ = writeln!(out, "  migration:   {tool}");
@@ -60,6 +60,19 @@ pub fn explain(policy: &Policy, asker: &Asker<'_>, sql: &str, dialect: Dialect) 
         None => out.push_str("no statement\n"),
     }
     out
+}
+
+/// The tables a statement names, with what `schema.*` and `*` stand for.
+fn described(tables: &[String]) -> String {
+    let named: Vec<String> = tables
+        .iter()
+        .map(|t| match t.as_str() {
+            "*" => "* (a table of the session's database, which one unknown)".to_owned(),
+            t if t.ends_with(".*") => format!("{t} (every table in {})", &t[..t.len() - 2]),
+            t => t.to_owned(),
+        })
+        .collect();
+    named.join(", ")
 }
 
 #[cfg(test)]
@@ -95,5 +108,30 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("overall:       review by dba\n"), "{text}");
+    }
+
+    #[test]
+    fn says_what_a_table_pattern_stands_for() {
+        let policy = Policy::parse(&[(
+            "default.toml".into(),
+            include_str!("../../policies/default.toml").into(),
+        )])
+        .unwrap();
+        let asker = Asker {
+            user: "app",
+            groups: &[],
+            listener: "mysql",
+            database: "shop",
+        };
+        let text = explain(&policy, &asker, "DROP TRIGGER tr", Dialect::MySql);
+        assert!(
+            text.contains("tables:      * (a table of the session's database, which one unknown)"),
+            "{text}"
+        );
+        let text = explain(&policy, &asker, "DROP DATABASE old", Dialect::MySql);
+        assert!(
+            text.contains("tables:      old.* (every table in old)"),
+            "{text}"
+        );
     }
 }
