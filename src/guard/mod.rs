@@ -6,6 +6,7 @@
 //! session gets its own inspector ([`pg::PgGuard`]) that remembers what the session prepared.
 
 pub mod audit;
+mod decided;
 pub mod mysql;
 pub mod names;
 pub mod pg;
@@ -194,10 +195,25 @@ impl Judged {
         }
     }
 
+    /// The verdict, cloned out of line unless it lets the statement through.
+    #[inline]
+    pub fn verdict_owned(&self) -> Verdict {
+        match &self.verdict {
+            Verdict::Forward => Verdict::Forward,
+            other => clone_verdict(other),
+        }
+    }
+
     /// The most restrictive of `candidates`, or `None` if there are none.
     pub fn strictest<'a>(candidates: impl IntoIterator<Item = &'a Judged>) -> Option<&'a Judged> {
         candidates.into_iter().max_by_key(|j| j.severity)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn clone_verdict(verdict: &Verdict) -> Verdict {
+    verdict.clone()
 }
 
 /// Judges `statements` for `who` on `guard`'s listener: the most restrictive decision of any
@@ -339,11 +355,6 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
     judge(guard, who, Arc::new([statement]), None)
 }
 
-/// Decisions a session remembers, at most, and the bytes of their keys (64 MiB at most for
-/// a thousand sessions; a statement whose key is longer than 4 KiB is not remembered).
-const DECIDED_ENTRIES: usize = 256;
-const DECIDED_BYTES: usize = 64 << 10;
-
 /// What a session's text judging remembers from one statement to the next.
 #[derive(Default)]
 pub struct TextState {
@@ -355,8 +366,7 @@ pub struct TextState {
     /// (pgbench's, an application's, with fresh literal values) costs its shape and one
     /// lookup in the session's own map: the policy, the session's identity and the
     /// classification of a key are all the same as last time.
-    decided: HashMap<Box<str>, Arc<Judged>, foldhash::fast::RandomState>,
-    decided_bytes: usize,
+    decided: decided::Decided,
     /// The last statement's shape, kept for its capacity.
     shape: String,
 }
@@ -371,10 +381,24 @@ impl TextState {
         self.decided.get(key)
     }
 
+    /// Whether the decision remembered for cache key `key` lets the statements through,
+    /// while the session is no migration run.
+    #[inline]
+    fn recalls_forward(&self, key: &str) -> bool {
+        self.migration.is_none() && self.decided.forwards(key)
+    }
+
+    /// Takes back the shape buffer, unless a huge statement grew it.
+    #[inline]
+    fn keep_shape(&mut self, shape: String) {
+        if shape.capacity() <= 1 << 16 {
+            self.shape = shape;
+        }
+    }
+
     /// Forgets every remembered decision (what they were made for has changed).
     fn forget_decisions(&mut self) {
         self.decided.clear();
-        self.decided_bytes = 0;
     }
 
     /// Remembers `judged` for cache key `key`, if it was made outside a migration run for a
@@ -384,15 +408,7 @@ impl TextState {
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
             return;
         }
-        if key.len() > DECIDED_BYTES / 16 {
-            return;
-        }
-        if self.decided.len() >= DECIDED_ENTRIES || self.decided_bytes + key.len() > DECIDED_BYTES {
-            self.decided.clear();
-            self.decided_bytes = 0;
-        }
-        self.decided_bytes += key.len();
-        self.decided.insert(Box::from(key), judged.clone());
+        self.decided.insert(key, judged.clone());
     }
 }
 
@@ -413,15 +429,10 @@ pub struct TextSession<'a> {
 /// the session. Text that is not UTF-8, or that holds a backslash while the server reads
 /// string literals otherwise than the classifier does, is judged unknown.
 pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return unreadable(guard, session.who, "", Unreadable::NotUtf8);
+    let text = match readable(&session, sql) {
+        Ok(text) => text,
+        Err(why) => return unreadable(guard, session.who, sql, why),
     };
-    if session.ascii_only && !text.is_ascii() {
-        return unreadable(guard, session.who, "", Unreadable::ClientEncoding);
-    }
-    if !session.strings_as_classified && text.contains('\\') {
-        return unreadable(guard, session.who, text, Unreadable::Backslash);
-    }
     // The cache's key, once: for the session's memory and, outside its lock, the cache's.
     let mut shape = std::mem::take(&mut session.state.shape);
     let key = cache_key(text, &mut shape);
@@ -433,11 +444,38 @@ pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Ar
         }
         None => judge_unremembered(guard, &mut session, text, key),
     };
-    // Kept unless a huge statement grew it.
-    if shape.capacity() <= 1 << 16 {
-        session.state.shape = shape;
-    }
+    session.state.keep_shape(shape);
     judged
+}
+
+/// The verdict [`judge_text`] gives, for a caller that needs nothing else of the decision:
+/// a statement whose remembered decision lets it through costs its shape and one lookup,
+/// without reading the decision itself.
+pub fn text_verdict(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Verdict {
+    if let Ok(text) = readable(&session, sql) {
+        let mut shape = std::mem::take(&mut session.state.shape);
+        let forwards = session.state.recalls_forward(cache_key(text, &mut shape));
+        session.state.keep_shape(shape);
+        if forwards {
+            return Verdict::Forward;
+        }
+    }
+    judge_text(guard, session, sql).verdict_owned()
+}
+
+/// `sql` as text the classifier reads as the server does, or why it is not.
+#[inline]
+fn readable<'a>(session: &TextSession<'_>, sql: &'a [u8]) -> Result<&'a str, Unreadable> {
+    let Ok(text) = std::str::from_utf8(sql) else {
+        return Err(Unreadable::NotUtf8);
+    };
+    if session.ascii_only && !text.is_ascii() {
+        return Err(Unreadable::ClientEncoding);
+    }
+    if !session.strings_as_classified && text.contains('\\') {
+        return Err(Unreadable::Backslash);
+    }
+    Ok(text)
 }
 
 /// Why text cannot be classified.
@@ -454,7 +492,12 @@ enum Unreadable {
 /// again touches as little memory as it can.
 #[cold]
 #[inline(never)]
-fn unreadable(guard: &Guard, who: &Who, text: &str, why: Unreadable) -> Arc<Judged> {
+fn unreadable(guard: &Guard, who: &Who, sql: &[u8], why: Unreadable) -> Arc<Judged> {
+    // Only text the classifier could read is shown; the rest is not even valid UTF-8.
+    let text = match why {
+        Unreadable::Backslash => std::str::from_utf8(sql).unwrap_or(""),
+        Unreadable::NotUtf8 | Unreadable::ClientEncoding => "",
+    };
     let dialect = guard.dialect;
     let (code, reason) = match why {
         Unreadable::NotUtf8 => {
@@ -699,6 +742,59 @@ pub(crate) mod tests {
         assert_eq!(state.decided.len(), 2);
     }
 
+    /// The verdict alone is the verdict of the whole judgement, the first time and when the
+    /// decision is remembered: a remembered hold or denial is never taken for a pass.
+    #[test]
+    fn a_verdict_alone_is_the_verdict_of_the_judgement() {
+        fn session<'a>(
+            who: &'a Who,
+            state: &'a mut TextState,
+            prepared: &'a mut Prepared,
+        ) -> TextSession<'a> {
+            TextSession {
+                who,
+                state,
+                strings_as_classified: true,
+                ascii_only: false,
+                prepared,
+            }
+        }
+        let guard = guard();
+        let who = who();
+        let mut state = TextState::default();
+        let mut prepared = Prepared::default();
+        let texts = [
+            "SELECT abalance FROM a WHERE aid = 1",
+            "DELETE FROM a",
+            "DROP TABLE a",
+            "UPDATE a SET abalance = 2 WHERE aid = 3",
+            "SELECT pg_terminate_backend(42)",
+        ];
+        let mut decisions = Vec::new();
+        for round in 0..3 {
+            for sql in texts {
+                let whole = judge_text(
+                    &guard,
+                    session(&who, &mut state, &mut prepared),
+                    sql.as_bytes(),
+                );
+                let alone = text_verdict(
+                    &guard,
+                    session(&who, &mut state, &mut prepared),
+                    sql.as_bytes(),
+                );
+                assert_eq!(alone, whole.verdict, "{sql} (round {round})");
+                decisions.push(whole.decision());
+            }
+        }
+        // Each text was remembered, and the decisions are those of the shipped policy.
+        assert_eq!(state.decided.len(), texts.len());
+        assert_eq!(
+            &decisions[10..],
+            ["allow", "review", "review", "allow", "review"]
+        );
+    }
+
     #[test]
     fn the_memory_stays_within_its_bounds() {
         let guard = guard();
@@ -708,16 +804,16 @@ pub(crate) mod tests {
         for i in 0..100 {
             judged(&guard, &mut state, &long(i));
             judged(&guard, &mut state, &long(i));
-            assert!(state.decided_bytes <= DECIDED_BYTES);
-            assert!(state.decided.len() <= DECIDED_ENTRIES);
+            assert!(state.decided.bytes() <= decided::MAX_BYTES);
+            assert!(state.decided.len() <= decided::MAX_ENTRIES);
         }
         assert!(!state.decided.is_empty());
         // A key longer than a sixteenth of the budget is not remembered.
         let huge = format!("SELECT {} FROM t WHERE a = 1", "x, ".repeat(2000) + "y");
-        let before = state.decided_bytes;
+        let before = state.decided.bytes();
         judged(&guard, &mut state, &huge);
         judged(&guard, &mut state, &huge);
-        assert_eq!(state.decided_bytes, before);
+        assert_eq!(state.decided.bytes(), before);
     }
 
     /// An EXECUTE is judged by what its name holds now, however the text around it reads:

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::audit::{Ends, SessionAudit};
 use super::names::{Names, Space};
-use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text};
+use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text, text_verdict};
 use crate::audit::Ack;
 use crate::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
 use crate::mask::pg::PgResults;
@@ -101,60 +101,29 @@ impl Inspector for PgGuard {
     }
 
     fn frontend(&mut self, message: &FrontendMessage<'_>) -> Verdict {
-        let (verdict, tables) = self.judge(message);
-        if let Some(results) = &mut self.results {
-            results.frontend(message, tables);
+        match message {
+            FrontendMessage::Query { sql } if !self.wants_tables && self.audit.is_none() => {
+                self.query(sql)
+            }
+            message => self.noted_message(message),
         }
-        verdict
     }
 
     fn backend(&mut self, tag: u8, body: &[u8]) -> Rewrite {
-        if tag == be::PARAMETER_STATUS {
-            match backend::parameter(body) {
-                Some((b"standard_conforming_strings", value)) => {
-                    self.strings_as_classified = value == b"on";
-                }
-                Some((b"client_encoding", value)) => {
-                    let value = String::from_utf8_lossy(value);
-                    self.ascii_only |= crate::sql::encoding::splits_ascii(&value);
-                }
-                _ => {}
-            }
-        }
-        let substituted = std::mem::take(&mut self.substituted);
-        if let Some(audit) = &mut self.audit {
-            match tag {
-                be::COMMAND_COMPLETE => audit.completed(backend::command_rows(body)),
-                be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => audit.completed(None),
-                be::ERROR_RESPONSE if substituted => audit.refused(),
-                be::ERROR_RESPONSE => {
-                    let code = backend::sqlstate(body).unwrap_or(b"?????");
-                    audit.failed(&String::from_utf8_lossy(code));
-                }
-                _ => {}
-            }
-        }
-        let rewrite = match &mut self.results {
-            Some(results) => match results.backend(tag, body) {
-                Ok(body) => Rewrite::from_body(body),
-                Err(e) => Rewrite::Refuse(e.reason),
-            },
-            None => Rewrite::Keep,
-        };
-        if tag == be::DATA_ROW
-            && let Some(audit) = self.audit.as_mut().filter(|a| a.wants_rows())
-        {
-            // What the client sees, masked again for the record (an exempt session's rows
-            // reach the trail masked too).
-            let sent = match &rewrite {
-                Rewrite::Replace(masked) => masked.as_slice(),
-                _ => body,
+        // The answers every statement brings, in a session that keeps no trail: only
+        // masking sees them. (Airlock's substitute for a refused statement is answered with
+        // an ErrorResponse, which is not among them.)
+        let common = matches!(
+            tag,
+            be::COMMAND_COMPLETE | be::READY_FOR_QUERY | be::ROW_DESCRIPTION | be::DATA_ROW
+        );
+        if common && self.audit.is_none() {
+            return match &mut self.results {
+                Some(results) => masked(results.backend(tag, body)),
+                None => Rewrite::Keep,
             };
-            if let Some(values) = crate::mask::pg::data_row(sent) {
-                audit.row(&values);
-            }
         }
-        rewrite
+        self.noted_backend(tag, body)
     }
 
     fn substituted(&mut self) {
@@ -191,14 +160,90 @@ impl Inspector for PgGuard {
     }
 }
 
+/// What masking made of a message, as the relay takes it.
+fn masked(result: Result<Option<Vec<u8>>, crate::mask::pg::Unmaskable>) -> Rewrite {
+    match result {
+        Ok(body) => Rewrite::from_body(body),
+        Err(e) => Rewrite::Refuse(e.reason),
+    }
+}
+
 impl PgGuard {
-    /// The verdict on `message`, and (when result masking asks) the tables that the
-    /// statement of a Query or Execute reads.
-    fn judge(&mut self, message: &FrontendMessage<'_>) -> (Verdict, Vec<String>) {
-        match message {
-            FrontendMessage::Query { sql } => self.judge_query(sql),
-            message => self.judge_message(message),
+    /// Any message from the database, with what the session's trail and its settings need
+    /// of it: out of line, so that the common answers' path stays small.
+    #[inline(never)]
+    fn noted_backend(&mut self, tag: u8, body: &[u8]) -> Rewrite {
+        if tag == be::PARAMETER_STATUS {
+            match backend::parameter(body) {
+                Some((b"standard_conforming_strings", value)) => {
+                    self.strings_as_classified = value == b"on";
+                }
+                Some((b"client_encoding", value)) => {
+                    let value = String::from_utf8_lossy(value);
+                    self.ascii_only |= crate::sql::encoding::splits_ascii(&value);
+                }
+                _ => {}
+            }
         }
+        let substituted = std::mem::take(&mut self.substituted);
+        if let Some(audit) = &mut self.audit {
+            match tag {
+                be::COMMAND_COMPLETE => audit.completed(backend::command_rows(body)),
+                be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => audit.completed(None),
+                be::ERROR_RESPONSE if substituted => audit.refused(),
+                be::ERROR_RESPONSE => {
+                    let code = backend::sqlstate(body).unwrap_or(b"?????");
+                    audit.failed(&String::from_utf8_lossy(code));
+                }
+                _ => {}
+            }
+        }
+        let rewrite = match &mut self.results {
+            Some(results) => masked(results.backend(tag, body)),
+            None => Rewrite::Keep,
+        };
+        if tag == be::DATA_ROW
+            && let Some(audit) = self.audit.as_mut().filter(|a| a.wants_rows())
+        {
+            // What the client sees, masked again for the record (an exempt session's rows
+            // reach the trail masked too).
+            let sent = match &rewrite {
+                Rewrite::Replace(masked) => masked.as_slice(),
+                _ => body,
+            };
+            if let Some(values) = crate::mask::pg::data_row(sent) {
+                audit.row(&values);
+            }
+        }
+        rewrite
+    }
+
+    /// A simple Query, in a session that keeps no trail and whose masking needs no tables:
+    /// the path every statement of a simple-protocol client takes, kept to as little code as
+    /// it can be. The session's code goes cold while the database works on each statement
+    /// (the database and the client run on the same cores), so each line of code the path
+    /// runs is fetched afresh every time.
+    fn query(&mut self, sql: &[u8]) -> Verdict {
+        let verdict = self.with_text(Effect::Exact, |guard, session| {
+            text_verdict(guard, session, sql)
+        });
+        self.names.sync_point();
+        if let Some(results) = &mut self.results {
+            results.query(Vec::new());
+        }
+        verdict
+    }
+
+    /// Any message, with the tables the statement of a Query or Execute reads when result
+    /// masking asks for them, and with the session's trail: out of line, so that
+    /// [`PgGuard::query`] stays small.
+    #[inline(never)]
+    fn noted_message(&mut self, message: &FrontendMessage<'_>) -> Verdict {
+        let (verdict, tables) = self.judge_message(message);
+        if let Some(results) = &mut self.results {
+            results.frontend(message, tables);
+        }
+        verdict
     }
 
     /// A simple Query: the statements of its text are judged, and run now.
@@ -212,12 +257,11 @@ impl PgGuard {
         if let Some(audit) = &mut self.audit {
             audit.statement(&judged, sql, Vec::new(), Ends::Ready);
         }
-        (judged.verdict.clone(), tables)
+        (judged.verdict_owned(), tables)
     }
 
-    /// [`PgGuard::judge`] for a message other than Query: out of line, so that the simple
-    /// protocol's path stays small.
-    #[inline(never)]
+    /// The verdict on `message`, and (when result masking asks) the tables that the
+    /// statement of a Query or Execute reads.
     fn judge_message(&mut self, message: &FrontendMessage<'_>) -> (Verdict, Vec<String>) {
         let wants_tables = self.wants_tables;
         let mut tables = Vec::new();
@@ -315,6 +359,16 @@ impl PgGuard {
     /// Classifies and judges statement text; `effect` says whether a PREPARE or DEALLOCATE
     /// in it surely runs.
     fn judge_text(&mut self, sql: &[u8], effect: Effect) -> Arc<Judged> {
+        self.with_text(effect, |guard, session| judge_text(guard, session, sql))
+    }
+
+    /// Runs `judging` with what the session brings to judging text.
+    #[inline]
+    fn with_text<R>(
+        &mut self,
+        effect: Effect,
+        judging: impl FnOnce(&Guard, TextSession<'_>) -> R,
+    ) -> R {
         let mut view = SessionView {
             guard: &self.guard,
             who: &self.who,
@@ -328,7 +382,7 @@ impl PgGuard {
             ascii_only: self.ascii_only,
             prepared: &mut view,
         };
-        judge_text(&self.guard, session, sql)
+        judging(&self.guard, session)
     }
 
     /// An Execute is judged as the strictest of what its portal may hold; a statement whose

@@ -106,6 +106,13 @@ pub struct PgResults {
     last_described: Option<Described>,
 }
 
+/// Drops what a message owed an answer held: out of line, so that a Query's answers do
+/// not run the code that drops every other kind.
+#[inline(never)]
+fn drop_expected(expect: Expect) {
+    drop(expect);
+}
+
 /// A RowDescription as it arrived, and the columns read from it.
 struct Described {
     body: Box<[u8]>,
@@ -159,6 +166,15 @@ impl PgResults {
             FrontendMessage::Sync | FrontendMessage::FunctionCall(_) => Expect::Sync,
             FrontendMessage::Other { .. } => return,
         };
+        self.expect(expect);
+    }
+
+    /// A simple Query on its way to the database (as [`PgResults::frontend`] for one).
+    pub fn query(&mut self, tables: Vec<String>) {
+        self.expect(Expect::Query { tables });
+    }
+
+    fn expect(&mut self, expect: Expect) {
         if self.expected.is_empty() {
             // Back to the start of the buffer, whose first slot the last message used: the
             // queue of a session that waits for each answer stays in one place in memory.
@@ -177,14 +193,22 @@ impl PgResults {
             be::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
                 self.current = false;
                 self.copy_text = None;
-                self.pop_if(|e| matches!(e, Expect::Execute { .. }));
+                if matches!(self.expected.front(), Some(Expect::Execute { .. })) {
+                    self.expected.pop_front();
+                }
             }
             be::READY_FOR_QUERY => {
                 self.current = false;
                 self.copy_text = None;
-                while let Some(e) = self.expected.pop_front() {
-                    if matches!(e, Expect::Sync | Expect::Query { .. }) {
-                        break;
+                // What the answers since the last Sync or Query were for is done with.
+                loop {
+                    match self.expected.pop_front() {
+                        None | Some(Expect::Sync) => break,
+                        Some(Expect::Query { tables }) => {
+                            drop(tables);
+                            break;
+                        }
+                        Some(other) => drop_expected(other),
                     }
                 }
                 // Outside a transaction block no portal survives.

@@ -1,0 +1,279 @@
+//! The decisions a session remembers, by the cache key of the statements they were made for.
+//!
+//! A small two-way set-associative table rather than a general hash map: a key's hash names
+//! one 64-byte line holding two slots, and each slot holds the key's hash, the key and the
+//! decision. A session's memory goes cold while the database works on its statement, so
+//! what a lookup costs is the misses it waits for one after the other: here the line, then
+//! the key and the decision together (a general map waits for its control bytes, then the
+//! bucket, then the key).
+//!
+//! Bounded: at most [`MAX_ENTRIES`] decisions, and keys of [`MAX_BYTES`] in all. A key is only
+//! ever found by comparing it whole, so a hash collision costs a miss, never a wrong decision.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use super::Judged;
+use crate::inspect::Verdict;
+
+/// Lines a session's table grows to, at most.
+const MAX_SETS: usize = 128;
+/// Decisions a session remembers, at most.
+#[cfg(test)]
+pub const MAX_ENTRIES: usize = 2 * MAX_SETS;
+/// Bytes of keys a session remembers, at most: 64 MiB for a thousand sessions. A statement
+/// whose key is longer than a sixteenth of it (4 KiB) is not remembered.
+pub const MAX_BYTES: usize = 64 << 10;
+/// Lines a table starts with, when it remembers its first decision.
+const FIRST_SETS: usize = 4;
+
+struct Slot {
+    hash: u64,
+    key: Box<str>,
+    judged: Arc<Judged>,
+    /// The decision lets the statements through: known without reading the decision.
+    forwards: bool,
+}
+
+/// Two slots, one cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Set([Option<Slot>; 2]);
+
+/// A session's remembered decisions.
+pub struct Decided {
+    sets: Vec<Set>,
+    hasher: foldhash::fast::RandomState,
+    /// Decisions held, and the bytes of their keys.
+    len: usize,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for Decided {
+    fn default() -> Decided {
+        Decided::new(MAX_BYTES)
+    }
+}
+
+impl Decided {
+    /// An empty table whose keys may take `max_bytes` in all.
+    pub fn new(max_bytes: usize) -> Decided {
+        Decided {
+            sets: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            len: 0,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// The decision remembered for `key`.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<&Arc<Judged>> {
+        self.slot(key).map(|s| &s.judged)
+    }
+
+    /// Whether a decision is remembered for `key` and lets the statements through.
+    #[inline]
+    pub fn forwards(&self, key: &str) -> bool {
+        self.slot(key).is_some_and(|s| s.forwards)
+    }
+
+    #[inline]
+    fn slot(&self, key: &str) -> Option<&Slot> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        let hash = self.hasher.hash_one(key);
+        let set = &self.sets[hash as usize & (self.sets.len() - 1)];
+        set.0
+            .iter()
+            .flatten()
+            .find(|s| s.hash == hash && *s.key == *key)
+    }
+
+    /// Remembers `judged` for `key`. A key longer than a sixteenth of the byte budget is not
+    /// remembered; when the budget would be exceeded, everything is forgotten first.
+    pub fn insert(&mut self, key: &str, judged: Arc<Judged>) {
+        if key.len() > self.max_bytes / 16 {
+            return;
+        }
+        if self.bytes + key.len() > self.max_bytes {
+            self.clear();
+        }
+        if self.sets.is_empty() {
+            self.sets.resize_with(FIRST_SETS, Set::default);
+        }
+        let hash = self.hasher.hash_one(key);
+        while self.full_set(hash) && self.sets.len() < MAX_SETS {
+            self.grow();
+        }
+        let mask = self.sets.len() - 1;
+        let [first, second] = &mut self.sets[hash as usize & mask].0;
+        // The newest first; what the second slot held is forgotten.
+        let slot = Slot {
+            hash,
+            key: Box::from(key),
+            forwards: matches!(judged.verdict, Verdict::Forward),
+            judged,
+        };
+        let old = std::mem::replace(second, first.replace(slot));
+        self.len += 1;
+        self.bytes += key.len();
+        if let Some(old) = old {
+            self.len -= 1;
+            self.bytes -= old.key.len();
+        }
+    }
+
+    /// Forgets every decision.
+    pub fn clear(&mut self) {
+        self.sets.iter_mut().for_each(|set| *set = Set::default());
+        self.len = 0;
+        self.bytes = 0;
+    }
+
+    /// Decisions held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of the keys held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn full_set(&self, hash: u64) -> bool {
+        let set = &self.sets[hash as usize & (self.sets.len() - 1)];
+        set.0.iter().all(Option::is_some)
+    }
+
+    /// Twice the lines, each decision moved to its line in the larger table.
+    fn grow(&mut self) {
+        let mut sets = Vec::new();
+        sets.resize_with(self.sets.len() * 2, Set::default);
+        let mask = sets.len() - 1;
+        for slot in self.sets.drain(..).flat_map(|set| set.0).flatten() {
+            // Each line of the old table splits into two lines of the new one, so no line
+            // receives more than the two slots of the line it came from.
+            let [first, second] = &mut sets[slot.hash as usize & mask].0;
+            match first {
+                None => *first = Some(slot),
+                Some(_) => *second = Some(slot),
+            }
+        }
+        self.sets = sets;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{Denial, Verdict};
+
+    fn judged() -> Arc<Judged> {
+        Arc::new(Judged {
+            statements: Arc::new([]),
+            verdict: Verdict::Forward,
+            severity: 0,
+            rule: None,
+            dynamic: None,
+        })
+    }
+
+    fn denied() -> Arc<Judged> {
+        Arc::new(Judged {
+            verdict: Verdict::Deny(Denial {
+                message: "no".into(),
+                detail: None,
+                hint: None,
+            }),
+            severity: 2,
+            ..(*judged()).clone()
+        })
+    }
+
+    #[test]
+    fn says_which_decisions_let_statements_through() {
+        let mut d = Decided::new(1 << 16);
+        d.insert("SELECT ?", judged());
+        d.insert("DROP TABLE t", denied());
+        assert!(d.forwards("SELECT ?"));
+        assert!(!d.forwards("DROP TABLE t"));
+        assert!(d.get("DROP TABLE t").is_some());
+        assert!(!d.forwards("SELECT ?, ?"));
+    }
+
+    #[test]
+    fn finds_what_it_holds_by_the_whole_key() {
+        let mut d = Decided::new(1 << 16);
+        assert!(d.get("SELECT ?").is_none());
+        let j = judged();
+        d.insert("SELECT ?", j.clone());
+        assert!(Arc::ptr_eq(d.get("SELECT ?").unwrap(), &j));
+        assert!(d.get("SELECT ?x").is_none());
+        assert!(d.get("SELECT").is_none());
+        assert_eq!((d.len(), d.bytes()), (1, 8));
+        d.clear();
+        assert!(d.get("SELECT ?").is_none());
+        assert_eq!((d.len(), d.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn grows_to_its_bound_and_keeps_the_newest() {
+        let mut d = Decided::new(1 << 20);
+        let keys: Vec<String> = (0..2000).map(|i| format!("SELECT c{i} FROM t")).collect();
+        for key in &keys {
+            d.insert(key, judged());
+            // The newest is always found.
+            assert!(d.get(key).is_some());
+            assert!(d.len() <= 2 * MAX_SETS);
+            assert!(d.sets.len() <= MAX_SETS);
+        }
+        let held = keys.iter().filter(|k| d.get(k).is_some()).count();
+        assert_eq!(held, d.len());
+        assert!(d.len() > MAX_SETS, "{}", d.len());
+        let bytes: usize = keys
+            .iter()
+            .filter(|k| d.get(k).is_some())
+            .map(|k| k.len())
+            .sum();
+        assert_eq!(bytes, d.bytes());
+    }
+
+    #[test]
+    fn grows_rather_than_forget_while_it_can() {
+        // A session's few statements stay remembered: a key whose line is full grows the
+        // table, and only a table at its bound forgets.
+        for _ in 0..50 {
+            let mut d = Decided::new(1 << 16);
+            for i in 0..12 {
+                d.insert(&format!("UPDATE t{i} SET a = ?"), judged());
+                assert!(d.len() == i + 1 || d.sets.len() == MAX_SETS);
+            }
+        }
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget() {
+        let mut d = Decided::new(1000);
+        d.insert(&"x".repeat(63), judged());
+        assert!(
+            d.is_empty(),
+            "a key over a sixteenth of the budget is not kept"
+        );
+        for i in 0..100 {
+            d.insert(&format!("{i:>60}"), judged());
+            assert!(d.bytes() <= 1000);
+        }
+        assert!(!d.is_empty());
+    }
+}
