@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod decided;
+mod judgments;
 pub mod mysql;
 pub mod names;
 pub mod pg;
@@ -38,6 +39,8 @@ pub struct Guard {
     groups: HashMap<String, Vec<String>>,
     dialect: Dialect,
     cache: Mutex<Cache>,
+    /// Decisions made for cached classifications, shared by sessions of one identity.
+    judgments: Mutex<judgments::Judgments>,
     /// The policy's masking, compiled: of result values for the sessions it covers, and of
     /// statement text and parameters in tickets for every session.
     masking: Arc<Masking>,
@@ -61,6 +64,7 @@ impl Guard {
             groups,
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
+            judgments: Mutex::default(),
             masking,
             audit: None,
         }
@@ -150,6 +154,24 @@ impl Guard {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn judgments(&self) -> std::sync::MutexGuard<'_, judgments::Judgments> {
+        self.judgments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decision for cached `statements` and `who`: the one already made for them, or
+    /// made now and kept for the listener's other sessions. A hold is not kept: its ticket
+    /// names the session that asked.
+    fn judge_cached(&self, who: &Who, statements: Arc<[Classified]>) -> Arc<Judged> {
+        if let Some(judged) = self.judgments().get(&statements, who) {
+            return judged;
+        }
+        let judged = Arc::new(judge(self, who, statements, None));
+        if !matches!(judged.verdict, Verdict::Hold(_)) {
+            self.judgments().insert(who, &judged);
+        }
+        judged
     }
 }
 
@@ -563,7 +585,13 @@ fn judge_unremembered(
         }
     };
     let statements = tag_migration(&mut session.state.migration, statements);
-    let mut judged = Arc::new(judge(guard, session.who, statements, dynamic));
+    // Outside a migration run a cached classification is judged as it is, untagged: the
+    // same for every session of one identity.
+    let shared = was_cached && session.state.migration.is_none();
+    let mut judged = match shared {
+        true => guard.judge_cached(session.who, statements),
+        false => Arc::new(judge(guard, session.who, statements, dynamic)),
+    };
     if was_cached {
         session.state.remember(key, &judged);
     }
@@ -793,6 +821,75 @@ pub(crate) mod tests {
             &decisions[10..],
             ["allow", "review", "review", "allow", "review"]
         );
+    }
+
+    /// A new session's first statement of a shape the listener has judged for the same
+    /// identity takes that decision; another identity is judged by its own rules, and a hold
+    /// is never shared, because its ticket names the session that asked.
+    #[test]
+    fn sessions_share_decisions_only_with_their_own_identity() {
+        let policy = r#"
+            [defaults]
+            action = "allow"
+
+            [[rule]]
+            name = "admins-delete"
+            action = "allow"
+            users = ["admin"]
+            kinds = ["write"]
+
+            [[rule]]
+            name = "no-deletes"
+            action = "deny"
+            message = "no"
+            findings = ["delete_without_where"]
+
+            [[rule]]
+            name = "drops-wait"
+            action = "review"
+            approvers = ["dba"]
+            findings = ["drop"]
+        "#;
+        let guard = guard_with(policy, "postgres", Dialect::Postgres);
+        let judge_as = |who: &Who, sql: &str| {
+            // Each call a new session: nothing remembered of its own.
+            let mut state = TextState::default();
+            let mut prepared = Prepared::default();
+            let session = TextSession {
+                who,
+                state: &mut state,
+                strings_as_classified: true,
+                ascii_only: false,
+                prepared: &mut prepared,
+            };
+            judge_text(&guard, session, sql.as_bytes())
+        };
+        let app = who();
+        let admin = Who {
+            user: "admin".into(),
+            ..who()
+        };
+        // Classified and cached by the first, judged from the cache from then on.
+        for _ in 0..3 {
+            assert_eq!(judge_as(&app, "DELETE FROM a").decision(), "deny");
+            assert_eq!(judge_as(&admin, "DELETE FROM a").decision(), "allow");
+            assert_eq!(judge_as(&app, "DELETE FROM a").decision(), "deny");
+        }
+        assert_eq!(guard.judgments().len(), 2);
+        let session = |id: i64| Who {
+            session: id,
+            client_addr: format!("127.0.0.1:{id}"),
+            ..who()
+        };
+        for id in 1..4 {
+            let judged = judge_as(&session(id), "DROP TABLE a");
+            let Verdict::Hold(hold) = &judged.verdict else {
+                panic!("not held: {judged:?}");
+            };
+            assert_eq!(hold.request.session, id);
+            assert_eq!(hold.request.client_addr, format!("127.0.0.1:{id}"));
+        }
+        assert_eq!(guard.judgments().len(), 2);
     }
 
     #[test]
