@@ -220,9 +220,9 @@ impl PgGuard {
 
     /// A simple Query, in a session that keeps no trail and whose masking needs no tables:
     /// the path every statement of a simple-protocol client takes, kept to as little code as
-    /// it can be. The session's code goes cold while the database works on each statement
-    /// (the database and the client run on the same cores), so each line of code the path
-    /// runs is fetched afresh every time.
+    /// it can be. Between two statements of a session the kernel's networking for the other
+    /// sessions, the database and the client run, so each line of code and memory the path
+    /// touches comes back from far away every time.
     fn query(&mut self, sql: &[u8]) -> Verdict {
         let verdict = self.with_text(Effect::Exact, |guard, session| {
             text_verdict(guard, session, sql)
