@@ -83,9 +83,10 @@ fn matches(rule: &Rule, r: &Request<'_>) -> bool {
     let listed_finding = |code: &str| rule.findings.iter().any(|x| x == code);
     let allows = rule.action == Action::Allow;
     let listed_table = |table: &String| {
-        rule.tables
-            .iter()
-            .any(|p| glob(p, table, !allows) || (!allows && in_whole_schema(p, table)))
+        rule.tables.iter().any(|p| match allows {
+            true => glob_within_parts(p, table),
+            false => glob(p, table, true) || in_whole_schema(p, table),
+        })
     };
     let listed_database = |db: &str| match allows {
         true => rule.databases.iter().any(|x| x == db),
@@ -146,6 +147,17 @@ fn in_whole_schema(pattern: &str, table: &str) -> bool {
 
 /// `*` matches any run of characters, `?` any one; with `fold`, in any case.
 pub(crate) fn glob(pattern: &str, text: &str, fold: bool) -> bool {
+    glob_in(pattern, text, fold, false)
+}
+
+/// As [`glob`] in exact case, with `*` and `?` never matching a dot: what an allow covers
+/// stays within the parts of a name it writes (`tmp*` covers `tmp_a`, not every table of a
+/// schema `tmp`; `scratch.*` every table of `scratch`).
+fn glob_within_parts(pattern: &str, text: &str) -> bool {
+    glob_in(pattern, text, false, true)
+}
+
+fn glob_in(pattern: &str, text: &str, fold: bool, parts: bool) -> bool {
     let chars = |s: &str| -> Vec<char> {
         match fold {
             true => s.to_lowercase().chars().collect(),
@@ -154,15 +166,17 @@ pub(crate) fn glob(pattern: &str, text: &str, fold: bool) -> bool {
     };
     let (p, t) = (chars(pattern), chars(text));
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    // A wildcard may match this character of the text.
+    let wild = |c: char| !(parts && c == '.');
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && ((p[pi] == '?' && wild(t[ti])) || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
         } else if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
-        } else if let Some(s) = star {
+        } else if let Some(s) = star.filter(|_| wild(t[mark])) {
             pi = s + 1;
             mark += 1;
             ti = mark;
@@ -510,6 +524,21 @@ mod tests {
         assert!(!glob("billing.*", "public.billing", true));
         assert!(glob("*", "anything", false));
         assert!(!glob("a*b", "acd", true));
+        // Within parts, as an allow reads them: a wildcard never matches a dot.
+        assert!(glob("tmp*", "tmp.a", false));
+        assert!(!glob_within_parts("tmp*", "tmp.a"));
+        assert!(!glob_within_parts("tmp?a", "tmp.a"));
+        assert!(glob_within_parts("tmp*", "tmp_a"));
+        assert!(glob_within_parts("scratch.*", "scratch.a"));
+        assert!(glob_within_parts("scratch.*", "scratch.*"));
+        assert!(!glob_within_parts("scratch.*", "scratch.a.b"));
+        assert!(glob_within_parts("*.secrets", "app.secrets"));
+        assert!(glob_within_parts("*.*", "app.secrets"));
+        assert!(!glob_within_parts("*", "app.secrets"));
+        assert!(glob_within_parts("*", "*"));
+        assert!(glob_within_parts("a*.b*", "ax.by"));
+        assert!(!glob_within_parts("a*.b*", "ax.by.c"));
+        assert!(!glob_within_parts("Scratch.*", "scratch.a"));
     }
 
     /// Quoting a name, or writing it in another case, does not slip it past a rule; and an
@@ -622,5 +651,39 @@ mod tests {
         );
         let decision = decide_in(Dialect::MySql, &p, "app", &[], "DROP TRIGGER tr");
         assert_eq!(decision.rule_name(), "default");
+    }
+
+    /// An allow's wildcards stay within the parts of a name it writes: `tmp*` covers the
+    /// tables whose names start with `tmp`, not every table of a schema `tmp` or `tmpx`;
+    /// a rule that denies reaches across, as far as it can.
+    #[test]
+    fn an_allow_wildcard_does_not_reach_into_another_schema() {
+        let p = policy(
+            r#"
+            [defaults]
+            action = "review"
+            approvers = ["dba"]
+
+            [[rule]]
+            name = "no-archive-wipes"
+            action = "deny"
+            findings = ["delete_without_where"]
+            tables = ["archive*"]
+
+            [[rule]]
+            name = "tmp-is-free"
+            action = "allow"
+            tables = ["tmp*", "scratch.*"]
+            "#,
+        );
+        let rule = |sql: &str| decide(&p, "app", &[], sql).rule_name().to_owned();
+        assert_eq!(rule("insert into tmp_a values (1)"), "tmp-is-free");
+        assert_eq!(rule("insert into scratch.a values (1)"), "tmp-is-free");
+        assert_eq!(rule("insert into tmp.payroll values (1)"), "default");
+        assert_eq!(rule("insert into tmpx.payroll values (1)"), "default");
+        assert_eq!(
+            rule("delete from archive_2024.invoices"),
+            "no-archive-wipes"
+        );
     }
 }
