@@ -340,9 +340,6 @@ pub fn open_approvals(
     Ok(Some(Approvals::audited(Arc::new(store), notifier, audit)?))
 }
 
-/// The built-in policy, used when the config names no policy directory.
-const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
-
 /// Reads every `*.toml` file in `dir` as (file name, text).
 pub fn read_policy_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files = Vec::new();
@@ -366,7 +363,7 @@ pub fn guards(config: &Config) -> anyhow::Result<Inspectors> {
     let (files, source) = match &config.policy {
         Some(p) => (read_policy_files(&p.dir)?, p.dir.display().to_string()),
         None => (
-            vec![("default.toml".to_owned(), DEFAULT_POLICY.to_owned())],
+            crate::policy::shipped_default(),
             "built-in default".to_owned(),
         ),
     };

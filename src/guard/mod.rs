@@ -690,7 +690,7 @@ pub(crate) mod tests {
 
     /// A guard for the postgres listener under the shipped default policy.
     pub(crate) fn guard() -> Guard {
-        let text = include_str!("../../policies/default.toml");
+        let text = crate::policy::SHIPPED_DEFAULT;
         guard_with(text, "postgres", Dialect::Postgres)
     }
 
@@ -953,7 +953,7 @@ pub(crate) mod tests {
             ),
         ];
         for (dialect, listener, steps) in cases {
-            let text = include_str!("../../policies/default.toml");
+            let text = crate::policy::SHIPPED_DEFAULT;
             let guard = guard_with(text, listener, dialect);
             let who = who();
             let mut state = TextState::default();

@@ -112,11 +112,7 @@ mod tests {
 
     #[test]
     fn shipped_cases_pass_against_the_shipped_policy() {
-        let policy = Policy::parse(&[(
-            "default.toml".into(),
-            include_str!("../../policies/default.toml").into(),
-        )])
-        .unwrap();
+        let policy = Policy::parse(&crate::policy::shipped_default()).unwrap();
         let cases = [(
             "default.toml".to_string(),
             include_str!("../../policies/cases/default.toml").to_string(),

@@ -224,7 +224,7 @@ mod tests {
         check_all(p, &requests).unwrap()
     }
 
-    const DEFAULT: &str = include_str!("../../policies/default.toml");
+    use crate::policy::SHIPPED_DEFAULT as DEFAULT;
 
     #[test]
     fn the_shipped_default_policy() {

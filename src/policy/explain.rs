@@ -82,11 +82,7 @@ mod tests {
     /// What `app` on `listener`, in `database`, is told of `sql` under the shipped default
     /// policy.
     fn explained(listener: &str, database: &str, sql: &str, dialect: Dialect) -> String {
-        let policy = Policy::parse(&[(
-            "default.toml".into(),
-            include_str!("../../policies/default.toml").into(),
-        )])
-        .unwrap();
+        let policy = Policy::parse(&crate::policy::shipped_default()).unwrap();
         let asker = Asker {
             user: "app",
             groups: &[],

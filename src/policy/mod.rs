@@ -15,3 +15,12 @@ pub mod rules;
 
 pub use check::{Decision, Request, check};
 pub use rules::{Action, Policy, PolicyError, Rule};
+
+/// The shipped `policies/default.toml`: the built-in policy when the config names no policy
+/// directory.
+pub const SHIPPED_DEFAULT: &str = include_str!("../../policies/default.toml");
+
+/// [`SHIPPED_DEFAULT`] as the one file of a policy, as [`Policy::parse`] takes files.
+pub fn shipped_default() -> Vec<(String, String)> {
+    vec![("default.toml".to_owned(), SHIPPED_DEFAULT.to_owned())]
+}
