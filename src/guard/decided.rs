@@ -40,6 +40,13 @@ struct Slot {
 #[derive(Default)]
 struct Set([Option<Slot>; 2]);
 
+/// A decision found in the table.
+pub struct Remembered<'a> {
+    pub judged: &'a Arc<Judged>,
+    /// The decision lets the statements through: known without reading it.
+    pub forwards: bool,
+}
+
 /// A session's remembered decisions.
 pub struct Decided {
     sets: Vec<Set>,
@@ -70,27 +77,21 @@ impl Decided {
 
     /// The decision remembered for `key`.
     #[inline]
-    pub fn get(&self, key: &str) -> Option<&Arc<Judged>> {
-        self.slot(key).map(|s| &s.judged)
-    }
-
-    /// Whether a decision is remembered for `key` and lets the statements through.
-    #[inline]
-    pub fn forwards(&self, key: &str) -> bool {
-        self.slot(key).is_some_and(|s| s.forwards)
-    }
-
-    #[inline]
-    fn slot(&self, key: &str) -> Option<&Slot> {
+    pub fn get(&self, key: &str) -> Option<Remembered<'_>> {
         if self.sets.is_empty() {
             return None;
         }
         let hash = self.hasher.hash_one(key);
         let set = &self.sets[hash as usize & (self.sets.len() - 1)];
-        set.0
+        let slot = set
+            .0
             .iter()
             .flatten()
-            .find(|s| s.hash == hash && *s.key == *key)
+            .find(|s| s.hash == hash && *s.key == *key)?;
+        Some(Remembered {
+            judged: &slot.judged,
+            forwards: slot.forwards,
+        })
     }
 
     /// Remembers `judged` for `key`. A key longer than a sixteenth of the byte budget is not
@@ -206,10 +207,11 @@ mod tests {
         let mut d = Decided::new(1 << 16);
         d.insert("SELECT ?", judged());
         d.insert("DROP TABLE t", denied());
-        assert!(d.forwards("SELECT ?"));
-        assert!(!d.forwards("DROP TABLE t"));
+        let forwards = |key: &str| d.get(key).is_some_and(|r| r.forwards);
+        assert!(forwards("SELECT ?"));
+        assert!(!forwards("DROP TABLE t"));
         assert!(d.get("DROP TABLE t").is_some());
-        assert!(!d.forwards("SELECT ?, ?"));
+        assert!(!forwards("SELECT ?, ?"));
     }
 
     #[test]
@@ -218,7 +220,7 @@ mod tests {
         assert!(d.get("SELECT ?").is_none());
         let j = judged();
         d.insert("SELECT ?", j.clone());
-        assert!(Arc::ptr_eq(d.get("SELECT ?").unwrap(), &j));
+        assert!(Arc::ptr_eq(d.get("SELECT ?").unwrap().judged, &j));
         assert!(d.get("SELECT ?x").is_none());
         assert!(d.get("SELECT").is_none());
         assert_eq!((d.len(), d.bytes()), (1, 8));

@@ -396,18 +396,11 @@ pub struct TextState {
 impl TextState {
     /// The decision remembered for statements with cache key `key`, while the session is no
     /// migration run.
-    fn recall(&self, key: &str) -> Option<&Arc<Judged>> {
+    fn recall(&self, key: &str) -> Option<decided::Remembered<'_>> {
         if self.migration.is_some() {
             return None;
         }
         self.decided.get(key)
-    }
-
-    /// Whether the decision remembered for cache key `key` lets the statements through,
-    /// while the session is no migration run.
-    #[inline]
-    fn recalls_forward(&self, key: &str) -> bool {
-        self.migration.is_none() && self.decided.forwards(key)
     }
 
     /// Takes back the shape buffer, unless a huge statement grew it.
@@ -450,39 +443,62 @@ pub struct TextSession<'a> {
 /// Classifies and judges statement text, from the cache when its meaning cannot depend on
 /// the session. Text that is not UTF-8, or that holds a backslash while the server reads
 /// string literals otherwise than the classifier does, is judged unknown.
-pub fn judge_text(guard: &Guard, mut session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
-    let text = match readable(&session, sql) {
-        Ok(text) => text,
-        Err(why) => return unreadable(guard, session.who, sql, why),
-    };
-    // The cache's key, once: for the session's memory and, outside its lock, the cache's.
-    let mut shape = std::mem::take(&mut session.state.shape);
-    let key = cache_key(text, &mut shape);
-    let judged = match session.state.recall(key) {
-        Some(judged) => {
-            let mut judged = Arc::clone(judged);
-            held_as_sent(guard, &mut judged, text);
-            judged
-        }
-        None => judge_unremembered(guard, &mut session, text, key),
-    };
-    session.state.keep_shape(shape);
-    judged
+pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Judged> {
+    judge_text_into(
+        guard,
+        session,
+        sql,
+        |remembered, text| recalled(guard, remembered.judged, text),
+        |judged| judged,
+    )
 }
 
 /// The verdict [`judge_text`] gives, for a caller that needs nothing else of the decision:
 /// a statement whose remembered decision lets it through costs its shape and one lookup,
 /// without reading the decision itself.
 pub fn text_verdict(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Verdict {
-    if let Ok(text) = readable(&session, sql) {
-        let mut shape = std::mem::take(&mut session.state.shape);
-        let forwards = session.state.recalls_forward(cache_key(text, &mut shape));
-        session.state.keep_shape(shape);
-        if forwards {
-            return Verdict::Forward;
-        }
-    }
-    judge_text(guard, session, sql).verdict_owned()
+    judge_text_into(
+        guard,
+        session,
+        sql,
+        |remembered, text| match remembered.forwards {
+            true => Verdict::Forward,
+            false => recalled(guard, remembered.judged, text).verdict_owned(),
+        },
+        |judged| judged.verdict_owned(),
+    )
+}
+
+/// [`judge_text`], answering with `remembered` what the session remembers a decision for,
+/// and with `judged` the rest.
+#[inline]
+fn judge_text_into<R>(
+    guard: &Guard,
+    mut session: TextSession<'_>,
+    sql: &[u8],
+    remembered: impl FnOnce(decided::Remembered<'_>, &str) -> R,
+    judged: impl FnOnce(Arc<Judged>) -> R,
+) -> R {
+    let text = match readable(&session, sql) {
+        Ok(text) => text,
+        Err(why) => return judged(unreadable(guard, session.who, sql, why)),
+    };
+    // The cache's key, once: for the session's memory and, outside its lock, the cache's.
+    let mut shape = std::mem::take(&mut session.state.shape);
+    let key = cache_key(text, &mut shape);
+    let answer = match session.state.recall(key) {
+        Some(found) => remembered(found, text),
+        None => judged(judge_unremembered(guard, &mut session, text, key)),
+    };
+    session.state.keep_shape(shape);
+    answer
+}
+
+/// A remembered decision for `text`, as its own.
+fn recalled(guard: &Guard, judged: &Arc<Judged>, text: &str) -> Arc<Judged> {
+    let mut judged = Arc::clone(judged);
+    held_as_sent(guard, &mut judged, text);
+    judged
 }
 
 /// `sql` as text the classifier reads as the server does, or why it is not.
