@@ -87,26 +87,7 @@ read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT PASSTHROUGH_PORT < <(free
 
 # ---------------------------------------------------------------- Airlock
 VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
-cat >"$TMP/airlock.toml" <<EOF
-[server]
-shutdown_grace_secs = 2
-
-[postgres]
-listen = "127.0.0.1:$AIRLOCK_PORT"
-max_connections = 1000
-# Like PgBouncer's session mode, which this is compared with: keep idle database sessions
-# for the next client (AIRLOCK_REUSE=false to measure one database session per client).
-reuse_server_sessions = ${AIRLOCK_REUSE:-true}
-
-[postgres.upstream]
-address = "$PG_HOST:$PG_PORT"
-user = "$PG_USER"
-tls = "disable"
-
-[[users]]
-name = "$BENCH_USER"
-scram_sha_256 = "$VERIFIER"
-EOF
+airlock_bench_config "$AIRLOCK_PORT" "$PG_HOST:$PG_PORT" "$BENCH_USER" "$VERIFIER" >"$TMP/airlock.toml"
 "$AIRLOCK" serve --config "$TMP/airlock.toml" >"$TMP/airlock.log" 2>&1 &
 AIRLOCK_PID=$!
 PIDS+=("$AIRLOCK_PID")

@@ -47,28 +47,8 @@ psql -X -h 127.0.0.1 -U postgres -d test -Atqc 'select count(*) from pgbench_bra
 setup_tmp airlock-guard-profile
 read -r PORT_A PORT_B < <(free_ports 2)
 VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
-config() { # a listener on port $1, as e2e.sh configures Airlock
-    cat <<EOF
-[server]
-shutdown_grace_secs = 2
-
-[postgres]
-listen = "127.0.0.1:$1"
-max_connections = 1000
-reuse_server_sessions = true
-
-[postgres.upstream]
-address = "127.0.0.1:5432"
-user = "postgres"
-tls = "disable"
-
-[[users]]
-name = "$BENCH_USER"
-scram_sha_256 = "$VERIFIER"
-EOF
-}
-config "$PORT_A" >"$TMP/a.toml"
-config "$PORT_B" >"$TMP/b.toml"
+airlock_bench_config "$PORT_A" 127.0.0.1:5432 "$BENCH_USER" "$VERIFIER" >"$TMP/a.toml"
+airlock_bench_config "$PORT_B" 127.0.0.1:5432 "$BENCH_USER" "$VERIFIER" >"$TMP/b.toml"
 "$AIRLOCK" serve --config "$TMP/a.toml" >"$TMP/a.log" 2>&1 &
 PID_A=$!
 PIDS+=("$PID_A")

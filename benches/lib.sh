@@ -1,5 +1,5 @@
-# Pieces both end-to-end benchmarks use; sourced from the repository root by benches/e2e.sh
-# and benches/e2e_mysql.sh (not run on its own).
+# Pieces the end-to-end benchmarks use; sourced from the repository root by benches/e2e.sh,
+# benches/e2e_mysql.sh and benches/guard_profile.sh (not run on its own).
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -73,6 +73,32 @@ wait_for_login() {
     log "nothing lets $2 in on port $1:"
     tail -n 20 "$4" >&2
     exit 1
+}
+
+# Prints the config the PostgreSQL benchmarks run Airlock with: a listener on 127.0.0.1:$1
+# in front of the PostgreSQL at $2 (host:port, as user postgres, no TLS), letting in user $3
+# with SCRAM verifier $4. AIRLOCK_REUSE=false gives each client its own database session.
+airlock_bench_config() {
+    cat <<EOF
+[server]
+shutdown_grace_secs = 2
+
+[postgres]
+listen = "127.0.0.1:$1"
+max_connections = 1000
+# Like PgBouncer's session mode, which this is compared with: keep idle database sessions
+# for the next client (AIRLOCK_REUSE=false to measure one database session per client).
+reuse_server_sessions = ${AIRLOCK_REUSE:-true}
+
+[postgres.upstream]
+address = "$2"
+user = "postgres"
+tls = "disable"
+
+[[users]]
+name = "$3"
+scram_sha_256 = "$4"
+EOF
 }
 
 stat_ticks() { # utime + stime in a /proc stat file, in clock ticks
