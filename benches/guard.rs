@@ -254,6 +254,9 @@ struct Cold {
     /// 4 MiB written between two statements, as the kernel's TCP stack, PostgreSQL and
     /// pgbench disturb the caches between two statements of a session in the running proxy.
     clutter: Vec<u8>,
+    /// Bytes of `clutter` written before each statement, each time the next part of it (all
+    /// of it by default).
+    disturbed: usize,
     /// The statement arrives in a buffer just written, as the relay's read leaves it.
     received: Vec<u8>,
     /// Whether the stack is warmed after the clutter: the proxy's thread runs every session
@@ -269,6 +272,7 @@ impl Cold {
             scripts: (0..1024).map(tpcb).collect(),
             answers: tpcb_answers(),
             clutter: vec![0u8; 4 << 20],
+            disturbed: 4 << 20,
             received: Vec::with_capacity(4096),
             warm_stack,
             n: 0,
@@ -281,10 +285,14 @@ impl Cold {
         let mut timed = Duration::ZERO;
         let script = &self.scripts[self.n % self.scripts.len()];
         for (i, (q, a)) in script.iter().zip(&self.answers).enumerate() {
-            disturb(&mut self.clutter);
+            let from = (self.n * 7 + i) * self.disturbed % self.clutter.len();
+            disturb(&mut self.clutter[from..from + self.disturbed]);
             if self.warm_stack {
                 warm_stack();
             }
+            // The statement arrives in a buffer the kernel just wrote: its misses are not
+            // the guard's (nor the copy's that stands for the kernel's).
+            touch(q);
             self.received.clear();
             self.received.extend_from_slice(q);
             let sessions = self.sessions.len();
@@ -307,6 +315,14 @@ fn disturb(clutter: &mut [u8]) {
     black_box(clutter);
 }
 
+/// Reads every cache line of `bytes`.
+#[inline(never)]
+fn touch(bytes: &[u8]) {
+    for line in bytes.chunks(64) {
+        black_box(line[0]);
+    }
+}
+
 /// Brings 32 KiB of the stack below this frame into the cache.
 #[inline(never)]
 fn warm_stack() {
@@ -325,11 +341,20 @@ criterion_group!(benches, bench);
 /// that every session judges every shape in) without criterion, for
 /// `benches/guard_misses.sh` to count the cache misses under cachegrind: a count, not a
 /// timing, so it compares two builds on a machine too noisy to time them.
-/// `GUARD_WARM_STACK=1` warms the stack after each disturbance.
+/// `GUARD_WARM_STACK=1` warms the stack after each disturbance; `GUARD_CLUTTER_KIB=K` writes
+/// K KiB (a power of two, at most 1 MiB) between two statements instead of 4 MiB, each time
+/// other lines.
 fn main() {
     let txns = std::env::var("GUARD_COLD_TXNS").ok();
     if let Some(txns) = txns.and_then(|n| n.parse::<usize>().ok()) {
         let mut cold = Cold::new(std::env::var_os("GUARD_WARM_STACK").is_some());
+        if let Some(kib) = std::env::var("GUARD_CLUTTER_KIB")
+            .ok()
+            .and_then(|k| k.parse::<usize>().ok())
+        {
+            // A part of 4 MiB a quarter or less, so that each statement's lines are new.
+            cold.disturbed = (kib << 10).clamp(64, 1 << 20).next_power_of_two();
+        }
         for _ in 0..txns + 16 {
             cold.txn();
         }

@@ -11,6 +11,11 @@
 #
 # Environment:
 #   TXNS        transactions counted (default 200), after 16 that warm every session
+#   CLUTTER_KIB KiB written between two statements (default 4096: every line the guard
+#               touches misses), each time other lines. With 256, a line touched by every
+#               statement (code tables, what all sessions share) stays in the 1 MiB last
+#               level while a line of one session's own (touched every eighth statement,
+#               2 MiB later) does not, as in the proxy
 #   WARM_STACK  1: bring the stack back into the cache after each disturbance (the proxy's
 #               thread runs every session on one stack, which may stay cached)
 #   RUNS        runs to take the median of (default 5): where the heap's blocks and the hash
@@ -26,12 +31,14 @@ if ! command -v valgrind >/dev/null; then
     echo "valgrind not found; installing it from Debian..." >&2
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
-BIN=$(cargo bench --bench guard --no-run 2>&1 | grep -o 'target/release/deps/guard-[0-9a-f]*' | tail -1)
-[[ -x $BIN ]] || { echo "could not build the guard bench" >&2; exit 1; }
+BUILD=$(cargo bench --bench guard --no-run 2>&1) || { echo "$BUILD" >&2; exit 1; }
+BIN=$(grep -o 'target/release/deps/guard-[0-9a-f]*' <<<"$BUILD" | tail -1)
+[[ -x $BIN ]] || { echo "could not find the guard bench in cargo's output" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/guard-misses.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 warm=()
 [[ ${WARM_STACK:-0} == 1 ]] && warm=(GUARD_WARM_STACK=1)
+[[ -n ${CLUTTER_KIB:-} ]] && warm+=(GUARD_CLUTTER_KIB="$CLUTTER_KIB")
 RUNS=${RUNS:-5}
 # Each run is two, of 0 and TXNS transactions: their difference is the transactions' alone.
 for run in $(seq "$RUNS"); do
@@ -62,7 +69,7 @@ def per_function(path):
 
 tmp, runs, txns, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 # The bench's own work: the disturbance, the stack warming, the copy of each statement.
-harness = ("guard::disturb", "guard::warm_stack", "guard::Cold::txn", "guard::main")
+harness = ("guard::disturb", "guard::warm_stack", "guard::touch", "guard::Cold::txn", "guard::main")
 # And the clock read around each statement (criterion times them; this run does not need to).
 clock = ("clock_gettime", "__vdso_clock_gettime", "<std::sys::pal::unix::time::Timespec>::now")
 totals, means = [], collections.defaultdict(float)
