@@ -23,7 +23,7 @@ const MAX_SETS: usize = 128;
 pub const MAX_ENTRIES: usize = 2 * MAX_SETS;
 /// Bytes of keys a session remembers, at most: 64 MiB for a thousand sessions. A statement
 /// whose key is longer than a sixteenth of it (4 KiB) is not remembered.
-pub const MAX_BYTES: usize = 64 << 10;
+pub const MAX_BYTES: u32 = 64 << 10;
 /// Lines a table starts with, when it remembers its first decision.
 const FIRST_SETS: usize = 4;
 
@@ -47,14 +47,14 @@ pub struct Remembered<'a> {
     pub forwards: bool,
 }
 
-/// A session's remembered decisions.
+/// A session's remembered decisions. `repr(C)`: what a lookup reads first.
+#[repr(C)]
 pub struct Decided {
     sets: Vec<Set>,
     hasher: foldhash::fast::RandomState,
-    /// Decisions held, and the bytes of their keys.
-    len: usize,
-    bytes: usize,
-    max_bytes: usize,
+    /// Bytes of the keys held, and at most.
+    bytes: u32,
+    max_bytes: u32,
 }
 
 impl Default for Decided {
@@ -65,11 +65,10 @@ impl Default for Decided {
 
 impl Decided {
     /// An empty table whose keys may take `max_bytes` in all.
-    pub fn new(max_bytes: usize) -> Decided {
+    pub fn new(max_bytes: u32) -> Decided {
         Decided {
             sets: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
-            len: 0,
             bytes: 0,
             max_bytes,
         }
@@ -97,10 +96,12 @@ impl Decided {
     /// Remembers `judged` for `key`. A key longer than a sixteenth of the byte budget is not
     /// remembered; when the budget would be exceeded, everything is forgotten first.
     pub fn insert(&mut self, key: &str, judged: Arc<Judged>) {
-        if key.len() > self.max_bytes / 16 {
+        // At most 4 KiB (a sixteenth of a u32 budget), so that the sums below stay in a u32.
+        let len = key.len() as u32;
+        if key.len() > (self.max_bytes / 16) as usize {
             return;
         }
-        if self.bytes + key.len() > self.max_bytes {
+        if self.bytes + len > self.max_bytes {
             self.clear();
         }
         if self.sets.is_empty() {
@@ -120,36 +121,33 @@ impl Decided {
             judged,
         };
         let old = std::mem::replace(second, first.replace(slot));
-        self.len += 1;
-        self.bytes += key.len();
+        self.bytes += len;
         if let Some(old) = old {
-            self.len -= 1;
-            self.bytes -= old.key.len();
+            self.bytes -= old.key.len() as u32;
         }
     }
 
     /// Forgets every decision.
     pub fn clear(&mut self) {
         self.sets.iter_mut().for_each(|set| *set = Set::default());
-        self.len = 0;
         self.bytes = 0;
     }
 
     /// Decisions held.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        self.sets.iter().map(|s| s.0.iter().flatten().count()).sum()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Bytes of the keys held.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
     }
 
     fn full_set(&self, hash: u64) -> bool {

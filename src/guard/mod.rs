@@ -378,7 +378,11 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
 }
 
 /// What a session's text judging remembers from one statement to the next.
+///
+/// `repr(C)`, in the order a statement reads it, so that what every statement touches sits
+/// together (see [`pg::PgGuard`]).
 #[derive(Default)]
+#[repr(C)]
 pub struct TextState {
     /// The session's migration run, if it is one (see [`tag_migration`]): once a statement
     /// touches a migration tool's bookkeeping table, every later statement is tagged with it.
@@ -389,8 +393,6 @@ pub struct TextState {
     /// lookup in the session's own map: the policy, the session's identity and the
     /// classification of a key are all the same as last time.
     decided: decided::Decided,
-    /// The last statement's shape, kept for its capacity.
-    shape: String,
 }
 
 impl TextState {
@@ -401,14 +403,6 @@ impl TextState {
             return None;
         }
         self.decided.get(key)
-    }
-
-    /// Takes back the shape buffer, unless a huge statement grew it.
-    #[inline]
-    fn keep_shape(&mut self, shape: String) {
-        if shape.capacity() <= 1 << 16 {
-            self.shape = shape;
-        }
     }
 
     /// Forgets every remembered decision (what they were made for has changed).
@@ -469,6 +463,12 @@ pub fn text_verdict(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Verd
     )
 }
 
+thread_local! {
+    /// The last statement's shape, kept for its capacity: one buffer for the thread's
+    /// sessions stays in the cache where one for each session would not.
+    static SHAPE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
 /// [`judge_text`], answering with `remembered` what the session remembers a decision for,
 /// and with `judged` the rest.
 #[inline]
@@ -484,13 +484,16 @@ fn judge_text_into<R>(
         Err(why) => return judged(unreadable(guard, session.who, sql, why)),
     };
     // The cache's key, once: for the session's memory and, outside its lock, the cache's.
-    let mut shape = std::mem::take(&mut session.state.shape);
+    let mut shape = SHAPE.take();
     let key = cache_key(text, &mut shape);
     let answer = match session.state.recall(key) {
         Some(found) => remembered(found, text),
         None => judged(judge_unremembered(guard, &mut session, text, key)),
     };
-    session.state.keep_shape(shape);
+    // Kept for its capacity, unless a huge statement grew it.
+    if shape.capacity() <= 1 << 16 {
+        SHAPE.set(shape);
+    }
     answer
 }
 
@@ -917,7 +920,7 @@ pub(crate) mod tests {
         for i in 0..100 {
             judged(&guard, &mut state, &long(i));
             judged(&guard, &mut state, &long(i));
-            assert!(state.decided.bytes() <= decided::MAX_BYTES);
+            assert!(state.decided.bytes() <= decided::MAX_BYTES as usize);
             assert!(state.decided.len() <= decided::MAX_ENTRIES);
         }
         assert!(!state.decided.is_empty());

@@ -36,7 +36,7 @@ impl InspectorFactory for PgGuards {
         let results = self.0.masking_for(&who).map(PgResults::new);
         Box::new(PgGuard {
             wants_tables: results.as_ref().is_some_and(PgResults::wants_tables),
-            audit: SessionAudit::start(&self.0, &who, session, results.is_some()),
+            audit: SessionAudit::start(&self.0, &who, session, results.is_some()).map(Box::new),
             sent: HashMap::default(),
             guard: self.0.clone(),
             results,
@@ -47,19 +47,26 @@ impl InspectorFactory for PgGuards {
             strings_as_classified: session.strings_as_classified,
             ascii_only: session.ascii_only,
             substituted: false,
+            any_bound: false,
         })
     }
 }
 
 /// One session's guard.
+///
+/// Between two statements of a session the kernel's networking for the other sessions, the
+/// database and the client run, so each line of the session's memory a statement touches
+/// comes back from far away. `repr(C)`, aligned to a cache line: the fields every statement
+/// reads or writes (the hot ends of `results`, `text` and `names`, and the flags between
+/// them) sit together in a few lines, and the rest after them.
+#[repr(C, align(64))]
 pub struct PgGuard {
-    guard: Arc<Guard>,
-    who: Who,
-    names: Names<Judged>,
+    /// Result masking, when it applies to the session.
+    results: Option<PgResults>,
     /// The session's migration run and the decisions it has made (see [`TextState`]).
     text: TextState,
-    /// The parameters last bound to each portal, for the ticket of a held Execute.
-    bound: HashMap<Vec<u8>, Params, foldhash::fast::RandomState>,
+    /// The session's audit records, when the listener keeps a trail.
+    audit: Option<Box<SessionAudit>>,
     /// What the database last said of standard_conforming_strings. Off, a backslash in a
     /// string literal may escape a quote, which the classifier does not model: text holding a
     /// backslash is then judged as unknown.
@@ -67,17 +74,22 @@ pub struct PgGuard {
     /// The client encoding may end a multibyte character in an ASCII byte (once seen, for
     /// the rest of the session).
     ascii_only: bool,
-    /// Result masking, when it applies to the session.
-    results: Option<PgResults>,
     /// Whether result masking needs the tables each statement reads (its column rules name
     /// tables), known once per session.
     wants_tables: bool,
-    /// The session's audit records, when the listener keeps a trail.
-    audit: Option<SessionAudit>,
-    /// With a trail: the text each prepared statement and portal runs, as the client sent it.
-    sent: HashMap<(Space, Vec<u8>), Arc<str>, foldhash::fast::RandomState>,
     /// The next ErrorResponse answers Airlock's substitute for a refused statement.
     substituted: bool,
+    /// `bound` may hold parameters.
+    any_bound: bool,
+    /// Counters and flags first, then what only PREPARE and the extended protocol use.
+    names: Names<Judged>,
+    // What not every statement touches.
+    guard: Arc<Guard>,
+    /// The parameters last bound to each portal, for the ticket of a held Execute.
+    bound: HashMap<Vec<u8>, Params, foldhash::fast::RandomState>,
+    /// With a trail: the text each prepared statement and portal runs, as the client sent it.
+    sent: HashMap<(Space, Vec<u8>), Arc<str>, foldhash::fast::RandomState>,
+    who: Who,
 }
 
 /// How a PREPARE or DEALLOCATE inside classified text changes the session's names: `Exact`
@@ -92,8 +104,7 @@ impl Inspector for PgGuard {
     fn interest(&self) -> Interest {
         Interest {
             statements: true,
-            rows: self.results.is_some()
-                || self.audit.as_ref().is_some_and(SessionAudit::wants_rows),
+            rows: self.results.is_some() || self.audit.as_ref().is_some_and(|a| a.wants_rows()),
             replies: true,
             outcomes: self.audit.is_some(),
             records: self.audit.is_some(),
@@ -131,9 +142,7 @@ impl Inspector for PgGuard {
     }
 
     fn pending_records(&mut self) -> Ack {
-        self.audit
-            .as_mut()
-            .map_or(Ok(()), SessionAudit::take_pending)
+        self.audit.as_mut().map_or(Ok(()), |a| a.take_pending())
     }
 
     fn reply(&mut self, tag: u8, status: Option<u8>) {
@@ -147,10 +156,11 @@ impl Inspector for PgGuard {
                 // Outside a transaction block every portal is gone: forget their names.
                 if status == Some(b'I') {
                     self.names.portals_gone();
-                    if !self.sent.is_empty() {
+                    // Only a session with a trail keeps what was sent.
+                    if self.audit.is_some() && !self.sent.is_empty() {
                         self.sent.retain(|(space, _), _| *space == Space::Statement);
                     }
-                    if !self.bound.is_empty() {
+                    if std::mem::take(&mut self.any_bound) {
                         self.bound.clear();
                     }
                 }
@@ -286,6 +296,7 @@ impl PgGuard {
                     .any(|c| matches!(c.verdict, Verdict::Hold(_)));
                 self.names.set(Space::Portal, b.portal, candidates);
                 if holdable || self.audit.is_some() {
+                    self.any_bound = true;
                     self.bound
                         .entry(b.portal.to_vec())
                         .or_default()
@@ -479,4 +490,21 @@ fn tables_of<'a>(judged: impl IntoIterator<Item = &'a Judged>) -> Vec<String> {
         .into_iter()
         .flat_map(|j| j.statements.iter().flat_map(|s| s.tables.iter().cloned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+
+    /// What a simple Query and its answers read and write of the session's guard (see
+    /// [`PgGuard`]) sits in its first three cache lines.
+    #[test]
+    fn what_every_statement_touches_sits_in_three_cache_lines() {
+        assert_eq!(std::mem::align_of::<PgGuard>(), 64);
+        assert_eq!(offset_of!(PgGuard, results), 0);
+        let end = offset_of!(PgGuard, names) + super::super::names::HOT_BYTES;
+        assert!(end <= 3 * 64, "the hot fields end at byte {end}");
+    }
 }

@@ -91,17 +91,28 @@ enum Expect {
 }
 
 /// One session's result masking.
+///
+/// `repr(C)`, small, and what every statement's answers touch first: it leads the session
+/// guard's hot fields (see `guard::pg::PgGuard`). What only the extended protocol needs is
+/// kept apart, made when first needed.
+#[repr(C)]
 pub struct PgResults {
-    masking: Arc<Masking>,
-    statements: HashMap<Name, Arc<[Column]>, foldhash::fast::RandomState>,
-    portals: HashMap<Name, Portal, foldhash::fast::RandomState>,
     expected: VecDeque<Expect>,
     /// How the values of the rows arriving now are masked, while `current` says so (the
     /// vector is kept for its capacity).
     treats: Vec<Treat>,
+    named: Option<Box<Named>>,
+    masking: Arc<Masking>,
     current: bool,
     /// A COPY TO STDOUT is under way: `Some(true)` in text format.
     copy_text: Option<bool>,
+}
+
+/// The columns of the session's prepared statements and portals.
+#[derive(Default)]
+struct Named {
+    statements: HashMap<Name, Arc<[Column]>, foldhash::fast::RandomState>,
+    portals: HashMap<Name, Portal, foldhash::fast::RandomState>,
     /// The last RowDescription that answered a Describe, and its columns.
     last_described: Option<Described>,
 }
@@ -122,15 +133,18 @@ struct Described {
 impl PgResults {
     pub fn new(masking: Arc<Masking>) -> PgResults {
         PgResults {
-            masking,
-            statements: HashMap::default(),
-            portals: HashMap::default(),
             expected: VecDeque::new(),
             treats: Vec::new(),
+            named: None,
+            masking,
             current: false,
             copy_text: None,
-            last_described: None,
         }
+    }
+
+    /// The session's named statements and portals, made when first needed.
+    fn named(&mut self) -> &mut Named {
+        self.named.get_or_insert_default()
     }
 
     /// Whether column rules name tables, so that the tables a statement reads matter.
@@ -212,8 +226,10 @@ impl PgResults {
                     }
                 }
                 // Outside a transaction block no portal survives.
-                if body.first() == Some(&b'I') {
-                    self.portals.clear();
+                if body.first() == Some(&b'I')
+                    && let Some(named) = &mut self.named
+                {
+                    named.portals.clear();
                 }
             }
             _ => return self.other_message(tag, body),
@@ -227,7 +243,7 @@ impl PgResults {
         match tag {
             PARSE_COMPLETE => {
                 if let Some(Expect::Parse(name)) = self.pop_if(|e| matches!(e, Expect::Parse(_))) {
-                    self.statements.remove(&name);
+                    self.named().statements.remove(&name);
                 }
             }
             BIND_COMPLETE => {
@@ -237,20 +253,22 @@ impl PgResults {
                     formats,
                 }) = self.pop_if(|e| matches!(e, Expect::Bind { .. }))
                 {
-                    let columns = self.statements.get(&statement).cloned();
-                    self.portals.insert(portal, Portal { columns, formats });
+                    let named = self.named();
+                    let columns = named.statements.get(&statement).cloned();
+                    named.portals.insert(portal, Portal { columns, formats });
                 }
             }
             NO_DATA => {
                 if let Some(Expect::Describe { portal, name }) =
                     self.pop_if(|e| matches!(e, Expect::Describe { .. }))
                 {
+                    let named = self.named();
                     if portal {
-                        if let Some(p) = self.portals.get_mut(&name) {
+                        if let Some(p) = named.portals.get_mut(&name) {
                             p.columns = None;
                         }
                     } else {
-                        self.statements.remove(&name);
+                        named.statements.remove(&name);
                     }
                 }
             }
@@ -258,10 +276,11 @@ impl PgResults {
                 if let Some(Expect::Close { portal, name }) =
                     self.pop_if(|e| matches!(e, Expect::Close { .. }))
                 {
+                    let named = self.named();
                     if portal {
-                        self.portals.remove(&name);
+                        named.portals.remove(&name);
                     } else {
-                        self.statements.remove(&name);
+                        named.statements.remove(&name);
                     }
                 }
             }
@@ -312,14 +331,15 @@ impl PgResults {
             Some(Expect::Describe { .. }) => {
                 let columns = self.description(body);
                 if let Some(Expect::Describe { portal, name }) = self.expected.pop_front() {
+                    let named = self.named();
                     if portal {
-                        if let Some(p) = self.portals.get_mut(&name) {
+                        if let Some(p) = named.portals.get_mut(&name) {
                             p.columns = columns;
                         }
                     } else if let Some(columns) = columns {
-                        self.statements.insert(name, columns);
+                        named.statements.insert(name, columns);
                     } else {
-                        self.statements.remove(&name);
+                        named.statements.remove(&name);
                     }
                 }
             }
@@ -345,13 +365,14 @@ impl PgResults {
     /// the database describes the same again (a driver that describes a statement's portal
     /// each time it runs it).
     fn description(&mut self, body: &[u8]) -> Option<Arc<[Column]>> {
-        if let Some(last) = &self.last_described
+        let named = self.named();
+        if let Some(last) = &named.last_described
             && *last.body == *body
         {
             return Some(last.columns.clone());
         }
         let columns: Arc<[Column]> = row_description(body)?.into();
-        self.last_described = Some(Described {
+        named.last_described = Some(Described {
             body: body.into(),
             columns: columns.clone(),
         });
@@ -389,7 +410,7 @@ impl PgResults {
         let Some(Expect::Execute { portal, tables }) = self.expected.front() else {
             return false;
         };
-        let Some(p) = self.portals.get(portal) else {
+        let Some(p) = self.named.as_ref().and_then(|n| n.portals.get(portal)) else {
             return false;
         };
         let Some(columns) = p.columns.as_ref() else {
@@ -700,7 +721,7 @@ mod tests {
             send(&mut r, b'S', b"");
             r.backend(b'2', b"").unwrap();
             r.backend(b'T', desc).unwrap();
-            let columns = r.portals[&Name::new()].columns.clone().unwrap();
+            let columns = r.named().portals[&Name::new()].columns.clone().unwrap();
             let type_oid = if binary { 20 } else { 25 };
             assert_eq!(columns[0].type_oid, type_oid);
             match i {
@@ -778,7 +799,7 @@ mod tests {
         assert_eq!(data_row(&out).unwrap()[0], Some(&odd[..]));
         r.backend(b'C', b"SELECT 2\0").unwrap();
         r.backend(b'Z', b"I").unwrap();
-        assert!(r.expected.is_empty() && r.portals.is_empty());
+        assert!(r.expected.is_empty() && r.named().portals.is_empty());
     }
 
     #[test]
