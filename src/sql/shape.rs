@@ -39,7 +39,15 @@ pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
     // Start of the run of bytes not yet copied to `out`.
     let mut copied = 0;
     while i < b.len() {
-        // Names, keywords, spaces and operators are copied as they are: skip them in a run.
+        // Names, keywords, spaces and operators are copied as they are: skip them in a run,
+        // eight bytes at a time while it lasts (one branch for eight, not eight).
+        while let Some(chunk) = b.get(i..i + 8)
+            && chunk
+                .iter()
+                .fold(true, |plain, &c| plain & PLAIN[c as usize])
+        {
+            i += 8;
+        }
         while i < b.len() && PLAIN[b[i] as usize] {
             i += 1;
         }
