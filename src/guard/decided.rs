@@ -1,14 +1,19 @@
-//! The decisions a session remembers, by the cache key of the statements they were made for.
+//! The decisions a worker thread's sessions remember, by scope (a listener's guard and one
+//! identity: see `Guard::scope_of`) and the cache key of the statements they were made for.
+//!
+//! One table for the thread's sessions rather than one each: every session of an identity
+//! finds the decisions the others made, and the table's lines, touched by every statement
+//! the thread judges, stay in the cache where a session's own would not (between two
+//! statements of a session the database, the kernel and the other sessions run).
 //!
 //! A small two-way set-associative table rather than a general hash map: a key's hash names
-//! one 64-byte line holding two slots, and each slot holds the key's hash, the key and the
-//! decision. A session's memory goes cold while the database works on its statement, so
-//! what a lookup costs is the misses it waits for one after the other: here the line, then
-//! the key and the decision together (a general map waits for its control bytes, then the
-//! bucket, then the key).
+//! one 128-byte set of two slots, and each slot holds the hash, the scope, the key and the
+//! decision, so a lookup waits for the set, then the key (a general map waits for its
+//! control bytes, then the bucket, then the key).
 //!
 //! Bounded: at most [`MAX_ENTRIES`] decisions, and keys of [`MAX_BYTES`] in all. A key is only
-//! ever found by comparing it whole, so a hash collision costs a miss, never a wrong decision.
+//! ever found by comparing its scope and the key whole, so a hash collision costs a miss,
+//! never a wrong decision.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -16,27 +21,29 @@ use std::sync::Arc;
 use super::Judged;
 use crate::inspect::Verdict;
 
-/// Lines a session's table grows to, at most.
-const MAX_SETS: usize = 128;
-/// Decisions a session remembers, at most.
+/// Sets a thread's table grows to, at most (128 KiB).
+const MAX_SETS: usize = 1024;
+/// Decisions a thread remembers, at most.
 #[cfg(test)]
 pub const MAX_ENTRIES: usize = 2 * MAX_SETS;
-/// Bytes of keys a session remembers, at most: 64 MiB for a thousand sessions. A statement
-/// whose key is longer than a sixteenth of it (4 KiB) is not remembered.
-pub const MAX_BYTES: u32 = 64 << 10;
-/// Lines a table starts with, when it remembers its first decision.
-const FIRST_SETS: usize = 4;
+/// Bytes of keys a thread remembers, at most. A statement whose key is longer than a
+/// sixteenth of it (64 KiB) is not remembered.
+pub const MAX_BYTES: u32 = 1 << 20;
+/// Sets a table starts with, when it remembers its first decision.
+const FIRST_SETS: usize = 16;
 
+#[repr(C)]
 struct Slot {
     hash: u64,
+    scope: u64,
     key: Box<str>,
     judged: Arc<Judged>,
     /// The decision lets the statements through: known without reading the decision.
     forwards: bool,
 }
 
-/// Two slots, one cache line.
-#[repr(align(64))]
+/// Two slots: the first slot's key and the second's hash and scope in the first line.
+#[repr(align(128))]
 #[derive(Default)]
 struct Set([Option<Slot>; 2]);
 
@@ -47,8 +54,7 @@ pub struct Remembered<'a> {
     pub forwards: bool,
 }
 
-/// A session's remembered decisions. `repr(C)`: what a lookup reads first.
-#[repr(C)]
+/// A thread's remembered decisions.
 pub struct Decided {
     sets: Vec<Set>,
     hasher: foldhash::fast::RandomState,
@@ -74,28 +80,29 @@ impl Decided {
         }
     }
 
-    /// The decision remembered for `key`.
+    /// The decision remembered in `scope` for `key`.
     #[inline]
-    pub fn get(&self, key: &str) -> Option<Remembered<'_>> {
+    pub fn get(&self, scope: u64, key: &str) -> Option<Remembered<'_>> {
         if self.sets.is_empty() {
             return None;
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one((scope, key));
         let set = &self.sets[hash as usize & (self.sets.len() - 1)];
         let slot = set
             .0
             .iter()
             .flatten()
-            .find(|s| s.hash == hash && *s.key == *key)?;
+            .find(|s| s.hash == hash && s.scope == scope && *s.key == *key)?;
         Some(Remembered {
             judged: &slot.judged,
             forwards: slot.forwards,
         })
     }
 
-    /// Remembers `judged` for `key`. A key longer than a sixteenth of the byte budget is not
-    /// remembered; when the budget would be exceeded, everything is forgotten first.
-    pub fn insert(&mut self, key: &str, judged: Arc<Judged>) {
+    /// Remembers `judged` in `scope` for `key`. A key longer than a sixteenth of the byte
+    /// budget is not remembered; when the budget would be exceeded, everything is forgotten
+    /// first.
+    pub fn insert(&mut self, scope: u64, key: &str, judged: Arc<Judged>) {
         // At most 4 KiB (a sixteenth of a u32 budget), so that the sums below stay in a u32.
         let len = key.len() as u32;
         if key.len() > (self.max_bytes / 16) as usize {
@@ -107,7 +114,7 @@ impl Decided {
         if self.sets.is_empty() {
             self.sets.resize_with(FIRST_SETS, Set::default);
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one((scope, key));
         while self.full_set(hash) && self.sets.len() < MAX_SETS {
             self.grow();
         }
@@ -116,6 +123,7 @@ impl Decided {
         // The newest first; what the second slot held is forgotten.
         let slot = Slot {
             hash,
+            scope,
             key: Box::from(key),
             forwards: matches!(judged.verdict, Verdict::Forward),
             judged,
@@ -137,6 +145,13 @@ impl Decided {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sets.iter().map(|s| s.0.iter().flatten().count()).sum()
+    }
+
+    /// Decisions held in `scope`.
+    #[cfg(test)]
+    pub fn count(&self, scope: u64) -> usize {
+        let slots = self.sets.iter().flat_map(|s| s.0.iter().flatten());
+        slots.filter(|s| s.scope == scope).count()
     }
 
     #[cfg(test)]
@@ -203,47 +218,58 @@ mod tests {
     #[test]
     fn says_which_decisions_let_statements_through() {
         let mut d = Decided::new(1 << 16);
-        d.insert("SELECT ?", judged());
-        d.insert("DROP TABLE t", denied());
-        let forwards = |key: &str| d.get(key).is_some_and(|r| r.forwards);
+        d.insert(1, "SELECT ?", judged());
+        d.insert(1, "DROP TABLE t", denied());
+        let forwards = |key: &str| d.get(1, key).is_some_and(|r| r.forwards);
         assert!(forwards("SELECT ?"));
         assert!(!forwards("DROP TABLE t"));
-        assert!(d.get("DROP TABLE t").is_some());
+        assert!(d.get(1, "DROP TABLE t").is_some());
         assert!(!forwards("SELECT ?, ?"));
+    }
+
+    #[test]
+    fn finds_a_decision_only_in_its_own_scope() {
+        let mut d = Decided::new(1 << 16);
+        d.insert(1, "SELECT ?", judged());
+        d.insert(2, "DROP TABLE t", denied());
+        assert!(d.get(1, "SELECT ?").is_some());
+        assert!(d.get(2, "SELECT ?").is_none());
+        assert!(d.get(1, "DROP TABLE t").is_none());
+        assert!(d.get(2, "DROP TABLE t").is_some());
     }
 
     #[test]
     fn finds_what_it_holds_by_the_whole_key() {
         let mut d = Decided::new(1 << 16);
-        assert!(d.get("SELECT ?").is_none());
+        assert!(d.get(1, "SELECT ?").is_none());
         let j = judged();
-        d.insert("SELECT ?", j.clone());
-        assert!(Arc::ptr_eq(d.get("SELECT ?").unwrap().judged, &j));
-        assert!(d.get("SELECT ?x").is_none());
-        assert!(d.get("SELECT").is_none());
+        d.insert(1, "SELECT ?", j.clone());
+        assert!(Arc::ptr_eq(d.get(1, "SELECT ?").unwrap().judged, &j));
+        assert!(d.get(1, "SELECT ?x").is_none());
+        assert!(d.get(1, "SELECT").is_none());
         assert_eq!((d.len(), d.bytes()), (1, 8));
         d.clear();
-        assert!(d.get("SELECT ?").is_none());
+        assert!(d.get(1, "SELECT ?").is_none());
         assert_eq!((d.len(), d.bytes()), (0, 0));
     }
 
     #[test]
     fn grows_to_its_bound_and_keeps_the_newest() {
         let mut d = Decided::new(1 << 20);
-        let keys: Vec<String> = (0..2000).map(|i| format!("SELECT c{i} FROM t")).collect();
+        let keys: Vec<String> = (0..5000).map(|i| format!("SELECT c{i} FROM t")).collect();
         for key in &keys {
-            d.insert(key, judged());
+            d.insert(1, key, judged());
             // The newest is always found.
-            assert!(d.get(key).is_some());
+            assert!(d.get(1, key).is_some());
             assert!(d.len() <= 2 * MAX_SETS);
             assert!(d.sets.len() <= MAX_SETS);
         }
-        let held = keys.iter().filter(|k| d.get(k).is_some()).count();
+        let held = keys.iter().filter(|k| d.get(1, k).is_some()).count();
         assert_eq!(held, d.len());
         assert!(d.len() > MAX_SETS, "{}", d.len());
         let bytes: usize = keys
             .iter()
-            .filter(|k| d.get(k).is_some())
+            .filter(|k| d.get(1, k).is_some())
             .map(|k| k.len())
             .sum();
         assert_eq!(bytes, d.bytes());
@@ -251,12 +277,12 @@ mod tests {
 
     #[test]
     fn grows_rather_than_forget_while_it_can() {
-        // A session's few statements stay remembered: a key whose line is full grows the
+        // A few statements stay remembered: a key whose line is full grows the
         // table, and only a table at its bound forgets.
         for _ in 0..50 {
             let mut d = Decided::new(1 << 16);
             for i in 0..12 {
-                d.insert(&format!("UPDATE t{i} SET a = ?"), judged());
+                d.insert(1, &format!("UPDATE t{i} SET a = ?"), judged());
                 assert!(d.len() == i + 1 || d.sets.len() == MAX_SETS);
             }
         }
@@ -265,13 +291,13 @@ mod tests {
     #[test]
     fn stays_within_its_byte_budget() {
         let mut d = Decided::new(1000);
-        d.insert(&"x".repeat(63), judged());
+        d.insert(1, &"x".repeat(63), judged());
         assert!(
             d.is_empty(),
             "a key over a sixteenth of the budget is not kept"
         );
         for i in 0..100 {
-            d.insert(&format!("{i:>60}"), judged());
+            d.insert(1, &format!("{i:>60}"), judged());
             assert!(d.bytes() <= 1000);
         }
         assert!(!d.is_empty());

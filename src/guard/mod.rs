@@ -15,6 +15,7 @@ pub mod prepared_sql;
 pub mod startup;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::approval::ticket::{Escalation, Request};
@@ -41,6 +42,8 @@ pub struct Guard {
     cache: Mutex<Cache>,
     /// Decisions made for cached classifications, shared by sessions of one identity.
     judgments: Mutex<judgments::Judgments>,
+    /// The scope of each identity (user and database) seen, for [`Guard::scope_of`].
+    scopes: Mutex<HashMap<String, HashMap<String, u64>>>,
     /// The policy's masking, compiled: of result values for the sessions it covers, and of
     /// statement text and parameters in tickets for every session.
     masking: Arc<Masking>,
@@ -65,6 +68,7 @@ impl Guard {
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
             judgments: Mutex::default(),
+            scopes: Mutex::default(),
             masking,
             audit: None,
         }
@@ -150,6 +154,35 @@ impl Guard {
             client_addr: String::new(),
             session: 0,
         }
+    }
+
+    /// The scope under which threads remember decisions for `who`: one number for each
+    /// identity (user and database; a user's groups are the guard's to say) on this guard,
+    /// never the same for two identities or two guards.
+    pub fn scope_of(&self, who: &Who) -> u64 {
+        /// Scopes given by every guard of the process, so that none is given twice.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        /// Identities a guard keeps a scope for; past it they are forgotten (and get new
+        /// scopes when they come back).
+        const MAX_SCOPES: usize = 10_000;
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&scope) = scopes.get(&who.user).and_then(|d| d.get(&who.database)) {
+            return scope;
+        }
+        if scopes.values().map(HashMap::len).sum::<usize>() >= MAX_SCOPES {
+            scopes.clear();
+        }
+        let scope = NEXT.fetch_add(1, Ordering::Relaxed);
+        scopes
+            .entry(who.user.clone())
+            .or_default()
+            .insert(who.database.clone(), scope);
+        scope
+    }
+
+    /// The text judging state of a new session of `who`.
+    pub fn text_state(&self, who: &Who) -> TextState {
+        TextState::new(self.scope_of(who))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -378,46 +411,61 @@ pub fn judge_one(guard: &Guard, who: &Who, statement: Classified) -> Judged {
 }
 
 /// What a session's text judging remembers from one statement to the next.
-///
-/// `repr(C)`, in the order a statement reads it, so that what every statement touches sits
-/// together (see [`pg::PgGuard`]).
-#[derive(Default)]
-#[repr(C)]
 pub struct TextState {
     /// The session's migration run, if it is one (see [`tag_migration`]): once a statement
     /// touches a migration tool's bookkeeping table, every later statement is tagged with it.
     migration: Option<&'static str>,
-    /// Decisions made for cached classifications, by the cache's key (the statement's shape,
-    /// or its text when it has none), so that a statement of a shape the session sent before
-    /// (pgbench's, an application's, with fresh literal values) costs its shape and one
-    /// lookup in the session's own map: the policy, the session's identity and the
-    /// classification of a key are all the same as last time.
-    decided: decided::Decided,
+    /// The session's listener and identity (see [`Guard::scope_of`]), under which its
+    /// thread remembers decisions made for cached classifications.
+    scope: u64,
+}
+
+thread_local! {
+    /// Decisions made for cached classifications, by scope and the cache's key (the
+    /// statement's shape, or its text when it has none), for the sessions the thread serves:
+    /// a statement of a shape that a session of the same identity sent before (pgbench's, an
+    /// application's, with fresh literal values) costs its shape and one lookup, since the
+    /// policy, the identity and the classification of a key are all the same as last time.
+    static DECIDED: std::cell::RefCell<decided::Decided> =
+        std::cell::RefCell::new(decided::Decided::default());
 }
 
 impl TextState {
-    /// The decision remembered for statements with cache key `key`, while the session is no
-    /// migration run.
-    fn recall(&self, key: &str) -> Option<decided::Remembered<'_>> {
-        if self.migration.is_some() {
-            return None;
+    /// The state of a session of `scope` that has sent nothing yet.
+    pub fn new(scope: u64) -> TextState {
+        TextState {
+            migration: None,
+            scope,
         }
-        self.decided.get(key)
     }
 
-    /// Forgets every remembered decision (what they were made for has changed).
-    fn forget_decisions(&mut self) {
-        self.decided.clear();
+    /// Decisions the thread remembers for the session's scope.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        DECIDED.with_borrow(|d| d.count(self.scope))
+    }
+
+    /// Whether the thread remembers a decision for `key` in the session's scope.
+    #[cfg(test)]
+    fn recall(&self, key: &str) -> bool {
+        DECIDED.with_borrow(|d| d.get(self.scope, key).is_some())
+    }
+
+    /// Decisions are remembered under `scope` from now on (the session's identity changed).
+    fn rescope(&mut self, scope: u64) {
+        self.scope = scope;
     }
 
     /// Remembers `judged` for cache key `key`, if it was made outside a migration run for a
     /// cached classification that names no migration tool (so tagging left it as it was).
-    fn remember(&mut self, key: &str, judged: &Arc<Judged>) {
+    /// A hold is not remembered: its ticket names the session that asked.
+    fn remember(&self, key: &str, judged: &Arc<Judged>) {
         let untagged = judged.statements.iter().all(|s| s.migration.is_none());
-        if self.migration.is_some() || !untagged || judged.dynamic.is_some() {
+        let held = matches!(judged.verdict, Verdict::Hold(_));
+        if self.migration.is_some() || !untagged || judged.dynamic.is_some() || held {
             return;
         }
-        self.decided.insert(key, judged.clone());
+        DECIDED.with_borrow_mut(|d| d.insert(self.scope, key, judged.clone()));
     }
 }
 
@@ -486,8 +534,14 @@ fn judge_text_into<R>(
     // The cache's key, once: for the session's memory and, outside its lock, the cache's.
     let mut shape = SHAPE.take();
     let key = cache_key(text, &mut shape);
-    let answer = match session.state.recall(key) {
-        Some(found) => remembered(found, text),
+    // Outside a migration run, from what the thread remembers.
+    let scope = session.state.scope;
+    let found = match session.state.migration {
+        Some(_) => None,
+        None => DECIDED.with_borrow(|d| d.get(scope, key).map(|found| remembered(found, text))),
+    };
+    let answer = match found {
+        Some(answer) => answer,
         None => judged(judge_unremembered(guard, &mut session, text, key)),
     };
     // Kept for its capacity, unless a huge statement grew it.
@@ -741,8 +795,8 @@ pub(crate) mod tests {
     #[test]
     fn text_past_ascii_is_unknown_under_a_character_set_that_splits_ascii() {
         let guard = guard();
-        let mut state = TextState::default();
         let who = who();
+        let mut state = guard.text_state(&who);
         let mut prepared = Prepared::default();
         let mut judge = |sql: &str, ascii_only: bool| {
             let session = TextSession {
@@ -763,30 +817,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_shape_the_session_sent_before_is_judged_from_its_memory() {
+    fn a_shape_a_session_sent_before_is_judged_from_its_threads_memory() {
         let guard = guard();
-        let mut state = TextState::default();
+        let mut state = guard.text_state(&who());
         let first = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 1;");
         // Classified now, cached by the listener; remembered from the next one on.
-        assert!(state.decided.is_empty());
+        assert_eq!(state.remembered(), 0);
         let second = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 2;");
-        assert_eq!(state.decided.len(), 1);
+        assert_eq!(state.remembered(), 1);
         let mut shape = String::new();
         let key = cache_key("select_ignored", &mut shape);
-        assert!(state.recall(key).is_none());
+        assert!(!state.recall(key));
         let key = cache_key(" SELECT abalance FROM a WHERE aid = 3 ", &mut shape);
-        assert!(state.recall(key).is_some());
-        let third = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 3;");
-        assert_eq!(state.decided.len(), 1);
+        assert!(state.recall(key));
+        // Another session of the same identity on the thread finds it too.
+        let mut other = guard.text_state(&who());
+        assert!(other.recall(key));
+        let third = judged(&guard, &mut other, "SELECT abalance FROM a WHERE aid = 3;");
+        assert_eq!(state.remembered(), 1);
         for j in [&first, &second, &third] {
             assert_eq!(j.verdict, Verdict::Forward);
         }
-        // Another shape is judged on its own.
+        // Another shape is judged on its own; a hold is never remembered (its ticket names
+        // the session that asked).
         let drop = judged(&guard, &mut state, "DROP TABLE a;");
         let again = judged(&guard, &mut state, "DROP TABLE a;");
         assert_eq!(drop.decision(), "review");
         assert_eq!(again.decision(), "review");
-        assert_eq!(state.decided.len(), 2);
+        assert_eq!(state.remembered(), 1);
     }
 
     /// The verdict alone is the verdict of the whole judgement, the first time and when the
@@ -808,7 +866,7 @@ pub(crate) mod tests {
         }
         let guard = guard();
         let who = who();
-        let mut state = TextState::default();
+        let mut state = guard.text_state(&who);
         let mut prepared = Prepared::default();
         let texts = [
             "SELECT abalance FROM a WHERE aid = 1",
@@ -834,8 +892,9 @@ pub(crate) mod tests {
                 decisions.push(whole.decision());
             }
         }
-        // Each text was remembered, and the decisions are those of the shipped policy.
-        assert_eq!(state.decided.len(), texts.len());
+        // Each text let through was remembered (a hold never is), and the decisions are
+        // those of the shipped policy.
+        assert_eq!(state.remembered(), 2);
         assert_eq!(
             &decisions[10..],
             ["allow", "review", "review", "allow", "review"]
@@ -871,8 +930,8 @@ pub(crate) mod tests {
         "#;
         let guard = guard_with(policy, "postgres", Dialect::Postgres);
         let judge_as = |who: &Who, sql: &str| {
-            // Each call a new session: nothing remembered of its own.
-            let mut state = TextState::default();
+            // Each call a new session.
+            let mut state = guard.text_state(who);
             let mut prepared = Prepared::default();
             let session = TextSession {
                 who,
@@ -914,22 +973,18 @@ pub(crate) mod tests {
     #[test]
     fn the_memory_stays_within_its_bounds() {
         let guard = guard();
-        let mut state = TextState::default();
+        let mut state = guard.text_state(&who());
         // Long statements: each is judged twice, so that the second is remembered.
-        let long = |i: usize| format!("SELECT {} FROM t{i} WHERE a = 1", "x, ".repeat(300) + "y");
-        for i in 0..100 {
+        let long = |i: usize| format!("SELECT {} FROM t{i} WHERE a = 1", "x, ".repeat(600) + "y");
+        for i in 0..1500 {
             judged(&guard, &mut state, &long(i));
             judged(&guard, &mut state, &long(i));
-            assert!(state.decided.bytes() <= decided::MAX_BYTES as usize);
-            assert!(state.decided.len() <= decided::MAX_ENTRIES);
+            DECIDED.with_borrow(|d| {
+                assert!(d.bytes() <= decided::MAX_BYTES as usize);
+                assert!(d.len() <= decided::MAX_ENTRIES);
+            });
         }
-        assert!(!state.decided.is_empty());
-        // A key longer than a sixteenth of the budget is not remembered.
-        let huge = format!("SELECT {} FROM t WHERE a = 1", "x, ".repeat(2000) + "y");
-        let before = state.decided.bytes();
-        judged(&guard, &mut state, &huge);
-        judged(&guard, &mut state, &huge);
-        assert_eq!(state.decided.bytes(), before);
+        assert!(state.remembered() > 0);
     }
 
     /// An EXECUTE is judged by what its name holds now, however the text around it reads:
@@ -975,7 +1030,7 @@ pub(crate) mod tests {
             let text = crate::policy::SHIPPED_DEFAULT;
             let guard = guard_with(text, listener, dialect);
             let who = who();
-            let mut state = TextState::default();
+            let mut state = guard.text_state(&who);
             let mut prepared = Prepared::default();
             let mut decisions = Vec::new();
             // Twice: the second time round, every text has been classified and cached.

@@ -28,6 +28,7 @@ pub struct MyGuards(pub Arc<Guard>);
 impl MysqlInspectorFactory for MyGuards {
     fn for_session(&self, session: &SessionInfo) -> Box<dyn MysqlInspector> {
         let who = self.0.who(session);
+        let text = self.0.text_state(&who);
         let results = self.0.masking_for(&who).map(MyResults::new);
         let audit = SessionAudit::start(&self.0, &who, session, results.is_some());
         // Sampling rows for the trail needs the column definitions even where masking
@@ -47,7 +48,7 @@ impl MysqlInspectorFactory for MyGuards {
             switching: None,
             owed: std::collections::VecDeque::new(),
             sql_prepared: SqlPrepared::default(),
-            text: TextState::default(),
+            text,
             strings_as_classified: session.strings_as_classified,
             ascii_only: session.ascii_only,
             local_infile: session.local_infile,
@@ -423,7 +424,7 @@ impl MyGuard {
     }
 
     /// The session's default database is now `database`: the policy's `databases` match it
-    /// from now on. Decisions made for the old one are forgotten, and a prepared statement
+    /// from now on. Decisions are remembered for the new one apart, and a prepared statement
     /// (whose names MySQL may have resolved in either) is judged the stricter of the two ways.
     fn switch_to(&mut self, database: String) {
         if self.who.database == database {
@@ -431,7 +432,7 @@ impl MyGuard {
         }
         tracing::debug!(session = self.who.session, %database, "default database changed");
         self.who.database = database;
-        self.text.forget_decisions();
+        self.text.rescope(self.guard.scope_of(&self.who));
         for s in self.statements.values_mut() {
             let again = judge(
                 &self.guard,

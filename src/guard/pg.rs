@@ -33,6 +33,7 @@ impl InspectorFactory for PgGuards {
 
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {
         let who = self.0.who(session);
+        let text = self.0.text_state(&who);
         let results = self.0.masking_for(&who).map(PgResults::new);
         Box::new(PgGuard {
             wants_tables: results.as_ref().is_some_and(PgResults::wants_tables),
@@ -42,7 +43,7 @@ impl InspectorFactory for PgGuards {
             results,
             who,
             names: Names::default(),
-            text: TextState::default(),
+            text,
             bound: HashMap::default(),
             strings_as_classified: session.strings_as_classified,
             ascii_only: session.ascii_only,
