@@ -90,6 +90,55 @@ enum Expect {
     Sync,
 }
 
+/// The client messages still owed an answer, oldest first.
+///
+/// Simple queries whose masking needs no tables (nearly every statement of a simple-protocol
+/// client) are only counted while nothing else is owed before them, so that a session that
+/// waits for each answer never touches the queue's buffer, which goes cold between two of
+/// its statements.
+#[derive(Debug, Default)]
+struct Owed {
+    /// Simple queries owed, with no tables, before everything in `queue`.
+    queries: u32,
+    queue: VecDeque<Expect>,
+}
+
+/// What [`Owed`] counts rather than queues.
+static BARE_QUERY: Expect = Expect::Query { tables: Vec::new() };
+
+impl Owed {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.queries == 0 && self.queue.is_empty()
+    }
+
+    fn front(&self) -> Option<&Expect> {
+        match self.queries {
+            0 => self.queue.front(),
+            _ => Some(&BARE_QUERY),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Expect> {
+        match self.queries {
+            0 => self.queue.pop_front(),
+            _ => {
+                self.queries -= 1;
+                Some(Expect::Query { tables: Vec::new() })
+            }
+        }
+    }
+
+    fn push_back(&mut self, expect: Expect) {
+        let bare = matches!(&expect, Expect::Query { tables } if tables.is_empty());
+        if bare && self.queue.is_empty() {
+            self.queries += 1;
+        } else {
+            self.queue.push_back(expect);
+        }
+    }
+}
+
 /// One session's result masking.
 ///
 /// `repr(C)`, small, and what every statement's answers touch first: it leads the session
@@ -97,7 +146,7 @@ enum Expect {
 /// kept apart, made when first needed.
 #[repr(C)]
 pub struct PgResults {
-    expected: VecDeque<Expect>,
+    expected: Owed,
     /// How the values of the rows arriving now are masked, while `current` says so (the
     /// vector is kept for its capacity).
     treats: Vec<Treat>,
@@ -133,7 +182,7 @@ struct Described {
 impl PgResults {
     pub fn new(masking: Arc<Masking>) -> PgResults {
         PgResults {
-            expected: VecDeque::new(),
+            expected: Owed::default(),
             treats: Vec::new(),
             named: None,
             masking,
@@ -189,10 +238,10 @@ impl PgResults {
     }
 
     fn expect(&mut self, expect: Expect) {
-        if self.expected.is_empty() {
+        if self.expected.queue.is_empty() {
             // Back to the start of the buffer, whose first slot the last message used: the
             // queue of a session that waits for each answer stays in one place in memory.
-            self.expected.clear();
+            self.expected.queue.clear();
         }
         self.expected.push_back(expect);
     }
@@ -671,6 +720,36 @@ mod tests {
 
     fn cstr(s: &str) -> Vec<u8> {
         [s.as_bytes(), b"\0"].concat()
+    }
+
+    #[test]
+    fn counted_queries_keep_their_place_in_line() {
+        let bare = || Expect::Query { tables: Vec::new() };
+        let mut owed = Owed::default();
+        for _ in 0..3 {
+            owed.push_back(bare());
+            assert!(matches!(owed.pop_front(), Some(Expect::Query { .. })));
+        }
+        // A session that waits for each answer never uses the queue.
+        assert_eq!(owed.queue.capacity(), 0);
+        owed.push_back(bare());
+        owed.push_back(Expect::Sync);
+        owed.push_back(bare());
+        owed.push_back(Expect::Query {
+            tables: vec!["t".into()],
+        });
+        let popped: Vec<String> = std::iter::from_fn(|| owed.pop_front())
+            .map(|e| match e {
+                Expect::Query { tables } => format!("query {tables:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            popped,
+            ["query []", "Sync", "query []", "query [\"t\"]"],
+            "in the order they were owed"
+        );
+        assert!(owed.is_empty());
     }
 
     #[test]
