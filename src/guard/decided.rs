@@ -103,7 +103,7 @@ impl Decided {
     /// budget is not remembered; when the budget would be exceeded, everything is forgotten
     /// first.
     pub fn insert(&mut self, scope: u64, key: &str, judged: Arc<Judged>) {
-        // At most 4 KiB (a sixteenth of a u32 budget), so that the sums below stay in a u32.
+        // At most a sixteenth of the budget (64 KiB), so that the sums below stay in a u32.
         let len = key.len() as u32;
         if key.len() > (self.max_bytes / 16) as usize {
             return;

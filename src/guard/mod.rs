@@ -33,17 +33,21 @@ use crate::sql::classify::{Classified, PreparedStatements, classify_in_session};
 const CACHE_ENTRIES: usize = 10_000;
 const CACHE_BYTES: usize = 16 << 20;
 
+/// Keyed by names from the config or of authenticated sessions: seeded, and fast on short
+/// keys (looked up for every new session).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What a listener's sessions share.
 pub struct Guard {
     policy: Arc<Policy>,
     listener: String,
-    groups: HashMap<String, Vec<String>>,
+    groups: FastMap<String, Vec<String>>,
     dialect: Dialect,
     cache: Mutex<Cache>,
     /// Decisions made for cached classifications, shared by sessions of one identity.
     judgments: Mutex<judgments::Judgments>,
     /// The scope of each identity (user and database) seen, for [`Guard::scope_of`].
-    scopes: Mutex<HashMap<String, HashMap<String, u64>>>,
+    scopes: Mutex<FastMap<String, FastMap<String, u64>>>,
     /// The policy's masking, compiled: of result values for the sessions it covers, and of
     /// statement text and parameters in tickets for every session.
     masking: Arc<Masking>,
@@ -64,7 +68,7 @@ impl Guard {
         Guard {
             policy,
             listener: listener.to_owned(),
-            groups,
+            groups: groups.into_iter().collect(),
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
             judgments: Mutex::default(),
@@ -169,7 +173,7 @@ impl Guard {
         if let Some(&scope) = scopes.get(&who.user).and_then(|d| d.get(&who.database)) {
             return scope;
         }
-        if scopes.values().map(HashMap::len).sum::<usize>() >= MAX_SCOPES {
+        if scopes.values().map(FastMap::len).sum::<usize>() >= MAX_SCOPES {
             scopes.clear();
         }
         let scope = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +216,8 @@ impl Guard {
 #[derive(Debug, Clone)]
 pub struct Who {
     pub user: String,
+    /// The guard's groups for `user` ([`Guard::who`] builds every session's `Who`): threads
+    /// remember decisions per user and database ([`Guard::scope_of`]) on that ground.
     pub groups: Vec<String>,
     pub database: String,
     pub client_addr: String,

@@ -99,7 +99,7 @@ enum Expect {
 #[derive(Debug, Default)]
 struct Owed {
     /// Simple queries owed, with no tables, before everything in `queue`.
-    queries: u32,
+    queries: u64,
     queue: VecDeque<Expect>,
 }
 
