@@ -20,6 +20,8 @@
 #   AIRLOCK_BASELINE  another airlock binary to compare with instead of the pass-through
 #   SKIP_BUILD=1      use the binaries already in target/release
 #   TOP               symbols listed (default 15)
+#   PERF_DIR          keep each run's perf data there (perf-RUN-a.data is Airlock), for
+#                     `perf annotate -i DIR/perf-1-a.data --stdio -s SYMBOL`
 #
 # Needs psql, pgbench (tables at scale 10 in database test, as e2e.sh makes them), python3 and
 # perf (installed with apt-get as linux-perf when missing; needs root).
@@ -91,6 +93,12 @@ for run in $(seq "$RUNS"); do
             >"$TMP/report-$run-$side.txt" 2>/dev/null
     done
 done
+
+if [[ -n ${PERF_DIR:-} ]]; then
+    mkdir -p "$PERF_DIR"
+    cp "$TMP"/perf-*.data "$PERF_DIR"/
+    log "perf data kept in $PERF_DIR"
+fi
 
 python3 - "$TMP" "$RUNS" "$DURATION" "$OTHER" "${TOP:-15}" <<'PY'
 import re, sys, statistics
