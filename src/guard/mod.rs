@@ -496,7 +496,7 @@ pub fn judge_text(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Arc<Ju
         guard,
         session,
         sql,
-        |remembered, text| recalled(guard, remembered.judged, text),
+        |remembered| Arc::clone(remembered.judged),
         |judged| judged,
     )
 }
@@ -509,9 +509,9 @@ pub fn text_verdict(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Verd
         guard,
         session,
         sql,
-        |remembered, text| match remembered.forwards {
+        |remembered| match remembered.forwards {
             true => Verdict::Forward,
-            false => recalled(guard, remembered.judged, text).verdict_owned(),
+            false => remembered.judged.verdict_owned(),
         },
         |judged| judged.verdict_owned(),
     )
@@ -523,14 +523,15 @@ thread_local! {
     static SHAPE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
 }
 
-/// [`judge_text`], answering with `remembered` what the session remembers a decision for,
-/// and with `judged` the rest.
+/// [`judge_text`], answering with `remembered` what the thread remembers a decision for (never
+/// a hold, whose ticket would name another session and statement: see
+/// [`TextState::remember`]), and with `judged` the rest.
 #[inline]
 fn judge_text_into<R>(
     guard: &Guard,
     mut session: TextSession<'_>,
     sql: &[u8],
-    remembered: impl FnOnce(decided::Remembered<'_>, &str) -> R,
+    remembered: impl FnOnce(decided::Remembered<'_>) -> R,
     judged: impl FnOnce(Arc<Judged>) -> R,
 ) -> R {
     let text = match readable(&session, sql) {
@@ -544,7 +545,7 @@ fn judge_text_into<R>(
     let scope = session.state.scope;
     let found = match session.state.migration {
         Some(_) => None,
-        None => DECIDED.with_borrow(|d| d.get(scope, key).map(|found| remembered(found, text))),
+        None => DECIDED.with_borrow(|d| d.get(scope, key).map(remembered)),
     };
     let answer = match found {
         Some(answer) => answer,
@@ -555,13 +556,6 @@ fn judge_text_into<R>(
         SHAPE.set(shape);
     }
     answer
-}
-
-/// A remembered decision for `text`, as its own.
-fn recalled(guard: &Guard, judged: &Arc<Judged>, text: &str) -> Arc<Judged> {
-    let mut judged = Arc::clone(judged);
-    held_as_sent(guard, &mut judged, text);
-    judged
 }
 
 /// `sql` as text the classifier reads as the server does, or why it is not.

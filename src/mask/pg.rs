@@ -131,9 +131,14 @@ impl Owed {
 
     fn push_back(&mut self, expect: Expect) {
         let bare = matches!(&expect, Expect::Query { tables } if tables.is_empty());
-        if bare && self.queue.is_empty() {
+        if !self.queue.is_empty() {
+            self.queue.push_back(expect);
+        } else if bare {
             self.queries += 1;
         } else {
+            // Back to the start of the buffer, whose first slot the last message used: the
+            // queue of a session that waits for each answer stays in one place in memory.
+            self.queue.clear();
             self.queue.push_back(expect);
         }
     }
@@ -229,21 +234,12 @@ impl PgResults {
             FrontendMessage::Sync | FrontendMessage::FunctionCall(_) => Expect::Sync,
             FrontendMessage::Other { .. } => return,
         };
-        self.expect(expect);
+        self.expected.push_back(expect);
     }
 
     /// A simple Query on its way to the database (as [`PgResults::frontend`] for one).
     pub fn query(&mut self, tables: Vec<String>) {
-        self.expect(Expect::Query { tables });
-    }
-
-    fn expect(&mut self, expect: Expect) {
-        if self.expected.queue.is_empty() {
-            // Back to the start of the buffer, whose first slot the last message used: the
-            // queue of a session that waits for each answer stays in one place in memory.
-            self.expected.queue.clear();
-        }
-        self.expected.push_back(expect);
+        self.expected.push_back(Expect::Query { tables });
     }
 
     /// A message from the database: the body to send the client in its place, if masking
