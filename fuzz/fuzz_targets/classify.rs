@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Some((key, statement)) = shape(&text) {
-        assert!(key.starts_with('\0'));
+        assert_eq!(key.first(), Some(&0), "a shape starts with NUL");
         assert!(text.contains(statement));
         assert_eq!(
             statements.len(),

@@ -28,6 +28,7 @@ use crate::policy::{Decision, Policy, check};
 use crate::sql::Dialect;
 use crate::sql::cache::{Cache, cache_key};
 use crate::sql::classify::{Classified, PreparedStatements, classify_in_session};
+use crate::sql::shape::shape_into;
 
 /// Entries and bytes the classification cache of one listener may hold.
 const CACHE_ENTRIES: usize = 10_000;
@@ -453,7 +454,7 @@ impl TextState {
 
     /// Whether the thread remembers a decision for `key` in the session's scope.
     #[cfg(test)]
-    fn recall(&self, key: &str) -> bool {
+    fn recall(&self, key: &[u8]) -> bool {
         DECIDED.with_borrow(|d| d.get(self.scope, key).is_some())
     }
 
@@ -465,7 +466,7 @@ impl TextState {
     /// Remembers `judged` for cache key `key`, if it was made outside a migration run for a
     /// cached classification that names no migration tool (so tagging left it as it was).
     /// A hold is not remembered: its ticket names the session that asked.
-    fn remember(&self, key: &str, judged: &Arc<Judged>) {
+    fn remember(&self, key: &[u8], judged: &Arc<Judged>) {
         let untagged = judged.statements.iter().all(|s| s.migration.is_none());
         let held = matches!(judged.verdict, Verdict::Hold(_));
         if self.migration.is_some() || !untagged || judged.dynamic.is_some() || held {
@@ -520,7 +521,7 @@ pub fn text_verdict(guard: &Guard, session: TextSession<'_>, sql: &[u8]) -> Verd
 thread_local! {
     /// The last statement's shape, kept for its capacity: one buffer for the thread's
     /// sessions stays in the cache where one for each session would not.
-    static SHAPE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+    static SHAPE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`judge_text`], answering with `remembered` what the thread remembers a decision for (never
@@ -551,11 +552,34 @@ fn judge_text_into<R>(
         Some(answer) => answer,
         None => judged(judge_unremembered(guard, &mut session, text, key)),
     };
-    // Kept for its capacity, unless a huge statement grew it.
+    keep_shape(shape);
+    answer
+}
+
+/// Whether the thread remembers that a statement like `sql`, sent by a session in `state`,
+/// goes through: the path of a statement an application sends again and again (pgbench's,
+/// an ORM's, with fresh literal values), which costs its shape and one lookup. Only ASCII
+/// text with a shape takes it: such text is UTF-8, holds no backslash (a shape has none) and
+/// no byte a client character set could make part of a multibyte character, so under any
+/// session settings [`judge_text`] would read it as it is and find the same decision.
+#[inline]
+pub fn forwards_remembered(state: &TextState, sql: &[u8]) -> bool {
+    if state.migration.is_some() || !sql.is_ascii() {
+        return false;
+    }
+    let mut shape = SHAPE.take();
+    let forwards = shape_into(sql, &mut shape).is_some()
+        && DECIDED.with_borrow(|d| d.get(state.scope, &shape).is_some_and(|r| r.forwards));
+    keep_shape(shape);
+    forwards
+}
+
+/// Keeps the thread's shape buffer for its capacity, unless a huge statement grew it.
+#[inline]
+fn keep_shape(shape: Vec<u8>) {
     if shape.capacity() <= 1 << 16 {
         SHAPE.set(shape);
     }
-    answer
 }
 
 /// `sql` as text the classifier reads as the server does, or why it is not.
@@ -639,7 +663,7 @@ fn judge_unremembered(
     guard: &Guard,
     session: &mut TextSession<'_>,
     text: &str,
-    key: &str,
+    key: &[u8],
 ) -> Arc<Judged> {
     let cached = guard.cache().get_keyed(key);
     let was_cached = cached.is_some();
@@ -825,7 +849,7 @@ pub(crate) mod tests {
         assert_eq!(state.remembered(), 0);
         let second = judged(&guard, &mut state, "SELECT abalance FROM a WHERE aid = 2;");
         assert_eq!(state.remembered(), 1);
-        let mut shape = String::new();
+        let mut shape = Vec::new();
         let key = cache_key("select_ignored", &mut shape);
         assert!(!state.recall(key));
         let key = cache_key(" SELECT abalance FROM a WHERE aid = 3 ", &mut shape);
@@ -889,6 +913,11 @@ pub(crate) mod tests {
                     sql.as_bytes(),
                 );
                 assert_eq!(alone, whole.verdict, "{sql} (round {round})");
+                // The fast path lets through what the judgement does (remembered by now, the
+                // second time it was judged) and nothing else.
+                let fast = forwards_remembered(&state, sql.as_bytes());
+                let forwarded = whole.verdict == Verdict::Forward;
+                assert_eq!(fast, forwarded, "{sql} (round {round})");
                 decisions.push(whole.decision());
             }
         }
@@ -899,6 +928,44 @@ pub(crate) mod tests {
             &decisions[10..],
             ["allow", "review", "review", "allow", "review"]
         );
+    }
+
+    /// The fast path takes only text that any session reads as the one whose decision was
+    /// remembered: not text past ASCII (unknown under a character set that splits ASCII), not
+    /// text without a shape (a backslash is unknown while standard_conforming_strings is
+    /// off), and nothing during a migration run (whose statements are tagged).
+    #[test]
+    fn the_fast_path_takes_only_text_any_session_reads_alike() {
+        let guard = guard();
+        let who = who();
+        let mut state = guard.text_state(&who);
+        let mut prepared = Prepared::default();
+        let mut judge = |state: &mut TextState, sql: &str, settled: bool| {
+            let session = TextSession {
+                who: &who,
+                state,
+                strings_as_classified: settled,
+                ascii_only: !settled,
+                prepared: &mut prepared,
+            };
+            judge_text(&guard, session, sql.as_bytes()).verdict.clone()
+        };
+        let ordinary = "SELECT abalance FROM a WHERE aid = 1";
+        for sql in [ordinary, "SELECT 'é' FROM a", "SELECT 'a\\b' FROM a"] {
+            for _ in 0..2 {
+                assert_eq!(judge(&mut state, sql, true), Verdict::Forward, "{sql}");
+            }
+            let fast = forwards_remembered(&state, sql.as_bytes());
+            assert_eq!(fast, sql == ordinary, "{sql}");
+            if !fast {
+                // Another session of the identity, with other settings, may not pass it.
+                let mut other = guard.text_state(&who);
+                assert_ne!(judge(&mut other, sql, false), Verdict::Forward, "{sql}");
+            }
+        }
+        assert!(state.remembered() >= 3);
+        judge(&mut state, "SELECT version FROM schema_migrations", true);
+        assert!(!forwards_remembered(&state, ordinary.as_bytes()));
     }
 
     /// A new session's first statement of a shape the listener has judged for the same

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use super::audit::{Ends, SessionAudit};
 use super::names::{Names, Space};
-use super::{Guard, Judged, TextSession, TextState, Who, judge_one, judge_text, text_verdict};
+use super::{
+    Guard, Judged, TextSession, TextState, Who, forwards_remembered, judge_one, judge_text,
+    text_verdict,
+};
 use crate::audit::Ack;
 use crate::inspect::{Inspector, InspectorFactory, Interest, Rewrite, SessionInfo, Verdict};
 use crate::mask::pg::PgResults;
@@ -235,14 +238,24 @@ impl PgGuard {
     /// sessions, the database and the client run, so each line of code and memory the path
     /// touches comes back from far away every time.
     fn query(&mut self, sql: &[u8]) -> Verdict {
-        let verdict = self.with_text(Effect::Exact, |guard, session| {
-            text_verdict(guard, session, sql)
-        });
+        let verdict = match forwards_remembered(&self.text, sql) {
+            true => Verdict::Forward,
+            false => self.query_verdict(sql),
+        };
         self.names.sync_point();
         if let Some(results) = &mut self.results {
             results.query(Vec::new());
         }
         verdict
+    }
+
+    /// The verdict on a simple Query's text that [`PgGuard::query`] did not find remembered
+    /// as going through: out of line.
+    #[inline(never)]
+    fn query_verdict(&mut self, sql: &[u8]) -> Verdict {
+        self.with_text(Effect::Exact, |guard, session| {
+            text_verdict(guard, session, sql)
+        })
     }
 
     /// Any message, with the tables the statement of a Query or Execute reads when result

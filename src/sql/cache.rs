@@ -14,8 +14,8 @@ use super::shape::{shape, shape_into};
 /// One dialect's cache (a listener speaks one dialect).
 pub struct Cache {
     dialect: Dialect,
-    map: HashMap<Box<str>, Arc<[Classified]>, foldhash::fast::RandomState>,
-    order: VecDeque<Box<str>>,
+    map: HashMap<Box<[u8]>, Arc<[Classified]>, foldhash::fast::RandomState>,
+    order: VecDeque<Box<[u8]>>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -48,7 +48,7 @@ impl Cache {
     pub fn get(&self, sql: &str) -> Option<Arc<[Classified]>> {
         match shape(sql) {
             Some((key, text)) => {
-                let template = self.map.get(key.as_str())?;
+                let template = self.map.get(key.as_slice())?;
                 let [one] = &template[..] else {
                     return None;
                 };
@@ -57,7 +57,7 @@ impl Cache {
                     ..one.clone()
                 }]))
             }
-            None => self.map.get(sql).cloned(),
+            None => self.map.get(sql.as_bytes()).cloned(),
         }
     }
 
@@ -65,7 +65,7 @@ impl Cache {
     /// copying: a statement of the same shape comes back as it was cached, its `text` that of
     /// the first statement of that shape. For deciding, where only the classification
     /// matters.
-    pub fn get_keyed(&self, key: &str) -> Option<Arc<[Classified]>> {
+    pub fn get_keyed(&self, key: &[u8]) -> Option<Arc<[Classified]>> {
         self.map.get(key).cloned()
     }
 
@@ -86,14 +86,14 @@ impl Cache {
         let key = match shape(sql) {
             Some((key, _)) if classified.len() == 1 => key,
             Some(_) => return,
-            None => sql.to_owned(),
+            None => sql.as_bytes().to_vec(),
         };
-        if !self.map.contains_key(key.as_str()) {
-            self.insert(key.into_boxed_str(), classified.clone());
+        if !self.map.contains_key(key.as_slice()) {
+            self.insert(key.into_boxed_slice(), classified.clone());
         }
     }
 
-    fn insert(&mut self, key: Box<str>, value: Arc<[Classified]>) {
+    fn insert(&mut self, key: Box<[u8]>, value: Arc<[Classified]>) {
         let size = cost(&key, &value);
         while !self.order.is_empty()
             && (self.map.len() >= self.max_entries || self.bytes + size > self.max_bytes)
@@ -124,16 +124,16 @@ impl Cache {
 
 /// The key `sql` is cached under: its shape (written into `buf`) or, if it has none, the
 /// text itself.
-pub fn cache_key<'a>(sql: &'a str, buf: &'a mut String) -> &'a str {
-    match shape_into(sql, buf) {
-        Some(_) => buf.as_str(),
-        None => sql,
+pub fn cache_key<'a>(sql: &'a str, buf: &'a mut Vec<u8>) -> &'a [u8] {
+    match shape_into(sql.as_bytes(), buf) {
+        Some(_) => buf,
+        None => sql.as_bytes(),
     }
 }
 
 /// Roughly what an entry holds: its key and each statement's text and fingerprint.
-fn cost(text: &str, value: &[Classified]) -> usize {
-    text.len()
+fn cost(key: &[u8], value: &[Classified]) -> usize {
+    key.len()
         + value
             .iter()
             .map(|c| c.text.len() + c.fingerprint.len() + 64)

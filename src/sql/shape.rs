@@ -11,44 +11,53 @@
 //! exact bytes instead, so a mistake here can only cost a cache miss, never a wrong answer:
 //! two texts get the same shape only if they have the same tokens apart from literal values.
 
+use std::ops::Range;
+
 /// Placeholders: bytes that cannot appear outside a quoted token in text that has a shape.
-const NUMBER: char = '\u{1}';
-const STRING: char = '\u{2}';
+const NUMBER: u8 = 1;
+const STRING: u8 = 2;
 
 /// The shape of `sql` and the statement text (trimmed, without a trailing `;`), or `None`.
-/// A shape starts with a NUL byte, so it never equals any statement's text.
-pub fn shape(sql: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let text = shape_into(sql, &mut out)?;
-    Some((out, text))
+/// A shape starts with a NUL byte, so it never equals any statement's text. A shape is
+/// bytes: UTF-8 when `sql` is, since only whole ASCII-delimited tokens are replaced.
+pub fn shape(sql: &str) -> Option<(Vec<u8>, &str)> {
+    let mut out = Vec::new();
+    let text = shape_into(sql.as_bytes(), &mut out)?;
+    // Trimming took ASCII bytes off the ends, so the range falls on character boundaries.
+    Some((out, sql.get(text)?))
 }
 
-/// Like [`shape`], writing the shape into `out` (cleared first; a lookup reuses one buffer).
-pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
+/// Like [`shape`], for bytes, writing the shape into `out` (cleared first; a lookup reuses
+/// one buffer) and giving where the statement text is in `sql`.
+pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
     out.clear();
     // ASCII white space only: another space character is not white space to the server.
-    let text = sql.trim_ascii();
-    let text = text.strip_suffix(';').unwrap_or(text).trim_ascii_end();
-    if text.is_empty() {
+    let start = sql.len() - sql.trim_ascii_start().len();
+    let text = sql[start..].trim_ascii_end();
+    let b = text.strip_suffix(b";").unwrap_or(text).trim_ascii_end();
+    if b.is_empty() {
         return None;
     }
-    let b = text.as_bytes();
-    out.reserve(text.len() + 1);
-    out.push('\0');
+    out.reserve(b.len() + 1);
+    out.push(0);
+    // The shape is written as the text is read (short copies, no calls): `out` holds the
+    // shape of `b[..i]`.
     let mut i = 0;
-    // Start of the run of bytes not yet copied to `out`.
-    let mut copied = 0;
     while i < b.len() {
-        // Names, keywords, spaces and operators are copied as they are: skip them in a run,
-        // eight bytes at a time while it lasts (one branch for eight, not eight).
-        while let Some(chunk) = b.get(i..i + 8)
+        // Names, keywords, spaces and operators are copied as they are: in a run, eight
+        // bytes at a time while it lasts (one branch for eight, not eight).
+        while let Some(chunk) = b.get(i..i + 8).and_then(|c| <&[u8; 8]>::try_from(c).ok())
             && chunk
                 .iter()
                 .fold(true, |plain, &c| plain & PLAIN[c as usize])
         {
+            out.extend_from_slice(chunk);
             i += 8;
         }
-        while i < b.len() && PLAIN[b[i] as usize] {
+        while let Some(&c) = b.get(i)
+            && PLAIN[c as usize]
+        {
+            out.push(c);
             i += 1;
         }
         let Some(&c) = b.get(i) else { break };
@@ -57,31 +66,31 @@ pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
                 if i > 0 && (is_word(b[i - 1]) || b[i - 1] == b'&') {
                     return None; // E'..', U&'..', B'..', X'..', N'..'
                 }
-                let end = string_end(b, i)?;
-                out.push_str(&text[copied..i]);
+                i = string_end(b, i)?;
                 out.push(STRING);
-                i = end;
-                copied = i;
             }
-            b'"' => i = quoted_end(b, i)?,
+            b'"' => {
+                let end = quoted_end(b, i)?;
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
             b'0'..=b'9' => {
                 if i > 0 && is_word(b[i - 1]) {
-                    i += 1; // part of a name such as t1
+                    out.push(c); // part of a name such as t1
+                    i += 1;
                     continue;
                 }
                 if i > 0 && b[i - 1] == b'.' {
                     return None;
                 }
-                let end = number_end(b, i)?;
-                out.push_str(&text[copied..i]);
+                i = number_end(b, i)?;
                 out.push(NUMBER);
-                i = end;
-                copied = i;
             }
             b'-' | b'/' => {
                 if b.get(i + 1) == Some(&if c == b'-' { b'-' } else { b'*' }) {
                     return None; // a comment
                 }
+                out.push(c);
                 i += 1;
             }
             // `$`: dollar quotes, parameters and names such as a$b; backslash: escapes; `#` and
@@ -89,8 +98,7 @@ pub fn shape_into<'a>(sql: &'a str, out: &mut String) -> Option<&'a str> {
             _ => return None,
         }
     }
-    out.push_str(&text[copied..]);
-    Some(text)
+    Some(start..start + b.len())
 }
 
 /// Bytes the scanner copies without looking further: everything but quotes, digits, the
@@ -152,6 +160,7 @@ fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
 
 /// The end of an unsigned number (`12`, `12.5`, `12.`) starting at `start`; none if a letter,
 /// another dot or a quote follows (exponents, `1.2.3`, junk).
+#[inline]
 fn number_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start;
     while i < b.len() && b[i].is_ascii_digit() {
@@ -175,8 +184,10 @@ mod tests {
 
     fn key(sql: &str) -> Option<String> {
         shape(sql).map(|(s, _)| {
+            let s = String::from_utf8(s).expect("the shape of UTF-8 is UTF-8");
             let s = s.strip_prefix('\0').expect("shapes start with NUL");
-            s.replace(NUMBER, "#").replace(STRING, "'?'")
+            s.replace(char::from(NUMBER), "#")
+                .replace(char::from(STRING), "'?'")
         })
     }
 
