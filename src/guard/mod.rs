@@ -452,10 +452,14 @@ impl TextState {
         DECIDED.with_borrow(|d| d.count(self.scope))
     }
 
-    /// Whether the thread remembers a decision for `key` in the session's scope.
-    #[cfg(test)]
-    fn recall(&self, key: &[u8]) -> bool {
-        DECIDED.with_borrow(|d| d.get(self.scope, key).is_some())
+    /// What `found` makes of the decision the thread remembers for cache key `key` in the
+    /// session's scope, if the session is no migration run (whose statements are tagged).
+    #[inline]
+    fn recall<R>(&self, key: &[u8], found: impl FnOnce(decided::Remembered<'_>) -> R) -> Option<R> {
+        if self.migration.is_some() {
+            return None;
+        }
+        DECIDED.with_borrow(|d| d.get(self.scope, key).map(found))
     }
 
     /// Decisions are remembered under `scope` from now on (the session's identity changed).
@@ -542,13 +546,7 @@ fn judge_text_into<R>(
     // The cache's key, once: for the session's memory and, outside its lock, the cache's.
     let mut shape = SHAPE.take();
     let key = cache_key(text, &mut shape);
-    // Outside a migration run, from what the thread remembers.
-    let scope = session.state.scope;
-    let found = match session.state.migration {
-        Some(_) => None,
-        None => DECIDED.with_borrow(|d| d.get(scope, key).map(remembered)),
-    };
-    let answer = match found {
+    let answer = match session.state.recall(key, remembered) {
         Some(answer) => answer,
         None => judged(judge_unremembered(guard, &mut session, text, key)),
     };
@@ -564,12 +562,12 @@ fn judge_text_into<R>(
 /// session settings [`judge_text`] would read it as it is and find the same decision.
 #[inline]
 pub fn forwards_remembered(state: &TextState, sql: &[u8]) -> bool {
-    if state.migration.is_some() || !sql.is_ascii() {
+    if !sql.is_ascii() {
         return false;
     }
     let mut shape = SHAPE.take();
-    let forwards = shape_into(sql, &mut shape).is_some()
-        && DECIDED.with_borrow(|d| d.get(state.scope, &shape).is_some_and(|r| r.forwards));
+    let forwards =
+        shape_into(sql, &mut shape).is_some() && state.recall(&shape, |r| r.forwards) == Some(true);
     keep_shape(shape);
     forwards
 }
@@ -851,12 +849,12 @@ pub(crate) mod tests {
         assert_eq!(state.remembered(), 1);
         let mut shape = Vec::new();
         let key = cache_key("select_ignored", &mut shape);
-        assert!(!state.recall(key));
+        assert!(state.recall(key, |_| ()).is_none());
         let key = cache_key(" SELECT abalance FROM a WHERE aid = 3 ", &mut shape);
-        assert!(state.recall(key));
+        assert!(state.recall(key, |_| ()).is_some());
         // Another session of the same identity on the thread finds it too.
         let mut other = guard.text_state(&who());
-        assert!(other.recall(key));
+        assert!(other.recall(key, |_| ()).is_some());
         let third = judged(&guard, &mut other, "SELECT abalance FROM a WHERE aid = 3;");
         assert_eq!(state.remembered(), 1);
         for j in [&first, &second, &third] {
