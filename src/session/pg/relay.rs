@@ -655,6 +655,9 @@ impl SyncState {
 /// ErrorResponse.
 fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -> Scan {
     let mut ready = 0;
+    // Taken at the first message the seam is shown and kept to the end of the pass: a
+    // statement's answers mostly arrive together, and are shown under one lock.
+    let mut inspector = None;
     while ready < pump.buf.len() {
         if pump.streaming > 0 {
             ready = pump.pass_streamed(ready);
@@ -716,12 +719,12 @@ fn scan_backend(pump: &mut Pump, ctx: &PumpCtx<'_>, last_was_error: &mut bool) -
         let status = (h.tag == be::READY_FOR_QUERY)
             .then(|| pump.buf[body.clone()].first().copied())
             .flatten();
-        // One lock for what the seam is shown of this message: its body, and its tag as a reply.
+        // What the seam is shown of this message: its body, and its tag as a reply.
         let replied =
             ctx.interest.replies && matches!(h.tag, be::ERROR_RESPONSE | be::READY_FOR_QUERY);
         let mut rewrite = Rewrite::Keep;
         if (shown && whole) || replied {
-            let mut inspector = lock(ctx.inspector);
+            let inspector = inspector.get_or_insert_with(|| lock(ctx.inspector));
             if shown && whole {
                 if ours.is_some() {
                     inspector.substituted();
