@@ -19,7 +19,7 @@
 #   RUNS              runs; the two targets swap sides each run (default 2)
 #   AIRLOCK_BASELINE  another airlock binary to compare with instead of the pass-through
 #   SKIP_BUILD=1      use the binaries already in target/release
-#   TOP               symbols listed (default 15)
+#   TOP               symbols listed at each end (default 15)
 #   PERF_DIR          keep each run's perf data there (perf-RUN-a.data is Airlock), for
 #                     `perf annotate -i DIR/perf-1-a.data --stdio -s SYMBOL`
 #
@@ -134,8 +134,13 @@ for run in range(1, runs + 1):
 paired = [x - y for x, y in zip(guard_a, guard_b)]
 print(f"guard code, airlock - {other}: median {statistics.median(paired):+.2f} us/txn "
       f"(runs {', '.join(f'{d:+.2f}' for d in paired)})")
-print(f"symbols by CPU per transaction, airlock - {other} (mean of the runs):")
+print(f"symbols by CPU per transaction, airlock - {other} (mean of the runs), most and least:")
 rows = sorted(((sum(v) / runs, k) for k, v in diffs.items()), reverse=True)
-for d, (dso, symbol) in rows[:top]:
+shown = rows if len(rows) <= 2 * top else rows[:top] + [None] + rows[-top:]
+for row in shown:
+    if row is None:
+        print("  ...")
+        continue
+    d, (dso, symbol) = row
     print(f"  {d:+6.2f} us  {dso[:12]:<12} {symbol}")
 PY

@@ -23,7 +23,7 @@ const PER_CLASSIFICATION: usize = 4;
 
 struct Entry {
     user: Box<str>,
-    groups: Box<[String]>,
+    groups: Arc<[String]>,
     database: Box<str>,
     judged: Arc<Judged>,
 }
@@ -73,7 +73,7 @@ impl Judgments {
         }
         entries.push(Entry {
             user: who.user.as_str().into(),
-            groups: who.groups.clone().into(),
+            groups: who.groups.clone(),
             database: who.database.as_str().into(),
             judged: judged.clone(),
         });
@@ -112,7 +112,7 @@ mod tests {
                 ..who()
             },
             Who {
-                groups: vec!["dba".into()],
+                groups: Arc::new(["dba".into()]),
                 ..who()
             },
             Who {

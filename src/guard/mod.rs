@@ -15,6 +15,7 @@ pub mod prepared_sql;
 pub mod startup;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,7 +43,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub struct Guard {
     policy: Arc<Policy>,
     listener: String,
-    groups: FastMap<String, Vec<String>>,
+    groups: FastMap<String, Arc<[String]>>,
+    /// The groups of a user the config gives none.
+    no_groups: Arc<[String]>,
     dialect: Dialect,
     cache: Mutex<Cache>,
     /// Decisions made for cached classifications, shared by sessions of one identity.
@@ -69,7 +72,8 @@ impl Guard {
         Guard {
             policy,
             listener: listener.to_owned(),
-            groups: groups.into_iter().collect(),
+            groups: groups.into_iter().map(|(u, g)| (u, g.into())).collect(),
+            no_groups: Arc::new([]),
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
             judgments: Mutex::default(),
@@ -144,7 +148,7 @@ impl Guard {
     /// Who a session is, with the user's groups from the config.
     pub fn who(&self, session: &crate::inspect::SessionInfo) -> Who {
         Who {
-            client_addr: session.client_addr.to_string(),
+            client_addr: Some(session.client_addr),
             session: i64::from(session.id),
             ..self.who_of(&session.user, &session.database)
         }
@@ -154,9 +158,9 @@ impl Guard {
     pub fn who_of(&self, user: &str, database: &str) -> Who {
         Who {
             user: user.to_owned(),
-            groups: self.groups.get(user).cloned().unwrap_or_default(),
+            groups: self.groups.get(user).unwrap_or(&self.no_groups).clone(),
             database: database.to_owned(),
-            client_addr: String::new(),
+            client_addr: None,
             session: 0,
         }
     }
@@ -219,11 +223,20 @@ pub struct Who {
     pub user: String,
     /// The guard's groups for `user` ([`Guard::who`] builds every session's `Who`): threads
     /// remember decisions per user and database ([`Guard::scope_of`]) on that ground.
-    pub groups: Vec<String>,
+    pub groups: Arc<[String]>,
     pub database: String,
-    pub client_addr: String,
+    /// Where the session connects from (none before it has one): formatted only when a
+    /// ticket or a record names it.
+    pub client_addr: Option<SocketAddr>,
     /// The session's id on its listener.
     pub session: i64,
+}
+
+impl Who {
+    /// Where the session connects from, as tickets and records show it (empty if unknown).
+    pub fn client_addr_text(&self) -> String {
+        self.client_addr.map(|a| a.to_string()).unwrap_or_default()
+    }
 }
 
 /// Statements and what the policy decided for them.
@@ -369,8 +382,8 @@ fn ticket_request(
     Request {
         requester: who.user.clone(),
         session: who.session,
-        groups: who.groups.clone(),
-        client_addr: who.client_addr.clone(),
+        groups: who.groups.to_vec(),
+        client_addr: who.client_addr_text(),
         listener: guard.listener.clone(),
         database: who.database.clone(),
         statement: guard.redact(&text),
@@ -792,9 +805,9 @@ pub(crate) mod tests {
     pub(crate) fn who() -> Who {
         Who {
             user: "app".into(),
-            groups: Vec::new(),
+            groups: Arc::new([]),
             database: "test".into(),
-            client_addr: "127.0.0.1:1".into(),
+            client_addr: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
             session: 1,
         }
     }
@@ -1021,7 +1034,7 @@ pub(crate) mod tests {
         assert_eq!(guard.judgments().len(), 2);
         let session = |id: i64| Who {
             session: id,
-            client_addr: format!("127.0.0.1:{id}"),
+            client_addr: Some(SocketAddr::from(([127, 0, 0, 1], id as u16))),
             ..who()
         };
         for id in 1..4 {

@@ -30,8 +30,7 @@ impl InspectorFactory for PgGuards {
         database: &str,
         settings: &[(String, String)],
     ) -> Result<(), crate::inspect::Denial> {
-        let who = self.0.who_of(user, database);
-        super::startup::admit(&self.0, &who, settings)
+        super::startup::admit(&self.0, user, database, settings)
     }
 
     fn for_session(&self, session: &SessionInfo) -> Box<dyn Inspector> {

@@ -7,7 +7,7 @@
 //! judged by the policy, and one it does not allow refuses the session: a start-up packet
 //! cannot wait for an approver. Pure.
 
-use super::{Guard, Who, judge};
+use super::{Guard, judge};
 use crate::inspect::{Denial, Verdict};
 use crate::sql::Dialect;
 use crate::sql::classify::{Kind, classify};
@@ -33,10 +33,15 @@ const EVERYDAY: &[&str] = &[
 ];
 
 /// Whether `settings` (name and value, as [`StartupMessage::settings`] gives them) may reach
-/// the database for `who`; the refusal otherwise.
+/// the database for `user` in `database`; the refusal otherwise.
 ///
 /// [`StartupMessage::settings`]: crate::protocol::pg::startup::StartupMessage::settings
-pub fn admit(guard: &Guard, who: &Who, settings: &[(String, String)]) -> Result<(), Denial> {
+pub fn admit(
+    guard: &Guard,
+    user: &str,
+    database: &str,
+    settings: &[(String, String)],
+) -> Result<(), Denial> {
     for (name, value) in settings {
         let known = |list: &[&str]| list.iter().any(|f| f.eq_ignore_ascii_case(name));
         if known(FOLLOWED) || known(EVERYDAY) {
@@ -52,7 +57,12 @@ pub fn admit(guard: &Guard, who: &Who, settings: &[(String, String)]) -> Result<
         {
             continue;
         }
-        let judged = judge(guard, who, statements.into(), None);
+        let judged = judge(
+            guard,
+            &guard.who_of(user, database),
+            statements.into(),
+            None,
+        );
         if judged.verdict == Verdict::Forward {
             continue;
         }
@@ -104,7 +114,7 @@ fn set_statement(name: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{guard, who};
+    use super::super::tests::guard;
     use super::*;
 
     fn admitted(settings: &[(&str, &str)]) -> Result<(), Denial> {
@@ -113,7 +123,7 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        admit(&guard, &who(), &settings)
+        admit(&guard, "app", "test", &settings)
     }
 
     #[test]
@@ -155,9 +165,9 @@ mod tests {
             Dialect::Postgres,
         );
         let settings = [("application_name".to_owned(), "app".to_owned())];
-        admit(&guard, &who(), &settings).unwrap();
+        admit(&guard, "app", "test", &settings).unwrap();
         let settings = [("role".to_owned(), "postgres".to_owned())];
-        assert!(admit(&guard, &who(), &settings).is_err());
+        assert!(admit(&guard, "app", "test", &settings).is_err());
     }
 
     #[test]
