@@ -7,7 +7,6 @@
 
 pub mod audit;
 mod decided;
-mod judgments;
 pub mod mysql;
 pub mod names;
 pub mod pg;
@@ -48,8 +47,6 @@ pub struct Guard {
     no_groups: Arc<[String]>,
     dialect: Dialect,
     cache: Mutex<Cache>,
-    /// Decisions made for cached classifications, shared by sessions of one identity.
-    judgments: Mutex<judgments::Judgments>,
     /// The scope of each identity (user and database) seen, for [`Guard::scope_of`].
     scopes: Mutex<FastMap<String, FastMap<String, u64>>>,
     /// The policy's masking, compiled: of result values for the sessions it covers, and of
@@ -76,7 +73,6 @@ impl Guard {
             no_groups: Arc::new([]),
             dialect,
             cache: Mutex::new(Cache::new(dialect, CACHE_ENTRIES, CACHE_BYTES)),
-            judgments: Mutex::default(),
             scopes: Mutex::default(),
             masking,
             audit: None,
@@ -196,24 +192,6 @@ impl Guard {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn judgments(&self) -> std::sync::MutexGuard<'_, judgments::Judgments> {
-        self.judgments.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The decision for cached `statements` and `who`: the one already made for them, or
-    /// made now and kept for the listener's other sessions. A hold is not kept: its ticket
-    /// names the session that asked.
-    fn judge_cached(&self, who: &Who, statements: Arc<[Classified]>) -> Arc<Judged> {
-        if let Some(judged) = self.judgments().get(&statements, who) {
-            return judged;
-        }
-        let judged = Arc::new(judge(self, who, statements, None));
-        if !matches!(judged.verdict, Verdict::Hold(_)) {
-            self.judgments().insert(who, &judged);
-        }
-        judged
     }
 }
 
@@ -693,13 +671,7 @@ fn judge_unremembered(
         }
     };
     let statements = tag_migration(&mut session.state.migration, statements);
-    // Outside a migration run a cached classification is judged as it is, untagged: the
-    // same for every session of one identity.
-    let shared = was_cached && session.state.migration.is_none();
-    let mut judged = match shared {
-        true => guard.judge_cached(session.who, statements),
-        false => Arc::new(judge(guard, session.who, statements, dynamic)),
-    };
+    let mut judged = Arc::new(judge(guard, session.who, statements, dynamic));
     if was_cached {
         session.state.remember(key, &judged);
     }
@@ -1025,13 +997,15 @@ pub(crate) mod tests {
             user: "admin".into(),
             ..who()
         };
-        // Classified and cached by the first, judged from the cache from then on.
+        // Classified and cached by the first, judged from the cache and then remembered by
+        // the thread from then on: each identity keeps its own decision.
         for _ in 0..3 {
             assert_eq!(judge_as(&app, "DELETE FROM a").decision(), "deny");
             assert_eq!(judge_as(&admin, "DELETE FROM a").decision(), "allow");
             assert_eq!(judge_as(&app, "DELETE FROM a").decision(), "deny");
         }
-        assert_eq!(guard.judgments().len(), 2);
+        let remembered = |who: &Who| guard.text_state(who).remembered();
+        assert_eq!((remembered(&app), remembered(&admin)), (1, 1));
         let session = |id: i64| Who {
             session: id,
             client_addr: Some(SocketAddr::from(([127, 0, 0, 1], id as u16))),
@@ -1045,7 +1019,8 @@ pub(crate) mod tests {
             assert_eq!(hold.request.session, id);
             assert_eq!(hold.request.client_addr, format!("127.0.0.1:{id}"));
         }
-        assert_eq!(guard.judgments().len(), 2);
+        // A hold is not remembered: its ticket names the session that asked.
+        assert_eq!((remembered(&app), remembered(&admin)), (1, 1));
     }
 
     #[test]
