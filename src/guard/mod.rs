@@ -553,7 +553,7 @@ fn judge_text_into<R>(
 /// session settings [`judge_text`] would read it as it is and find the same decision.
 #[inline]
 pub fn forwards_remembered(state: &TextState, sql: &[u8]) -> bool {
-    if !sql.is_ascii() {
+    if !crate::utf8::is_ascii(sql) {
         return false;
     }
     let mut shape = SHAPE.take();

@@ -129,6 +129,23 @@ impl Owed {
         }
     }
 
+    /// A simple Query with no tables: counted, unless something else is owed before it.
+    #[inline]
+    fn push_query(&mut self) {
+        match self.queue.is_empty() {
+            true => self.queries += 1,
+            false => self.queue.push_back(Expect::Query { tables: Vec::new() }),
+        }
+    }
+
+    /// Takes a counted simple Query off the front, if one is there.
+    #[inline]
+    fn pop_query(&mut self) -> bool {
+        let counted = self.queries > 0;
+        self.queries -= u64::from(counted);
+        counted
+    }
+
     fn push_back(&mut self, expect: Expect) {
         let bare = matches!(&expect, Expect::Query { tables } if tables.is_empty());
         if !self.queue.is_empty() {
@@ -239,7 +256,10 @@ impl PgResults {
 
     /// A simple Query on its way to the database (as [`PgResults::frontend`] for one).
     pub fn query(&mut self, tables: Vec<String>) {
-        self.expected.push_back(Expect::Query { tables });
+        match tables.is_empty() {
+            true => self.expected.push_query(),
+            false => self.expected.push_back(Expect::Query { tables }),
+        }
     }
 
     /// A message from the database: the body to send the client in its place, if masking
@@ -259,8 +279,9 @@ impl PgResults {
             be::READY_FOR_QUERY => {
                 self.current = false;
                 self.copy_text = None;
-                // What the answers since the last Sync or Query were for is done with.
-                loop {
+                // What the answers since the last Sync or Query were for is done with (most
+                // often a counted Query: nothing to drop).
+                while !self.expected.pop_query() {
                     match self.expected.pop_front() {
                         None | Some(Expect::Sync) => break,
                         Some(Expect::Query { tables }) => {

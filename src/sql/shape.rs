@@ -38,10 +38,11 @@ pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
     if b.is_empty() {
         return None;
     }
-    out.reserve(b.len() + 1);
-    out.push(0);
-    // The shape is written as the text is read (short copies, no calls): `out` holds the
-    // shape of `b[..i]`.
+    // Each byte of text gives at most one of shape, after the leading NUL: the shape is
+    // written by index into a buffer that long (fixed-size stores, no calls), then cut to
+    // its length. `out[..o]` is the shape of `b[..i]`, and `o <= i + 1`.
+    out.resize(b.len() + 1, 0);
+    let mut o = 1;
     let mut i = 0;
     while i < b.len() {
         // Names, keywords, spaces and operators are copied as they are: in a run, eight
@@ -51,13 +52,15 @@ pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
                 .iter()
                 .fold(true, |plain, &c| plain & PLAIN[c as usize])
         {
-            out.extend_from_slice(chunk);
+            out[o..o + 8].copy_from_slice(chunk);
+            o += 8;
             i += 8;
         }
         while let Some(&c) = b.get(i)
             && PLAIN[c as usize]
         {
-            out.push(c);
+            out[o] = c;
+            o += 1;
             i += 1;
         }
         let Some(&c) = b.get(i) else { break };
@@ -67,16 +70,20 @@ pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
                     return None; // E'..', U&'..', B'..', X'..', N'..'
                 }
                 i = string_end(b, i)?;
-                out.push(STRING);
+                out[o] = STRING;
+                o += 1;
             }
             b'"' => {
                 let end = quoted_end(b, i)?;
-                out.extend_from_slice(&b[i..end]);
+                out[o..o + (end - i)].copy_from_slice(&b[i..end]);
+                o += end - i;
                 i = end;
             }
             b'0'..=b'9' => {
                 if i > 0 && is_word(b[i - 1]) {
-                    out.push(c); // part of a name such as t1
+                    // Part of a name such as t1.
+                    out[o] = c;
+                    o += 1;
                     i += 1;
                     continue;
                 }
@@ -84,13 +91,15 @@ pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
                     return None;
                 }
                 i = number_end(b, i)?;
-                out.push(NUMBER);
+                out[o] = NUMBER;
+                o += 1;
             }
             b'-' | b'/' => {
                 if b.get(i + 1) == Some(&if c == b'-' { b'-' } else { b'*' }) {
                     return None; // a comment
                 }
-                out.push(c);
+                out[o] = c;
+                o += 1;
                 i += 1;
             }
             // `$`: dollar quotes, parameters and names such as a$b; backslash: escapes; `#` and
@@ -98,6 +107,7 @@ pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
             _ => return None,
         }
     }
+    out.truncate(o);
     Some(start..start + b.len())
 }
 
