@@ -122,18 +122,21 @@ def load(run, side):
 def guard(symbols):
     return sum(v for (_, s), v in symbols.items() if GUARD.search(s))
 
-diffs, guard_a, guard_b = {}, [], []
+diffs, guard_a, guard_b, cpu_diffs = {}, [], [], []
 print(f"{'run':>3}  {'airlock CPU/txn':>15}  {other + ' CPU/txn':>19}  {'airlock guard':>13}  {other + ' guard':>17}")
 for run in range(1, runs + 1):
     (cpu_a, a), (cpu_b, b) = load(run, "a"), load(run, "b")
     guard_a.append(guard(a))
     guard_b.append(guard(b))
+    cpu_diffs.append(cpu_a - cpu_b)
     print(f"{run:>3}  {cpu_a:>12.1f} us  {cpu_b:>16.1f} us  {guard_a[-1]:>10.2f} us  {guard_b[-1]:>14.2f} us")
     for key in set(a) | set(b):
         diffs.setdefault(key, []).append(a.get(key, 0) - b.get(key, 0))
 paired = [x - y for x, y in zip(guard_a, guard_b)]
 print(f"guard code, airlock - {other}: median {statistics.median(paired):+.2f} us/txn "
       f"(runs {', '.join(f'{d:+.2f}' for d in paired)})")
+print(f"whole process, airlock - {other}: median {statistics.median(cpu_diffs):+.2f} us/txn "
+      f"(runs {', '.join(f'{d:+.2f}' for d in cpu_diffs)})")
 print(f"symbols by CPU per transaction, airlock - {other} (mean of the runs), most and least:")
 rows = sorted(((sum(v) / runs, k) for k, v in diffs.items()), reverse=True)
 shown = rows if len(rows) <= 2 * top else rows[:top] + [None] + rows[-top:]
