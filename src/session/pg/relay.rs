@@ -9,7 +9,7 @@
 //! in pieces, so memory stays bounded whatever the result or COPY size.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -398,15 +398,12 @@ enum ScanEnd {
 /// Walks the client's bytes in `pump` (pure: no I/O), handing statements to the seam.
 fn scan_frontend(pump: &mut Pump, ctx: &PumpCtx<'_>, keep_upstream: bool) -> Scan {
     let mut ready = 0;
-    // Taken at the first message the seam is shown, kept to the end of the pass (as in
-    // `scan_backend`): an extended-protocol client sends Bind, Execute and Sync together.
-    let mut inspector = None;
     while ready < pump.buf.len() {
         if pump.streaming > 0 {
             ready = pump.pass_streamed(ready);
             continue;
         }
-        match frontend_step(&pump.buf[ready..], ctx, &mut inspector) {
+        match frontend_step(&pump.buf[ready..], ctx) {
             Ok(Step::More { need }) => {
                 return Scan {
                     ready,
@@ -460,13 +457,8 @@ fn scan_frontend(pump: &mut Pump, ctx: &PumpCtx<'_>, keep_upstream: bool) -> Sca
     }
 }
 
-/// Decides what to do with the message at the start of `buf`, showing it to the seam
-/// through `inspector` (locked when first needed).
-fn frontend_step<'a>(
-    buf: &[u8],
-    ctx: &PumpCtx<'a>,
-    inspector: &mut Option<MutexGuard<'a, Box<dyn Inspector>>>,
-) -> Result<Step, PgError> {
+/// Decides what to do with the message at the start of `buf`.
+fn frontend_step(buf: &[u8], ctx: &PumpCtx<'_>) -> Result<Step, PgError> {
     let Some(h) = frame::header(buf, PROTOCOL_MAX).map_err(PgError::protocol_violation)? else {
         return Ok(Step::More { need: HEADER_LEN });
     };
@@ -490,8 +482,7 @@ fn frontend_step<'a>(
             let message = frontend::parse(h.tag, &buf[HEADER_LEN..h.total_len])
                 .map_err(PgError::protocol_violation)?;
             let verdict = if ctx.interest.statements {
-                let inspector = inspector.get_or_insert_with(|| lock(ctx.inspector));
-                inspector.frontend(&message)
+                lock(ctx.inspector).frontend(&message)
             } else {
                 Verdict::Forward
             };
@@ -802,7 +793,7 @@ async fn send_error<W: AsyncWrite + Unpin>(to: &mut W, e: &PgError) -> std::io::
     write_out(to, &out).await
 }
 
-fn lock(inspector: &Mutex<Box<dyn Inspector>>) -> MutexGuard<'_, Box<dyn Inspector>> {
+fn lock(inspector: &Mutex<Box<dyn Inspector>>) -> std::sync::MutexGuard<'_, Box<dyn Inspector>> {
     inspector.lock().unwrap_or_else(|p| p.into_inner())
 }
 
