@@ -31,27 +31,17 @@ pub fn shape(sql: &str) -> Option<(Vec<u8>, &str)> {
 /// one buffer) and giving where the statement text is in `sql`.
 pub fn shape_into(sql: &[u8], out: &mut Vec<u8>) -> Option<Range<usize>> {
     out.clear();
-    out.resize(sql.len() + 1, 0);
-    let (len, text) = shape_in(sql, out)?;
-    out.truncate(len);
-    Some(text)
-}
-
-/// Like [`shape_into`], into `out` (which the caller keeps, on its stack, say): the shape's
-/// length and where the statement text is in `sql`. `None` when `sql` has no shape, and
-/// when `out` is not longer than `sql`.
-pub fn shape_in(sql: &[u8], out: &mut [u8]) -> Option<(usize, Range<usize>)> {
     // ASCII white space only: another space character is not white space to the server.
     let start = sql.len() - sql.trim_ascii_start().len();
     let text = sql[start..].trim_ascii_end();
     let b = text.strip_suffix(b";").unwrap_or(text).trim_ascii_end();
-    if b.is_empty() || out.len() <= b.len() {
+    if b.is_empty() {
         return None;
     }
     // Each byte of text gives at most one of shape, after the leading NUL: the shape is
-    // written by index (fixed-size stores, no calls). `out[..o]` is the shape of `b[..i]`,
-    // and `o <= i + 1`.
-    out[0] = 0;
+    // written by index into a buffer that long (fixed-size stores, no calls), then cut to
+    // its length. `out[..o]` is the shape of `b[..i]`, and `o <= i + 1`.
+    out.resize(b.len() + 1, 0);
     let mut o = 1;
     let mut i = 0;
     while i < b.len() {
@@ -117,7 +107,8 @@ pub fn shape_in(sql: &[u8], out: &mut [u8]) -> Option<(usize, Range<usize>)> {
             _ => return None,
         }
     }
-    Some((o, start..start + b.len()))
+    out.truncate(o);
+    Some(start..start + b.len())
 }
 
 /// Bytes the scanner copies without looking further: everything but quotes, digits, the
@@ -289,18 +280,5 @@ mod tests {
         ] {
             assert_eq!(key(sql), None, "{sql:?}");
         }
-    }
-
-    #[test]
-    fn a_buffer_of_the_callers_gets_the_same_shape_or_none_when_short() {
-        let sql = b" update t set v = 'x', n = 12 where id = 7;";
-        let (vec, text) = shape(std::str::from_utf8(sql).unwrap()).unwrap();
-        let mut out = [0xff; 64];
-        let (len, range) = shape_in(sql, &mut out).unwrap();
-        assert_eq!((&out[..len], &sql[range]), (&vec[..], text.as_bytes()));
-        // The trimmed text is 41 bytes: the shape may need 42.
-        assert_eq!(shape_in(sql, &mut [0; 41]), None);
-        assert!(shape_in(sql, &mut [0; 42]).is_some());
-        assert_eq!(shape_in(b"select $1", &mut out), None);
     }
 }
