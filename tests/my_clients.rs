@@ -463,6 +463,36 @@ async fn an_sql_mode_that_makes_double_quotes_names_is_held() {
         .expect("other modes are ordinary");
 }
 
+/// `SET CHARACTER SET` (PHP applications and older drivers send it), which sqlparser does not
+/// read, runs under the default policy for a character set Airlock reads; one whose
+/// multibyte characters may end in an ASCII byte is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_character_set_runs_unless_airlock_cannot_read_the_set() {
+    let proxy = proxy(Some(shipped_policies())).await;
+    let mut conn = connect(proxy.mysql_port.unwrap()).await;
+    for (sql, charset) in [
+        ("SET CHARACTER SET latin1", "latin1"),
+        ("set charset 'utf8mb4';", "utf8mb4"),
+    ] {
+        conn.query_drop(sql).await.expect(sql);
+        let now: String = conn
+            .query_first("select @@character_set_client")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now, charset, "{sql}");
+    }
+    let e = conn.query_drop("SET CHARACTER SET sjis").await.unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(message(&e).contains("client_encoding"), "{}", message(&e));
+    let still: String = conn
+        .query_first("select @@character_set_client")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still, "utf8mb4", "the refused switch never ran");
+}
+
 /// An EXECUTE in a comment MySQL runs (`/*! ... */`) was served from the classification
 /// cache: once `/*! EXECUTE s */` had run a harmless SELECT, it ran whatever `s` held next,
 /// unjudged. It is judged by what the name holds now; DROP PREPARE forgets a name too.

@@ -420,7 +420,16 @@ impl MyGuard {
             ascii_only: self.ascii_only,
             prepared: &mut self.sql_prepared,
         };
-        judge_text(&self.guard, session, sql)
+        let judged = judge_text(&self.guard, session, sql);
+        // The server does not say when the client's character set changes: once the session
+        // may have switched to one Airlock cannot read (a SET NAMES or SET CHARACTER SET
+        // that is not refused), text past ASCII is unknown for the rest of it.
+        if !matches!(judged.verdict, Verdict::Deny(_))
+            && judged.statements.iter().any(|s| s.has("client_encoding"))
+        {
+            self.ascii_only = true;
+        }
+        judged
     }
 
     /// The session's default database is now `database`: the policy's `databases` match it
@@ -589,5 +598,41 @@ mod tests {
         assert!(denied(&s.command(&Command::InitDb {
             schema: b"pro\xffd"
         })));
+    }
+
+    /// The server does not tell Airlock of a new client character set: once the session may
+    /// have switched to one Airlock cannot read, text past ASCII is unknown.
+    #[test]
+    fn a_switch_to_a_character_set_airlock_cannot_read_makes_text_past_ascii_unknown() {
+        let policy = "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n\n\
+             [[rule]]\nname = \"not-big5\"\naction = \"deny\"\nfindings = [\"client_encoding\"]\n\
+             databases = [\"prod\"]\n";
+        let accented = query("SELECT 'café' FROM t");
+        // Switches Airlock reads as it does change nothing.
+        let mut s = session_under(policy);
+        for sql in ["SET NAMES utf8mb4", "SET CHARACTER SET latin1", "SELECT 1"] {
+            assert_eq!(s.command(&query(sql)), Verdict::Forward, "{sql}");
+        }
+        assert_eq!(s.command(&accented), Verdict::Forward);
+        // One that may run makes text past ASCII unknown (and denied here); ASCII still goes.
+        for switch in [
+            "SET CHARACTER SET sjis",
+            "SET NAMES gbk",
+            "SET CHARSET DEFAULT",
+        ] {
+            let mut s = session_under(policy);
+            assert_eq!(s.command(&query(switch)), Verdict::Forward, "{switch}");
+            assert!(denied(&s.command(&accented)), "{switch}");
+            assert_eq!(s.command(&query("SELECT 1")), Verdict::Forward);
+        }
+        // One that is refused never runs: nothing changes.
+        let mut s = session_under(policy);
+        assert_eq!(s.command(&query("USE prod")), Verdict::Forward);
+        s.forwarded(true);
+        s.answered(None, None);
+        assert!(denied(&s.command(&query("SET NAMES big5"))));
+        s.refused(1142);
+        assert_eq!(s.command(&accented), Verdict::Forward);
     }
 }

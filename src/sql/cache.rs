@@ -172,6 +172,8 @@ mod tests {
         assert!(my.classify("SET sql_mode = 'ANSI_QUOTES'")[0].has("string_syntax_change"));
         my.classify("SET NAMES 'utf8mb4'");
         assert!(my.classify("SET NAMES 'gbk'")[0].has("client_encoding"));
+        my.classify("SET CHARACTER SET 'utf8mb4'");
+        assert!(my.classify("SET CHARACTER SET 'gbk'")[0].has("client_encoding"));
         assert!(pg.is_empty() && my.is_empty());
     }
 

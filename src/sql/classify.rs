@@ -373,6 +373,13 @@ fn classify_parsed(
             out.push(session_statement(text, print));
             return;
         }
+        if let Some(target) = super::settings::mysql_character_set(&piece.tokens) {
+            let mut c = session_statement(text, print);
+            c.findings
+                .extend(super::settings::encoding_finding(target.as_deref()));
+            out.push(c);
+            return;
+        }
     }
     // The parser takes the splitter's tokens: the text is tokenized once.
     let parsed = match dialect {

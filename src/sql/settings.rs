@@ -6,6 +6,7 @@
 //! Pure.
 
 use sqlparser::ast::{ContextModifier, Expr, ObjectName, Set, Value};
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::classify::Finding;
 
@@ -160,17 +161,50 @@ pub(super) fn search_path_findings(set: &Set, out: &mut Vec<Finding>) {
 /// know reads text as it does (a name it cannot read included): see [`super::encoding`].
 pub(super) fn encoding_findings(set: &Set, out: &mut Vec<Finding>) {
     for target in client_encodings(set) {
-        if target.as_deref().is_some_and(super::encoding::known_safe) {
-            continue;
+        out.extend(encoding_finding(target.as_deref()));
+    }
+}
+
+/// The finding of a switch of the client's character set to `target` (`None`: a value that
+/// is not a name), unless Airlock knows it reads text as Airlock does.
+pub(super) fn encoding_finding(target: Option<&str>) -> Option<Finding> {
+    if target.is_some_and(super::encoding::known_safe) {
+        return None;
+    }
+    Some(Finding {
+        code: "client_encoding",
+        reason: format!(
+            "switches the client character set to {}; Airlock reads statements as UTF-8 and \
+             could be split otherwise by the server",
+            target.unwrap_or("a value it cannot read")
+        ),
+    })
+}
+
+/// MySQL's `SET CHARACTER SET name` and `SET CHARSET name` (alone: not in a list with other
+/// settings), which sqlparser does not read: `Some` with the character set it switches the
+/// client to (`None` for DEFAULT, the server's own, which Airlock cannot see).
+pub(super) fn mysql_character_set(tokens: &[TokenWithSpan]) -> Option<Option<String>> {
+    let significant: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
+        .collect();
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let value = match significant.as_slice() {
+        [set, character, set2, value]
+            if word(set, "set") && word(character, "character") && word(set2, "set") =>
+        {
+            value
         }
-        out.push(Finding {
-            code: "client_encoding",
-            reason: format!(
-                "switches the client character set to {}; Airlock reads statements as UTF-8 \
-                 and could be split otherwise by the server",
-                target.as_deref().unwrap_or("a value it cannot read")
-            ),
-        });
+        [set, charset, value] if word(set, "set") && word(charset, "charset") => value,
+        _ => return None,
+    };
+    match value {
+        _ if word(value, "default") => Some(None),
+        Token::Word(w) => Some(Some(w.value.clone())),
+        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => Some(Some(s.clone())),
+        _ => None,
     }
 }
 
@@ -429,6 +463,9 @@ mod tests {
                 "SET sql_mode = '', character_set_client = sjis",
                 Dialect::MySql,
             ),
+            ("SET CHARACTER SET gbk", Dialect::MySql),
+            ("set charset 'big5';", Dialect::MySql),
+            ("SET CHARACTER SET DEFAULT", Dialect::MySql),
         ] {
             assert_eq!(
                 judged(sql, dialect),
@@ -440,8 +477,19 @@ mod tests {
             ("SET client_encoding TO 'UTF8'", Dialect::Postgres),
             ("SET NAMES utf8mb4", Dialect::MySql),
             ("SET NAMES latin1", Dialect::MySql),
+            ("SET CHARACTER SET utf8", Dialect::MySql),
+            ("SET /* x */ CHARSET \"utf8mb4\"", Dialect::MySql),
         ] {
             assert_eq!(judged(sql, dialect), (Kind::Session, vec![]), "{sql}");
+        }
+        // Only alone, and only in MySQL: the rest is what the parser makes of it.
+        for (sql, dialect) in [
+            ("SET CHARACTER SET utf8, @x = 1", Dialect::MySql),
+            ("SET CHARACTER SET", Dialect::MySql),
+            ("SET `CHARSET` utf8", Dialect::MySql),
+            ("SET CHARACTER SET utf8", Dialect::Postgres),
+        ] {
+            assert_eq!(judged(sql, dialect).0, Kind::Unknown, "{sql}");
         }
     }
 
