@@ -45,6 +45,7 @@ fn session_info() -> SessionInfo {
         strings_as_classified: true,
         ascii_only: false,
         local_infile: false,
+        quotes_as_names: false,
     }
 }
 

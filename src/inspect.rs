@@ -27,6 +27,10 @@ pub struct SessionInfo {
     /// the session: PostgreSQL with standard_conforming_strings on (backslashes are ordinary),
     /// MySQL without NO_BACKSLASH_ESCAPES (backslashes escape).
     pub strings_as_classified: bool,
+    /// MySQL: the session's sql_mode at login makes `"..."` a quoted name (ANSI_QUOTES), in
+    /// which a backslash escapes nothing: text holding a backslash is judged unknown for the
+    /// whole session. Always false for PostgreSQL.
+    pub quotes_as_names: bool,
     /// Whether the client's character set may end a multibyte character in an ASCII byte
     /// (see [`crate::sql::encoding`]): text with any byte past ASCII is then judged unknown.
     pub ascii_only: bool,

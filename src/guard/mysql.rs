@@ -49,7 +49,8 @@ impl MysqlInspectorFactory for MyGuards {
             owed: std::collections::VecDeque::new(),
             sql_prepared: SqlPrepared::default(),
             text,
-            strings_as_classified: session.strings_as_classified,
+            strings_as_classified: session.strings_as_classified && !session.quotes_as_names,
+            quotes_as_names: session.quotes_as_names,
             ascii_only: session.ascii_only,
             local_infile: session.local_infile,
         })
@@ -71,6 +72,10 @@ pub struct MyGuard {
     /// (false once a status says NO_BACKSLASH_ESCAPES, or when Airlock lost track): text
     /// with a backslash is then judged unknown.
     strings_as_classified: bool,
+    /// `"..."` may be a quoted name in which a backslash escapes nothing (ANSI_QUOTES in the
+    /// session's sql_mode at login, or a SET of sql_mode let through since): text with a
+    /// backslash is judged unknown whatever the status flags say.
+    quotes_as_names: bool,
     /// The client's character set may end a multibyte character in an ASCII byte.
     ascii_only: bool,
     /// Airlock relays LOAD DATA LOCAL INFILE (`mysql.allow_local_infile`).
@@ -224,8 +229,8 @@ impl MysqlInspector for MyGuard {
     }
 
     fn status(&mut self, flags: Option<u16>) {
-        self.strings_as_classified =
-            flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+        self.strings_as_classified = !self.quotes_as_names
+            && flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
     }
 
     fn forwarded(&mut self, answer: bool) {
@@ -421,13 +426,18 @@ impl MyGuard {
             prepared: &mut self.sql_prepared,
         };
         let judged = judge_text(&self.guard, session, sql);
-        // The server does not say when the client's character set changes: once the session
-        // may have switched to one Airlock cannot read (a SET NAMES or SET CHARACTER SET
-        // that is not refused), text past ASCII is unknown for the rest of it.
-        if !matches!(judged.verdict, Verdict::Deny(_))
-            && judged.statements.iter().any(|s| s.has("client_encoding"))
-        {
-            self.ascii_only = true;
+        // The server does not say when the client's character set or ANSI_QUOTES changes:
+        // once the session may have switched to one Airlock cannot read (a SET NAMES, SET
+        // CHARACTER SET or SET sql_mode that is not refused), text past ASCII, or holding a
+        // backslash, is unknown for the rest of it.
+        if !matches!(judged.verdict, Verdict::Deny(_)) {
+            for s in judged.statements.iter() {
+                self.ascii_only |= s.has("client_encoding");
+                if s.has("string_syntax_change") && crate::sql::mysql_set_may_quote_names(&s.text) {
+                    self.quotes_as_names = true;
+                    self.strings_as_classified = false;
+                }
+            }
         }
         judged
     }
@@ -483,6 +493,12 @@ mod tests {
 
     /// A session connected to `test` under the policy `text`.
     fn session_under(text: &str) -> Box<dyn MysqlInspector> {
+        session_with(text, false)
+    }
+
+    /// A session connected to `test` under the policy `text`, whose sql_mode at login made
+    /// `"..."` a name when `quotes_as_names`.
+    fn session_with(text: &str, quotes_as_names: bool) -> Box<dyn MysqlInspector> {
         let guard = crate::guard::tests::guard_with(text, "mysql", Dialect::MySql);
         MyGuards(Arc::new(guard)).for_session(&SessionInfo {
             id: 1,
@@ -492,6 +508,7 @@ mod tests {
             client_addr: "127.0.0.1:1".parse().unwrap(),
             tls: false,
             strings_as_classified: true,
+            quotes_as_names,
             ascii_only: false,
             local_infile: false,
         })
@@ -634,5 +651,39 @@ mod tests {
         assert!(denied(&s.command(&query("SET NAMES big5"))));
         s.refused(1142);
         assert_eq!(s.command(&accented), Verdict::Forward);
+    }
+
+    /// Under ANSI_QUOTES a backslash does not escape a double quote: text holding one is
+    /// unknown for the whole session, whatever the status flags say, from the login's
+    /// sql_mode or from a SET of sql_mode that was let through.
+    #[test]
+    fn once_double_quotes_may_be_names_a_backslash_is_unknown() {
+        let policy = "[defaults]\naction = \"allow\"\n\n\
+             [[rule]]\nname = \"no-unknowns\"\naction = \"deny\"\nkinds = [\"unknown\"]\n";
+        let tricky = query("SELECT 1 AS \"a\\\" ; DROP TABLE t; -- \"");
+        assert_eq!(
+            session_with(policy, false).command(&tricky),
+            Verdict::Forward
+        );
+        let mut s = session_with(policy, true);
+        assert!(denied(&s.command(&tricky)));
+        s.status(Some(0));
+        assert!(
+            denied(&s.command(&tricky)),
+            "the status flags do not undo it"
+        );
+        assert_eq!(s.command(&query("SELECT \"a\" FROM t")), Verdict::Forward);
+        let mut s = session_with(policy, false);
+        assert_eq!(s.command(&query("SET sql_mode = 'ANSI'")), Verdict::Forward);
+        s.status(Some(0));
+        assert!(denied(&s.command(&tricky)));
+        // NO_BACKSLASH_ESCAPES alone is the status flags' to tell.
+        let mut s = session_with(policy, false);
+        let escapes_off = query("SET sql_mode = 'NO_BACKSLASH_ESCAPES'");
+        assert_eq!(s.command(&escapes_off), Verdict::Forward);
+        s.status(Some(SERVER_STATUS_NO_BACKSLASH_ESCAPES));
+        assert!(denied(&s.command(&tricky)));
+        s.status(Some(0));
+        assert_eq!(s.command(&tricky), Verdict::Forward);
     }
 }

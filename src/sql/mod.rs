@@ -1,8 +1,8 @@
 //! Statement text in, facts about it out. Pure: no I/O.
 //!
-//! So far: splitting a multi-statement string the way the server does ([`split`]) and a first
-//! classifier ([`classify`]: kind, tables, the main risk findings, fail-closed unknowns). Not
-//! yet wired into the sessions; policy will be.
+//! Splitting a multi-statement string the way the server does ([`split`]), the classifier
+//! ([`classify`]: kind, tables, risk findings, fail-closed unknowns) and its cache ([`cache`],
+//! keyed by [`shape`]); the guard applies policy to what they say.
 
 pub mod cache;
 pub mod classify;
@@ -12,6 +12,7 @@ pub mod functions;
 mod mysql_prepare;
 mod relations;
 mod settings;
+pub use settings::{mysql_mode_quotes_names, mysql_set_may_quote_names};
 pub mod shape;
 pub mod split;
 

@@ -237,6 +237,45 @@ const STRING_CHANGING_MODES: &[&str] = &[
     "PIPES_AS_CONCAT",
 ];
 
+/// MySQL sql_mode parts under which `"..."` is a quoted name: ANSI_QUOTES and the
+/// combination modes that include it.
+const QUOTES_NAMES_MODES: &[&str] = &[
+    "ANSI_QUOTES",
+    "ANSI",
+    "DB2",
+    "MAXDB",
+    "MSSQL",
+    "ORACLE",
+    "POSTGRESQL",
+];
+
+/// Whether MySQL's sql_mode `mode` (as `@@sql_mode` gives it: parts separated by commas)
+/// makes `"..."` a quoted name, in which a backslash is an ordinary character: where Airlock
+/// reads a string in which `\"` does not end it, the server then ends the name there, so text
+/// holding a backslash may split where Airlock does not.
+pub fn mysql_mode_quotes_names(mode: &str) -> bool {
+    mode.split(',').any(|part| {
+        QUOTES_NAMES_MODES
+            .iter()
+            .any(|m| part.trim().eq_ignore_ascii_case(m))
+    })
+}
+
+/// Whether MySQL statement `text`, classified with the `string_syntax_change` finding, may
+/// make `"..."` a quoted name: a SET of sql_mode to a value [`mysql_mode_quotes_names`] says
+/// does it, or to one Airlock cannot read. Anything else Airlock cannot read as a SET: true.
+/// (The other modes of that finding, NO_BACKSLASH_ESCAPES and PIPES_AS_CONCAT, do not: the
+/// server's status flags tell the first, and the second changes no statement boundary.)
+pub fn mysql_set_may_quote_names(text: &str) -> bool {
+    let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, text);
+    match parsed.as_deref() {
+        Ok([sqlparser::ast::Statement::Set(set)]) => values_of(set, &["sql_mode"])
+            .iter()
+            .any(|mode| mode.as_deref().is_none_or(mysql_mode_quotes_names)),
+        _ => true,
+    }
+}
+
 /// The finding of a SET of MySQL's sql_mode that may change how the server reads text (see
 /// [`STRING_CHANGING_MODES`]), or whose value Airlock cannot read.
 pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
@@ -269,7 +308,8 @@ fn values_of(set: &Set, settings: &[&str]) -> Vec<Option<String>> {
             Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
             _ => None,
         },
-        Expr::Identifier(id) => Some(id.value.clone()),
+        // A name (utf8mb4, DEFAULT), not a user variable (`@saved`), whose value is unseen.
+        Expr::Identifier(id) if !id.value.starts_with('@') => Some(id.value.clone()),
         _ => None,
     };
     match set {
@@ -355,6 +395,7 @@ fn named(name: &ObjectName, global: bool) -> Assigned {
 mod tests {
     use super::super::Dialect;
     use super::super::classify::{Kind, classify};
+    use super::mysql_mode_quotes_names;
 
     fn judged(sql: &str, dialect: Dialect) -> (Kind, Vec<&'static str>) {
         let c = classify(sql, dialect).remove(0);
@@ -494,6 +535,49 @@ mod tests {
     }
 
     #[test]
+    fn the_modes_that_make_double_quotes_names_are_read_off_sql_mode() {
+        for mode in [
+            "ANSI_QUOTES",
+            "STRICT_TRANS_TABLES,ansi_quotes",
+            "REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI",
+            "ORACLE",
+            " postgresql ",
+        ] {
+            assert!(mysql_mode_quotes_names(mode), "{mode}");
+        }
+        for mode in [
+            "",
+            "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION",
+            "PIPES_AS_CONCAT",
+            "NO_BACKSLASH_ESCAPES",
+            "ANSI_QUOTESX",
+        ] {
+            assert!(!mysql_mode_quotes_names(mode), "{mode}");
+        }
+    }
+
+    #[test]
+    fn a_set_of_sql_mode_may_make_double_quotes_names_unless_it_says_otherwise() {
+        use super::mysql_set_may_quote_names as may;
+        for sql in [
+            "SET SESSION sql_mode = 'ANSI_QUOTES'",
+            "SET sql_mode = 'ansi', autocommit = 1",
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+            "SET sql_mode = @saved",
+            "not a set at all",
+        ] {
+            assert!(may(sql), "{sql}");
+        }
+        for sql in [
+            "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "SET sql_mode = 'PIPES_AS_CONCAT,STRICT_ALL_TABLES'",
+            "SET sql_mode = DEFAULT",
+        ] {
+            assert!(!may(sql), "{sql}");
+        }
+    }
+
+    #[test]
     fn an_sql_mode_that_makes_double_quotes_names_is_a_string_syntax_change() {
         let my = Dialect::MySql;
         for sql in [
@@ -501,6 +585,7 @@ mod tests {
             "SET sql_mode = 'ansi'",
             "SET @@sql_mode = 'TRADITIONAL,ORACLE'",
             "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+            "SET sql_mode = @saved",
             "SET autocommit = 1, sql_mode = 'POSTGRESQL'",
             "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
         ] {

@@ -298,7 +298,22 @@ async fn open(
             return None;
         }
     };
-    let (connected, upstream_leftover) = connected;
+    let (mut connected, upstream_leftover) = connected;
+    let deprecate_eof = client
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let mut upstream_reader = upstream::PacketReader::from(upstream_leftover);
+    let sql_mode =
+        upstream::session_sql_mode(&mut connected.stream, &mut upstream_reader, deprecate_eof)
+            .await;
+    let quotes_as_names = match sql_mode {
+        Ok(mode) => crate::sql::mysql_mode_quotes_names(&mode),
+        Err(e) => {
+            tracing::warn!(%client_addr, reason = %e, "could not read the MySQL session's sql_mode");
+            tell(&mut stream, seq, &e).await;
+            return None;
+        }
+    };
     ctx.learn(&connected.info).await;
     if upstream::write_packet(&mut stream, seq, &connected.ok)
         .await
@@ -320,17 +335,15 @@ async fn open(
         strings_as_classified: response::ok_status(&connected.ok)
             .is_some_and(|s| s & response::SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0),
         local_infile: ctx.config.allow_local_infile,
+        quotes_as_names,
     };
-    let deprecate_eof = client
-        .capabilities
-        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let client = relay::End {
         stream,
         buf: reader.into_leftover(),
     };
     let upstream = relay::End {
         stream: connected.stream,
-        buf: upstream_leftover,
+        buf: upstream_reader.into_leftover(),
     };
     let thread = connected.thread_id;
     Some((client, upstream, info, deprecate_eof, thread))

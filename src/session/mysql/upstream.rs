@@ -19,6 +19,7 @@ use crate::config::UpstreamTlsMode;
 use crate::net::stream::{Stream, write_out};
 use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::packet::{self, Next};
+use crate::protocol::mysql::response::{Answer, Event, HEAD, Tracker};
 use crate::session::pg::UpstreamTarget;
 
 /// Handshake packets are small; anything larger is not a handshake.
@@ -106,6 +107,13 @@ impl PacketReader {
     /// Bytes read past the last packet returned.
     pub fn into_leftover(self) -> BytesMut {
         self.buf
+    }
+}
+
+impl From<BytesMut> for PacketReader {
+    /// A reader that starts with bytes an earlier one read past its last packet.
+    fn from(buf: BytesMut) -> PacketReader {
+        PacketReader { buf }
     }
 }
 
@@ -346,6 +354,58 @@ pub async fn kill_query(target: &UpstreamTarget, thread: u32) {
         }
         Err(_) => tracing::warn!(thread, "timed out stopping a departed client's statement"),
     }
+}
+
+/// The session's sql_mode, asked of the server right after login: its global default, or
+/// what `init_connect` made it. The server tells no client unasked, and under ANSI_QUOTES it
+/// reads text otherwise than Airlock does (see [`crate::sql::mysql_mode_quotes_names`]).
+/// `deprecate_eof`: whether the login negotiated CLIENT_DEPRECATE_EOF.
+pub async fn session_sql_mode(
+    stream: &mut Stream,
+    reader: &mut PacketReader,
+    deprecate_eof: bool,
+) -> Result<String, MyError> {
+    let mut query = vec![crate::protocol::mysql::command::COM_QUERY];
+    query.extend_from_slice(b"SELECT @@SESSION.sql_mode");
+    let lost = |e: std::io::Error| MyError::upstream_protocol(format!("reading sql_mode: {e}"));
+    write_packet(stream, 0, &query).await.map_err(lost)?;
+    let mut answer = Tracker::new(deprecate_eof);
+    answer.expect(Answer::Results);
+    let mut mode = None;
+    // A column count, its definition, an EOF, the row and the end: a few packets.
+    for _ in 0..16 {
+        let (payload, _) = reader
+            .next(stream, MAX_HANDSHAKE_PACKET)
+            .await
+            .map_err(lost)?;
+        match answer.packet(payload.len(), &payload[..payload.len().min(HEAD)]) {
+            Some(Event::Row { .. }) => {
+                let value = ParseBuf(&payload).checked_eat_lenenc_str();
+                mode = value.map(|v| String::from_utf8_lossy(v).into_owned());
+            }
+            Some(Event::Error) => {
+                let why = format!(
+                    "the server refused SELECT @@SESSION.sql_mode: {}",
+                    err_message(&payload)
+                );
+                return Err(MyError::upstream_protocol(why));
+            }
+            Some(Event::Unexpected) => {
+                return Err(MyError::upstream_protocol(
+                    "an unexpected answer to SELECT @@SESSION.sql_mode",
+                ));
+            }
+            _ => {}
+        }
+        if answer.is_idle() {
+            return mode.ok_or_else(|| {
+                MyError::upstream_protocol("no sql_mode in the answer to SELECT @@SESSION.sql_mode")
+            });
+        }
+    }
+    Err(MyError::upstream_protocol(
+        "the answer to SELECT @@SESSION.sql_mode did not end",
+    ))
 }
 
 /// Logs in with Airlock's own capabilities and says goodbye: how the listener learns the

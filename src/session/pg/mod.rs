@@ -327,6 +327,7 @@ async fn open(
         strings_as_classified: !says_nonstandard_strings(&connected.greeting),
         ascii_only: encoding_splits_ascii(&startup, &connected.greeting),
         local_infile: false,
+        quotes_as_names: false,
     };
     Ok(Some(Opened {
         client,

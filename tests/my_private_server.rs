@@ -1,7 +1,8 @@
-//! Airlock's own login to a MariaDB that speaks TLS. The shared MariaDB on 127.0.0.1:3306 has
-//! no TLS, so this test starts a private `mariadbd` on a free loopback port, with a certificate
-//! made in the test and an account that can only log in over TLS (`REQUIRE SSL`), and stops it
-//! at the end.
+//! What needs a MariaDB of its own, set up as the shared one on 127.0.0.1:3306 is not: Airlock's
+//! own login over TLS (the shared one has no TLS), and a server whose sql_mode reads text
+//! otherwise than the shared one. Each test starts a private `mariadbd` on a free loopback
+//! port, with a certificate made in the test and an account that can only log in over TLS
+//! (`REQUIRE SSL`), and stops it at the end.
 
 mod common;
 
@@ -24,7 +25,8 @@ struct PrivateMariadb {
 }
 
 impl PrivateMariadb {
-    fn start(certs: &Certs) -> PrivateMariadb {
+    /// A server with `options` besides the test's own (`--sql-mode=...`).
+    fn start(certs: &Certs, options: &[&str]) -> PrivateMariadb {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let user = whoami();
@@ -65,6 +67,7 @@ impl PrivateMariadb {
             .arg(format!("--ssl-key={}", certs.key_file().display()))
             .arg(format!("--ssl-ca={}", certs.ca_file().display()))
             .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -75,23 +78,28 @@ impl PrivateMariadb {
         server
     }
 
+    /// Runs `sql` in database test directly (not through Airlock), as the TLS-only account.
+    fn run(&self, sql: &str) -> std::process::Output {
+        Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "--protocol=tcp",
+            ])
+            .args(["-u", ACCOUNT, &format!("-p{ACCOUNT_PASSWORD}"), "--ssl"])
+            .args(["-N", "-e", sql, "test"])
+            .output()
+            .expect("the mariadb client must be installed (mariadb-client)")
+    }
+
     /// Bounded: the server answers a login over TLS within 30 seconds, or the test fails with
     /// its error log.
     fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new("mariadb")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-P",
-                    &self.port.to_string(),
-                    "--protocol=tcp",
-                ])
-                .args(["-u", ACCOUNT, &format!("-p{ACCOUNT_PASSWORD}"), "--ssl"])
-                .args(["-N", "-e", "SELECT 1", "test"])
-                .output()
-                .expect("the mariadb client must be installed (mariadb-client)");
+            let out = self.run("SELECT 1");
             if out.status.success() {
                 return;
             }
@@ -140,6 +148,14 @@ async fn proxy(address: &str, tls: &str, password_file: &Path) -> Proxy {
     .await
 }
 
+/// The TLS settings for logging in to `server`, verified against the CA of `certs`.
+fn verified(certs: &Certs) -> String {
+    format!(
+        "tls = \"verify-full\"\nca_file = {:?}\nserver_name = \"localhost\"",
+        certs.ca_file().display().to_string()
+    )
+}
+
 fn password_file(dir: &Path) -> PathBuf {
     let file = dir.join("upstream-password");
     std::fs::write(&file, format!("{ACCOUNT_PASSWORD}\n")).unwrap();
@@ -149,7 +165,7 @@ fn password_file(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn airlock_logs_in_to_mariadb_over_verified_tls() {
     let certs = Certs::new();
-    let server = PrivateMariadb::start(&certs);
+    let server = PrivateMariadb::start(&certs, &[]);
     let address = format!("127.0.0.1:{}", server.port);
     let secret = password_file(server.dir.path());
 
@@ -220,4 +236,62 @@ async fn tls_required_of_a_database_without_it_is_a_clear_error() {
         "{}",
         message(&e)
     );
+}
+
+/// A server whose global sql_mode has ANSI_QUOTES reads `"a\"` as a name that ends at the
+/// second quote, where Airlock's MySQL reading sees a string that goes on: `SELECT 1 AS "a\" ;
+/// DROP TABLE t; -- "` is one SELECT to Airlock and a SELECT, then a DROP, to that server.
+/// Airlock asks each session's sql_mode after login and, under ANSI_QUOTES, judges text holding
+/// a backslash as unknown, whatever the status flags say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_sql_mode_makes_double_quotes_names_is_read_as_it_reads() {
+    let certs = Certs::new();
+    let server = PrivateMariadb::start(&certs, &["--sql-mode=ANSI_QUOTES"]);
+    let address = format!("127.0.0.1:{}", server.port);
+    let secret = password_file(server.dir.path());
+    let airlock = Setup {
+        mysql: true,
+        policy_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
+        mysql_upstream: format!(
+            "address = \"{address}\"\nuser = \"{ACCOUNT}\"\npassword_file = {:?}\n{}\n",
+            secret.display().to_string(),
+            verified(&certs)
+        ),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let mut conn = mysql_async::Conn::new(opts(airlock.mysql_port.unwrap()))
+        .await
+        .expect("logs in through Airlock");
+    let mode: String = conn
+        .query_first("SELECT @@sql_mode")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(mode.contains("ANSI_QUOTES"), "{mode}");
+    let made = server.run("CREATE TABLE t (id INT)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // The server would run the DROP hidden behind the backslash: held by the default policy
+    // (refused here, with no approvals store), and the table is still there.
+    let e = conn
+        .query_drop("SELECT 1 AS \"a\\\" ; DROP TABLE t; -- \"")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1142, "{e}");
+    assert!(message(&e).contains("backslash"), "{}", message(&e));
+    let n: i64 = conn
+        .query_first("SELECT COUNT(*) FROM \"t\"")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "double-quoted names without a backslash are ordinary");
+    conn.query_drop("DROP TABLE t")
+        .await
+        .expect_err("held like any DROP");
+    conn.disconnect().await.unwrap();
 }
