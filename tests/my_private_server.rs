@@ -148,7 +148,7 @@ async fn proxy(address: &str, tls: &str, password_file: &Path) -> Proxy {
     .await
 }
 
-/// The TLS settings for logging in to `server`, verified against the CA of `certs`.
+/// Upstream TLS settings that verify the server's certificate against the CA of `certs`.
 fn verified(certs: &Certs) -> String {
     format!(
         "tls = \"verify-full\"\nca_file = {:?}\nserver_name = \"localhost\"",
@@ -171,11 +171,7 @@ async fn airlock_logs_in_to_mariadb_over_verified_tls() {
 
     // verify-full against the CA that signed the server's certificate: the client (plain TCP
     // to Airlock) works, and the database sees Airlock's session encrypted.
-    let verified = format!(
-        "tls = \"verify-full\"\nca_file = {:?}\nserver_name = \"localhost\"",
-        certs.ca_file().display().to_string()
-    );
-    let airlock = proxy(&address, &verified, &secret).await;
+    let airlock = proxy(&address, &verified(&certs), &secret).await;
     let mut conn = mysql_async::Conn::new(opts(airlock.mysql_port.unwrap()))
         .await
         .expect("logs in through Airlock");
@@ -194,12 +190,7 @@ async fn airlock_logs_in_to_mariadb_over_verified_tls() {
     conn.disconnect().await.unwrap();
 
     // A CA that did not sign the certificate: refused, and the client is told why.
-    let other = Certs::new();
-    let wrong_ca = format!(
-        "tls = \"verify-full\"\nca_file = {:?}\nserver_name = \"localhost\"",
-        other.ca_file().display().to_string()
-    );
-    let airlock = proxy(&address, &wrong_ca, &secret).await;
+    let airlock = proxy(&address, &verified(&Certs::new()), &secret).await;
     let e = mysql_async::Conn::new(opts(airlock.mysql_port.unwrap()))
         .await
         .unwrap_err();

@@ -224,13 +224,8 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
 /// TABLE t; -- "` is one SELECT to Airlock and a SELECT then a DROP to the server; under
 /// NO_BACKSLASH_ESCAPES no backslash escapes. The guard follows the latter from the server's
 /// status flags, but a statement sent before the SET's answer would be read the old way.
+/// These besides [`QUOTES_NAMES_MODES`].
 const STRING_CHANGING_MODES: &[&str] = &[
-    "ANSI",
-    "DB2",
-    "MAXDB",
-    "MSSQL",
-    "ORACLE",
-    "POSTGRESQL",
     "NO_BACKSLASH_ESCAPES",
     // Not about strings, but about how Airlock reads the text too: `||` becomes
     // concatenation, where Airlock reads MySQL's OR.
@@ -282,7 +277,9 @@ pub(super) fn sql_mode_findings(set: &Set, out: &mut Vec<Finding>) {
     for mode in values_of(set, &["sql_mode"]) {
         let changes_strings = mode.as_deref().is_none_or(|m| {
             let m = m.to_ascii_uppercase();
-            STRING_CHANGING_MODES.iter().any(|q| m.contains(q))
+            (QUOTES_NAMES_MODES.iter())
+                .chain(STRING_CHANGING_MODES)
+                .any(|q| m.contains(q))
         });
         if changes_strings {
             out.push(Finding {
