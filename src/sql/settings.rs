@@ -217,14 +217,13 @@ fn client_encodings(set: &Set) -> Vec<Option<String>> {
     }
 }
 
-/// MySQL sql_mode parts (alone or in a combination mode) that change where a string ends, or
-/// (PIPES_AS_CONCAT) what `||` means:
-/// under ANSI_QUOTES (and the modes that include it, or another grammar) `"..."` is a quoted
-/// name in which a backslash does not escape the closing `"`, so `SELECT 1 AS "a\" ; DROP
-/// TABLE t; -- "` is one SELECT to Airlock and a SELECT then a DROP to the server; under
-/// NO_BACKSLASH_ESCAPES no backslash escapes. The guard follows the latter from the server's
-/// status flags, but a statement sent before the SET's answer would be read the old way.
-/// These besides [`QUOTES_NAMES_MODES`].
+/// MySQL sql_mode parts that change where a string ends, or (PIPES_AS_CONCAT) what `||`
+/// means, besides those of [`QUOTES_NAMES_MODES`]: under ANSI_QUOTES (and the modes that
+/// include it) `"..."` is a quoted name in which a backslash does not escape the closing
+/// `"`, so `SELECT 1 AS "a\" ; DROP TABLE t; -- "` is one SELECT to Airlock and a SELECT then
+/// a DROP to the server; under NO_BACKSLASH_ESCAPES no backslash escapes. The guard follows
+/// the latter from the server's status flags, but a statement sent before the SET's answer
+/// would be read the old way.
 const STRING_CHANGING_MODES: &[&str] = &[
     "NO_BACKSLASH_ESCAPES",
     // Not about strings, but about how Airlock reads the text too: `||` becomes
