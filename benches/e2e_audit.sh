@@ -48,30 +48,11 @@ declare -A PORT=([required]=$P_REQ [best-effort]=$P_BEST [off]=$P_OFF)
 declare -A PID
 for mode in required best-effort off; do
     mkdir "$TMP/$mode"
-    cat >"$TMP/$mode/airlock.toml" <<EOF
-[server]
-shutdown_grace_secs = 2
-
-[policy]
-dir = "$TMP/policy"
-
-[state]
-dir = "$TMP/$mode/state"
-audit = "$mode"
-
-[postgres]
-listen = "127.0.0.1:${PORT[$mode]}"
-reuse_server_sessions = true
-
-[postgres.upstream]
-address = "127.0.0.1:5432"
-user = "postgres"
-tls = "disable"
-
-[[users]]
-name = "bench"
-scram_sha_256 = "$VERIFIER"
-EOF
+    {
+        airlock_bench_config "${PORT[$mode]}" 127.0.0.1:5432 bench "$VERIFIER"
+        printf '\n[policy]\ndir = "%s"\n\n[state]\ndir = "%s"\naudit = "%s"\n' \
+            "$TMP/policy" "$TMP/$mode/state" "$mode"
+    } >"$TMP/$mode/airlock.toml"
     "$AIRLOCK" serve --config "$TMP/$mode/airlock.toml" >"$TMP/$mode/airlock.log" 2>&1 &
     PID[$mode]=$!
     PIDS+=("$!")
