@@ -49,7 +49,7 @@ impl MysqlInspectorFactory for MyGuards {
             owed: std::collections::VecDeque::new(),
             sql_prepared: SqlPrepared::default(),
             text,
-            strings_as_classified: session.strings_as_classified && !session.quotes_as_names,
+            strings_as_classified: session.strings_as_classified,
             quotes_as_names: session.quotes_as_names,
             ascii_only: session.ascii_only,
             local_infile: session.local_infile,
@@ -74,7 +74,7 @@ pub struct MyGuard {
     strings_as_classified: bool,
     /// `"..."` may be a quoted name in which a backslash escapes nothing (ANSI_QUOTES in the
     /// session's sql_mode at login, or a SET of sql_mode let through since): text with a
-    /// backslash is judged unknown whatever the status flags say.
+    /// backslash is judged unknown whatever `strings_as_classified` says.
     quotes_as_names: bool,
     /// The client's character set may end a multibyte character in an ASCII byte.
     ascii_only: bool,
@@ -229,8 +229,8 @@ impl MysqlInspector for MyGuard {
     }
 
     fn status(&mut self, flags: Option<u16>) {
-        self.strings_as_classified = !self.quotes_as_names
-            && flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
+        self.strings_as_classified =
+            flags.is_some_and(|f| f & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0);
     }
 
     fn forwarded(&mut self, answer: bool) {
@@ -421,7 +421,7 @@ impl MyGuard {
         let session = TextSession {
             who: &self.who,
             state: &mut self.text,
-            strings_as_classified: self.strings_as_classified,
+            strings_as_classified: self.strings_as_classified && !self.quotes_as_names,
             ascii_only: self.ascii_only,
             prepared: &mut self.sql_prepared,
         };
@@ -433,10 +433,8 @@ impl MyGuard {
         if !matches!(judged.verdict, Verdict::Deny(_)) {
             for s in judged.statements.iter() {
                 self.ascii_only |= s.has("client_encoding");
-                if s.has("string_syntax_change") && crate::sql::mysql_set_may_quote_names(&s.text) {
-                    self.quotes_as_names = true;
-                    self.strings_as_classified = false;
-                }
+                self.quotes_as_names |=
+                    s.has("string_syntax_change") && crate::sql::mysql_set_may_quote_names(&s.text);
             }
         }
         judged
