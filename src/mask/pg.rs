@@ -120,12 +120,9 @@ impl Owed {
     }
 
     fn pop_front(&mut self) -> Option<Expect> {
-        match self.queries {
-            0 => self.queue.pop_front(),
-            _ => {
-                self.queries -= 1;
-                Some(Expect::Query { tables: Vec::new() })
-            }
+        match self.pop_query() {
+            true => Some(Expect::Query { tables: Vec::new() }),
+            false => self.queue.pop_front(),
         }
     }
 
@@ -147,11 +144,10 @@ impl Owed {
     }
 
     fn push_back(&mut self, expect: Expect) {
-        let bare = matches!(&expect, Expect::Query { tables } if tables.is_empty());
-        if !self.queue.is_empty() {
+        if matches!(&expect, Expect::Query { tables } if tables.is_empty()) {
+            self.push_query();
+        } else if !self.queue.is_empty() {
             self.queue.push_back(expect);
-        } else if bare {
-            self.queries += 1;
         } else {
             // Back to the start of the buffer, whose first slot the last message used: the
             // queue of a session that waits for each answer stays in one place in memory.
