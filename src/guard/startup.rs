@@ -42,6 +42,8 @@ pub fn admit(
     database: &str,
     settings: &[(String, String)],
 ) -> Result<(), Denial> {
+    // Made for the first setting that needs judging (most sessions have none).
+    let mut who = None;
     for (name, value) in settings {
         let known = |list: &[&str]| list.iter().any(|f| f.eq_ignore_ascii_case(name));
         if known(FOLLOWED) || known(EVERYDAY) {
@@ -57,12 +59,8 @@ pub fn admit(
         {
             continue;
         }
-        let judged = judge(
-            guard,
-            &guard.who_of(user, database),
-            statements.into(),
-            None,
-        );
+        let who = who.get_or_insert_with(|| guard.who_of(user, database));
+        let judged = judge(guard, who, statements.into(), None);
         if judged.verdict == Verdict::Forward {
             continue;
         }
