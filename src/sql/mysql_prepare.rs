@@ -48,11 +48,7 @@ pub(super) fn prepare_from(tokens: &[TokenWithSpan]) -> Option<PrepareFrom> {
 /// The name a `DROP PREPARE name` (MySQL's synonym for `DEALLOCATE PREPARE`, which
 /// sqlparser does not read) deallocates, as MySQL names it.
 pub(super) fn drop_prepare(tokens: &[TokenWithSpan]) -> Option<String> {
-    let significant: Vec<&Token> = tokens
-        .iter()
-        .map(|t| &t.token)
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
-        .collect();
+    let significant = super::split::significant(tokens);
     let keyword = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
     match significant.as_slice() {
         [drop, prepare, Token::Word(name)]

@@ -185,11 +185,7 @@ pub(super) fn encoding_finding(target: Option<&str>) -> Option<Finding> {
 /// settings), which sqlparser does not read: `Some` with the character set it switches the
 /// client to (`None` for DEFAULT, the server's own, which Airlock cannot see).
 pub(super) fn mysql_character_set(tokens: &[TokenWithSpan]) -> Option<Option<String>> {
-    let significant: Vec<&Token> = tokens
-        .iter()
-        .map(|t| &t.token)
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
-        .collect();
+    let significant = super::split::significant(tokens);
     let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
     let value = match significant.as_slice() {
         [set, character, set2, value]

@@ -26,6 +26,16 @@ pub struct Piece<'a> {
 /// The statements in `sql`, each as a slice of it without the terminating semicolon and
 /// without surrounding whitespace. Empty statements (`;;`, comments only) are left out, as the
 /// server skips them.
+/// The tokens of one piece that say something: no white space or comments, nor the `;`
+/// that ends it and the end of input.
+pub(super) fn significant(tokens: &[TokenWithSpan]) -> Vec<&Token> {
+    tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
+        .collect()
+}
+
 pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<&str>, SplitError> {
     Ok(split_tokens(sql, dialect)?
         .into_iter()
