@@ -4,6 +4,8 @@
 # through Airlock's pass-through (examples/passthrough.rs: the same build and config with
 # nothing in the inspection seam). Reports median TPS per target, the CPU each proxy spends
 # per transaction, and what the policy adds (airlock minus passthrough, round by round).
+# With FLOOR, also through the seam's floor (examples/seam_floor.rs): the least any
+# statement-judging inspector costs, to set what the policy adds against.
 #
 #   benches/e2e.sh                      # ROUNDS=3 DURATION=10
 #   ROUNDS=1 DURATION=3 benches/e2e.sh  # quick check
@@ -23,6 +25,9 @@
 #   AIRLOCK_BASELINE  path to another airlock binary (e.g. one built from an earlier commit)
 #                   to run as target "baseline" with the same config, in the same rounds:
 #                   the way to measure what a change costs per transaction
+#   FLOOR           seam or shape: also run target "floor", Airlock's relay with an inspector
+#                   shown what the guard is shown that does nothing with it (seam), or only
+#                   takes each simple Query's shape and looks it up once (shape)
 #   WORKLOADS_ONLY  run only the workloads whose name contains this text
 #   RATE            pgbench -R: transactions per second for every run (default: as fast as
 #                   it goes). Below every target's top speed, each target sees the same
@@ -83,7 +88,7 @@ require_tools psql pgbench python3
 # ---------------------------------------------------------------- temp dir and cleanup
 setup_tmp airlock-e2e
 chmod 755 "$TMP" # PgBouncer drops root and must still read its files
-read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT PASSTHROUGH_PORT < <(free_ports 5)
+read -r AIRLOCK_PORT RELAY_PORT PGB_PORT BASELINE_PORT PASSTHROUGH_PORT FLOOR_PORT < <(free_ports 6)
 
 # ---------------------------------------------------------------- Airlock
 VERIFIER=$(printf '%s' "$BENCH_PASS" | "$AIRLOCK" passwd)
@@ -103,6 +108,18 @@ if [[ -n ${AIRLOCK_BASELINE:-} ]]; then
     BASELINE_PID=$!
     PIDS+=("$BASELINE_PID")
 fi
+FLOOR_PID=
+case ${FLOOR:-} in
+'') ;;
+seam | shape)
+    [[ -x $FLOOR_BIN ]] || { log "missing $FLOOR_BIN (cargo build --release --example seam_floor)"; exit 1; }
+    sed "s/127.0.0.1:$AIRLOCK_PORT/127.0.0.1:$FLOOR_PORT/" "$TMP/airlock.toml" >"$TMP/floor.toml"
+    AIRLOCK_FLOOR=$FLOOR "$FLOOR_BIN" "$TMP/floor.toml" >"$TMP/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    ;;
+*) echo "FLOOR must be seam or shape" >&2; exit 2 ;;
+esac
 
 # ---------------------------------------------------------------- TCP relay
 "$RELAY" "127.0.0.1:$RELAY_PORT" "$PG_HOST:$PG_PORT" >"$TMP/relay.log" 2>&1 &
@@ -141,12 +158,13 @@ PIDS+=("$PGB_PID")
 
 # ---------------------------------------------------------------- targets
 # target -> "port user pid"
-declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT [passthrough]=$PASSTHROUGH_PORT [baseline]=$BASELINE_PORT)
-declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER [passthrough]=$BENCH_USER [baseline]=$BENCH_USER)
-declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID [passthrough]=$PASSTHROUGH_PID [baseline]=$BASELINE_PID)
-declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [passthrough]=127.0.0.1 [baseline]=127.0.0.1)
+declare -A PORT=([direct]=$PG_PORT [relay]=$RELAY_PORT [pgbouncer]=$PGB_PORT [airlock]=$AIRLOCK_PORT [passthrough]=$PASSTHROUGH_PORT [baseline]=$BASELINE_PORT [floor]=$FLOOR_PORT)
+declare -A USER_OF=([direct]=$PG_USER [relay]=$PG_USER [pgbouncer]=$BENCH_USER [airlock]=$BENCH_USER [passthrough]=$BENCH_USER [baseline]=$BENCH_USER [floor]=$BENCH_USER)
+declare -A PID_OF=([direct]="" [relay]=$RELAY_PID [pgbouncer]=$PGB_PID [airlock]=$AIRLOCK_PID [passthrough]=$PASSTHROUGH_PID [baseline]=$BASELINE_PID [floor]=$FLOOR_PID)
+declare -A HOST_OF=([direct]=$PG_HOST [relay]=127.0.0.1 [pgbouncer]=127.0.0.1 [airlock]=127.0.0.1 [passthrough]=127.0.0.1 [baseline]=127.0.0.1 [floor]=127.0.0.1)
 TARGETS=(direct relay pgbouncer airlock passthrough)
 [[ -n $BASELINE_PID ]] && TARGETS+=(baseline)
+[[ -n $FLOOR_PID ]] && TARGETS+=(floor)
 if [[ -n ${TARGETS_ONLY:-} ]]; then
     kept=()
     for t in "${TARGETS[@]}"; do [[ " $TARGETS_ONLY " == *" $t "* ]] && kept+=("$t"); done
@@ -156,7 +174,7 @@ fi
 
 conn_env() { # password only where the target checks one
     case $1 in
-    airlock | passthrough | baseline) echo "PGPASSWORD=$BENCH_PASS" ;;
+    airlock | passthrough | baseline | floor) echo "PGPASSWORD=$BENCH_PASS" ;;
     pgbouncer) echo "PGPASSWORD=$BENCH_PASS" ;;
     *) echo "PGPASSWORD=" ;;
     esac
@@ -191,6 +209,7 @@ echo "airlock:   $("$AIRLOCK" --version) ($(git rev-parse --short HEAD 2>/dev/nu
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
 echo "passthrough: examples/passthrough.rs, Airlock with nothing in the seam, same config"
 [[ -n $BASELINE_PID ]] && echo "baseline:  $AIRLOCK_BASELINE, same config"
+[[ -n $FLOOR_PID ]] && echo "floor:     examples/seam_floor.rs ($FLOOR), same config"
 if [[ ${CONCURRENT:-0} == 1 ]]; then together="at the same time"; else together="interleaved"; fi
 echo "runs:      $ROUNDS rounds x ${DURATION}s, targets $together: ${TARGETS[*]}${RATE:+, pgbench -R $RATE}"
 echo
@@ -346,13 +365,15 @@ for name, args in workloads:
         print(f"airlock/pgbouncer TPS:         {r:.2f}x  (target >= 0.95x: {'met' if r >= 0.95 else 'NOT met'})")
     else:
         print("airlock/pgbouncer TPS:         n/a")
-    for other in ("passthrough", "baseline"):
-        if other not in targets or not a_cpu or not cpu.get(other):
+    pairs = [("airlock", "passthrough"), ("airlock", "baseline"), ("airlock", "floor"),
+             ("floor", "passthrough")]
+    for one, other in pairs:
+        if one not in targets or other not in targets or not cpu.get(one) or not cpu.get(other):
             continue
-        d = a_cpu - cpu[other]
-        print(f"airlock - {other} CPU per txn: {d:+.2f} us ({a_cpu / cpu[other]:.2f}x)")
+        d = cpu[one] - cpu[other]
+        print(f"{one} - {other} CPU per txn: {d:+.2f} us ({cpu[one] / cpu[other]:.2f}x)")
         # Round by round: the two ran minutes apart at most, so drift cancels.
-        a, b = by_round.get((name, "airlock"), {}), by_round.get((name, other), {})
+        a, b = by_round.get((name, one), {}), by_round.get((name, other), {})
         paired = per_round([a[r] - b[r] for r in a if r in b], "+.2f", " us")
         if paired:
             print(f"  paired by round: {paired}")
@@ -361,6 +382,7 @@ print("tps: pgbench's figure (for -C it includes connecting; otherwise it exclud
 print("connection). proxy CPU us/txn: CPU time of the proxy process's threads over the run,")
 print("from /proc/PID/task/*/schedstat, divided by the transactions pgbench completed. Medians")
 print("over rounds. airlock - passthrough: what the policy adds (same build, same config).")
+print("floor - passthrough: what the least a statement-judging inspector does costs.")
 PY
 if [[ ${CONCURRENT:-0} == 1 ]]; then
     echo "CONCURRENT=1: the targets ran at the same time, so each tps is a share of the machine,"
