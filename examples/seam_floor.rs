@@ -22,8 +22,10 @@ use airlock::inspect::{Inspector, InspectorFactory, Interest, NoInspection, Sess
 use airlock::protocol::pg::frontend::FrontendMessage;
 
 thread_local! {
-    /// The shapes the thread's sessions sent, with a flag standing for a decision.
-    static SEEN: RefCell<HashMap<Vec<u8>, bool>> = RefCell::new(HashMap::new());
+    /// The shapes the thread's sessions sent, with a flag standing for a decision (hashed
+    /// with foldhash, as the guard's own table is).
+    static SEEN: RefCell<HashMap<Vec<u8>, bool, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
     static SHAPE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
