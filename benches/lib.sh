@@ -4,11 +4,11 @@
 log() { printf '%s\n' "$*" >&2; }
 
 # Builds the release airlock binary, the plain TCP relay, the pass-through and the seam's
-# floor (unless SKIP_BUILD=1) and sets AIRLOCK, RELAY, PASSTHROUGH and FLOOR_BIN to their paths. One build, so that
-# they share their dependencies' features: examples bring in the dev-dependencies'
-# (tokio's `process`, whose driver looks for orphaned children at every wake-up), which the
-# airlock binary built on its own lacks. Airlock measured here carries that small cost too,
-# and the pass-through compares like for like.
+# floor (unless SKIP_BUILD=1) and sets AIRLOCK, RELAY, PASSTHROUGH and FLOOR_BIN to their
+# paths. One build, so that they share their dependencies' features: examples bring in the
+# dev-dependencies' (tokio's `process`, whose driver looks for orphaned children at every
+# wake-up), which the airlock binary built on its own lacks. Airlock measured here carries
+# that small cost too, and the pass-through compares like for like.
 build_binaries() {
     if [[ ${SKIP_BUILD:-0} != 1 ]]; then
         log "building (release)..."

@@ -2,12 +2,11 @@
 //! relay with an inspector that is shown what the guard is shown (every statement, every
 //! answer, every reply) and does nothing with it, or (`AIRLOCK_FLOOR=shape`) only takes each
 //! simple Query's shape and looks it up in a small table of the thread's, as the guard's fast
-//! path does first. Run it as `benches/e2e.sh`'s baseline:
+//! path does first. `benches/e2e.sh` runs it as target `floor`:
 //!
 //! ```text
-//! cargo build --release --example seam_floor
-//! AIRLOCK_BASELINE=target/release/examples/seam_floor TARGETS_ONLY="airlock passthrough baseline" \
-//!     CONCURRENT=1 WORKLOADS_ONLY=tpcb benches/e2e.sh
+//! FLOOR=shape TARGETS_ONLY="airlock passthrough floor" CONCURRENT=1 WORKLOADS_ONLY=tpcb \
+//!     benches/e2e.sh
 //! ```
 //!
 //! Not for use in front of a real database: it enforces nothing.
