@@ -47,12 +47,12 @@ impl Inspector for Floor {
         if let (true, FrontendMessage::Query { sql }) = (self.shapes, message) {
             SHAPE.with_borrow_mut(|shape| {
                 if airlock::sql::shape::shape_into(sql, shape).is_some() {
-                    SEEN.with_borrow_mut(|seen| match seen.get(shape.as_slice()) {
-                        Some(_) => {}
-                        None if seen.len() < 4096 => {
+                    // One lookup, as the guard's remembered decision is; a new shape is
+                    // kept while the table is small.
+                    SEEN.with_borrow_mut(|seen| {
+                        if seen.get(shape.as_slice()).is_none() && seen.len() < 4096 {
                             seen.insert(shape.clone(), true);
                         }
-                        None => {}
                     });
                 }
             });
